@@ -1,0 +1,238 @@
+"""Dataset registry: real torchvision sets, offline `.npz` copies, labelled synthetic stand-ins.
+
+Resolution order for a dataset name (first that applies wins):
+1. a data root is given (params ``data.root`` or ``LOSSTOPO_DATA_DIR``): the offline copy
+   ``<root>/offline/<file>.npz`` if present (a partial copy only when ``allow_partial``);
+2. no root: torchvision, downloading into ``~/.cache/losstopo`` (users with internet);
+3. ``allow_synthetic``: a synthetic stand-in of the same shape, labelled as such.
+Otherwise a one-line :class:`DataError` names what was expected and where, before any training.
+Every loaded :class:`Dataset` carries ``source``, the words the report prints beside its results.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from losstopo.errors import DataError
+
+DATA_DIR_ENV = "LOSSTOPO_DATA_DIR"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    image_shape: tuple[int, int, int]  # (C, H, W)
+    n_classes: int
+    torchvision_class: str
+    torchvision_split_kw: str  # "train" (bool flag) or "split" (SVHN's "train"/"test")
+    offline_files: tuple[str, ...]  # candidates under <root>/offline, complete copies first
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+REGISTRY: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in (
+        DatasetSpec("mnist", (1, 28, 28), 10, "MNIST", "train", ("mnist.npz",), (0.1307,), (0.3081,)),
+        DatasetSpec(
+            "fashion_mnist", (1, 28, 28), 10, "FashionMNIST", "train",
+            ("fashion_mnist.npz", "fashion_mnist_partial_train_first2557.npz"), (0.2860,), (0.3530,),
+        ),
+        DatasetSpec(
+            "cifar10", (3, 32, 32), 10, "CIFAR10", "train", ("cifar10.npz", "cifar10_small.npz"),
+            (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+        ),
+        DatasetSpec(
+            "cifar100", (3, 32, 32), 100, "CIFAR100", "train", ("cifar100.npz",),
+            (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
+        ),
+        DatasetSpec(
+            "svhn", (3, 32, 32), 10, "SVHN", "split", ("svhn.npz",),
+            (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970),
+        ),
+    )
+}
+
+# Offline copies that lack a test set: this fraction of the (partial) training images is held out.
+PARTIAL_TEST_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A whole dataset as normalised tensors: x (N, C, H, W) float32, y (N,) int64."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    n_classes: int
+    source: str  # human-readable provenance, printed in the report
+    source_kind: str  # "torchvision" | "offline" | "offline-partial" | "synthetic"
+
+    def to(self, device: torch.device | str) -> "Dataset":
+        return replace(
+            self,
+            x_train=self.x_train.to(device), y_train=self.y_train.to(device),
+            x_test=self.x_test.to(device), y_test=self.y_test.to(device),
+        )
+
+    def subset(self, n_train: int | None, n_test: int | None, seed: int = 0) -> "Dataset":
+        """A class-agnostic random subset, the same for every run with the same seed."""
+        gen = torch.Generator().manual_seed(seed)
+
+        def take(x, y, n):
+            if n is None or n >= len(y):
+                return x, y
+            idx = torch.randperm(len(y), generator=gen)[:n].to(y.device)
+            return x[idx], y[idx]
+
+        x_train, y_train = take(self.x_train, self.y_train, n_train)
+        x_test, y_test = take(self.x_test, self.y_test, n_test)
+        return replace(self, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+
+
+def resolve_root(root: str | os.PathLike | None) -> Path | None:
+    """The params key wins over the environment variable; relative paths are taken from the cwd."""
+    value = root if root not in (None, "") else os.environ.get(DATA_DIR_ENV)
+    return Path(value).expanduser() if value else None
+
+
+def load_dataset(
+    name: str,
+    *,
+    root: str | os.PathLike | None = None,
+    allow_partial: bool = False,
+    allow_synthetic: bool = False,
+    download: bool = True,
+) -> Dataset:
+    spec = REGISTRY.get(name)
+    if spec is None:
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    data_root = resolve_root(root)
+    if data_root is not None:
+        if not data_root.is_dir():
+            raise DataError(f"data root {str(data_root)!r} is not a directory (set data.root or {DATA_DIR_ENV})")
+        found = _load_offline(spec, data_root, allow_partial)
+        if found is not None:
+            return found
+        reason = f"no offline copy of {name} under {data_root / 'offline'} (expected {' or '.join(spec.offline_files)})"
+    else:
+        try:
+            return _load_torchvision(spec, Path.home() / ".cache" / "losstopo", download)
+        except Exception as error:  # no internet, no files: fall through to the stand-in or the error
+            reason = f"torchvision could not load {name} ({type(error).__name__}: {str(error).splitlines()[0][:120]})"
+    if allow_synthetic:
+        return synthetic_dataset(spec, reason=reason)
+    raise DataError(f"{reason}; point data.root or {DATA_DIR_ENV} at a copy, or allow the synthetic stand-in")
+
+
+def _load_offline(spec: DatasetSpec, root: Path, allow_partial: bool) -> Dataset | None:
+    for file_name in spec.offline_files:
+        path = root / "offline" / file_name
+        if not path.is_file():
+            continue
+        arrays = np.load(path)
+        partial = "x_test" not in arrays.files
+        if partial and not allow_partial:
+            continue
+        x_train, y_train = _checked_split(spec, path, arrays, "train")
+        if partial:
+            n_test = int(round(PARTIAL_TEST_FRACTION * len(y_train)))
+            x_test, y_test = x_train[-n_test:], y_train[-n_test:]
+            x_train, y_train = x_train[:-n_test], y_train[:-n_test]
+            source = (f"offline partial copy {path.name}: {len(y_train) + n_test} real training images, "
+                      f"split {len(y_train)} train / {n_test} held-out test")
+        else:
+            x_test, y_test = _checked_split(spec, path, arrays, "test")
+            source = f"offline copy {path.name} ({len(y_train)} train / {len(y_test)} test real images)"
+        return Dataset(
+            spec.name, _normalise(spec, x_train), y_train, _normalise(spec, x_test), y_test,
+            spec.n_classes, source, "offline-partial" if partial else "offline",
+        )
+    return None
+
+
+def _checked_split(spec: DatasetSpec, path: Path, arrays, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    x_key, y_key = f"x_{split}", f"y_{split}"
+    missing = [k for k in (x_key, y_key) if k not in arrays.files]
+    if missing:
+        raise DataError(f"{path}: missing arrays {missing}; expected keys x_train, y_train, x_test, y_test")
+    return _checked_arrays(spec, f"{path}:{x_key}", arrays[x_key], arrays[y_key])
+
+
+def _checked_arrays(spec: DatasetSpec, where: str, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images (N, H, W) or (N, H, W, C) and labels (N,) -> tensors (N, C, H, W) uint8, (N,) int64."""
+    channels, height, width = spec.image_shape
+    expected = (height, width) if channels == 1 else (height, width, channels)
+    if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected or x.dtype != np.uint8:
+        raise DataError(f"{where}: images have shape {x.shape} {x.dtype}, expected (N, {', '.join(map(str, expected))}) uint8")
+    if y.shape != (len(x),) or (y.size and (y.min() < 0 or y.max() >= spec.n_classes)):
+        raise DataError(f"{where}: expected {len(x)} labels in [0, {spec.n_classes}), got shape {y.shape}")
+    x_chw = x[:, None] if channels == 1 else x.transpose(0, 3, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(x_chw)), torch.from_numpy(y.astype(np.int64))
+
+
+def _normalise(spec: DatasetSpec, x_uint8: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std).view(1, -1, 1, 1)
+    return (x_uint8.float() / 255.0 - mean) / std
+
+
+def _load_torchvision(spec: DatasetSpec, cache: Path, download: bool) -> Dataset:
+    from losstopo.torchvision_compat import import_torchvision
+
+    datasets = import_torchvision().datasets
+    cls = getattr(datasets, spec.torchvision_class)
+
+    def split(train: bool):
+        kw = {"train": train} if spec.torchvision_split_kw == "train" else {"split": "train" if train else "test"}
+        ds = cls(root=str(cache), download=download, **kw)
+        x = np.asarray(ds.data)
+        y = np.asarray(ds.targets if hasattr(ds, "targets") else ds.labels)
+        if x.ndim == 4 and x.shape[1] == 3:  # SVHN stores CHW
+            x = x.transpose(0, 2, 3, 1)
+        return _checked_arrays(spec, f"torchvision {spec.torchvision_class} in {cache}", x, y)
+
+    x_train, y_train = split(True)
+    x_test, y_test = split(False)
+    return Dataset(
+        spec.name, _normalise(spec, x_train), y_train, _normalise(spec, x_test), y_test,
+        spec.n_classes, f"torchvision {spec.torchvision_class} (real, {len(y_train)} train / {len(y_test)} test)",
+        "torchvision",
+    )
+
+
+# Sizes of the stand-ins: the real sets' sizes, so that a synthetic run costs what a real one would.
+SYNTHETIC_SIZES = {"mnist": (60000, 10000), "fashion_mnist": (60000, 10000), "cifar10": (50000, 10000),
+                   "cifar100": (50000, 10000), "svhn": (73257, 26032)}
+
+
+def synthetic_dataset(spec: DatasetSpec, *, reason: str, seed: int = 0, sizes: tuple[int, int] | None = None) -> Dataset:
+    """Class templates (smooth random images) plus pixel noise: learnable, but not the real task.
+
+    Never silently substituted: its ``source`` says ``SYNTHETIC stand-in`` and why.
+    """
+    n_train, n_test = sizes or SYNTHETIC_SIZES[spec.name]
+    gen = torch.Generator().manual_seed(seed)
+    channels, height, width = spec.image_shape
+    coarse = torch.rand(spec.n_classes, channels, height // 4, width // 4, generator=gen)
+    templates = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
+
+    def draw(n):
+        y = torch.randint(spec.n_classes, (n,), generator=gen)
+        noise = 0.35 * torch.randn(n, channels, height, width, generator=gen)
+        x = (templates[y] + noise).clamp(0, 1)
+        return (x * 255).round().to(torch.uint8), y
+
+    x_train, y_train = draw(n_train)
+    x_test, y_test = draw(n_test)
+    return Dataset(
+        spec.name, _normalise(spec, x_train), y_train, _normalise(spec, x_test), y_test, spec.n_classes,
+        f"SYNTHETIC stand-in of {spec.name} (real data unavailable: {reason})", "synthetic",
+    )

@@ -1,0 +1,133 @@
+"""K networks of one architecture as one batched function of flat parameter vectors.
+
+``thetas: (k, d)`` holds k parameter vectors of a template module; ``torch.func.functional_call``
+under ``vmap`` evaluates all k in one forward/backward. This is the engine that lets the
+minima of one architecture train together and all points of a path share one evaluation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+
+@dataclass(frozen=True)
+class ParameterLayout:
+    """Where each named parameter of a module lives in a flat vector."""
+
+    names: tuple[str, ...]
+    shapes: tuple[torch.Size, ...]
+
+    @classmethod
+    def of(cls, module: nn.Module) -> "ParameterLayout":
+        named = list(module.named_parameters())
+        return cls(tuple(n for n, _ in named), tuple(p.shape for _, p in named))
+
+    @property
+    def dim(self) -> int:
+        return sum(s.numel() for s in self.shapes)
+
+    def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        """theta: (d,) -> {name: view of shape}; differentiable."""
+        pieces = torch.split(theta, [s.numel() for s in self.shapes])
+        return {n: p.view(s) for n, p, s in zip(self.names, pieces, self.shapes)}
+
+    def flatten(self, module: nn.Module) -> torch.Tensor:
+        params = dict(module.named_parameters())
+        return torch.cat([params[n].detach().reshape(-1) for n in self.names])
+
+
+class StackedModel:
+    """Evaluates ``k`` parameter vectors of one template module on shared or per-model inputs."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+        self.layout = ParameterLayout.of(module)
+        self.buffers = dict(module.named_buffers())
+
+        def single(theta, x):
+            return functional_call(self.module, (self.layout.unflatten(theta), self.buffers), (x,))
+
+        self._shared = vmap(single, in_dims=(0, None))  # same batch for every model
+        self._per_model = vmap(single, in_dims=(0, 0))  # a batch per model
+
+    @property
+    def dim(self) -> int:
+        return self.layout.dim
+
+    def init_thetas(self, seeds: list[int], device=None) -> torch.Tensor:
+        """(k, d): the template's default initialisation under each seed (distinct seeds -> distinct minima)."""
+        rows = []
+        for seed in seeds:
+            torch.manual_seed(seed)
+            for layer in self.module.modules():
+                if layer is not self.module and hasattr(layer, "reset_parameters"):
+                    layer.reset_parameters()
+            rows.append(self.layout.flatten(self.module))
+        return torch.stack(rows).to(device)
+
+    def logits(self, thetas: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """thetas (k, d), x (B, ...) -> (k, B, n_classes)."""
+        return self._shared(thetas, x)
+
+    def logits_per_model(self, thetas: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        """thetas (k, d), xs (k, B, ...) -> (k, B, n_classes)."""
+        return self._per_model(thetas, xs)
+
+
+def cross_entropy_per_model(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """logits (k, B, C), y (B,) or (k, B) -> (k,) mean cross-entropy of each model."""
+    k, batch, n_classes = logits.shape
+    y = y.expand(k, batch) if y.dim() == 1 else y
+    losses = nn.functional.cross_entropy(logits.reshape(k * batch, n_classes).float(), y.reshape(-1), reduction="none")
+    return losses.view(k, batch).mean(dim=1)
+
+
+class DatasetLoss:
+    """``loss_fn(thetas) -> (k,)``: mean cross-entropy of each parameter vector over a whole dataset.
+
+    The data stays resident on its device; evaluation runs in chunks of ``chunk_size`` samples
+    (and ``max_models`` models) so that memory stays bounded while gradients still flow.
+    ``minibatch(generator)`` returns the same kind of function on one random batch of
+    ``batch_size`` samples, which the path optimiser uses for stochastic gradients.
+    """
+
+    def __init__(self, stacked: StackedModel, x: torch.Tensor, y: torch.Tensor, *,
+                 chunk_size: int = 10000, max_models: int = 64, batch_size: int | None = None,
+                 autocast_dtype: torch.dtype | None = None):
+        self.stacked, self.x, self.y = stacked, x, y
+        self.chunk_size, self.max_models, self.batch_size = chunk_size, max_models, batch_size
+        self.autocast_dtype = autocast_dtype
+
+    def __call__(self, thetas: torch.Tensor) -> torch.Tensor:
+        return self._evaluate(thetas, self.x, self.y, per_sample=False)
+
+    def accuracy(self, thetas: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self._evaluate(thetas, self.x, self.y, per_sample=True)
+
+    def minibatch(self, generator: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
+        if self.batch_size is None or self.batch_size >= len(self.y):
+            return self
+        idx = torch.randint(len(self.y), (self.batch_size,), generator=generator).to(self.y.device)
+        x, y = self.x[idx], self.y[idx]
+        return lambda thetas: self._evaluate(thetas, x, y, per_sample=False)
+
+    def _evaluate(self, thetas: torch.Tensor, x: torch.Tensor, y: torch.Tensor, per_sample: bool) -> torch.Tensor:
+        out = []
+        for model_rows in torch.split(thetas, self.max_models):
+            total = torch.zeros(len(model_rows), device=thetas.device)
+            for start in range(0, len(y), self.chunk_size):
+                xb, yb = x[start:start + self.chunk_size], y[start:start + self.chunk_size]
+                with torch.autocast(xb.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+                    logits = self.stacked.logits(model_rows, xb)
+                if per_sample:
+                    total = total + (logits.argmax(-1) == yb).float().sum(dim=1)
+                else:
+                    total = total + cross_entropy_per_model(logits, yb) * len(yb)
+            out.append(total / len(y))
+        return torch.cat(out)

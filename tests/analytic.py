@@ -1,0 +1,56 @@
+"""Analytic loss functions on R and R^2 with exactly computable barcodes, shared by tests."""
+
+from __future__ import annotations
+
+import gudhi
+import numpy as np
+import torch
+
+# Three Gaussian wells of different depths in a shallow bowl, and a hill between the two deepest:
+# three minima, two finite bars. The straight segment between wells 0 and 1 crosses the hill, and the
+# best direct path from 1 to 0 (around the hill) is higher than going through well 2's basin.
+WELL_CENTRES = torch.tensor([[-2.0, 0.0], [2.0, 0.2], [0.3, 2.6]], dtype=torch.float64)
+WELL_DEPTHS = torch.tensor([1.0, 0.8, 0.65], dtype=torch.float64)
+WELL_WIDTH = 0.7
+BOWL = 0.02
+HILL_CENTRE = torch.tensor([0.0, 0.3], dtype=torch.float64)
+HILL_HEIGHT, HILL_WIDTH = 0.6, 0.5
+
+
+def wells_2d(thetas: torch.Tensor) -> torch.Tensor:
+    """thetas (k, 2) -> (k,) losses."""
+    sq = ((thetas[:, None, :] - WELL_CENTRES.to(thetas)) ** 2).sum(-1)
+    wells = (WELL_DEPTHS.to(thetas) * torch.exp(-sq / (2 * WELL_WIDTH ** 2))).sum(-1)
+    hill = HILL_HEIGHT * torch.exp(-((thetas - HILL_CENTRE.to(thetas)) ** 2).sum(-1) / (2 * HILL_WIDTH ** 2))
+    return BOWL * (thetas ** 2).sum(-1) - wells + hill
+
+
+def wells_1d(thetas: torch.Tensor) -> torch.Tensor:
+    """thetas (k, 1) -> (k,): minima near -2, 0.1 and 2.2 of different depths."""
+    x = thetas[:, 0]
+    return 0.02 * x ** 4 - (1.0 * torch.exp(-(x + 2) ** 2) + 0.7 * torch.exp(-(x - 0.1) ** 2 / 0.5)
+                            + 0.85 * torch.exp(-(x - 2.2) ** 2))
+
+
+def descend_to_minimum(fn, start: torch.Tensor, steps: int = 4000, lr: float = 0.05) -> torch.Tensor:
+    theta = start.clone().double().reshape(1, -1).requires_grad_(True)
+    opt = torch.optim.SGD([theta], lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        fn(theta).sum().backward()
+        opt.step()
+    return theta.detach()[0]
+
+
+def grid_barcode(fn, lows, highs, n: int) -> tuple[list[tuple[float, float]], float]:
+    """0-dim sublevel-set persistence of fn on a fine grid (gudhi cubical complex), and fn's range there.
+
+    Independent of paths and of our barcode code: the reference answer.
+    """
+    axes = [np.linspace(lo, hi, n) for lo, hi in zip(lows, highs)]
+    mesh = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(axes))
+    values = fn(torch.from_numpy(mesh)).numpy().reshape([n] * len(axes))
+    complex_ = gudhi.CubicalComplex(vertices=values)
+    complex_.compute_persistence(homology_coeff_field=2, min_persistence=1e-9)
+    bars = [tuple(map(float, pair)) for pair in complex_.persistence_intervals_in_dimension(0)]
+    return sorted(bars), float(values.max() - values.min())

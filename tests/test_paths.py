@@ -1,0 +1,93 @@
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from analytic import WELL_CENTRES, descend_to_minimum, grid_barcode, wells_1d, wells_2d
+from losstopo.paths import (dense_positions, interpolate_polyline, optimize_path, optimize_paths,
+                            orthogonal_direction, straight_path)
+from losstopo.topology import barcode_of_minima
+
+
+def test_straight_path_is_equally_spaced_with_exact_endpoints():
+    a, b = torch.zeros(3), torch.tensor([3.0, 0.0, 6.0])
+    points = straight_path(a, b, 4)
+    assert torch.equal(points[0], a) and torch.equal(points[-1], b)
+    assert torch.allclose(points[1], torch.tensor([1.0, 0.0, 2.0]))
+
+
+def test_orthogonal_direction_removes_the_tangent_on_a_straight_path():
+    points = straight_path(torch.zeros(1, 2), torch.tensor([[4.0, 0.0]]), 5)
+    grads = torch.tensor([[[1.0, 2.0], [-3.0, 0.5], [0.0, -1.0]]])
+    # On a straight x-axis path both neighbour directions are e_x: only the y part survives.
+    assert torch.allclose(orthogonal_direction(points, grads), grads * torch.tensor([0.0, 1.0]))
+
+
+def test_interpolation_hits_points_and_midpoints():
+    points = torch.tensor([[0.0], [2.0], [6.0]])
+    assert interpolate_polyline(points, np.array([0, 0.5, 1, 1.25, 2])).flatten().tolist() == [0, 1, 2, 3, 6]
+    assert dense_positions(3, (0.5,)).tolist() == [0, 0.5, 1, 1.5, 2]
+
+
+def test_endpoints_never_move_and_batched_equals_single():
+    a, b = torch.tensor([-2.0, 0.0], dtype=torch.float64), torch.tensor([2.0, 0.2], dtype=torch.float64)
+    single = optimize_path(wells_2d, a, b, n_points=9, lr=0.05, steps=50)
+    both = optimize_paths(wells_2d, torch.stack([a, b]), torch.stack([b, a]), n_points=9, lr=0.05, steps=50)
+    assert torch.equal(single.points[0], a) and torch.equal(single.points[-1], b)
+    assert torch.allclose(both[0].points, single.points)
+    assert both[0].max_loss == pytest.approx(single.max_loss)
+
+
+def test_optimisation_lowers_the_path_maximum():
+    a, b = descend_to_minimum(wells_2d, WELL_CENTRES[0]), descend_to_minimum(wells_2d, WELL_CENTRES[1])
+    straight = optimize_path(wells_2d, a, b, n_points=19, steps=0)
+    optimised = optimize_path(wells_2d, a, b, n_points=19, lr=0.05, steps=300)
+    assert optimised.max_loss < straight.max_loss - 0.05
+
+
+def _barcode_from_paths(fn, minima, **options):
+    losses = fn(torch.stack(minima)).tolist()
+    path_max = np.full((len(minima),) * 2, np.nan)
+    pairs = list(itertools.combinations(range(len(minima)), 2))
+    results = optimize_paths(fn, torch.stack([minima[i] for i, _ in pairs]),
+                             torch.stack([minima[j] for _, j in pairs]), **options)
+    for (i, j), result in zip(pairs, results):
+        path_max[i, j] = path_max[j, i] = result.max_loss
+    return losses, path_max
+
+
+def _finite_deaths(bars):
+    return sorted(d for _, d in bars if np.isfinite(d))
+
+
+def test_1d_barcode_matches_exact_sublevel_persistence():
+    # In 1-D the gradient is tangent to every path, so the path is the interval itself.
+    minima = [descend_to_minimum(wells_1d, torch.tensor([x])) for x in (-2.0, 0.1, 2.2)]
+    losses, path_max = _barcode_from_paths(wells_1d, minima, n_points=201, lr=0.01, steps=20)
+    reference, value_range = grid_barcode(wells_1d, [-4.0], [4.0], 20001)
+    expected = sorted(d for _, d in reference if np.isfinite(d))
+    assert len(expected) == 2
+    for method in ("paper", "persistence"):
+        got = _finite_deaths(barcode_of_minima(losses, path_max, method))
+        assert np.allclose(got, expected, atol=0.02 * value_range)
+
+
+def test_2d_optimised_paths_recover_exact_barcode_within_2_percent():
+    minima = [descend_to_minimum(wells_2d, c) for c in WELL_CENTRES]
+    assert len({tuple(m.round(decimals=3).tolist()) for m in minima}) == 3
+    losses, path_max = _barcode_from_paths(wells_2d, minima, n_points=41, lr=0.05, steps=600)
+    reference, value_range = grid_barcode(wells_2d, [-3.5, -3.5], [3.5, 3.5], 701)
+    births = sorted(b for b, d in reference if np.isfinite(d))
+    expected = sorted(d for _, d in reference if np.isfinite(d))
+    assert len(expected) == 2, reference  # the reference itself sees exactly three minima
+    tolerance = 0.02 * value_range
+    bars = barcode_of_minima(losses, path_max, "persistence")
+    assert np.allclose(sorted(b for b, d in bars if np.isfinite(d)), births, atol=1e-3)
+    assert np.allclose(_finite_deaths(bars), expected, atol=tolerance)
+    # Algorithm 1 sees only the direct path 1 -> 0, which must climb around the hill: too high.
+    paper = barcode_of_minima(losses, path_max, "paper")
+    assert paper[1][1] > bars[1][1] + tolerance
+    # Unoptimised straight segments cross the hill itself.
+    _, straight_max = _barcode_from_paths(wells_2d, minima, n_points=41, steps=0)
+    assert straight_max[0, 1] > path_max[0, 1] + 0.3

@@ -1,0 +1,70 @@
+import math
+
+import numpy as np
+import pytest
+
+from losstopo.topology import barcode_of_minima, segment_lengths, to_score
+
+INF = math.inf
+
+
+def test_algorithm_1_takes_lowest_direct_path_to_a_lower_minimum():
+    losses = [0.0, 1.0, 2.0]
+    path_max = np.array([[0, 5, 3], [5, 0, 4], [3, 4, 0.0]])
+    # minimum 1 reaches only minimum 0 below it: h = 5; minimum 2 takes min(3, 4) = 3.
+    assert barcode_of_minima(losses, path_max, "paper") == [(0.0, INF), (1.0, 5.0), (2.0, 3.0)]
+
+
+def test_persistence_agrees_with_algorithm_1_when_direct_paths_are_best():
+    losses = [0.3, 0.1, 0.2, 0.5]
+    path_max = np.array([[0, 1, 2, 3], [1, 0, 1.5, 2], [2, 1.5, 0, 2.5], [3, 2, 2.5, 0.0]])
+    paper = barcode_of_minima(losses, path_max, "paper")
+    assert paper == barcode_of_minima(losses, path_max, "persistence")
+    assert paper == [(0.3, 1.0), (0.1, INF), (0.2, 1.5), (0.5, 2.0)]
+
+
+def test_persistence_chains_paths_where_algorithm_1_cannot():
+    # 1 -> 2 at 2.5 then 2 -> 0 at 3: minimum 1 reaches the global minimum at 3 < 5 (its direct path).
+    losses = [0.0, 1.0, 2.0]
+    path_max = np.array([[0, 5, 3], [5, 0, 2.5], [3, 2.5, 0.0]])
+    assert barcode_of_minima(losses, path_max, "paper") == [(0.0, INF), (1.0, 5.0), (2.0, 2.5)]
+    assert barcode_of_minima(losses, path_max, "persistence") == [(0.0, INF), (1.0, 3.0), (2.0, 2.5)]
+
+
+def test_equal_losses_break_ties_by_index():
+    losses = [0.5, 0.5]
+    path_max = np.array([[0, 0.9], [0.9, 0]])
+    for method in ("paper", "persistence"):
+        assert barcode_of_minima(losses, path_max, method) == [(0.5, INF), (0.5, 0.9)]
+
+
+def test_missing_paths_leave_bars_unbounded():
+    losses = [0.0, 1.0]
+    path_max = np.full((2, 2), np.nan)
+    assert barcode_of_minima(losses, path_max, "paper")[1] == (1.0, INF)
+
+
+def test_shape_mismatch_is_rejected():
+    with pytest.raises(ValueError, match=r"\(3, 3\)"):
+        barcode_of_minima([0, 1, 2], np.zeros((2, 2)))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_to_score_equals_closed_form(seed):
+    rng = np.random.default_rng(seed)
+    losses = rng.uniform(0, 1, 7)
+    upper = np.triu(rng.uniform(1, 3, (7, 7)), 1)
+    bars = barcode_of_minima(losses, upper + upper.T, "paper")
+    finite = [d - b for b, d in bars if d != INF]
+    assert to_score(bars) == pytest.approx(max(finite) / 2, abs=1e-12)
+
+
+def test_to_score_of_single_bar_is_zero_and_hand_case():
+    assert to_score([(0.2, INF)]) == 0.0
+    assert to_score([(0.0, INF), (1.0, 1.5), (2.0, 4.0)]) == pytest.approx(1.0)  # (4 - 2) / 2
+    assert segment_lengths([(0.0, INF), (1.0, 1.5)])[1] == pytest.approx(0.5)
+
+
+def test_to_score_rejects_barcode_without_single_essential_bar():
+    with pytest.raises(ValueError, match="one infinite bar"):
+        to_score([(0.0, 1.0)])
