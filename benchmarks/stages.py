@@ -1,0 +1,198 @@
+"""The three compute stages every barcode experiment shares: minima -> paths -> topology.
+
+An experiment module supplies its variants (dataset x architecture) and settings; these
+functions do the rest, write ``artifacts/<experiment>/<stage>/<variant>/...`` and log to MLflow.
+Work already done with the same settings (content-addressed) is skipped, and an interrupted
+minima stage resumes from its last epoch checkpoint.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from losstopo import tracking
+from losstopo.config import Params, as_dict, content_hash
+from losstopo.data import Dataset, load_dataset
+from losstopo.io import load_json, save_json, save_torch
+from losstopo.models import build_model, parameter_count
+from losstopo.paths import evaluate_in_chunks, optimize_paths, straight_path, evaluate_path
+from losstopo.stacked import DatasetLoss, StackedModel
+from losstopo.topology import barcode_of_minima, segment_lengths, to_score
+from losstopo.train import train_minima
+
+ARTIFACTS = Path("artifacts")
+
+
+@dataclass(frozen=True)
+class Variant:
+    key: str  # directory name and MLflow run name, e.g. "mnist-fc-4-32"
+    dataset: str
+    model: str
+    labels: dict = field(default_factory=dict, hash=False, compare=False)  # e.g. {"depth": 4}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def stage_dir(experiment: str, stage: str, root: Path = ARTIFACTS) -> Path:
+    return root / experiment / stage
+
+
+class DataCache:
+    """Each dataset is read from disk once per stage and kept resident on the device."""
+
+    def __init__(self, params: Params, device: torch.device):
+        self.params, self.device, self._full = params, device, {}
+
+    def get(self, name: str, n_train: int | None, n_test: int | None, seed: int) -> Dataset:
+        if name not in self._full:
+            cfg = self.params.data
+            self._full[name] = load_dataset(name, root=cfg.root, allow_partial=cfg.allow_partial,
+                                            allow_synthetic=cfg.allow_synthetic)
+        return self._full[name].subset(n_train, n_test, seed=seed).to(self.device)
+
+
+def _prune(directory: Path, keep: set[str]) -> None:
+    if directory.is_dir():
+        for child in directory.iterdir():
+            if child.is_dir() and child.name not in keep:
+                shutil.rmtree(child)
+
+
+def run_minima(experiment: str, variants: list[Variant], config, params: Params, root: Path = ARTIFACTS) -> None:
+    device = resolve_device(params.runtime.device)
+    out_root = stage_dir(experiment, "minima", root)
+    _prune(out_root, {v.key for v in variants})
+    data = DataCache(params, device)
+    summary = {}
+    with tracking.stage_run(experiment, "minima", profile=params.profile, device=str(device),
+                            params={"data": as_dict(params.data), "minima": as_dict(config.minima)}):
+        for variant in tqdm(variants, desc=f"{experiment} minima", disable=not params.runtime.progress):
+            cfg = config.minima
+            dataset = data.get(variant.dataset, cfg.train_subset, cfg.test_subset, cfg.seed)
+            address = content_hash(variant.model, variant.dataset, cfg, dataset.source)
+            out = out_root / variant.key
+            done = out / "minima.json"
+            if done.is_file() and load_json(done).get("address") == address:
+                summary[variant.key] = load_json(done)["summary"]
+                continue
+            for stale in out.glob("checkpoint-*.pt"):
+                if stale.name != f"checkpoint-{address}.pt":
+                    stale.unlink()
+            module = build_model(variant.model, dataset.x_train.shape[1:], dataset.n_classes)
+            stacked = StackedModel(module.to(device))
+            with tracking.variant_run(variant.key, data_source=dataset.source,
+                                      params={"model": variant.model, "dataset": variant.dataset,
+                                              "parameters": parameter_count(module), **variant.labels}):
+                def log_epoch(epoch, record):
+                    tracking.log_metrics({f"train_loss_m{k}": v for k, v in enumerate(record["train_loss"])}
+                                         | {"lr": record["lr"]}, step=epoch)
+
+                result = train_minima(stacked, dataset, cfg, checkpoint=out / f"checkpoint-{address}.pt",
+                                      on_epoch=log_epoch, progress=params.runtime.progress, description=variant.key)
+                per_minimum = {}
+                for k in range(cfg.n_minima):
+                    for name in ("train_loss", "train_acc", "test_loss", "test_acc"):
+                        per_minimum[f"m{k}_{name}"] = getattr(result, name)[k]
+                tracking.log_metrics(per_minimum)
+                save_torch({"thetas": result.thetas, "model": variant.model, "dataset": variant.dataset,
+                            "data_source": dataset.source, "address": address}, out / "minima.pt")
+                record = {"variant": variant.key, "model": variant.model, "dataset": variant.dataset,
+                          "labels": variant.labels, "parameters": parameter_count(module),
+                          "data_source": dataset.source, "data_kind": dataset.source_kind, **result.summary()}
+                save_json({"address": address, "summary": record}, done)
+                (out / f"checkpoint-{address}.pt").unlink(missing_ok=True)
+                summary[variant.key] = record
+        save_json({k: {"mean_train_loss": float(np.mean(v["train_loss"])), "mean_test_acc": float(np.mean(v["test_acc"]))}
+                   for k, v in summary.items()}, stage_dir(experiment, "minima_metrics.json", root))
+
+
+def run_paths(experiment: str, variants: list[Variant], config, params: Params, root: Path = ARTIFACTS) -> None:
+    device = resolve_device(params.runtime.device)
+    out_root = stage_dir(experiment, "paths", root)
+    _prune(out_root, {v.key for v in variants})
+    data = DataCache(params, device)
+    cfg = config.paths
+    metrics = {}
+    with tracking.stage_run(experiment, "paths", profile=params.profile, device=str(device),
+                            params={"data": as_dict(params.data), "paths": as_dict(cfg)}):
+        for variant in tqdm(variants, desc=f"{experiment} paths", disable=not params.runtime.progress):
+            minima = torch.load(stage_dir(experiment, "minima", root) / variant.key / "minima.pt", map_location=device)
+            dataset = data.get(variant.dataset, cfg.train_subset, 0, seed=config.minima.seed + 1)
+            module = build_model(variant.model, dataset.x_train.shape[1:], dataset.n_classes).to(device)
+            loss_fn = DatasetLoss(StackedModel(module), dataset.x_train, dataset.y_train, batch_size=cfg.batch_size)
+            thetas = minima["thetas"].to(device)
+            pairs = list(itertools.combinations(range(len(thetas)), 2))
+            with tracking.variant_run(variant.key, data_source=dataset.source):
+                results = optimize_paths(
+                    loss_fn, thetas[[i for i, _ in pairs]], thetas[[j for _, j in pairs]],
+                    n_points=cfg.n_points, lr=cfg.lr, steps=cfg.steps, momentum=cfg.momentum,
+                    weight_decay=cfg.weight_decay, alphas=cfg.alphas, max_models=cfg.max_models,
+                    seed=config.minima.seed, progress=params.runtime.progress, description=f"{variant.key} paths",
+                    record_every=max(cfg.steps // 50, 1),
+                )
+                straight = [evaluate_path(loss_fn, straight_path(thetas[i], thetas[j], cfg.n_points), cfg.alphas,
+                                          cfg.max_models).max_loss for i, j in pairs]
+                minima_losses = evaluate_in_chunks(loss_fn, thetas, cfg.max_models).tolist()
+                record = {
+                    "variant": variant.key, "labels": variant.labels, "data_source": dataset.source,
+                    "data_kind": dataset.source_kind, "n_path_samples": len(dataset.y_train),
+                    "minima_losses": minima_losses, "pairs": pairs,
+                    "max_loss": [r.max_loss for r in results], "straight_max_loss": straight,
+                    "positions": results[0].positions if results else [],
+                    "dense_losses": [r.dense_losses for r in results], "history": [r.history for r in results],
+                }
+                save_json(record, out_root / variant.key / "paths.json")
+                tracking.log_metrics({f"path_{i}_{j}_max": r.max_loss for (i, j), r in zip(pairs, results)}
+                                     | {f"path_{i}_{j}_straight_max": s for (i, j), s in zip(pairs, straight)})
+                metrics[variant.key] = {"mean_path_max": float(np.mean(record["max_loss"])),
+                                        "mean_straight_max": float(np.mean(straight))}
+        save_json(metrics, stage_dir(experiment, "paths_metrics.json", root))
+
+
+def path_max_matrix(record: dict) -> np.ndarray:
+    n = len(record["minima_losses"])
+    matrix = np.full((n, n), np.nan)
+    for (i, j), value in zip(record["pairs"], record["max_loss"]):
+        matrix[i, j] = matrix[j, i] = value
+    return matrix
+
+
+def run_topology(experiment: str, variants: list[Variant], config, params: Params, root: Path = ARTIFACTS) -> None:
+    out_root = stage_dir(experiment, "topology", root)
+    _prune(out_root, {v.key for v in variants})
+    metrics = {}
+    with tracking.stage_run(experiment, "topology", profile=params.profile, device="cpu",
+                            params={"topology": as_dict(config.topology)}):
+        for variant in variants:
+            record = load_json(stage_dir(experiment, "paths", root) / variant.key / "paths.json")
+            losses, matrix = record["minima_losses"], path_max_matrix(record)
+            bars = {method: barcode_of_minima(losses, matrix, method) for method in ("paper", "persistence")}
+            chosen = bars[config.topology.method]
+            result = {
+                "variant": variant.key, "labels": variant.labels, "data_source": record["data_source"],
+                "data_kind": record["data_kind"], "method": config.topology.method, "bars": chosen,
+                "bars_paper": bars["paper"], "bars_persistence": bars["persistence"],
+                "to_score": to_score(chosen), "to_score_persistence": to_score(bars["persistence"]),
+                "segment_lengths": segment_lengths(chosen), "path_max": record["max_loss"],
+                "straight_max": record["straight_max_loss"], "profile": params.profile,
+            }
+            out = out_root / variant.key / "topology.json"
+            save_json(result, out)
+            with tracking.variant_run(variant.key, data_source=record["data_source"]):
+                tracking.log_metrics({"to_score": result["to_score"],
+                                      "to_score_persistence": result["to_score_persistence"]}
+                                     | {f"bar_{k}_death": d for k, (_, d) in enumerate(chosen) if np.isfinite(d)})
+                tracking.log_artifact(out)
+            metrics[variant.key] = {"to_score": result["to_score"]}
+        save_json(metrics, stage_dir(experiment, "topology_metrics.json", root))

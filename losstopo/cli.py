@@ -1,0 +1,78 @@
+"""The ``losstopo`` command that the DVC stages call.
+
+    losstopo stage EXPERIMENT {minima,paths,topology} [--params params.yaml] [--profile NAME]
+    losstopo report [--params params.yaml] [--profile NAME]
+    losstopo config [--profile NAME]        # print the resolved settings
+
+Errors a user can fix (bad params, missing data, divergence) print one line and exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+from losstopo.config import as_dict, load_params
+from losstopo.errors import LosstopoError
+
+STAGES = ("minima", "paths", "topology")
+
+
+def experiment_module(name: str):
+    from losstopo.config import EXPERIMENTS
+
+    if name not in EXPERIMENTS:
+        raise LosstopoError(f"unknown experiment {name!r}; known: {', '.join(sorted(EXPERIMENTS))}")
+    return importlib.import_module(f"benchmarks.{name}")
+
+
+def run_stage(experiment: str, stage: str, params_path: str, profile: str | None) -> None:
+    from benchmarks import stages
+
+    params = load_params(params_path, profile)
+    module = experiment_module(experiment)
+    config = params.experiment(experiment)
+    runner = {"minima": stages.run_minima, "paths": stages.run_paths, "topology": stages.run_topology}[stage]
+    runner(experiment, module.variants(config), config, params)
+
+
+def run_report(params_path: str, profile: str | None, out_dir: str = "reports") -> Path:
+    from benchmarks.report import build_report
+
+    return build_report(load_params(params_path, profile), Path(out_dir))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="losstopo", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    stage = sub.add_parser("stage", help="run one compute stage of one experiment")
+    stage.add_argument("experiment")
+    stage.add_argument("stage", choices=STAGES)
+    report = sub.add_parser("report", help="generate reports/ from the artifacts")
+    report.add_argument("--out", default="reports")
+    config = sub.add_parser("config", help="print the resolved parameters")
+    for p in (stage, report, config):
+        p.add_argument("--params", default="params.yaml")
+        p.add_argument("--profile", default=None, help="override the profile named in params.yaml")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "stage":
+            run_stage(args.experiment, args.stage, args.params, args.profile)
+        elif args.command == "report":
+            print(run_report(args.params, args.profile, args.out))
+        else:
+            params = load_params(args.params, args.profile)
+            print(json.dumps({"profile": params.profile, "data": as_dict(params.data),
+                              "runtime": as_dict(params.runtime),
+                              **{k: as_dict(v) for k, v in params.experiments.items()}}, indent=2))
+    except LosstopoError as error:
+        print(f"losstopo: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

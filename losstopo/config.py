@@ -1,0 +1,204 @@
+"""Typed parameters: ``params.yaml`` with its active profile merged in, validated up front.
+
+``params.yaml`` holds the paper-scale settings at top level and named reduced profiles under
+``profiles``; the key ``profile`` picks one, whose sections override (never copy) the defaults.
+Unknown keys, wrong types and out-of-range values raise a :class:`ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from losstopo.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str | None = None  # offline copies (<root>/offline/*.npz); None: torchvision download
+    allow_partial: bool = False  # accept an offline copy with only part of the training images
+    allow_synthetic: bool = False  # accept a labelled synthetic stand-in when real data is missing
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class MinimaConfig:
+    n_minima: int = 10
+    seed: int = 0
+    batch_size: int = 256
+    lr_base: float = 1e-4  # cyclical learning rate (Smith 2015), triangular between these two
+    lr_max: float = 3e-3
+    cycle_epochs: float = 4.0  # length of one up-and-down cycle
+    max_epochs: int = 200
+    patience: int = 10  # epochs without relative improvement > min_improvement before stopping
+    min_improvement: float = 1e-3
+    train_subset: int | None = None
+    test_subset: int | None = None
+
+    def validate(self, where: str) -> None:
+        _require(self.n_minima >= 2, where, "n_minima", "must be >= 2 (a barcode needs two minima)")
+        _require(0 < self.lr_base <= self.lr_max, where, "lr_base", "must satisfy 0 < lr_base <= lr_max")
+        _require(self.max_epochs >= 1 and self.patience >= 1, where, "max_epochs", "max_epochs and patience must be >= 1")
+
+
+@dataclass(frozen=True)
+class PathConfig:
+    n_points: int = 19  # section 3.1
+    lr: float = 0.05
+    steps: int = 1000
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    batch_size: int | None = None  # None: full-batch gradients on the path subset
+    train_subset: int | None = 10000  # training images the path loss is measured on
+    alphas: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8])
+    max_models: int = 512  # path points per batched evaluation
+
+    def validate(self, where: str) -> None:
+        _require(self.n_points >= 3, where, "n_points", "must be >= 3")
+        _require(self.lr > 0 and self.steps >= 0, where, "lr", "lr must be > 0 and steps >= 0")
+        _require(all(0 < a < 1 for a in self.alphas), where, "alphas", "must lie strictly between 0 and 1")
+
+
+@dataclass(frozen=True)
+class TopologyConfig:
+    method: str = "paper"  # paper (Algorithm 1) | persistence (exact graph persistence)
+
+    def validate(self, where: str) -> None:
+        _require(self.method in ("paper", "persistence"), where, "method", "must be 'paper' or 'persistence'")
+
+
+@dataclass(frozen=True)
+class FCDepthConfig:
+    datasets: list[str] = field(default_factory=lambda: ["mnist", "fashion_mnist"])
+    depths: list[int] = field(default_factory=lambda: [2, 3, 4, 6, 8])
+    width: int = 32
+    minima: MinimaConfig = field(default_factory=MinimaConfig)
+    paths: PathConfig = field(default_factory=PathConfig)
+    topology: TopologyConfig = field(default_factory=TopologyConfig)
+
+    def validate(self, where: str) -> None:
+        _require(len(self.depths) >= 2, where, "depths", "a depth trend needs at least two depths")
+
+
+EXPERIMENTS: dict[str, type] = {"fc_depth": FCDepthConfig}
+
+
+@dataclass(frozen=True)
+class Params:
+    profile: str
+    data: DataConfig
+    runtime: RuntimeConfig
+    experiments: dict[str, Any]
+
+    def experiment(self, name: str):
+        if name not in self.experiments:
+            raise ConfigError(f"params: no section for experiment {name!r}; known: {', '.join(sorted(EXPERIMENTS))}")
+        return self.experiments[name]
+
+
+def _require(ok: bool, where: str, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"params: {where}.{key} {message}")
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def build(cls, raw: Any, where: str):
+    """A dataclass from a dict, checking keys and scalar types recursively."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"params: {where} must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(f"params: unknown key {where}.{unknown[0]}; allowed: {', '.join(sorted(names))}")
+    values = {}
+    for name, value in raw.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = build(hint, value, f"{where}.{name}")
+        else:
+            values[name] = _checked_scalar(value, hint, f"{where}.{name}")
+    obj = cls(**values)
+    for name in names - set(raw):
+        sub = getattr(obj, name)
+        if dataclasses.is_dataclass(sub) and hasattr(sub, "validate"):
+            sub.validate(f"{where}.{name}")
+    if hasattr(obj, "validate"):
+        obj.validate(where)
+    return obj
+
+
+def _checked_scalar(value: Any, hint: Any, key: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"params: {key} must be a list, got {value!r}")
+        return [_checked_scalar(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint in (bool, str) and isinstance(value, hint):
+        return value
+    raise ConfigError(f"params: {key} must be {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def load_params(path: str | Path = "params.yaml", profile: str | None = None) -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file {str(path)!r} not found (run from the repository root)")
+    raw = yaml.safe_load(path.read_text()) or {}
+    return resolve(raw, profile)
+
+
+def resolve(raw: dict, profile: str | None = None) -> Params:
+    profiles = raw.get("profiles") or {}
+    active = profile or raw.get("profile", "paper")
+    if active != "paper" and active not in profiles:
+        raise ConfigError(f"params: unknown profile {active!r}; allowed: paper, {', '.join(sorted(profiles))}")
+    merged = deep_merge({k: v for k, v in raw.items() if k not in ("profiles", "profile")}, profiles.get(active, {}))
+    unknown = sorted(set(merged) - {"data", "runtime", *EXPERIMENTS})
+    if unknown:
+        raise ConfigError(f"params: unknown section {unknown[0]!r}; allowed: data, runtime, {', '.join(sorted(EXPERIMENTS))}")
+    experiments = {name: build(cls, merged[name], name) for name, cls in EXPERIMENTS.items() if name in merged}
+    return Params(active, build(DataConfig, merged.get("data"), "data"),
+                  build(RuntimeConfig, merged.get("runtime"), "runtime"), experiments)
+
+
+def as_dict(obj) -> dict:
+    return dataclasses.asdict(obj)
+
+
+def content_hash(*parts: Any) -> str:
+    """Stable short hash of JSON-able settings: the address of outputs made with them."""
+    blob = json.dumps([dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -1,0 +1,76 @@
+"""MLflow conventions: one experiment per paper experiment, one run per stage, nested runs per variant.
+
+With ``MLFLOW_TRACKING_URI`` unset MLflow uses its embedded default store (``sqlite:///mlflow.db``
+in the working directory, artifacts under ``./mlruns``): no server is needed to log.
+Every run carries the tags ``git_commit``, ``stage``, ``profile``, ``device`` and, where a
+dataset is involved, ``data_source``; a run whose stage raises ends with status FAILED.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import warnings
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+warnings.filterwarnings("ignore", message=".*noload.*")  # SQLAlchemy 2.1 deprecation inside MLflow's store
+
+import mlflow  # noqa: E402
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def flatten(prefix: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        out = {}
+        for key, sub in value.items():
+            out.update(flatten(f"{prefix}.{key}" if prefix else str(key), sub))
+        return out
+    return {prefix: value}
+
+
+@contextmanager
+def stage_run(experiment: str, stage: str, *, profile: str, device: str, params: dict) -> Iterator[Any]:
+    mlflow.set_experiment(experiment)
+    tags = {"git_commit": git_commit(), "stage": f"{experiment}_{stage}", "profile": profile, "device": device}
+    with mlflow.start_run(run_name=f"{stage} [{profile}]", tags=tags) as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in flatten("", params).items()})
+        yield run
+
+
+@contextmanager
+def variant_run(variant: str, *, data_source: str | None = None, params: dict | None = None) -> Iterator[Any]:
+    parent = mlflow.active_run()
+    tags = dict(parent.data.tags) if parent else {}
+    tags = {k: v for k, v in tags.items() if not k.startswith("mlflow.")}
+    tags["variant"] = variant
+    if data_source:
+        tags["data_source"] = data_source
+    with mlflow.start_run(run_name=variant, nested=True, tags=tags) as run:
+        if params:
+            mlflow.log_params({k: str(v)[:500] for k, v in flatten("", params).items()})
+        yield run
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    clean = {k: float(v) for k, v in metrics.items() if v is not None}
+    if clean:
+        mlflow.log_metrics(clean, step=step)
+
+
+def log_artifact(path: str | os.PathLike, folder: str | None = None) -> None:
+    mlflow.log_artifact(str(path), artifact_path=folder)
+
+
+def set_tags(tags: dict[str, str]) -> None:
+    mlflow.set_tags(tags)

@@ -1,0 +1,146 @@
+"""Training many minima of one architecture at once (barcodes paper, section 2.1).
+
+All K minima live in one ``(K, d)`` tensor and train together through
+:class:`~losstopo.stacked.StackedModel`: each has its own seed, its own initialisation and its
+own order of minibatches, and Adam's elementwise update keeps them independent. The learning
+rate is Smith's triangular cyclical rate. A minimum counts as converged when its full
+training loss has not improved by a relative ``min_improvement`` for ``patience`` epochs; its
+best-epoch weights are the minimum returned.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from losstopo.config import MinimaConfig
+from losstopo.data import Dataset
+from losstopo.errors import TrainingDiverged
+from losstopo.io import save_torch
+from losstopo.stacked import DatasetLoss, StackedModel, cross_entropy_per_model
+
+
+def triangular_lr(iteration: int, lr_base: float, lr_max: float, cycle_iterations: int) -> float:
+    """Smith (2015) triangular policy: base -> max -> base over one cycle, repeated."""
+    half = max(cycle_iterations / 2, 1)
+    position = (iteration % (2 * half)) / half  # 0 .. 2
+    return lr_base + (lr_max - lr_base) * (1 - abs(position - 1))
+
+
+@dataclass
+class MinimaResult:
+    thetas: torch.Tensor  # (K, d) best-epoch weights of each minimum
+    seeds: list[int]
+    train_loss: list[float]
+    train_acc: list[float]
+    test_loss: list[float]
+    test_acc: list[float]
+    epochs: list[int]  # epoch of each minimum's best weights
+    converged: list[bool]  # stopped by the patience rule (False: max_epochs reached first)
+    history: list[dict] = field(default_factory=list)  # one entry per epoch
+
+    def summary(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "thetas"}
+
+
+def train_minima(
+    stacked: StackedModel,
+    data: Dataset,
+    config: MinimaConfig,
+    *,
+    checkpoint: Path | None = None,
+    on_epoch: Callable[[int, dict], None] | None = None,
+    progress: bool = True,
+    description: str = "minima",
+) -> MinimaResult:
+    device = data.x_train.device
+    seeds = [config.seed + k for k in range(config.n_minima)]
+    n_train = len(data.y_train)
+    batches_per_epoch = max(n_train // config.batch_size, 1)
+    train_loss_fn = DatasetLoss(stacked, data.x_train, data.y_train)
+    test_loss_fn = DatasetLoss(stacked, data.x_test, data.y_test)
+
+    state = _load_checkpoint(checkpoint)
+    if state is None:
+        thetas = stacked.init_thetas(seeds, device=device)
+        state = {
+            "epoch": 0, "thetas": thetas, "best": thetas.clone(),
+            "best_loss": torch.full((config.n_minima,), math.inf), "best_epoch": [0] * config.n_minima,
+            "stale": [0] * config.n_minima, "optimizer": None, "history": [],
+            "rng": torch.Generator().manual_seed(config.seed).get_state(),
+        }
+    params = torch.nn.Parameter(state["thetas"].to(device))
+    optimizer = torch.optim.Adam([params], lr=config.lr_base)
+    if state["optimizer"] is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    generator = torch.Generator()
+    generator.set_state(state["rng"])
+    cycle_iterations = max(int(config.cycle_epochs * batches_per_epoch), 2)
+
+    bar = tqdm(range(state["epoch"], config.max_epochs), desc=description, disable=not progress, leave=False)
+    for epoch in bar:
+        if all(s >= config.patience for s in state["stale"]):
+            break
+        order = torch.argsort(torch.rand(config.n_minima, n_train, generator=generator), dim=1).to(device)
+        for b in range(batches_per_epoch):
+            iteration = epoch * batches_per_epoch + b
+            for group in optimizer.param_groups:
+                group["lr"] = triangular_lr(iteration, config.lr_base, config.lr_max, cycle_iterations)
+            idx = order[:, b * config.batch_size:(b + 1) * config.batch_size]  # (K, B)
+            logits = stacked.logits_per_model(params, data.x_train[idx])
+            loss = cross_entropy_per_model(logits, data.y_train[idx]).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            epoch_loss = train_loss_fn(params.detach()).cpu()
+        _stop_if_diverged(epoch_loss, seeds, epoch, config)
+        improved = epoch_loss < state["best_loss"] * (1 - config.min_improvement)
+        for k in range(config.n_minima):
+            if improved[k]:
+                state["best"][k] = params.detach()[k]
+                state["best_loss"][k] = epoch_loss[k]
+                state["best_epoch"][k] = epoch + 1
+                state["stale"][k] = 0
+            else:
+                state["stale"][k] += 1
+        record = {"epoch": epoch + 1, "train_loss": epoch_loss.tolist(), "lr": optimizer.param_groups[0]["lr"]}
+        state["history"].append(record)
+        state.update(epoch=epoch + 1, thetas=params.detach(), optimizer=optimizer.state_dict(), rng=generator.get_state())
+        if checkpoint is not None:
+            save_torch(state, checkpoint)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, record)
+        bar.set_postfix(loss=f"{epoch_loss.max():.4f}", active=sum(s < config.patience for s in state["stale"]))
+
+    best = state["best"].to(device)
+    with torch.no_grad():
+        result = MinimaResult(
+            thetas=best.cpu(), seeds=seeds,
+            train_loss=train_loss_fn(best).tolist(), train_acc=train_loss_fn.accuracy(best).tolist(),
+            test_loss=test_loss_fn(best).tolist(), test_acc=test_loss_fn.accuracy(best).tolist(),
+            epochs=list(state["best_epoch"]), converged=[s >= config.patience for s in state["stale"]],
+            history=state["history"],
+        )
+    return result
+
+
+def _stop_if_diverged(epoch_loss: torch.Tensor, seeds: list[int], epoch: int, config: MinimaConfig) -> None:
+    bad = (~torch.isfinite(epoch_loss)).nonzero().flatten().tolist()
+    if bad:
+        k = bad[0]
+        raise TrainingDiverged(
+            f"minimum {k} (seed {seeds[k]}) diverged at epoch {epoch + 1}: training loss {epoch_loss[k].item()}; "
+            f"lower minima.lr_max (now {config.lr_max}) or check the data"
+        )
+
+
+def _load_checkpoint(path: Path | None) -> dict | None:
+    if path is None or not Path(path).is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=False)
