@@ -128,7 +128,8 @@ def run_paths(experiment: str, variants: list[Variant], config, params: Params, 
                             params={"data": as_dict(params.data), "paths": as_dict(cfg)}):
         for variant in tqdm(variants, desc=f"{experiment} paths", disable=not params.runtime.progress):
             minima = torch.load(stage_dir(experiment, "minima", root) / variant.key / "minima.pt", map_location=device)
-            dataset = data.get(variant.dataset, cfg.train_subset, 0, seed=config.minima.seed + 1)
+            # Same seed as the minima's subset: the path subset is nested in the minima's training set.
+            dataset = data.get(variant.dataset, cfg.train_subset, 0, seed=config.minima.seed)
             module = build_model(variant.model, dataset.x_train.shape[1:], dataset.n_classes).to(device)
             loss_fn = DatasetLoss(StackedModel(module), dataset.x_train, dataset.y_train, batch_size=cfg.batch_size)
             thetas = minima["thetas"].to(device)
@@ -137,7 +138,7 @@ def run_paths(experiment: str, variants: list[Variant], config, params: Params, 
                 results = optimize_paths(
                     loss_fn, thetas[[i for i, _ in pairs]], thetas[[j for _, j in pairs]],
                     n_points=cfg.n_points, lr=cfg.lr, steps=cfg.steps, momentum=cfg.momentum,
-                    weight_decay=cfg.weight_decay, alphas=cfg.alphas, max_models=cfg.max_models,
+                    weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm, alphas=cfg.alphas, max_models=cfg.max_models,
                     seed=config.minima.seed, progress=params.runtime.progress, description=f"{variant.key} paths",
                     record_every=max(cfg.steps // 50, 1),
                 )

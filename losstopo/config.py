@@ -61,6 +61,7 @@ class PathConfig:
     steps: int = 1000
     momentum: float = 0.0
     weight_decay: float = 0.0
+    clip_norm: float | None = 1.0  # cap on each point's step direction (ours; see paths.optimize_paths)
     batch_size: int | None = None  # None: full-batch gradients on the path subset
     train_subset: int | None = 10000  # training images the path loss is measured on
     alphas: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8])

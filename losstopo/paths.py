@@ -93,6 +93,7 @@ def optimize_paths(
     steps: int = 100,
     momentum: float = 0.0,
     weight_decay: float = 0.0,
+    clip_norm: float | None = None,
     alphas: Sequence[float] = PAPER_ALPHAS,
     max_models: int = 512,
     record_every: int = 1,
@@ -106,7 +107,10 @@ def optimize_paths(
     interior point by ``-lr * (g - (g_left + g_right) / 2)``, where g is the gradient of the loss
     (plus ``weight_decay * theta``, the paper's L2 term, section 3.1) and g_left, g_right its
     projections on the directions to the neighbours; optional heavy-ball ``momentum`` is applied
-    to that orthogonal step. The endpoints never move. The path starts as the straight segment.
+    to that orthogonal step. ``clip_norm`` caps the norm of each point's orthogonal direction:
+    deep ReLU nets have exploding gradients in the middle of a straight segment, where plain steps
+    throw points far off (our addition, not in the paper; ``None`` disables it).
+    The endpoints never move. The path starts as the straight segment.
     """
     if n_points < 3:
         raise ValueError(f"a path needs at least 3 points (one movable), got n_points={n_points}")
@@ -125,6 +129,9 @@ def optimize_paths(
         if weight_decay:
             grads = grads + weight_decay * points[:, 1:-1]
         direction = orthogonal_direction(points, grads)
+        if clip_norm is not None:
+            norms = direction.norm(dim=-1, keepdim=True)
+            direction = direction * (clip_norm / norms.clamp(min=clip_norm))
         velocity = momentum * velocity + direction
         points[:, 1:-1] -= lr * velocity
         if step % record_every == 0 or step == steps - 1:

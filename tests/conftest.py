@@ -1,0 +1,30 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # shared test helpers (analytic.py)
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED_DATA / "offline" / "mnist.npz").is_file():
+        pytest.skip(f"offline data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch):
+    """An isolated embedded MLflow store per test."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mlflow.set_tracking_uri(None)

@@ -1,0 +1,53 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from losstopo.cli import main
+from losstopo.config import load_params, resolve
+from losstopo.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_repository_params_resolve_for_every_profile():
+    for profile in ("paper", "ci", "gpu-short"):
+        params = load_params(REPO / "params.yaml", profile)
+        assert params.profile == profile
+    paper, ci = load_params(REPO / "params.yaml", "paper"), load_params(REPO / "params.yaml", "ci")
+    assert not paper.data.allow_synthetic and ci.data.allow_synthetic
+    assert paper.experiment("fc_depth").minima.n_minima == 10
+    assert ci.experiment("fc_depth").minima.n_minima < 10
+    assert ci.experiment("fc_depth").paths.alphas == paper.experiment("fc_depth").paths.alphas  # inherited
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"fc_depth": {"minima": {"epochs": 3}}}, "unknown key fc_depth.minima.epochs; allowed:"),
+    ({"fc_depth": {"paths": {"n_points": 2}}}, "fc_depth.paths.n_points must be >= 3"),
+    ({"fc_depth": {"topology": {"method": "exact"}}}, "fc_depth.topology.method must be 'paper' or 'persistence'"),
+    ({"profile": "fast"}, "unknown profile 'fast'; allowed: paper"),
+    ({"fc_depth": {"width": "wide"}}, "fc_depth.width must be int"),
+])
+def test_invalid_params_name_the_key(raw, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        resolve(raw)
+
+
+def test_cli_prints_one_line_error_without_traceback(tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_text("fc_depth:\n  minima:\n    n_minima: 1\n")
+    assert main(["stage", "fc_depth", "minima", "--params", str(params)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "losstopo: error: params: fc_depth.minima.n_minima must be >= 2 (a barcode needs two minima)"
+
+
+def test_cli_missing_data_is_one_line(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(f"data:\n  root: {tmp_path}\nfc_depth:\n  datasets: [mnist]\n")
+    (tmp_path / "offline").mkdir()
+    out = subprocess.run([sys.executable, "-m", "losstopo.cli", "stage", "fc_depth", "minima", "--params", str(params)],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.startswith("losstopo: error")]
+    assert len(lines) == 1 and "no offline copy of mnist" in lines[0] and "Traceback" not in out.stderr

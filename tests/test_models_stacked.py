@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from losstopo.errors import ConfigError
+from losstopo.models import build_model, parameter_count
+from losstopo.stacked import DatasetLoss, ParameterLayout, StackedModel
+
+
+def test_fc_architecture_and_parameter_count():
+    model = build_model("fc-3-32", (1, 28, 28), 10)
+    assert parameter_count(model) == 784 * 32 + 32 + 2 * (32 * 32 + 32) + 32 * 10 + 10
+    assert sum(isinstance(m, torch.nn.ReLU) for m in model) == 3
+
+
+def test_unknown_model_names_the_known_forms():
+    with pytest.raises(ConfigError, match="unknown model 'mlp-3'; known forms: fc-L-W"):
+        build_model("mlp-3", (1, 28, 28), 10)
+
+
+def test_layout_round_trip():
+    model = build_model("fc-2-8", (1, 4, 4), 3)
+    layout = ParameterLayout.of(model)
+    theta = layout.flatten(model)
+    assert theta.shape == (layout.dim,) == (parameter_count(model),)
+    for name, value in layout.unflatten(theta).items():
+        assert torch.equal(value, dict(model.named_parameters())[name])
+
+
+def test_stacked_evaluation_equals_separate_modules():
+    template = build_model("fc-4-16", (1, 28, 28), 10)
+    stacked = StackedModel(template)
+    thetas = stacked.init_thetas([11, 12, 13])
+    assert not torch.allclose(thetas[0], thetas[1])  # distinct seeds, distinct initialisations
+    x = torch.randn(64, 1, 28, 28)
+    y = torch.randint(10, (64,))
+    separate = []
+    for theta in thetas:
+        module = build_model("fc-4-16", (1, 28, 28), 10)
+        torch.nn.utils.vector_to_parameters(theta, module.parameters())
+        separate.append(module(x))
+    separate = torch.stack(separate)
+    assert torch.allclose(stacked.logits(thetas, x), separate, atol=1e-5)
+    xs = torch.randn(3, 64, 1, 28, 28)
+    per_model = stacked.logits_per_model(thetas, xs)
+    assert torch.allclose(per_model[1], separate[1] * 0 + stacked.logits(thetas[1:2], xs[1])[0], atol=1e-6)
+    losses = DatasetLoss(stacked, x, y, chunk_size=10, max_models=2)(thetas)
+    expected = torch.stack([torch.nn.functional.cross_entropy(s, y) for s in separate])
+    assert torch.allclose(losses, expected, atol=1e-5)
+
+
+def test_stacked_gradients_equal_separate_gradients():
+    stacked = StackedModel(build_model("fc-2-8", (1, 6, 6), 4))
+    thetas = stacked.init_thetas([0, 1]).requires_grad_(True)
+    x, y = torch.randn(16, 1, 6, 6), torch.randint(4, (16,))
+    DatasetLoss(stacked, x, y)(thetas).sum().backward()
+    for k in range(2):
+        module = build_model("fc-2-8", (1, 6, 6), 4)
+        torch.nn.utils.vector_to_parameters(thetas[k].detach(), module.parameters())
+        torch.nn.functional.cross_entropy(module(x), y).backward()
+        grad = torch.cat([p.grad.reshape(-1) for p in module.parameters()])
+        assert torch.allclose(thetas.grad[k], grad, atol=1e-6)

@@ -1,0 +1,130 @@
+"""The fc_depth stages end to end on tiny synthetic settings, and what they leave in MLflow."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import math
+import pytest
+import requests
+
+from benchmarks import fc_depth
+from benchmarks.stages import run_minima, run_paths, run_topology
+from losstopo.config import resolve
+from losstopo.errors import TrainingDiverged
+
+TINY = {
+    "profile": "tiny",
+    "data": {"root": None},
+    "runtime": {"device": "cpu", "progress": False},
+    "fc_depth": {"datasets": ["svhn"], "depths": [1, 2], "width": 8,
+                 "minima": {"n_minima": 3, "max_epochs": 2, "train_subset": 256, "test_subset": 64, "batch_size": 64},
+                 "paths": {"n_points": 5, "steps": 5, "train_subset": 128}},
+    "profiles": {"tiny": {"data": {"root": "EMPTY", "allow_synthetic": True}}},
+}
+
+
+@pytest.fixture
+def tiny_params(tmp_path, mlflow_store):
+    (tmp_path / "data" / "offline").mkdir(parents=True)
+    raw = json.loads(json.dumps(TINY))
+    raw["profiles"]["tiny"]["data"]["root"] = str(tmp_path / "data")
+    return resolve(raw)
+
+
+def _run_all(params, root):
+    config = params.experiment("fc_depth")
+    variants = fc_depth.variants(config)
+    for stage in (run_minima, run_paths, run_topology):
+        stage("fc_depth", variants, config, params, root)
+    return config, variants
+
+
+def test_stages_write_barcodes_and_report_section(tiny_params, tmp_path):
+    root = tmp_path / "artifacts"
+    config, variants = _run_all(tiny_params, root)
+    topo = json.loads((root / "fc_depth/topology/svhn-fc-2-8/topology.json").read_text())
+    assert len(topo["bars"]) == 3 and sum(math.isinf(d) for _, d in topo["bars"]) == 1
+    assert topo["data_source"].startswith("SYNTHETIC stand-in of svhn")
+    metrics = json.loads((root / "fc_depth/topology_metrics.json").read_text())
+    assert set(metrics) == {"svhn-fc-1-8", "svhn-fc-2-8"}
+    section = fc_depth.report_section(config, tmp_path / "figures", root)
+    assert len(section.claims) == 2 and all(c.data_source.startswith("SYNTHETIC") for c in section.claims)
+    assert (tmp_path / "figures" / "fc_depth_barcodes_svhn.png").stat().st_size > 1000
+
+
+def test_finished_variants_are_not_retrained(tiny_params, tmp_path):
+    root = tmp_path / "artifacts"
+    config, variants = _run_all(tiny_params, root)
+    minima_file = root / "fc_depth/minima/svhn-fc-1-8/minima.pt"
+    stamp = minima_file.stat().st_mtime_ns
+    run_minima("fc_depth", variants, config, tiny_params, root)
+    assert minima_file.stat().st_mtime_ns == stamp
+
+
+def test_divergence_marks_the_mlflow_run_failed(tiny_params, tmp_path, monkeypatch):
+    import mlflow
+    import losstopo.train as train
+
+    def diverge(loss, seeds, epoch, config):
+        raise TrainingDiverged("minimum 0 (seed 0) diverged at epoch 1: training loss nan")
+
+    monkeypatch.setattr(train, "_stop_if_diverged", diverge)
+    config = tiny_params.experiment("fc_depth")
+    with pytest.raises(TrainingDiverged):
+        run_minima("fc_depth", fc_depth.variants(config), config, tiny_params, tmp_path / "artifacts")
+    runs = mlflow.search_runs(experiment_names=["fc_depth"])
+    assert set(runs["status"]) == {"FAILED"}
+    assert not (tmp_path / "artifacts/fc_depth/minima/svhn-fc-1-8/minima.pt").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_logged_runs_are_readable_through_the_mlflow_server_rest_api(tiny_params, tmp_path, mlflow_store):
+    _run_all(tiny_params, tmp_path / "artifacts")
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", mlflow_store, "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                if requests.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not answer /health within 120 s")
+        experiments = requests.post(f"{base}/api/2.0/mlflow/experiments/search", json={"max_results": 100}).json()
+        ids = {e["name"]: e["experiment_id"] for e in experiments["experiments"]}
+        assert "fc_depth" in ids
+        runs = requests.post(f"{base}/api/2.0/mlflow/runs/search",
+                             json={"experiment_ids": [ids["fc_depth"]], "max_results": 1000}).json()["runs"]
+        tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs]
+        stages = {t.get("stage") for t in tags}
+        assert {"fc_depth_minima", "fc_depth_paths", "fc_depth_topology"} <= stages
+        assert all(t.get("profile") == "tiny" and t.get("git_commit") for t in tags)
+        topo = [r for r, t in zip(runs, tags) if t.get("stage") == "fc_depth_topology" and t.get("variant")]
+        assert len(topo) == 2
+        for run in topo:
+            metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+            assert metrics["to_score"] >= 0
+            assert {t["key"]: t["value"] for t in run["data"]["tags"]}["data_source"].startswith("SYNTHETIC")
+        minima = [r for r, t in zip(runs, tags) if t.get("stage") == "fc_depth_minima" and t.get("variant")]
+        keys = {m["key"] for m in minima[0]["data"]["metrics"]}
+        assert {"m0_train_loss", "m0_test_acc", "train_loss_m0", "lr"} <= keys
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

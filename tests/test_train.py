@@ -1,0 +1,73 @@
+import math
+
+import pytest
+import torch
+
+from losstopo.config import MinimaConfig
+from losstopo.data import REGISTRY, synthetic_dataset
+from losstopo.errors import TrainingDiverged
+from losstopo.models import build_model
+from losstopo.stacked import StackedModel
+from losstopo.train import train_minima, triangular_lr
+
+
+def _small_data():
+    return synthetic_dataset(REGISTRY["mnist"], reason="test", sizes=(512, 128))
+
+
+def test_triangular_lr_hand_values():
+    assert triangular_lr(0, 0.1, 1.1, 10) == pytest.approx(0.1)
+    assert triangular_lr(5, 0.1, 1.1, 10) == pytest.approx(1.1)
+    assert triangular_lr(2, 0.1, 1.1, 10) == pytest.approx(0.5)
+    assert triangular_lr(10, 0.1, 1.1, 10) == pytest.approx(0.1)
+
+
+def test_training_lowers_loss_with_distinct_minima():
+    data = _small_data()
+    stacked = StackedModel(build_model("fc-2-16", (1, 28, 28), 10))
+    result = train_minima(stacked, data, MinimaConfig(n_minima=3, max_epochs=6, patience=10, batch_size=64),
+                          progress=False)
+    first_epoch = result.history[0]["train_loss"]
+    assert all(final < first for final, first in zip(result.train_loss, first_epoch))
+    assert result.train_acc[0] > 0.5
+    assert len({round(t, 6) for t in result.thetas[:, 0].tolist()}) == 3
+    assert result.seeds == [0, 1, 2]
+
+
+def test_patience_rule_stops_early():
+    data = _small_data()
+    stacked = StackedModel(build_model("fc-1-8", (1, 28, 28), 10))
+    cfg = MinimaConfig(n_minima=2, max_epochs=100, patience=1, min_improvement=0.5, batch_size=64)
+    result = train_minima(stacked, data, cfg, progress=False)
+    assert len(result.history) < 100 and all(result.converged)
+
+
+def test_interrupted_training_resumes_to_the_same_result(tmp_path):
+    data = _small_data()
+    cfg = MinimaConfig(n_minima=2, max_epochs=4, patience=10, batch_size=64)
+    full = train_minima(StackedModel(build_model("fc-1-8", (1, 28, 28), 10)), data, cfg, progress=False)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_two(epoch, record):
+        if epoch == 2:
+            raise Interrupt
+
+    checkpoint = tmp_path / "ckpt.pt"
+    with pytest.raises(Interrupt):
+        train_minima(StackedModel(build_model("fc-1-8", (1, 28, 28), 10)), data, cfg, checkpoint=checkpoint,
+                     on_epoch=stop_after_two, progress=False)
+    assert torch.load(checkpoint, weights_only=False)["epoch"] == 2
+    resumed = train_minima(StackedModel(build_model("fc-1-8", (1, 28, 28), 10)), data, cfg,
+                           checkpoint=checkpoint, progress=False)
+    assert len(resumed.history) == 4
+    assert torch.allclose(resumed.thetas, full.thetas, atol=1e-6)
+
+
+def test_divergence_stops_with_a_clear_message():
+    data = _small_data()
+    data.x_train[7, 0, 3, 3] = math.nan  # one corrupt pixel poisons every model that sees it
+    cfg = MinimaConfig(n_minima=2, max_epochs=3, batch_size=64)
+    with pytest.raises(TrainingDiverged, match=r"minimum 0 \(seed 0\) diverged at epoch 1: training loss nan.*lr_max"):
+        train_minima(StackedModel(build_model("fc-2-16", (1, 28, 28), 10)), data, cfg, progress=False)
