@@ -228,20 +228,24 @@ class Convergence:
 
     Each iteration is one step of ``method``: ``"gd"`` (full-batch gradient descent with step
     ``lr``; the paper's choice), ``"adam"`` (Adam, ``lr``) or ``"lbfgs"`` (one L-BFGS iteration
-    with strong-Wolfe line search, step ``lr``, ``history_size`` pairs). Before each iteration the
+    with a strong-Wolfe line search of at most ``line_search_evals`` evaluations, initial step
+    ``lr``, ``history_size`` curvature pairs). Before each iteration the
     loss L and the gradient norm |∇L| over all free variables are evaluated; descent stops
 
     * converged, as soon as ``|∇L| <= grad_tol``, or after an iteration that changed the loss by
-      ``|L_prev - L| <= rel_tol * |L_prev|`` (so a point at exactly zero loss stops at once);
+      ``|L_prev - L| <= rel_tol * |L_prev| + abs_tol`` (so a point at exactly zero loss stops at
+      once; ``abs_tol`` stops the chase of relative progress on losses that are already ~0);
     * not converged, after ``max_iter`` iterations (reported in ``MergePath.converged``).
     """
 
     method: str = "lbfgs"
     lr: float = 1.0
-    max_iter: int = 500
-    grad_tol: float = 1e-10
-    rel_tol: float = 1e-12
+    max_iter: int = 200
+    grad_tol: float = 1e-9
+    rel_tol: float = 1e-9
+    abs_tol: float = 0.0
     history_size: int = 50
+    line_search_evals: int = 10
 
     def optimizer(self, variables: list[torch.Tensor]) -> torch.optim.Optimizer:
         if self.method == "gd":
@@ -249,9 +253,10 @@ class Convergence:
         if self.method == "adam":
             return torch.optim.Adam(variables, lr=self.lr)
         if self.method == "lbfgs":
-            # tolerances 0: the stopping rule above is the only one; max_eval leaves the line
-            # search its 25 evaluations (recent torch caps it at max_eval - 1)
-            return torch.optim.LBFGS(variables, lr=self.lr, max_iter=1, max_eval=26, history_size=self.history_size,
+            # tolerances 0: the stopping rule above is the only one; recent torch caps the line
+            # search at max_eval - 1 evaluations (a cap of 0 with the default max_eval stalls it)
+            return torch.optim.LBFGS(variables, lr=self.lr, max_iter=1, max_eval=self.line_search_evals + 1,
+                                     history_size=self.history_size,
                                      tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe")
         raise LosstopoError(f"unknown descent method {self.method!r}; use 'gd', 'adam' or 'lbfgs'")
 
@@ -280,7 +285,7 @@ def descend(objective: Callable[[], torch.Tensor], variables: list[torch.Tensor]
         optimizer.step(closure)
         previous = loss
         loss, grad_norm = _loss_and_grad_norm(objective, variables)
-        if abs(previous - loss) <= rule.rel_tol * abs(previous):
+        if abs(previous - loss) <= rule.rel_tol * abs(previous) + rule.abs_tol:
             return iteration + 1, True
     return rule.max_iter, grad_norm <= rule.grad_tol
 
@@ -321,12 +326,27 @@ class MergePath:
 
 
 def _constrained(free: list[torch.Tensor], direction: torch.Tensor, distance: float,
-                 layer: int, l: int, m: int, depth: int, flatten_input: bool) -> MLPParams:
+                 layer: int, l: int, m: int, flatten_input: bool) -> MLPParams:
     """θ with ϑ_m = ϑ_l + d·e, e = direction/|direction|; row m of the free W_k, b_k is ignored."""
+    depth = len(free) // 2
     params = MLPParams(free[:depth], free[depth:], flatten_input)
     theta_l = incoming_vectors(params, layer)[l]
     unit = direction / torch.linalg.vector_norm(direction)
     return with_incoming_vector(params, layer, m, theta_l + distance * unit)
+
+
+def _descend_at_distance(free: list[torch.Tensor], direction: torch.Tensor, distance: float, layer: int,
+                         l: int, m: int, flatten_input: bool, loss_fn: LossFn, rule: Convergence):
+    """One step of the merge: descent at fixed d from (free, direction); returns the new ones and the outcome."""
+    variables = [t.detach().clone().requires_grad_(True) for t in free + [direction]]
+
+    def point() -> MLPParams:
+        return _constrained(variables[:-1], variables[-1], distance, layer, l, m, flatten_input)
+
+    n_iter, ok = descend(lambda: loss_fn(point()), variables, rule)
+    new_direction = variables[-1].detach()
+    return [t.detach() for t in variables[:-1]], new_direction / torch.linalg.vector_norm(new_direction), \
+        point().detach(), n_iter, ok
 
 
 def merge_neurons(start: MLPParams, layer: int, l: int, m: int, loss_fn: LossFn, n_steps: int = 200,
@@ -347,31 +367,21 @@ def merge_neurons(start: MLPParams, layer: int, l: int, m: int, loss_fn: LossFn,
     initial = float(neuron_distance(start, layer, l, m))
     if initial == 0.0:
         raise LosstopoError(f"neurons {l} and {m} of layer {layer} already coincide")
-    schedule = distance_schedule(initial, n_steps, final_ratio)
-    depth, flatten_input = start.depth, start.flatten_input
     vectors = incoming_vectors(start, layer)
     direction = (vectors[m] - vectors[l]) / initial
     free = start.weights + start.biases
 
-    distances, losses, points, iterations, converged = [initial], [float(loss_fn(start))], [start], [0], [True]
-    for distance in schedule[1:].tolist() + [0.0]:
-        variables = [t.detach().clone().requires_grad_(True) for t in free + [direction]]
-
-        def point() -> MLPParams:
-            return _constrained(variables[:-1], variables[-1], distance, layer, l, m, depth, flatten_input)
-
-        n_iter, ok = descend(lambda: loss_fn(point()), variables, rule)
-        reached = point().detach()
-        free = [t.detach() for t in variables[:-1]]
-        direction = variables[-1].detach() / torch.linalg.vector_norm(variables[-1].detach())
-        with torch.no_grad():
-            losses.append(float(loss_fn(reached)))
+    distances, points, iterations, converged = [initial], [start], [0], [True]
+    for distance in distance_schedule(initial, n_steps, final_ratio)[1:].tolist() + [0.0]:
+        free, direction, reached, n_iter, ok = _descend_at_distance(
+            free, direction, distance, layer, l, m, start.flatten_input, loss_fn, rule)
         distances.append(distance)
         points.append(reached)
         iterations.append(n_iter)
         converged.append(ok)
-    return MergePath(layer, l, m, torch.tensor(distances, dtype=torch.float64),
-                     torch.tensor(losses, dtype=torch.float64), points, iterations, converged)
+    with torch.no_grad():
+        losses = torch.tensor([float(loss_fn(p)) for p in points], dtype=torch.float64)
+    return MergePath(layer, l, m, torch.tensor(distances, dtype=torch.float64), losses, points, iterations, converged)
 
 
 # ---------------------------------------------------------------- equalisation and the mirrored half
