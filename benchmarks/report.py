@@ -5,9 +5,11 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
+import mlflow
+
+from losstopo import tracking
 from losstopo.config import Params
-from losstopo.report import markdown_table, render
-from losstopo.tracking import git_commit
+from losstopo.report import render
 
 PREAMBLE = """# losstopo reproduction report
 
@@ -25,16 +27,13 @@ data it used: real (torchvision), an offline copy, a partial offline copy, or a 
 
 def build_report(params: Params, out_dir: Path) -> Path:
     from losstopo.cli import experiment_module
-    import mlflow
 
     figures = out_dir / "figures"
     sections = [experiment_module(name).report_section(config, figures)
                 for name, config in params.experiments.items()]
-    preamble = PREAMBLE.format(profile=params.profile, commit=git_commit(),
+    preamble = PREAMBLE.format(profile=params.profile, commit=tracking.git_commit(),
                                when=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     path = render(sections, out_dir, figures, preamble)
-    from losstopo import tracking
-
     with tracking.stage_run("report", "report", profile=params.profile, device="cpu", params={}):
         for name in ("report.md", "report.html", "claims.json"):
             tracking.log_artifact(out_dir / name)

@@ -3,6 +3,7 @@
     losstopo stage EXPERIMENT {minima,paths,topology} [--params params.yaml] [--profile NAME]
     losstopo report [--params params.yaml] [--profile NAME]
     losstopo config [--profile NAME]        # print the resolved settings
+    losstopo repro [--profile NAME]         # set params.yaml's profile, then `dvc repro`
 
 Errors a user can fix (bad params, missing data, divergence) print one line and exit with 2.
 """
@@ -12,10 +13,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import subprocess
 import sys
 from pathlib import Path
 
-from losstopo.config import as_dict, load_params
+from losstopo.config import as_dict, load_params, set_profile
 from losstopo.errors import LosstopoError
 
 STAGES = ("minima", "paths", "topology")
@@ -35,6 +37,10 @@ def run_stage(experiment: str, stage: str, params_path: str, profile: str | None
     params = load_params(params_path, profile)
     module = experiment_module(experiment)
     config = params.experiment(experiment)
+    own = getattr(module, f"run_{stage}", None)  # an experiment may define its own stage
+    if own is not None:
+        own(config, params)
+        return
     runner = {"minima": stages.run_minima, "paths": stages.run_paths, "topology": stages.run_topology}[stage]
     runner(experiment, module.variants(config), config, params)
 
@@ -54,13 +60,20 @@ def main(argv: list[str] | None = None) -> int:
     report = sub.add_parser("report", help="generate reports/ from the artifacts")
     report.add_argument("--out", default="reports")
     config = sub.add_parser("config", help="print the resolved parameters")
-    for p in (stage, report, config):
+    repro = sub.add_parser("repro", help="set the profile in params.yaml, then run `dvc repro`")
+    for p in (stage, report, config, repro):
         p.add_argument("--params", default="params.yaml")
         p.add_argument("--profile", default=None, help="override the profile named in params.yaml")
     args = parser.parse_args(argv)
     try:
         if args.command == "stage":
             run_stage(args.experiment, args.stage, args.params, args.profile)
+        elif args.command == "repro":
+            if args.profile:
+                set_profile(args.params, args.profile)
+                print(f"losstopo: params.yaml now selects profile {args.profile!r}", file=sys.stderr)
+            load_params(args.params)  # fail fast on invalid params before DVC starts
+            return subprocess.call(["dvc", "repro"])
         elif args.command == "report":
             print(run_report(args.params, args.profile, args.out))
         else:

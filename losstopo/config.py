@@ -94,7 +94,75 @@ class FCDepthConfig:
         _require(len(self.depths) >= 2, where, "depths", "a depth trend needs at least two depths")
 
 
-EXPERIMENTS: dict[str, type] = {"fc_depth": FCDepthConfig}
+@dataclass(frozen=True)
+class ModelSweepConfig:
+    """A barcode experiment over named architectures (barcodes paper, section 2.2)."""
+
+    datasets: list[str] = field(default_factory=lambda: ["cifar10"])
+    models: list[str] = field(default_factory=list)
+    minima: MinimaConfig = field(default_factory=MinimaConfig)
+    paths: PathConfig = field(default_factory=PathConfig)
+    topology: TopologyConfig = field(default_factory=TopologyConfig)
+
+    def validate(self, where: str) -> None:
+        _require(len(self.models) >= 2, where, "models", "needs at least two architectures to compare")
+
+
+@dataclass(frozen=True)
+class ConvergenceConfig:
+    """The rule for "descend until convergence" (weight-space symmetry paper, section 4.2)."""
+
+    method: str = "lbfgs"  # gd | adam | lbfgs (full batch)
+    lr: float = 1.0  # step size for gd/adam; L-BFGS's initial step
+    max_iter: int = 200  # iterations per distance step
+    grad_tol: float = 1e-9  # converged when the gradient norm falls below this ...
+    rel_tol: float = 1e-9  # ... or one iteration changes the loss by <= rel_tol*|L| + abs_tol
+    abs_tol: float = 0.0
+
+    def validate(self, where: str) -> None:
+        _require(self.method in ("gd", "adam", "lbfgs"), where, "method", "must be gd, adam or lbfgs")
+        _require(self.max_iter >= 1, where, "max_iter", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    """2-D toy of Fig. 2: teacher 2 -> hidden -> 1 (ReLU, linear output), student started at the teacher."""
+
+    n_inputs: int = 1000
+    hidden: int = 5
+    n_steps: int = 200  # log-spaced distances from d0 to d0 * final_ratio
+    final_ratio: float = 1.0e-4
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class MNISTTeachersConfig:
+    """MNIST study of Fig. 3: teachers 784 -> H -> H -> 10, merging two second-layer neurons."""
+
+    widths: list[int] = field(default_factory=lambda: [10, 15, 20, 25])
+    n_seeds: int = 6
+    epochs: int = 30
+    lr: float = 1.0e-3
+    batch_size: int = 128
+    train_subset: int | None = None  # MNIST images the teachers train on
+    path_subset: int | None = 10000  # inputs on which the student loss L is measured along the path
+    n_steps: int = 100
+    final_ratio: float = 1.0e-4
+
+
+@dataclass(frozen=True)
+class PermutationBarrierConfig:
+    toy: ToyConfig = field(default_factory=ToyConfig)
+    mnist: MNISTTeachersConfig = field(default_factory=MNISTTeachersConfig)
+    convergence: ConvergenceConfig = field(default_factory=ConvergenceConfig)
+
+
+EXPERIMENTS: dict[str, type] = {
+    "fc_depth": FCDepthConfig,
+    "cnn_channels": ModelSweepConfig,
+    "cnn_bn": ModelSweepConfig,
+    "permutation_barrier": PermutationBarrierConfig,
+}
 
 
 @dataclass(frozen=True)
@@ -193,6 +261,24 @@ def resolve(raw: dict, profile: str | None = None) -> Params:
     experiments = {name: build(cls, merged[name], name) for name, cls in EXPERIMENTS.items() if name in merged}
     return Params(active, build(DataConfig, merged.get("data"), "data"),
                   build(RuntimeConfig, merged.get("runtime"), "runtime"), experiments)
+
+
+def set_profile(path: str | Path, profile: str) -> None:
+    """Rewrites only the ``profile:`` line of params.yaml, keeping its comments, so DVC sees the switch."""
+    path = Path(path)
+    text = path.read_text()
+    resolve(yaml.safe_load(text) or {}, profile)  # validates the name before anything is written
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if line.startswith("profile:"):
+            comment = line[line.index("#"):].rstrip("\n") if "#" in line else ""
+            lines[i] = f"profile: {profile}" + (f"  {comment}" if comment else "") + "\n"
+            break
+    else:
+        lines.insert(0, f"profile: {profile}\n")
+    from losstopo.io import save_text
+
+    save_text("".join(lines), path)
 
 
 def as_dict(obj) -> dict:

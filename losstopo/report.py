@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,7 +83,3 @@ def render(sections: list[Section], out_dir: Path, figures_dir: Path, preamble: 
     save_text(page, Path(out_dir) / "report.html")
     save_json([c.as_dict() for c in claims], Path(out_dir) / "claims.json")
     return md_path
-
-
-def escape(text: str) -> str:
-    return html.escape(text)

@@ -3,14 +3,25 @@
 ``thetas: (k, d)`` holds k parameter vectors of a template module; ``torch.func.functional_call``
 under ``vmap`` evaluates all k in one forward/backward. This is the engine that lets the
 minima of one architecture train together and all points of a path share one evaluation.
+
+BatchNorm: a point on a path is a set of weights whose activation statistics nobody has
+measured; using an endpoint's running statistics there is wrong (the loss along the path would
+be that of a different function). So the stacked template's BatchNorm layers keep no running
+statistics and always normalise with the statistics of the batch being evaluated, recomputed
+for each parameter vector: a training minibatch while training, an evaluation chunk
+(``DatasetLoss.chunk_size`` images, by default the whole set up to 10,000 images) when measuring
+a loss. This is what curve-finding code does with ``update_bn`` followed by evaluation, up to
+the biased/unbiased variance and the chunking.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.func
 from torch import nn
 from torch.func import functional_call, vmap
 
@@ -45,7 +56,10 @@ class StackedModel:
     """Evaluates ``k`` parameter vectors of one template module on shared or per-model inputs."""
 
     def __init__(self, module: nn.Module):
-        self.module = module
+        self.module = copy.deepcopy(module)
+        self.has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.module.modules())
+        torch.func.replace_all_batch_norm_modules_(self.module)  # batch statistics only, see module doc
+        module = self.module
         self.layout = ParameterLayout.of(module)
         self.buffers = dict(module.named_buffers())
 

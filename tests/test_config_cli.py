@@ -51,3 +51,18 @@ def test_cli_missing_data_is_one_line(tmp_path):
     assert out.returncode == 2
     lines = [line for line in out.stderr.splitlines() if line.startswith("losstopo: error")]
     assert len(lines) == 1 and "no offline copy of mnist" in lines[0] and "Traceback" not in out.stderr
+
+
+def test_set_profile_rewrites_only_the_profile_line(tmp_path):
+    from losstopo.config import set_profile
+
+    params = tmp_path / "params.yaml"
+    text = (REPO / "params.yaml").read_text()
+    params.write_text(text)
+    set_profile(params, "ci")
+    assert load_params(params).profile == "ci"
+    changed = [(a, b) for a, b in zip(text.splitlines(), params.read_text().splitlines()) if a != b]
+    assert len(changed) == 1 and changed[0][1].startswith("profile: ci")
+    with pytest.raises(ConfigError, match="unknown profile 'huge'"):
+        set_profile(params, "huge")
+    assert load_params(params).profile == "ci"

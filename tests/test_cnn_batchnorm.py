@@ -1,0 +1,84 @@
+"""CNN architectures of Tables 8-10, stacked convolutions, and BatchNorm along paths."""
+
+import pytest
+import torch
+
+from losstopo.config import MinimaConfig
+from losstopo.data import REGISTRY, synthetic_dataset
+from losstopo.models import build_model, parameter_count
+from losstopo.stacked import DatasetLoss, StackedModel
+from losstopo.train import train_minima
+
+
+@pytest.mark.parametrize("name, count", [("cnn-1-32", 7562), ("cnn-2-64", 117578)])
+def test_parameter_counts_match_the_paper(name, count):
+    assert parameter_count(build_model(name, (3, 32, 32), 10)) == count
+
+
+def test_every_cnn_ends_at_four_by_four_before_the_classifier():
+    for depth in (1, 2, 3):
+        model = build_model(f"cnn-{depth}-16-bn", (3, 32, 32), 10)
+        features = model[:-1](torch.zeros(2, 3, 32, 32))
+        assert features.shape == (2, 16 * 16)
+        assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model) == depth
+        assert sum(isinstance(m, torch.nn.Conv2d) for m in model) == depth
+
+
+def test_stacked_convolutions_equal_separate_modules():
+    template = build_model("cnn-2-8", (3, 32, 32), 10)
+    stacked = StackedModel(template)
+    thetas = stacked.init_thetas([1, 2, 3])
+    x = torch.randn(16, 3, 32, 32)
+    for k, theta in enumerate(thetas):
+        module = build_model("cnn-2-8", (3, 32, 32), 10)
+        torch.nn.utils.vector_to_parameters(theta, module.parameters())
+        assert torch.allclose(stacked.logits(thetas, x)[k], module(x), atol=1e-5)
+
+
+def test_stacked_batchnorm_uses_batch_statistics_of_each_parameter_vector():
+    stacked = StackedModel(build_model("cnn-1-8-bn", (3, 32, 32), 10))
+    assert stacked.has_batch_norm
+    thetas = stacked.init_thetas([0, 1])
+    x = torch.randn(32, 3, 32, 32)
+    for k, theta in enumerate(thetas):
+        module = build_model("cnn-1-8-bn", (3, 32, 32), 10).train()  # train mode: batch statistics
+        torch.nn.utils.vector_to_parameters(theta, module.parameters())
+        assert torch.allclose(stacked.logits(thetas, x)[k], module(x), atol=1e-4)
+
+
+def _module_with_population_stats(name, theta, x):
+    """nn.Module holding theta, with BN running statistics measured for these weights (update_bn)."""
+    module = build_model(name, (3, 32, 32), 10)
+    torch.nn.utils.vector_to_parameters(theta, module.parameters())
+    for layer in module.modules():
+        if isinstance(layer, torch.nn.BatchNorm2d):
+            layer.reset_running_stats()
+            layer.momentum = None  # cumulative average over the pass
+    module.train()
+    with torch.no_grad():
+        module(x)
+    return module.eval()
+
+
+def test_batchnorm_statistics_along_a_path_matter():
+    name = "cnn-1-8-bn"
+    data = synthetic_dataset(REGISTRY["cifar10"], reason="test", sizes=(1024, 256))
+    stacked = StackedModel(build_model(name, (3, 32, 32), 10))
+    cfg = MinimaConfig(n_minima=2, max_epochs=4, patience=10, batch_size=64, lr_max=1e-2)
+    ends = train_minima(stacked, data, cfg, progress=False).thetas
+    mid = ends.mean(dim=0)
+    x, y = data.x_train, data.y_train
+    recomputed = DatasetLoss(stacked, x, y, chunk_size=len(y))(mid[None])[0]
+
+    # The independent reference: update_bn for the midpoint's own weights, then eval mode.
+    reference = _module_with_population_stats(name, mid, x)
+    with torch.no_grad():
+        reference_loss = torch.nn.functional.cross_entropy(reference(x), y)
+    assert recomputed == pytest.approx(reference_loss.item(), rel=2e-3)
+
+    # What a naive evaluation does: the midpoint's weights with endpoint A's running statistics.
+    naive = _module_with_population_stats(name, ends[0], x)
+    torch.nn.utils.vector_to_parameters(mid, naive.parameters())
+    with torch.no_grad():
+        naive_loss = torch.nn.functional.cross_entropy(naive(x), y)
+    assert abs(naive_loss.item() - recomputed.item()) > 0.05 * recomputed.item()
