@@ -1,5 +1,6 @@
-"""Run every speed benchmark: ``python -m benchmarks.perf [--data-root DIR] [--device auto]``.
+"""Run every speed benchmark: ``python -m benchmarks.perf [--data-root DIR] [--device auto] [--scale cpu|gpu]``.
 
+Each benchmark times the project's fast path against a plain baseline in the same run.
 Prints a table and writes ``benchmarks/perf/results.json``.
 """
 
@@ -12,26 +13,43 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.perf.data_loading import data_loading_benchmark
 from benchmarks.perf.path_step import path_step_benchmark
+from benchmarks.perf.training import training_benchmark
 from benchmarks.stages import resolve_device
 from losstopo.data import load_dataset
 from losstopo.io import save_json
 
+# Images per benchmark: `cpu` keeps the whole run to a few minutes on 2 cores; `gpu` is the issue's size.
+SCALES = {
+    "cpu": {"mnist_path": 10000, "cifar_path": 500, "mnist_train": 10000, "cifar_train": 1000, "augment": 10000},
+    "gpu": {"mnist_path": 10000, "cifar_path": 10000, "mnist_train": 60000, "cifar_train": 50000, "augment": 50000},
+}
+
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", default="../shared/data")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--scale", choices=sorted(SCALES), default=None, help="default: gpu on CUDA, else cpu")
     parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
     args = parser.parse_args()
     device = resolve_device(args.device)
-    mnist = load_dataset("mnist", root=args.data_root).subset(10000, 0).to(device)
-    results = [path_step_benchmark("fc-4-32", mnist)]
+    sizes = SCALES[args.scale or ("gpu" if device.type == "cuda" else "cpu")]
+    mnist = load_dataset("mnist", root=args.data_root)
+    cifar = load_dataset("cifar10", root=args.data_root)
+    results = [
+        path_step_benchmark("fc-4-32", mnist.subset(sizes["mnist_path"], 0).to(device)),
+        path_step_benchmark("cnn-2-64", cifar.subset(sizes["cifar_path"], 0).to(device)),
+        training_benchmark("fc-4-32", mnist.subset(sizes["mnist_train"], 0).to(device)),
+        training_benchmark("cnn-2-64", cifar.subset(sizes["cifar_train"], 0).to(device)),
+        data_loading_benchmark(cifar.subset(sizes["augment"], 0).to(device)),
+    ]
     meta = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-            "threads": torch.get_num_threads(), "torch": torch.__version__}
-    print(f"{'benchmark':60s} {'baseline s':>11s} {'fast s':>9s} {'speed-up':>9s}")
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "sizes": sizes}
+    print(f"{'benchmark':64s} {'baseline s':>11s} {'fast s':>9s} {'speed-up':>9s}")
     for r in results:
-        print(f"{r['benchmark']:60s} {r['baseline_s']:11.4f} {r['fast_s']:9.4f} {r['speedup']:8.2f}x")
+        print(f"{r['benchmark']:64s} {r['baseline_s']:11.4f} {r['fast_s']:9.4f} {r['speedup']:8.2f}x")
     save_json({"meta": meta, "results": results}, Path(args.out))
     print(json.dumps(meta))
 

@@ -1,0 +1,47 @@
+"""Training K minima: one stacked run (losstopo.train) vs K plain runs one after another.
+
+Both do the same number of Adam steps on the same batch size; the baseline is the loop a plain
+PyTorch user writes (one nn.Module, one optimiser, per minimum). The stacked run also does what
+the baseline skips (a full-data loss per epoch for the convergence rule, final train/test metrics),
+so its speed-up is a lower bound.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from benchmarks.perf.timing import seconds_per_call
+from losstopo.config import MinimaConfig
+from losstopo.data import Dataset
+from losstopo.models import build_model
+from losstopo.stacked import StackedModel
+from losstopo.train import train_minima
+
+
+def training_benchmark(model_name: str, data: Dataset, k: int = 8, epochs: int = 1, batch_size: int = 128) -> dict:
+    device = data.x_train.device
+    image_shape, n_classes = tuple(data.x_train.shape[1:]), data.n_classes
+    config = MinimaConfig(n_minima=k, max_epochs=epochs, patience=epochs + 1, batch_size=batch_size)
+    n_batches = max(len(data.y_train) // batch_size, 1)
+
+    def stacked_run():
+        train_minima(StackedModel(build_model(model_name, image_shape, n_classes).to(device)), data, config,
+                     progress=False)
+
+    def sequential_run():
+        for seed in range(k):
+            torch.manual_seed(seed)
+            module = build_model(model_name, image_shape, n_classes).to(device)
+            optimizer = torch.optim.Adam(module.parameters(), lr=config.lr_base)
+            for _ in range(epochs):
+                order = torch.randperm(len(data.y_train), device=device)
+                for b in range(n_batches):
+                    idx = order[b * batch_size:(b + 1) * batch_size]
+                    optimizer.zero_grad(set_to_none=True)
+                    torch.nn.functional.cross_entropy(module(data.x_train[idx]), data.y_train[idx]).backward()
+                    optimizer.step()
+
+    baseline = seconds_per_call(sequential_run, device, repeats=1)
+    fast = seconds_per_call(stacked_run, device, repeats=1)
+    return {"benchmark": f"train {k} minima x {epochs} epoch, {model_name}, {len(data.y_train)} images",
+            "baseline_s": baseline, "fast_s": fast, "speedup": baseline / fast, "device": str(device)}

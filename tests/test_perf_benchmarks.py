@@ -1,0 +1,18 @@
+"""The benchmark code runs and compares equal work (no timing is asserted)."""
+
+from benchmarks.perf.data_loading import data_loading_benchmark
+from benchmarks.perf.path_step import path_step_benchmark
+from benchmarks.perf.training import training_benchmark
+from losstopo.data import REGISTRY, synthetic_dataset
+
+
+def test_benchmarks_report_positive_times_and_ratio():
+    cifar = synthetic_dataset(REGISTRY["cifar10"], reason="test", sizes=(64, 8))
+    mnist = synthetic_dataset(REGISTRY["mnist"], reason="test", sizes=(256, 8))
+    results = [path_step_benchmark("fc-2-8", mnist, n_points=5, repeats=1),  # asserts equal gradients inside
+               path_step_benchmark("cnn-1-4", cifar, n_points=4, repeats=1),
+               training_benchmark("fc-1-8", mnist, k=2),
+               data_loading_benchmark(cifar, batch_size=16)]
+    for r in results:
+        assert r["baseline_s"] > 0 and r["fast_s"] > 0
+        assert abs(r["speedup"] - r["baseline_s"] / r["fast_s"]) < 1e-9
