@@ -39,11 +39,17 @@ class MinimaConfig:
     n_minima: int = 10
     seed: int = 0
     batch_size: int = 256
-    lr_base: float = 1e-4  # cyclical learning rate (Smith 2015), triangular between these two
-    lr_max: float = 3e-3
-    cycle_epochs: float = 4.0  # length of one up-and-down cycle
+    optimizer: str = "adam"  # adam | sgd
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.0  # L2 coefficient ("||theta||_2" column of Tables 4-7)
+    schedule: str = "cyclic"  # cyclic (Smith 2015) | piecewise (S of Appendix A) | garipov (Table 6)
+    lr_base: float = 1e-4  # cyclic: lower bound; piecewise: lr_min; garipov: unused
+    lr_max: float = 3e-3  # cyclic: upper bound; piecewise: lr_max; garipov: lr_base
+    cycle_epochs: float = 4.0  # cyclic: length of one up-and-down cycle
+    m1: float = 0.0  # piecewise: lr_max until epoch m1, linear to lr_base at epoch m2
+    m2: float = 0.0
     max_epochs: int = 200
-    patience: int = 10  # epochs without relative improvement > min_improvement before stopping
+    patience: int | None = 10  # epochs without relative improvement > min_improvement; None: all epochs
     min_improvement: float = 1e-3
     train_subset: int | None = None
     test_subset: int | None = None
@@ -51,7 +57,12 @@ class MinimaConfig:
     def validate(self, where: str) -> None:
         _require(self.n_minima >= 2, where, "n_minima", "must be >= 2 (a barcode needs two minima)")
         _require(0 < self.lr_base <= self.lr_max, where, "lr_base", "must satisfy 0 < lr_base <= lr_max")
-        _require(self.max_epochs >= 1 and self.patience >= 1, where, "max_epochs", "max_epochs and patience must be >= 1")
+        _require(self.max_epochs >= 1 and (self.patience is None or self.patience >= 1), where, "max_epochs",
+                 "max_epochs and patience must be >= 1")
+        _require(self.optimizer in ("adam", "sgd"), where, "optimizer", "must be 'adam' or 'sgd'")
+        _require(self.schedule in ("cyclic", "piecewise", "garipov"), where, "schedule",
+                 "must be 'cyclic', 'piecewise' or 'garipov'")
+        _require(0 <= self.m1 <= self.m2, where, "m1", "must satisfy 0 <= m1 <= m2")
 
 
 @dataclass(frozen=True)

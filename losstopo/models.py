@@ -81,3 +81,37 @@ def _cnn(match: re.Match, image_shape, n_classes) -> nn.Module:
         c_in = channels
     layers += [nn.Flatten(), nn.Linear(16 * channels, n_classes)]
     return nn.Sequential(*layers)
+
+
+class _Residual(nn.Module):
+    """Conv, ReLU, Conv, plus the input; ``relu_after_sum`` as in the authors' code (not in Table 11)."""
+
+    def __init__(self, channels: int, relu_after_sum: bool):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.relu_after_sum = relu_after_sum
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv2(torch.relu(self.conv1(x))) + x
+        return torch.relu(out) if self.relu_after_sum else out
+
+
+@register(r"resnet-t11(?P<code>-code)?", "resnet-t11[-code] (Table 11 as printed, or as in the authors' code)")
+def _resnet_table_11(match: re.Match, image_shape, n_classes) -> nn.Module:
+    """The ResNet of Table 11 (barcodes paper, section 3).
+
+    As printed (``resnet-t11``): 232,138 parameters. The paper quotes 195K: the authors' code
+    (``resnet-t11-code``) has no convolution in x6 (the last stage goes MaxPool -> residual block)
+    and applies a ReLU after each residual sum, giving 195,210 parameters. Both end with
+    MaxPool, BatchNorm(64), global average pooling and Linear(64, classes), as in that code.
+    """
+    as_code = bool(match["code"])
+    layers: list[nn.Module] = [nn.Conv2d(image_shape[0], 16, 3, padding=1), nn.ReLU(), _Residual(16, as_code)]
+    for c_in, c_out in ((16, 32), (32, 64), (64, 64)):
+        layers.append(nn.MaxPool2d(2))
+        if not (as_code and c_in == c_out):
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU()]
+        layers.append(_Residual(c_out, as_code))
+    layers += [nn.MaxPool2d(2), nn.BatchNorm2d(64), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, n_classes)]
+    return nn.Sequential(*layers)

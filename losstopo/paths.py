@@ -38,17 +38,22 @@ def straight_path(theta_a: torch.Tensor, theta_b: torch.Tensor, n_points: int) -
     return theta_a.unsqueeze(-2) * (1 - t) + theta_b.unsqueeze(-2) * t
 
 
-def orthogonal_direction(points: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-    """Algorithm 3's step direction for interior points.
+def orthogonal_step(left: torch.Tensor, centre: torch.Tensor, right: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """Algorithm 3's step direction for points ``centre`` (m, d) with neighbours ``left``, ``right`` (m, d).
 
-    points: (P, n, d); grads: (P, n-2, d) at points[:, 1:-1]. Returns grads minus the mean of their
-    projections on the unit directions to the left and from the right neighbour.
+    The gradient minus the mean of its projections on the unit directions from the left neighbour
+    and to the right neighbour.
     """
-    left = torch.nn.functional.normalize(points[:, 1:-1] - points[:, :-2], dim=-1)
-    right = torch.nn.functional.normalize(points[:, 2:] - points[:, 1:-1], dim=-1)
-    along_left = (grads * left).sum(-1, keepdim=True) * left
-    along_right = (grads * right).sum(-1, keepdim=True) * right
+    to_left = torch.nn.functional.normalize(centre - left, dim=-1)
+    to_right = torch.nn.functional.normalize(right - centre, dim=-1)
+    along_left = (grads * to_left).sum(-1, keepdim=True) * to_left
+    along_right = (grads * to_right).sum(-1, keepdim=True) * to_right
     return grads - (along_left + along_right) / 2
+
+
+def orthogonal_direction(points: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """points: (P, n, d); grads: (P, n-2, d) at points[:, 1:-1] -> (P, n-2, d) step directions."""
+    return orthogonal_step(points[:, :-2], points[:, 1:-1], points[:, 2:], grads)
 
 
 def losses_and_grads(loss_fn: LossFn, thetas: torch.Tensor, max_models: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,17 +88,99 @@ def interpolate_polyline(points: torch.Tensor, positions: np.ndarray) -> torch.T
     return points[..., left, :] * (1 - frac) + points[..., left + 1, :] * frac
 
 
+@dataclass(frozen=True)
+class Refinement:
+    """Algorithm 4 (point insertion), applied every ``every`` optimisation steps."""
+
+    every: int
+    criterion: str = "distance"  # distance | loss
+    threshold: float = 1.2  # T of Algorithm 4
+    alphas: tuple[float, ...] = PAPER_ALPHAS  # loss criterion: where between points the loss is probed
+
+    def __post_init__(self):
+        if self.criterion not in ("distance", "loss"):
+            raise ValueError(f"refinement criterion must be 'distance' or 'loss', got {self.criterion!r}")
+        if self.every < 1:
+            raise ValueError(f"refinement every must be >= 1, got {self.every}")
+
+
+def distance_scores(points: torch.Tensor) -> torch.Tensor:
+    """Algorithm 4's distance criterion: ||theta_i - theta_{i+1}|| / mu, mu = ||theta_last - theta_first|| / |path|."""
+    mu = (points[-1] - points[0]).norm() / len(points)
+    return (points[1:] - points[:-1]).norm(dim=-1) / mu
+
+
+def loss_scores(loss_fn: LossFn, points: torch.Tensor, alphas: Sequence[float], max_models: int = 512) -> torch.Tensor:
+    """Algorithm 4's loss criterion: max loss between theta_i and theta_{i+1} over L_max at the points."""
+    at_points = evaluate_in_chunks(loss_fn, points, max_models)
+    between = interpolate_polyline(points, np.array([i + a for i in range(len(points) - 1) for a in alphas]))
+    values = evaluate_in_chunks(loss_fn, between, max_models).view(len(points) - 1, len(alphas))
+    return values.max(dim=1).values / at_points.max()
+
+
+def insert_points(points: torch.Tensor, scores: torch.Tensor, threshold: float) -> tuple[torch.Tensor, list[int]]:
+    """Algorithm 4's insertion: if max(scores) > threshold, add the midpoints of the two segments
+    with the largest scores. Returns the new points and the indices of the segments split.
+
+    Interpretation of the printed algorithm: it then moves ``path_0`` and ``path_last`` out of the
+    path into the border list B. In the authors' code the points are held as trainable "sectors"
+    whose end points are the fixed minima, so the removal keeps the fixed end points out of the
+    trainable set, it does not move the path's ends. Here the end points are never optimised anyway
+    (Algorithm 3 moves interior points only), so the path keeps its two minima as first and last
+    rows and simply grows by two points; no point is dropped.
+    """
+    if len(scores) == 0 or scores.max() <= threshold:
+        return points, []
+    worst = sorted(torch.topk(scores, min(2, len(scores))).indices.tolist())
+    pieces, start = [], 0
+    for segment in worst:
+        pieces += [points[start:segment + 1], ((points[segment] + points[segment + 1]) / 2)[None]]
+        start = segment + 1
+    pieces.append(points[start:])
+    return torch.cat(pieces), worst
+
+
+class _FlatPaths:
+    """P polylines of possibly different lengths stored as one (N, d) tensor, so that one batched
+    evaluation serves every interior point of every path."""
+
+    def __init__(self, paths: list[torch.Tensor]):
+        self.points = torch.cat(paths)
+        self.sizes = [len(p) for p in paths]
+        device = self.points.device
+        starts = np.cumsum([0] + self.sizes[:-1])
+        self.interior = torch.cat([torch.arange(s + 1, s + n - 1) for s, n in zip(starts, self.sizes)]).to(device)
+        self.interior_counts = [n - 2 for n in self.sizes]
+
+    def paths(self) -> list[torch.Tensor]:
+        return list(torch.split(self.points, self.sizes))
+
+
+def _refine(flat: _FlatPaths, velocity: torch.Tensor, refinement: Refinement, loss_fn: LossFn,
+            max_models: int) -> tuple[_FlatPaths, torch.Tensor]:
+    new_paths, new_velocities = [], []
+    for path, vel in zip(flat.paths(), torch.split(velocity, flat.sizes)):
+        scores = (distance_scores(path) if refinement.criterion == "distance"
+                  else loss_scores(loss_fn, path, refinement.alphas, max_models))
+        path, _ = insert_points(path, scores, refinement.threshold)
+        vel, _ = insert_points(vel, scores, refinement.threshold)  # inserted points get the mean momentum
+        new_paths.append(path)
+        new_velocities.append(vel)
+    return _FlatPaths(new_paths), torch.cat(new_velocities)
+
+
 def optimize_paths(
     loss_fn: LossFn,
     theta_a: torch.Tensor,
     theta_b: torch.Tensor,
     *,
     n_points: int = 19,
-    lr: float = 0.01,
+    lr: float | Callable[[int], float] = 0.01,
     steps: int = 100,
     momentum: float = 0.0,
     weight_decay: float = 0.0,
     clip_norm: float | None = None,
+    refinement: Refinement | None = None,
     alphas: Sequence[float] = PAPER_ALPHAS,
     max_models: int = 512,
     record_every: int = 1,
@@ -103,47 +190,46 @@ def optimize_paths(
 ) -> list[PathResult]:
     """Algorithm 3 for P paths at once: theta_a, theta_b (P, d) -> P optimised polylines.
 
-    All P·(n-2) interior points share one batched loss/gradient evaluation. Each step moves an
+    All interior points of all paths share one batched loss/gradient evaluation. Each step moves an
     interior point by ``-lr * (g - (g_left + g_right) / 2)``, where g is the gradient of the loss
     (plus ``weight_decay * theta``, the paper's L2 term, section 3.1) and g_left, g_right its
     projections on the directions to the neighbours; optional heavy-ball ``momentum`` is applied
-    to that orthogonal step. ``clip_norm`` caps the norm of each point's orthogonal direction:
-    deep ReLU nets have exploding gradients in the middle of a straight segment, where plain steps
-    throw points far off (our addition, not in the paper; ``None`` disables it).
-    The endpoints never move. The path starts as the straight segment.
+    to that orthogonal step. ``lr`` may be a function of the step (e.g. the paper's S_oc10).
+    ``clip_norm`` caps the norm of each point's orthogonal direction: deep ReLU nets have
+    exploding gradients in the middle of a straight segment, where plain steps throw points far
+    off (our addition, not in the paper; ``None`` disables it). ``refinement`` applies Algorithm 4
+    every ``refinement.every`` steps (see :func:`insert_points`).
+    The end points never move. Each path starts as the straight segment.
     """
     if n_points < 3:
         raise ValueError(f"a path needs at least 3 points (one movable), got n_points={n_points}")
     theta_a, theta_b = torch.atleast_2d(theta_a), torch.atleast_2d(theta_b)
-    points = straight_path(theta_a, theta_b, n_points)  # (P, n, d)
-    n_paths, _, dim = points.shape
-    velocity = torch.zeros_like(points[:, 1:-1])
+    flat = _FlatPaths(list(straight_path(theta_a, theta_b, n_points)))
+    velocity = torch.zeros_like(flat.points)
+    n_paths = len(flat.sizes)
+    lr_at = lr if callable(lr) else (lambda _step: lr)
     generator = torch.Generator().manual_seed(seed)
     minibatch = getattr(loss_fn, "minibatch", None)
     histories: list[list[float]] = [[] for _ in range(n_paths)]
     for step in tqdm(range(steps), desc=description, disable=not progress, leave=False):
+        if refinement is not None and step > 0 and step % refinement.every == 0:
+            flat, velocity = _refine(flat, velocity, refinement, loss_fn, max_models)
         step_loss = minibatch(generator) if minibatch is not None else loss_fn
-        interior = points[:, 1:-1].reshape(-1, dim)
-        losses, grads = losses_and_grads(step_loss, interior, max_models)
-        grads = grads.view(n_paths, n_points - 2, dim)
+        idx = flat.interior
+        centre = flat.points[idx]
+        losses, grads = losses_and_grads(step_loss, centre, max_models)
         if weight_decay:
-            grads = grads + weight_decay * points[:, 1:-1]
-        direction = orthogonal_direction(points, grads)
+            grads = grads + weight_decay * centre
+        direction = orthogonal_step(flat.points[idx - 1], centre, flat.points[idx + 1], grads)
         if clip_norm is not None:
             norms = direction.norm(dim=-1, keepdim=True)
             direction = direction * (clip_norm / norms.clamp(min=clip_norm))
-        velocity = momentum * velocity + direction
-        points[:, 1:-1] -= lr * velocity
+        velocity[idx] = momentum * velocity[idx] + direction
+        flat.points[idx] = centre - lr_at(step) * velocity[idx]
         if step % record_every == 0 or step == steps - 1:
-            for p, value in enumerate(losses.view(n_paths, -1).max(dim=1).values.tolist()):
-                histories[p].append(value)
-    positions = dense_positions(n_points, alphas)
-    dense = evaluate_in_chunks(loss_fn, interpolate_polyline(points, positions).reshape(-1, dim), max_models)
-    dense = dense.view(n_paths, len(positions)).cpu().numpy()
-    return [
-        PathResult(points[p].clone(), float(dense[p].max()), positions, dense[p], histories[p])
-        for p in range(n_paths)
-    ]
+            for p, values in enumerate(torch.split(losses, flat.interior_counts)):
+                histories[p].append(float(values.max()))
+    return evaluate_paths(loss_fn, flat.paths(), alphas, max_models, histories)
 
 
 def optimize_path(loss_fn: LossFn, theta_a: torch.Tensor, theta_b: torch.Tensor, **options) -> PathResult:
@@ -151,9 +237,20 @@ def optimize_path(loss_fn: LossFn, theta_a: torch.Tensor, theta_b: torch.Tensor,
     return optimize_paths(loss_fn, theta_a.reshape(1, -1), theta_b.reshape(1, -1), **options)[0]
 
 
+def evaluate_paths(loss_fn: LossFn, paths: list[torch.Tensor], alphas: Sequence[float] = PAPER_ALPHAS,
+                   max_models: int = 512, histories: list[list[float]] | None = None) -> list[PathResult]:
+    """Dense evaluation of polylines (each (n_i, d)) in one batched pass: every point, plus the
+    ``alphas`` between consecutive points (section 3.2)."""
+    positions = [dense_positions(len(points), alphas) for points in paths]
+    dense_points = torch.cat([interpolate_polyline(points, pos) for points, pos in zip(paths, positions)])
+    values = evaluate_in_chunks(loss_fn, dense_points, max_models).cpu().numpy()
+    splits = np.split(values, np.cumsum([len(pos) for pos in positions])[:-1])
+    histories = histories or [[] for _ in paths]
+    return [PathResult(points.detach().clone(), float(dense.max()), pos, dense, history)
+            for points, pos, dense, history in zip(paths, positions, splits, histories)]
+
+
 def evaluate_path(loss_fn: LossFn, points: torch.Tensor, alphas: Sequence[float] = PAPER_ALPHAS,
                   max_models: int = 512) -> PathResult:
-    """Dense evaluation of an existing polyline points (n, d), e.g. the unoptimised straight segment."""
-    positions = dense_positions(len(points), alphas)
-    dense = evaluate_in_chunks(loss_fn, interpolate_polyline(points, positions), max_models).cpu().numpy()
-    return PathResult(points, float(dense.max()), positions, dense)
+    """Dense evaluation of one existing polyline points (n, d), e.g. the unoptimised straight segment."""
+    return evaluate_paths(loss_fn, [points], alphas, max_models)[0]

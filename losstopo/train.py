@@ -1,11 +1,14 @@
-"""Training many minima of one architecture at once (barcodes paper, section 2.1).
+"""Training many minima of one architecture at once (barcodes paper, section 2.1, Appendix A).
 
 All K minima live in one ``(K, d)`` tensor and train together through
 :class:`~losstopo.stacked.StackedModel`: each has its own seed, its own initialisation and its
 own order of minibatches, and Adam's elementwise update keeps them independent. The learning
-rate is Smith's triangular cyclical rate. A minimum counts as converged when its full
+rate follows ``config.schedule``: Smith's triangular cyclical rate with Adam (FC and CNN
+experiments), the piecewise-linear S(m1, m2, lr_max, lr_min) per batch with SGD (ResNet,
+Tables 4, 5) or Garipov's schedule (WRN, Table 6). A minimum counts as converged when its full
 training loss has not improved by a relative ``min_improvement`` for ``patience`` epochs; its
-best-epoch weights are the minimum returned.
+best-epoch weights are the minimum returned. With ``patience=None`` every minimum trains for
+``max_epochs`` (the papers' fixed budgets) and its last weights are returned.
 """
 
 from __future__ import annotations
@@ -22,14 +25,8 @@ from losstopo.config import MinimaConfig
 from losstopo.data import Dataset
 from losstopo.errors import TrainingDiverged
 from losstopo.io import save_torch
+from losstopo.schedules import garipov_lr, piecewise_linear_lr, triangular_lr
 from losstopo.stacked import DatasetLoss, StackedModel, cross_entropy_per_model
-
-
-def triangular_lr(iteration: int, lr_base: float, lr_max: float, cycle_iterations: int) -> float:
-    """Smith (2015) triangular policy: base -> max -> base over one cycle, repeated."""
-    half = max(cycle_iterations / 2, 1)
-    position = (iteration % (2 * half)) / half  # 0 .. 2
-    return lr_base + (lr_max - lr_base) * (1 - abs(position - 1))
 
 
 @dataclass
@@ -75,22 +72,27 @@ def train_minima(
             "rng": torch.Generator().manual_seed(config.seed).get_state(),
         }
     params = torch.nn.Parameter(state["thetas"].to(device))
-    optimizer = torch.optim.Adam([params], lr=config.lr_base)
+    if config.optimizer == "sgd":
+        optimizer = torch.optim.SGD([params], lr=config.lr_max, momentum=config.momentum,
+                                    weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.Adam([params], lr=config.lr_base, weight_decay=config.weight_decay)
     if state["optimizer"] is not None:
         optimizer.load_state_dict(state["optimizer"])
     generator = torch.Generator()
     generator.set_state(state["rng"])
-    cycle_iterations = max(int(config.cycle_epochs * batches_per_epoch), 2)
+    lr_at = _schedule(config, batches_per_epoch)
+    patience = config.patience if config.patience is not None else config.max_epochs + 1
 
     bar = tqdm(range(state["epoch"], config.max_epochs), desc=description, disable=not progress, leave=False)
     for epoch in bar:
-        if all(s >= config.patience for s in state["stale"]):
+        if all(s >= patience for s in state["stale"]):
             break
         order = torch.argsort(torch.rand(config.n_minima, n_train, generator=generator), dim=1).to(device)
         for b in range(batches_per_epoch):
             iteration = epoch * batches_per_epoch + b
             for group in optimizer.param_groups:
-                group["lr"] = triangular_lr(iteration, config.lr_base, config.lr_max, cycle_iterations)
+                group["lr"] = lr_at(iteration)
             idx = order[:, b * config.batch_size:(b + 1) * config.batch_size]  # (K, B)
             logits = stacked.logits_per_model(params, data.x_train[idx])
             loss = cross_entropy_per_model(logits, data.y_train[idx]).sum()
@@ -101,6 +103,8 @@ def train_minima(
             epoch_loss = train_loss_fn(params.detach()).cpu()
         _stop_if_diverged(epoch_loss, seeds, epoch, config)
         improved = epoch_loss < state["best_loss"] * (1 - config.min_improvement)
+        if config.patience is None:  # fixed budget: the minimum is the last epoch's weights
+            improved = torch.ones_like(improved)
         for k in range(config.n_minima):
             if improved[k]:
                 state["best"][k] = params.detach()[k]
@@ -116,7 +120,7 @@ def train_minima(
             save_torch(state, checkpoint)
         if on_epoch is not None:
             on_epoch(epoch + 1, record)
-        bar.set_postfix(loss=f"{epoch_loss.max():.4f}", active=sum(s < config.patience for s in state["stale"]))
+        bar.set_postfix(loss=f"{epoch_loss.max():.4f}", active=sum(s < patience for s in state["stale"]))
 
     best = state["best"].to(device)
     with torch.no_grad():
@@ -124,10 +128,21 @@ def train_minima(
             thetas=best.cpu(), seeds=seeds,
             train_loss=train_loss_fn(best).tolist(), train_acc=train_loss_fn.accuracy(best).tolist(),
             test_loss=test_loss_fn(best).tolist(), test_acc=test_loss_fn.accuracy(best).tolist(),
-            epochs=list(state["best_epoch"]), converged=[s >= config.patience for s in state["stale"]],
+            epochs=list(state["best_epoch"]),
+            converged=[s >= patience or config.patience is None for s in state["stale"]],
             history=state["history"],
         )
     return result
+
+
+def _schedule(config: MinimaConfig, batches_per_epoch: int):
+    """iteration -> learning rate."""
+    if config.schedule == "piecewise":
+        return lambda i: piecewise_linear_lr(i, batches_per_epoch, config.m1, config.m2, config.lr_max, config.lr_base)
+    if config.schedule == "garipov":
+        return lambda i: garipov_lr(i // batches_per_epoch, config.max_epochs, config.lr_max)
+    cycle_iterations = max(int(config.cycle_epochs * batches_per_epoch), 2)
+    return lambda i: triangular_lr(i, config.lr_base, config.lr_max, cycle_iterations)
 
 
 def _stop_if_diverged(epoch_loss: torch.Tensor, seeds: list[int], epoch: int, config: MinimaConfig) -> None:

@@ -82,3 +82,20 @@ def test_batchnorm_statistics_along_a_path_matter():
     with torch.no_grad():
         naive_loss = torch.nn.functional.cross_entropy(naive(x), y)
     assert abs(naive_loss.item() - recomputed.item()) > 0.05 * recomputed.item()
+
+
+@pytest.mark.parametrize("name, count", [("resnet-t11", 232138), ("resnet-t11-code", 195210)])
+def test_resnet_table_11_parameter_counts(name, count):
+    model = build_model(name, (3, 32, 32), 10)
+    assert parameter_count(model) == count
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_stacked_resnet_equals_separate_modules_in_batch_statistics_mode():
+    stacked = StackedModel(build_model("resnet-t11-code", (3, 32, 32), 10))
+    thetas = stacked.init_thetas([4, 5])
+    x = torch.randn(8, 3, 32, 32)
+    for k, theta in enumerate(thetas):
+        module = build_model("resnet-t11-code", (3, 32, 32), 10).train()
+        torch.nn.utils.vector_to_parameters(theta, module.parameters())
+        assert torch.allclose(stacked.logits(thetas, x)[k], module(x), atol=1e-4)

@@ -91,3 +91,48 @@ def test_2d_optimised_paths_recover_exact_barcode_within_2_percent():
     # Unoptimised straight segments cross the hill itself.
     _, straight_max = _barcode_from_paths(wells_2d, minima, n_points=41, steps=0)
     assert straight_max[0, 1] > path_max[0, 1] + 0.3
+
+
+from losstopo.paths import Refinement, distance_scores, evaluate_path, insert_points, loss_scores  # noqa: E402
+
+
+def test_distance_criterion_inserts_midpoints_in_the_two_longest_segments():
+    points = torch.tensor([[0.0], [1.0], [2.0], [10.0]])
+    scores = distance_scores(points)  # mu = 10 / 4
+    assert torch.allclose(scores, torch.tensor([0.4, 0.4, 3.2]))
+    refined, segments = insert_points(points, scores, threshold=1.2)
+    assert segments == [0, 2]
+    assert refined.flatten().tolist() == [0.0, 0.5, 1.0, 2.0, 6.0, 10.0]
+
+
+def test_no_insertion_below_threshold():
+    # mu divides by |path| (not |path| - 1): an evenly spaced path scores n / (n - 1) everywhere.
+    points = straight_path(torch.zeros(2), torch.ones(2), 19)
+    assert torch.allclose(distance_scores(points), torch.full((18,), 19 / 18))
+    refined, segments = insert_points(points, distance_scores(points), threshold=1.2)
+    assert segments == [] and torch.equal(refined, points)
+    assert insert_points(points[::4], distance_scores(points[::4]), threshold=1.2)[1]  # 5 points: 5/4 > T
+
+
+def test_loss_criterion_finds_the_segment_crossing_the_hill():
+    a, b = torch.tensor([-2.0, 0.0], dtype=torch.float64), torch.tensor([2.0, 0.2], dtype=torch.float64)
+    points = straight_path(a, b, 4)  # the hill at (0, 0.3) lies inside the middle segment
+    scores = loss_scores(wells_2d, points, (0.25, 0.5, 0.75))
+    assert int(scores.argmax()) == 1 and scores.max() > 1.2
+    refined, segments = insert_points(points, scores, 1.2)
+    assert 1 in segments and len(refined) == 6
+    # Insertion does not move the curve: the refined points are among the unrefined dense evaluation
+    # (alpha = 1/2), so their maximum never exceeds it.
+    unrefined = evaluate_path(wells_2d, points, alphas=(0.5,))
+    assert wells_2d(refined).max().item() <= unrefined.max_loss + 1e-12
+
+
+def test_refinement_keeps_endpoints_and_grows_only_the_paths_that_need_it():
+    a = torch.tensor([[-2.0, 0.0], [-2.0, 0.0]], dtype=torch.float64)
+    b = torch.tensor([[2.0, 0.2], [-1.9, 0.0]], dtype=torch.float64)  # a long path and a very short one
+    results = optimize_paths(wells_2d, a, b, n_points=7, lr=0.05, steps=30,
+                             refinement=Refinement(every=10, criterion="loss", threshold=1.05))
+    assert len(results[0].points) > 7 and len(results[1].points) == 7
+    for result, start, end in zip(results, a, b):
+        assert torch.equal(result.points[0], start) and torch.equal(result.points[-1], end)
+    assert results[0].positions[-1] == len(results[0].points) - 1

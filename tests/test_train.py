@@ -8,18 +8,11 @@ from losstopo.data import REGISTRY, synthetic_dataset
 from losstopo.errors import TrainingDiverged
 from losstopo.models import build_model
 from losstopo.stacked import StackedModel
-from losstopo.train import train_minima, triangular_lr
+from losstopo.train import train_minima
 
 
 def _small_data():
     return synthetic_dataset(REGISTRY["mnist"], reason="test", sizes=(512, 128))
-
-
-def test_triangular_lr_hand_values():
-    assert triangular_lr(0, 0.1, 1.1, 10) == pytest.approx(0.1)
-    assert triangular_lr(5, 0.1, 1.1, 10) == pytest.approx(1.1)
-    assert triangular_lr(2, 0.1, 1.1, 10) == pytest.approx(0.5)
-    assert triangular_lr(10, 0.1, 1.1, 10) == pytest.approx(0.1)
 
 
 def test_training_lowers_loss_with_distinct_minima():
@@ -71,3 +64,15 @@ def test_divergence_stops_with_a_clear_message():
     cfg = MinimaConfig(n_minima=2, max_epochs=3, batch_size=64)
     with pytest.raises(TrainingDiverged, match=r"minimum 0 \(seed 0\) diverged at epoch 1: training loss nan.*lr_max"):
         train_minima(StackedModel(build_model("fc-2-16", (1, 28, 28), 10)), data, cfg, progress=False)
+
+
+def test_sgd_with_piecewise_schedule_runs_fixed_epochs_and_logs_the_schedule():
+    data = _small_data()
+    cfg = MinimaConfig(n_minima=2, max_epochs=4, patience=None, batch_size=128, optimizer="sgd", momentum=0.9,
+                       schedule="piecewise", m1=1, m2=3, lr_max=0.05, lr_base=0.001)
+    result = train_minima(StackedModel(build_model("fc-1-8", (1, 28, 28), 10)), data, cfg, progress=False)
+    assert len(result.history) == 4 and result.epochs == [4, 4] and all(result.converged)
+    # 4 batches per epoch: the last batch of epoch 1 (index 3) is at lr_max, epoch 4's last (15) at lr_min.
+    assert result.history[0]["lr"] == pytest.approx(0.05)
+    assert result.history[3]["lr"] == pytest.approx(0.001)
+    assert result.history[1]["lr"] == pytest.approx(0.05 + (0.001 - 0.05) * (7 - 4) / 8)
