@@ -22,7 +22,8 @@ from losstopo.config import Params, as_dict, content_hash
 from losstopo.data import Dataset, load_dataset
 from losstopo.io import load_json, save_json, save_torch
 from losstopo.models import build_model, parameter_count
-from losstopo.paths import evaluate_in_chunks, optimize_paths, straight_path, evaluate_path
+from losstopo.paths import Refinement, evaluate_in_chunks, evaluate_path, optimize_paths, straight_path
+from losstopo.schedules import piecewise_linear_lr
 from losstopo.stacked import DatasetLoss, StackedModel
 from losstopo.topology import barcode_of_minima, segment_lengths, to_score
 from losstopo.train import train_minima
@@ -135,12 +136,12 @@ def run_paths(experiment: str, variants: list[Variant], config, params: Params, 
             thetas = minima["thetas"].to(device)
             pairs = list(itertools.combinations(range(len(thetas)), 2))
             with tracking.variant_run(variant.key, data_source=dataset.source):
+                schedule = path_schedule(cfg, len(dataset.y_train))
                 results = optimize_paths(
                     loss_fn, thetas[[i for i, _ in pairs]], thetas[[j for _, j in pairs]],
-                    n_points=cfg.n_points, lr=cfg.lr, steps=cfg.steps, momentum=cfg.momentum,
-                    weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm, alphas=cfg.alphas, max_models=cfg.max_models,
-                    seed=config.minima.seed, progress=params.runtime.progress, description=f"{variant.key} paths",
-                    record_every=max(cfg.steps // 50, 1),
+                    n_points=cfg.n_points, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                    clip_norm=cfg.clip_norm, alphas=cfg.alphas, max_models=cfg.max_models, seed=config.minima.seed,
+                    progress=params.runtime.progress, description=f"{variant.key} paths", **schedule,
                 )
                 straight = [evaluate_path(loss_fn, straight_path(thetas[i], thetas[j], cfg.n_points), cfg.alphas,
                                           cfg.max_models).max_loss for i, j in pairs]
@@ -150,7 +151,7 @@ def run_paths(experiment: str, variants: list[Variant], config, params: Params, 
                     "data_kind": dataset.source_kind, "n_path_samples": len(dataset.y_train),
                     "minima_losses": minima_losses, "pairs": pairs,
                     "max_loss": [r.max_loss for r in results], "straight_max_loss": straight,
-                    "positions": results[0].positions if results else [],
+                    "n_points": [len(r.points) for r in results], "positions": [r.positions for r in results],
                     "dense_losses": [r.dense_losses for r in results], "history": [r.history for r in results],
                 }
                 save_json(record, out_root / variant.key / "paths.json")
@@ -159,6 +160,21 @@ def run_paths(experiment: str, variants: list[Variant], config, params: Params, 
                 metrics[variant.key] = {"mean_path_max": float(np.mean(record["max_loss"])),
                                         "mean_straight_max": float(np.mean(straight))}
         save_json(metrics, stage_dir(experiment, "paths_metrics.json", root))
+
+
+def path_schedule(cfg, n_samples: int) -> dict:
+    """Steps, learning rate and refinement of a PathConfig, with the paper's epoch units converted to steps."""
+    steps_per_epoch = 1 if cfg.batch_size is None else max(-(-n_samples // cfg.batch_size), 1)
+    steps = int(round(cfg.epochs * steps_per_epoch)) if cfg.epochs is not None else cfg.steps
+    lr = cfg.lr
+    if cfg.schedule == "piecewise":
+        lr = lambda step: piecewise_linear_lr(step, steps_per_epoch, cfg.m1, cfg.m2, cfg.lr, cfg.lr_min)  # noqa: E731
+    refinement = None
+    if cfg.refine_every_epochs is not None:
+        refinement = Refinement(every=max(int(round(cfg.refine_every_epochs * steps_per_epoch)), 1),
+                                criterion=cfg.refine_criterion, threshold=cfg.refine_threshold,
+                                alphas=tuple(cfg.alphas))
+    return {"steps": steps, "lr": lr, "refinement": refinement, "record_every": max(steps // 50, 1)}
 
 
 def path_max_matrix(record: dict) -> np.ndarray:

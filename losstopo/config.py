@@ -77,10 +77,21 @@ class PathConfig:
     train_subset: int | None = 10000  # training images the path loss is measured on
     alphas: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8])
     max_models: int = 512  # path points per batched evaluation
+    epochs: float | None = None  # if set, steps = epochs * (minibatches per pass over the subset)
+    schedule: str = "constant"  # constant (lr) | piecewise: S(m1, m2, lr, lr_min) over epochs (Table 13)
+    lr_min: float = 0.0
+    m1: float = 0.0
+    m2: float = 0.0
+    refine_every_epochs: float | None = None  # Algorithm 4 every so many epochs (paper: 25); None: off
+    refine_criterion: str = "distance"  # distance | loss
+    refine_threshold: float = 1.2  # T of Algorithm 4
 
     def validate(self, where: str) -> None:
         _require(self.n_points >= 3, where, "n_points", "must be >= 3")
         _require(self.lr > 0 and self.steps >= 0, where, "lr", "lr must be > 0 and steps >= 0")
+        _require(self.schedule in ("constant", "piecewise"), where, "schedule", "must be 'constant' or 'piecewise'")
+        _require(self.refine_criterion in ("distance", "loss"), where, "refine_criterion",
+                 "must be 'distance' or 'loss'")
         _require(all(0 < a < 1 for a in self.alphas), where, "alphas", "must lie strictly between 0 and 1")
 
 

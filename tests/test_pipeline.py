@@ -128,3 +128,17 @@ def test_logged_runs_are_readable_through_the_mlflow_server_rest_api(tiny_params
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_path_schedule_converts_paper_epochs_to_steps():
+    from benchmarks.stages import path_schedule
+    from losstopo.config import PathConfig
+
+    # Table 13, CIFAR-10: batch 150, S_oc10 = S(270, 300, 2e-3, 1.25e-4) over 300 epochs, refinement every 25.
+    cfg = PathConfig(batch_size=150, epochs=300, schedule="piecewise", lr=2e-3, lr_min=1.25e-4, m1=270, m2=300,
+                     refine_every_epochs=25)
+    plan = path_schedule(cfg, n_samples=1500)  # 10 steps per epoch
+    assert plan["steps"] == 3000 and plan["refinement"].every == 250
+    assert plan["lr"](2700) == pytest.approx(2e-3) and plan["lr"](3000) == pytest.approx(1.25e-4)
+    assert path_schedule(PathConfig(steps=7), n_samples=100) == {"steps": 7, "lr": 0.05, "refinement": None,
+                                                                 "record_every": 1}
