@@ -115,3 +115,46 @@ def _resnet_table_11(match: re.Match, image_shape, n_classes) -> nn.Module:
         layers.append(_Residual(c_out, as_code))
     layers += [nn.MaxPool2d(2), nn.BatchNorm2d(64), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, n_classes)]
     return nn.Sequential(*layers)
+
+
+class _WideBlock(nn.Module):
+    """Pre-activation wide residual block (Zagoruyko & Komodakis 2016): BN-ReLU-conv-BN-ReLU-conv + shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.bn1, self.conv1 = nn.BatchNorm2d(c_in), nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn2, self.conv2 = nn.BatchNorm2d(c_out), nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.shortcut = None if c_in == c_out and stride == 1 else nn.Conv2d(c_in, c_out, 1, stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = torch.relu(self.bn1(x))
+        out = self.conv2(torch.relu(self.bn2(self.conv1(pre))))
+        return out + (x if self.shortcut is None else self.shortcut(pre))
+
+
+@register(r"wrn-(?P<depth>\d+)-(?P<k>\d+)", "wrn-D-k (WideResNet, D = 6n + 4, widening k)")
+def _wide_resnet(match: re.Match, image_shape, n_classes) -> nn.Module:
+    """WideResNet-D-k of section 4 (WRN-16-10 on CIFAR-100: about 17.1M parameters)."""
+    depth, k = int(match["depth"]), int(match["k"])
+    if (depth - 4) % 6 or depth < 10 or k < 1:
+        raise ConfigError(f"wrn-D-k needs D = 6n + 4 >= 10 and k >= 1, got {match.group(0)!r}")
+    blocks_per_group = (depth - 4) // 6
+    layers: list[nn.Module] = [nn.Conv2d(image_shape[0], 16, 3, padding=1, bias=False)]
+    c_in = 16
+    for group, width in enumerate((16 * k, 32 * k, 64 * k)):
+        for b in range(blocks_per_group):
+            layers.append(_WideBlock(c_in, width, stride=2 if group > 0 and b == 0 else 1))
+            c_in = width
+    layers += [nn.BatchNorm2d(c_in), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, n_classes)]
+    return nn.Sequential(*layers)
+
+
+@register(r"lenet", "lenet (Table 12, 28x28 grey images)")
+def _lenet(match: re.Match, image_shape, n_classes) -> nn.Module:
+    if tuple(image_shape) != (1, 28, 28):
+        raise ConfigError(f"lenet expects 1x28x28 images (Table 12), got {image_shape}")
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Conv2d(6, 16, 5), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(),
+        nn.Linear(256, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, n_classes),
+    )

@@ -98,3 +98,54 @@ def to_score(bars: Sequence[Bar]) -> float:
 def segment_lengths(bars: Sequence[Bar]) -> np.ndarray:
     """``h_p - L(p)`` per minimum (inf for the global minimum)."""
     return np.array([d - b for b, d in bars])
+
+
+def higher_barcodes(vertex_losses: Sequence[float], edge_max: dict[tuple[int, int], float],
+                    triangle_max: dict[tuple[int, int, int], float]) -> dict[int, list[Bar]]:
+    """Algorithm 2: barcodes in dimensions 0 and 1 of the filtered complex of minima (their loss),
+    optimised curves (their maximum) and optimised triangles (their maximum), computed with gudhi.
+
+    A simplex enters no earlier than its faces (filtration = max of its own value and its faces'),
+    so a triangle's 1-bar runs from the maximum of its sides to its own maximum (Appendix I).
+    Bars of zero length are dropped; infinite deaths are ``inf``.
+    """
+    tree = gudhi.SimplexTree()
+    values = {}
+    for v, loss in enumerate(vertex_losses):
+        values[(v,)] = float(loss)
+    for (i, j), value in edge_max.items():
+        key = tuple(sorted((i, j)))
+        values[key] = max(float(value), values[(key[0],)], values[(key[1],)])
+    for simplex, value in triangle_max.items():
+        key = tuple(sorted(simplex))
+        faces = [values[e] for e in ((key[0], key[1]), (key[1], key[2]), (key[0], key[2]))]
+        values[key] = max(float(value), *faces)
+    for key, value in sorted(values.items(), key=lambda kv: (len(kv[0]), kv[1])):
+        tree.insert(list(key), filtration=value)
+    tree.persistence(homology_coeff_field=2, min_persistence=0)
+    return {dim: sorted((float(b), float(d)) for b, d in tree.persistence_intervals_in_dimension(dim))
+            for dim in (0, 1)}
+
+
+def subset_robustness(losses: Sequence[float], path_max: np.ndarray, sizes: Sequence[int],
+                      method: str = "paper") -> dict[int, dict[int, list[float]]]:
+    """Fig. 7: for every subset of the minima of each size, the barcode of that subset alone.
+
+    Returns ``{size: {minimum: [h_p over the subsets of that size containing it, where finite]}}``;
+    the mean and spread of each list say how robust the bar of that minimum is to the choice and
+    number of the other minima.
+    """
+    from itertools import combinations
+
+    losses = np.asarray(losses, dtype=float)
+    out: dict[int, dict[int, list[float]]] = {}
+    for size in sizes:
+        per_minimum: dict[int, list[float]] = {p: [] for p in range(len(losses))}
+        for subset in combinations(range(len(losses)), size):
+            idx = list(subset)
+            bars = barcode_of_minima(losses[idx], path_max[np.ix_(idx, idx)], method)
+            for p, (_, death) in zip(idx, bars):
+                if math.isfinite(death):
+                    per_minimum[p].append(death)
+        out[size] = per_minimum
+    return out

@@ -54,3 +54,10 @@ def grid_barcode(fn, lows, highs, n: int) -> tuple[list[tuple[float, float]], fl
     complex_.compute_persistence(homology_coeff_field=2, min_persistence=1e-9)
     bars = [tuple(map(float, pair)) for pair in complex_.persistence_intervals_in_dimension(0)]
     return sorted(bars), float(values.max() - values.min())
+
+
+def ring_2d(thetas: torch.Tensor) -> torch.Tensor:
+    """thetas (k, 2) -> (k,): a ring valley with two minima near (+-1, 0) and a peak of height ~1 at the
+    centre, tilted in y so that a curve started on the straight segment bends one way."""
+    x, y = thetas[:, 0], thetas[:, 1]
+    return (x ** 2 + y ** 2 - 1) ** 2 - 0.1 * x ** 2 + 0.05 * y

@@ -99,3 +99,12 @@ def test_stacked_resnet_equals_separate_modules_in_batch_statistics_mode():
         module = build_model("resnet-t11-code", (3, 32, 32), 10).train()
         torch.nn.utils.vector_to_parameters(theta, module.parameters())
         assert torch.allclose(stacked.logits(thetas, x)[k], module(x), atol=1e-4)
+
+
+def test_wide_resnet_and_lenet_parameter_counts():
+    assert parameter_count(build_model("wrn-16-10", (3, 32, 32), 100)) == 17_174_324  # "about 17.1M" (section 4)
+    assert parameter_count(build_model("lenet", (1, 28, 28), 10)) == 44_426  # Table 12 by hand
+    narrow = build_model("wrn-16-1", (3, 32, 32), 100)
+    assert narrow(torch.zeros(2, 3, 32, 32)).shape == (2, 100)
+    with pytest.raises(Exception, match="D = 6n"):
+        build_model("wrn-15-2", (3, 32, 32), 100)

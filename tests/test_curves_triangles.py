@@ -1,0 +1,122 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from analytic import descend_to_minimum, ring_2d
+from losstopo.curves import (CurveTraining, barycentric_grid, curve_points, evaluate_curves, evaluate_triangles,
+                             train_curves, train_triangles, triangle_points, triangle_weights, uniform_barycentric)
+from losstopo.topology import barcode_of_minima, higher_barcodes, subset_robustness
+
+INF = math.inf
+
+
+def test_curves_have_fixed_endpoints_and_pass_the_bend():
+    a, bend, b = torch.zeros(1, 2), torch.tensor([[1.0, 2.0]]), torch.tensor([[2.0, 0.0]])
+    for kind in ("polychain", "bezier"):
+        ends = curve_points(kind, a, bend, b, torch.tensor([[0.0, 1.0]]))
+        assert torch.equal(ends[0, 0], a[0]) and torch.equal(ends[0, 1], b[0])
+    assert torch.allclose(curve_points("polychain", a, bend, b, torch.tensor([0.5])), bend)
+    assert torch.allclose(curve_points("polychain", a, bend, b, torch.tensor([0.25])), torch.tensor([[0.5, 1.0]]))
+    # Bezier at 1/2: (a + 2 bend + b) / 4
+    assert torch.allclose(curve_points("bezier", a, bend, b, torch.tensor([0.5])), torch.tensor([[1.0, 1.0]]))
+
+
+def test_sub_triangle_rule_of_appendix_i():
+    # t1 <= t2 <= t3 in the paper's notation t = t3 A + t2 B + t1 C: triangle AOD, coefficients (t3-t2, 3 t1, 2t2-2t1).
+    w = torch.tensor([[0.6, 0.3, 0.1]])
+    vertex, side, coeff = triangle_weights(w)
+    assert vertex.item() == 0 and side.item() == 0  # A and D = centre of AB
+    assert torch.allclose(coeff, torch.tensor([[0.3, 0.3, 0.4]]))
+    assert triangle_weights(torch.tensor([[0.2, 0.1, 0.7]]))[:2] == (torch.tensor([2]), torch.tensor([2]))  # C, F
+    assert triangle_weights(torch.tensor([[0.1, 0.5, 0.4]]))[:2] == (torch.tensor([1]), torch.tensor([1]))  # B, E
+
+
+def test_triangle_with_exact_centres_is_barycentric_interpolation():
+    vertices = torch.randn(2, 3, 5, dtype=torch.float64)
+    sides = (vertices + vertices.roll(-1, dims=1)) / 2
+    centre = vertices.mean(dim=1)
+    w = uniform_barycentric(200, torch.Generator().manual_seed(0)).double()
+    points = triangle_points(vertices, sides, centre, w[None].expand(2, -1, -1))
+    expected = torch.einsum("mv,pvd->pmd", w, vertices)
+    assert torch.allclose(points, expected, atol=1e-12)
+
+
+def test_triangle_sides_are_the_polychains_through_the_side_centres():
+    vertices = torch.randn(1, 3, 4, dtype=torch.float64)
+    sides, centre = torch.randn(1, 3, 4, dtype=torch.float64), torch.randn(1, 4, dtype=torch.float64)
+    s = torch.linspace(0, 1, 11, dtype=torch.float64)
+    on_ab = torch.stack([1 - s, s, torch.zeros_like(s)], dim=1)  # A -> B with C's weight 0
+    points = triangle_points(vertices, sides, centre, on_ab[None])[0]
+    chain = curve_points("polychain", vertices[:, 0], sides[:, 0], vertices[:, 1], s[None])[0]
+    assert torch.allclose(points, chain, atol=1e-12)
+
+
+def test_grid_and_sampling_cover_the_simplex():
+    grid = barycentric_grid(4)
+    assert len(grid) == 15 and torch.allclose(grid.sum(1), torch.ones(15, dtype=torch.float64))
+    w = uniform_barycentric(20000, torch.Generator().manual_seed(1))
+    assert (w >= 0).all() and torch.allclose(w.mean(0), torch.full((3,), 1 / 3), atol=0.01)
+
+
+def _ring_minima():
+    return torch.stack([descend_to_minimum(ring_2d, torch.tensor(p)) for p in ([-1.0, 0.0], [1.0, 0.0], [0.0, -1.0])])
+
+
+def test_trained_curve_follows_the_ring_valley():
+    # Garipov training lowers the mean loss along the curve; on the ring that also removes the central peak.
+    minima = _ring_minima()
+    start, end = minima[:1], minima[1:2]
+    straight_max = evaluate_curves(ring_2d, start, (start + end) / 2, end, "polychain")[1].max()
+    training = CurveTraining(steps=500, lr=lambda s: 0.01, momentum=0.9, weight_decay=0.0)
+    for kind in ("polychain", "bezier"):
+        bend = train_curves(ring_2d, start, end, kind, training)
+        t, losses = evaluate_curves(ring_2d, start, bend, end, kind)
+        assert straight_max > 0.8 and losses.max() < 0.1
+        assert losses[0, 0] == pytest.approx(ring_2d(start).item()) and losses[0, -1] == pytest.approx(ring_2d(end).item())
+
+
+def test_both_triangle_regimes_train_and_keep_vertices():
+    minima = _ring_minima()[None]  # (1, 3, 2)
+    training = CurveTraining(steps=500, lr=lambda s: 0.01, momentum=0.9, weight_decay=0.0)
+    sides, centre = train_triangles(ring_2d, minima, None, training)
+    fixed_sides, centre_only = train_triangles(ring_2d, minima, sides, training)
+    assert torch.equal(fixed_sides, sides) and not torch.equal(centre_only, minima.mean(1))
+    start_sides = (minima + minima.roll(-1, dims=1)) / 2
+    untrained = evaluate_triangles(ring_2d, minima, start_sides, minima.mean(1))[1].max()
+    trained = evaluate_triangles(ring_2d, minima, sides, centre)[1].max()
+    assert trained < untrained
+    grid, losses = evaluate_triangles(ring_2d, minima, sides, centre_only)
+    corners = [int(np.argmax(np.isclose(grid, np.eye(3)[v]).all(1))) for v in range(3)]
+    assert np.allclose(losses[0, corners], ring_2d(minima[0]).numpy())
+
+
+def test_higher_barcodes_hand_complex():
+    # Vertices 0, 1, 2; edges at 3 (01), 4 (12), 5 (02); triangle at 6.
+    bars = higher_barcodes([0.0, 1.0, 2.0], {(0, 1): 3.0, (1, 2): 4.0, (0, 2): 5.0}, {(0, 1, 2): 6.0})
+    assert bars[0] == [(0.0, INF), (1.0, 3.0), (2.0, 4.0)]
+    assert bars[1] == [(5.0, 6.0)]  # Appendix I: from the maximum of the sides to the triangle's maximum
+
+
+def test_higher_barcodes_two_triangles_on_a_square():
+    # Square 0-1-2-3 with diagonal 0-2: two 1-cycles born at 4.5 and 5 (the last sides), killed at 7 and 6.
+    edges = {(0, 1): 1.0, (1, 2): 2.0, (2, 3): 3.0, (0, 3): 5.0, (0, 2): 4.5}
+    bars = higher_barcodes([0.0, 0.0, 0.0, 0.0], edges, {(0, 1, 2): 7.0, (0, 2, 3): 6.0})
+    assert bars[1] == [(4.5, 7.0), (5.0, 6.0)]
+    # A triangle lower than its sides enters with its last side: no 1-bar at all.
+    assert higher_barcodes([0, 0, 0], {(0, 1): 1, (1, 2): 2, (0, 2): 3}, {(0, 1, 2): 0.5})[1] == []
+
+
+def test_subset_robustness_recovers_the_full_barcode_for_the_full_set():
+    rng = np.random.default_rng(0)
+    losses = rng.uniform(0, 1, 5)
+    upper = np.triu(rng.uniform(1, 2, (5, 5)), 1)
+    path_max = upper + upper.T
+    table = subset_robustness(losses, path_max, sizes=[2, 5])
+    full = barcode_of_minima(losses, path_max)
+    for p, (_, death) in enumerate(full):
+        assert table[5][p] == ([] if math.isinf(death) else [death])
+    # Pairs: each minimum's bar against every other single minimum below it.
+    lower_count = [sum(losses[q] < losses[p] for q in range(5)) for p in range(5)]
+    assert [len(table[2][p]) for p in range(5)] == lower_count
