@@ -53,6 +53,8 @@ class MinimaConfig:
     min_improvement: float = 1e-3
     train_subset: int | None = None
     test_subset: int | None = None
+    augment: bool = False  # random crop (pad 4) + horizontal flip, done on the device per batch
+    mixed_precision: bool = True  # bf16 autocast on CUDA (ignored on CPU)
 
     def validate(self, where: str) -> None:
         _require(self.n_minima >= 2, where, "n_minima", "must be >= 2 (a barcode needs two minima)")
@@ -131,6 +133,69 @@ class ModelSweepConfig:
 
 
 @dataclass(frozen=True)
+class LRTypeRuns:
+    """One dataset of the ResNet study: minima of type 1 (constant small LR) and type 2 (annealed LR)
+    and the paths between all of them (barcodes paper, section 3, Tables 4, 5, 13)."""
+
+    type1: MinimaConfig = field(default_factory=MinimaConfig)
+    type2: MinimaConfig = field(default_factory=MinimaConfig)
+    paths: PathConfig = field(default_factory=PathConfig)
+
+
+@dataclass(frozen=True)
+class ResNetLRConfig:
+    datasets: list[str] = field(default_factory=lambda: ["cifar10", "svhn"])
+    model: str = "resnet-t11-code"
+    cifar10: LRTypeRuns = field(default_factory=LRTypeRuns)
+    svhn: LRTypeRuns = field(default_factory=LRTypeRuns)
+    topology: TopologyConfig = field(default_factory=TopologyConfig)
+
+    def validate(self, where: str) -> None:
+        _require(set(self.datasets) <= {"cifar10", "svhn"}, where, "datasets", "must be among cifar10, svhn")
+
+    def runs(self, dataset: str) -> LRTypeRuns:
+        return getattr(self, dataset)
+
+
+@dataclass(frozen=True)
+class CurveConfig:
+    """Curves and triangles trained with random points (section 4; Table 6 schedule, Appendix I)."""
+
+    kind: str = "polychain"  # polychain (one bend, section 4) | bezier
+    epochs: int = 200  # "the same training procedure as for the minima" (Appendix C)
+    lr: float = 0.03  # Garipov schedule base rate (Table 6)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    train_subset: int | None = None
+    n_eval: int = 61  # evaluation points along a curve
+    triangle_epochs: int = 200
+    triangle_resolution: int = 12  # barycentric grid for the triangle maximum
+    triangle_regimes: list[str] = field(default_factory=lambda: ["vertices_fixed", "sides_fixed"])
+
+    def validate(self, where: str) -> None:
+        _require(self.kind in ("polychain", "bezier"), where, "kind", "must be 'polychain' or 'bezier'")
+        _require(set(self.triangle_regimes) <= {"vertices_fixed", "sides_fixed"}, where, "triangle_regimes",
+                 "must be among vertices_fixed, sides_fixed")
+
+
+@dataclass(frozen=True)
+class TriangleStudyConfig:
+    dataset: str = "cifar100"
+    model: str = "wrn-16-10"
+    minima: MinimaConfig = field(default_factory=MinimaConfig)
+    curves: CurveConfig = field(default_factory=CurveConfig)
+
+
+@dataclass(frozen=True)
+class WRNRobustnessConfig:
+    wrn: TriangleStudyConfig = field(default_factory=TriangleStudyConfig)
+    lenet: TriangleStudyConfig = field(default_factory=TriangleStudyConfig)
+    subset_sizes: list[int] = field(default_factory=lambda: [2, 3, 4, 5])  # Fig. 7
+    fixed_minimum: int = 4  # Fig. 7b: "minimum 4"
+
+
+@dataclass(frozen=True)
 class ConvergenceConfig:
     """The rule for "descend until convergence" (weight-space symmetry paper, section 4.2)."""
 
@@ -183,6 +248,8 @@ EXPERIMENTS: dict[str, type] = {
     "fc_depth": FCDepthConfig,
     "cnn_channels": ModelSweepConfig,
     "cnn_bn": ModelSweepConfig,
+    "resnet_lr": ResNetLRConfig,
+    "wrn_robustness": WRNRobustnessConfig,
     "permutation_barrier": PermutationBarrierConfig,
 }
 

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from losstopo.config import MinimaConfig
 from losstopo.data import Dataset
 from losstopo.errors import TrainingDiverged
+from losstopo.augment import random_crop_flip
 from losstopo.io import save_torch
 from losstopo.schedules import garipov_lr, piecewise_linear_lr, triangular_lr
 from losstopo.stacked import DatasetLoss, StackedModel, cross_entropy_per_model
@@ -82,6 +83,8 @@ def train_minima(
     generator = torch.Generator()
     generator.set_state(state["rng"])
     lr_at = _schedule(config, batches_per_epoch)
+    use_bf16 = config.mixed_precision and device.type == "cuda"
+    augment_generator = torch.Generator(device=device).manual_seed(config.seed) if config.augment else None
     patience = config.patience if config.patience is not None else config.max_epochs + 1
 
     bar = tqdm(range(state["epoch"], config.max_epochs), desc=description, disable=not progress, leave=False)
@@ -94,7 +97,11 @@ def train_minima(
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(iteration)
             idx = order[:, b * config.batch_size:(b + 1) * config.batch_size]  # (K, B)
-            logits = stacked.logits_per_model(params, data.x_train[idx])
+            xs = data.x_train[idx]
+            if config.augment:
+                xs = random_crop_flip(xs.flatten(0, 1), generator=augment_generator).view_as(xs)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+                logits = stacked.logits_per_model(params, xs)
             loss = cross_entropy_per_model(logits, data.y_train[idx]).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -76,3 +76,13 @@ def test_sgd_with_piecewise_schedule_runs_fixed_epochs_and_logs_the_schedule():
     assert result.history[0]["lr"] == pytest.approx(0.05)
     assert result.history[3]["lr"] == pytest.approx(0.001)
     assert result.history[1]["lr"] == pytest.approx(0.05 + (0.001 - 0.05) * (7 - 4) / 8)
+
+
+def test_augmented_training_runs_and_differs_from_plain():
+    data = synthetic_dataset(REGISTRY["cifar10"], reason="test", sizes=(128, 32))
+    stacked = StackedModel(build_model("cnn-1-4", (3, 32, 32), 10))
+    plain = train_minima(stacked, data, MinimaConfig(n_minima=2, max_epochs=1, batch_size=32), progress=False)
+    augmented = train_minima(stacked, data, MinimaConfig(n_minima=2, max_epochs=1, batch_size=32, augment=True),
+                             progress=False)
+    assert not torch.allclose(plain.thetas, augmented.thetas)
+    assert all(math.isfinite(v) for v in augmented.train_loss)
