@@ -16,14 +16,17 @@ import torch
 from benchmarks.perf.data_loading import data_loading_benchmark
 from benchmarks.perf.path_step import path_step_benchmark
 from benchmarks.perf.training import training_benchmark
+from benchmarks.perf.wrn_throughput import wrn_throughput_benchmark
 from benchmarks.stages import resolve_device
 from losstopo.data import load_dataset
 from losstopo.io import save_json
 
 # Images per benchmark: `cpu` keeps the whole run to a few minutes on 2 cores; `gpu` is the size.
 SCALES = {
-    "cpu": {"mnist_path": 10000, "cifar_path": 500, "mnist_train": 10000, "cifar_train": 1000, "augment": 10000},
-    "gpu": {"mnist_path": 10000, "cifar_path": 10000, "mnist_train": 60000, "cifar_train": 50000, "augment": 50000},
+    "cpu": {"mnist_path": 10000, "cifar_path": 500, "mnist_train": 10000, "cifar_train": 1000, "augment": 10000,
+            "resnet_path": 256, "wrn": "wrn-16-1"},
+    "gpu": {"mnist_path": 10000, "cifar_path": 10000, "mnist_train": 60000, "cifar_train": 50000, "augment": 50000,
+            "resnet_path": 10000, "wrn": "wrn-16-10"},
 }
 
 
@@ -41,16 +44,20 @@ def main() -> None:
     results = [
         path_step_benchmark("fc-4-32", mnist.subset(sizes["mnist_path"], 0).to(device)),
         path_step_benchmark("cnn-2-64", cifar.subset(sizes["cifar_path"], 0).to(device)),
+        path_step_benchmark("resnet-t11-code", cifar.subset(sizes["resnet_path"], 0).to(device)),
         training_benchmark("fc-4-32", mnist.subset(sizes["mnist_train"], 0).to(device)),
         training_benchmark("cnn-2-64", cifar.subset(sizes["cifar_train"], 0).to(device)),
         data_loading_benchmark(cifar.subset(sizes["augment"], 0).to(device)),
     ]
+    throughput = wrn_throughput_benchmark(sizes["wrn"], device)
     meta = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
             "threads": torch.get_num_threads(), "torch": torch.__version__, "sizes": sizes}
     print(f"{'benchmark':64s} {'baseline s':>11s} {'fast s':>9s} {'speed-up':>9s}")
     for r in results:
         print(f"{r['benchmark']:64s} {r['baseline_s']:11.4f} {r['fast_s']:9.4f} {r['speedup']:8.2f}x")
-    save_json({"meta": meta, "results": results}, Path(args.out))
+    extra = f", {throughput['fraction_of_peak']:.1%} of measured bf16 peak" if "fraction_of_peak" in throughput else ""
+    print(f"{throughput['benchmark']}: {throughput['images_per_s']:.1f} images/s{extra}")
+    save_json({"meta": meta, "results": results, "wrn_throughput": throughput}, Path(args.out))
     print(json.dumps(meta))
 
 
