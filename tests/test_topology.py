@@ -68,3 +68,22 @@ def test_to_score_of_single_bar_is_zero_and_hand_case():
 def test_to_score_rejects_barcode_without_single_essential_bar():
     with pytest.raises(ValueError, match="one infinite bar"):
         to_score([(0.0, 1.0)])
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_persistence_equals_minimax_paths_on_random_graphs(seed):
+    # Independent reference: h_p = min over lower minima q of the minimax path value p -> q
+    # (Floyd-Warshall on max-plus), edges entering no earlier than their endpoints.
+    rng = np.random.default_rng(seed)
+    n = 7
+    losses = rng.uniform(0, 1, n)
+    upper = np.triu(rng.uniform(0.5, 3, (n, n)), 1)
+    upper[rng.uniform(size=(n, n)) < 0.3] = np.nan  # some pairs have no path
+    path_max = np.where(np.isnan(upper), np.nan, upper + upper.T)
+    path_max = np.fmax(path_max, path_max.T)
+    graph = np.where(np.isnan(path_max), np.inf, np.maximum(path_max, np.maximum.outer(losses, losses)))
+    for k in range(n):
+        graph = np.minimum(graph, np.maximum(graph[:, [k]], graph[[k], :]))
+    expected = [min([graph[p, q] for q in range(n) if losses[q] < losses[p]], default=INF) for p in range(n)]
+    got = [d for _, d in barcode_of_minima(losses, path_max, "persistence")]
+    assert np.allclose(got, expected)
