@@ -1,0 +1,208 @@
+"""resnet_lr end to end on tiny synthetic settings (both datasets, both LR types), and its stats helper."""
+
+import json
+import math
+
+import mlflow
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from benchmarks import resnet_lr
+from losstopo import data as data_module
+from losstopo.config import resolve
+from losstopo.report import render
+from losstopo.stats import rank_correlation_test, verdict
+
+N_MINIMA = 2  # per type
+N_POINTS = 3
+TINY = {
+    "profile": "tiny",
+    "data": {"root": "SET BELOW", "allow_synthetic": True},
+    "runtime": {"device": "cpu", "progress": False},
+    "resnet_lr": {
+        "datasets": ["cifar10", "svhn"],
+        "model": "resnet-t11-code",
+        "cifar10": {
+            "type1": {"n_minima": N_MINIMA, "seed": 0, "optimizer": "sgd", "schedule": "piecewise", "lr_max": 1e-3,
+                      "lr_base": 1e-3, "max_epochs": 2, "patience": None, "batch_size": 16, "train_subset": 32,
+                      "test_subset": 16},
+            "type2": {"n_minima": N_MINIMA, "seed": 100, "optimizer": "sgd", "schedule": "piecewise", "lr_max": 2e-2,
+                      "lr_base": 1e-3, "m1": 1, "m2": 2, "max_epochs": 2, "patience": None, "batch_size": 16,
+                      "train_subset": 32, "test_subset": 16},
+            "paths": {"n_points": N_POINTS, "batch_size": None, "weight_decay": 1e-5, "momentum": 0.0,
+                      "clip_norm": None, "schedule": "piecewise", "lr": 2e-3, "lr_min": 1.25e-4, "m1": 2, "m2": 3,
+                      "epochs": 3, "refine_every_epochs": 2, "train_subset": 16, "max_models": 64},
+        },
+    },
+    "profiles": {"tiny": {}},
+}
+TINY["resnet_lr"]["svhn"] = TINY["resnet_lr"]["cifar10"]
+N_PATHS = math.comb(2 * N_MINIMA, 2)
+
+
+# --- the stats helper ----------------------------------------------------------------------------
+
+def test_rank_correlation_test_matches_scipy_one_sided_spearman():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=12)
+    y = x + rng.normal(scale=1.0, size=12)
+    expected = scipy_stats.spearmanr(x, y, alternative="greater")
+    result = rank_correlation_test(x, y, "greater")
+    assert result.statistic == pytest.approx(expected[0]) and result.p_value == pytest.approx(expected[1])
+    assert result.effect_size == pytest.approx(expected[0]) and result.n == 12 and "increasing" in result.test
+    less = rank_correlation_test(x, y, "less")
+    assert less.p_value == pytest.approx(scipy_stats.spearmanr(x, y, alternative="less")[1])
+    assert "decreasing" in less.test
+
+
+def test_rank_correlation_test_hand_computed_case_and_verdicts():
+    # ranks of y: 1 2 4 3 5 -> d^2 = 0 0 1 1 0 -> rho = 1 - 6 * 2 / (5 * 24) = 0.9
+    result = rank_correlation_test([1, 2, 3, 4, 5], [10, 20, 40, 30, 50], "greater")
+    assert result.statistic == pytest.approx(0.9) and result.p_value < 0.05 and verdict(result) == "supported"
+    opposite = rank_correlation_test([1, 2, 3, 4, 5], [50, 40, 30, 20, 10], "greater")
+    assert opposite.statistic == pytest.approx(-1.0) and verdict(opposite) == "not supported"
+    assert verdict(rank_correlation_test([1, 2, 3, 4, 5], [50, 40, 30, 20, 10], "less")) == "supported"
+    dropped = rank_correlation_test([1, 2, math.inf, 3, 4], [1, 2, 3, float("nan"), 4])
+    assert dropped.n == 3 and dropped.statistic == pytest.approx(1.0)
+    undefined = rank_correlation_test([1, 2], [2, 1])
+    assert undefined.p_value == 1.0 and math.isnan(undefined.statistic)
+    with pytest.raises(ValueError):
+        rank_correlation_test([1, 2, 3], [1, 2, 3], "two-sided")
+
+
+# --- the three stages and the report section ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("resnet_lr")
+    (tmp / "data" / "offline").mkdir(parents=True)  # no offline copies: both sets fall back to stand-ins
+    raw = json.loads(json.dumps(TINY))
+    raw["data"]["root"] = str(tmp / "data")
+    params = resolve(raw)
+    config = params.experiment("resnet_lr")
+    root = tmp / "artifacts"
+    with pytest.MonkeyPatch.context() as patch:  # an isolated MLflow store, as conftest's mlflow_store
+        patch.setattr(data_module, "SYNTHETIC_SIZES", {"cifar10": (64, 32), "svhn": (64, 32)})
+        uri = f"sqlite:///{tmp / 'mlflow.db'}"
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.chdir(tmp)
+        mlflow.set_tracking_uri(uri)
+        try:
+            for stage in (resnet_lr.run_minima, resnet_lr.run_paths, resnet_lr.run_topology):
+                stage(config, params, root)
+            # The report reads only what DVC gives its stage (minima, topology), not the paths.
+            hidden = root / "resnet_lr" / "paths"
+            hidden.rename(tmp / "paths-hidden")
+            section = resnet_lr.report_section(config, tmp / "figures", root)
+            (tmp / "paths-hidden").rename(hidden)
+            runs = mlflow.search_runs(experiment_names=["resnet_lr"])
+        finally:
+            mlflow.set_tracking_uri(None)
+    return {"tmp": tmp, "root": root, "config": config, "section": section, "runs": runs}
+
+
+def _json(pipeline, *parts):
+    return json.loads(pipeline["root"].joinpath("resnet_lr", *parts).read_text())
+
+
+def test_two_types_of_minima_per_dataset(pipeline):
+    for dataset in ("cifar10", "svhn"):
+        for kind, seed in (("type1", 0), ("type2", 100)):
+            summary = _json(pipeline, "minima", f"{dataset}-{kind}", "minima.json")["summary"]
+            assert summary["type"] == kind and len(summary["test_acc"]) == N_MINIMA
+            assert summary["seeds"] == [seed + k for k in range(N_MINIMA)]
+            assert summary["data_seed"] == 0 and summary["n_train"] == 32 and summary["n_test"] == 16
+            assert len(summary["history"]) == 2  # per-epoch training losses of the fixed budget
+            assert summary["data_source"].startswith(f"SYNTHETIC stand-in of {dataset}")
+    metrics = _json(pipeline, "minima_metrics.json")
+    assert set(metrics) == {f"{d}-{k}" for d in ("cifar10", "svhn") for k in ("type1", "type2")}
+
+
+def test_paths_join_all_pairs_and_end_at_the_minima(pipeline):
+    for dataset in ("cifar10", "svhn"):
+        record = _json(pipeline, "paths", dataset, "paths.json")
+        n = 2 * N_MINIMA
+        assert record["types"] == [1] * N_MINIMA + [2] * N_MINIMA
+        assert [tuple(p) for p in record["pairs"]] == [(i, j) for i in range(n) for j in range(i + 1, n)]
+        assert len(record["max_loss"]) == N_PATHS
+        assert sorted(record["pair_kinds"]) == sorted(["1-1"] * 1 + ["2-2"] * 1 + ["1-2"] * 4)
+        assert record["path_subset_nested"] and record["n_path_samples"] == 16 and record["steps"] == 3
+        assert record["data_source"].startswith(f"SYNTHETIC stand-in of {dataset}")
+        assert max(record["endpoint_error"]) == 0.0  # first and last points are exactly the two minima
+        losses = record["minima_losses"]
+        for (i, j), dense, top in zip(record["pairs"], record["dense_losses"], record["max_loss"]):
+            assert dense[0] == pytest.approx(losses[i], rel=1e-5, abs=1e-6)
+            assert dense[-1] == pytest.approx(losses[j], rel=1e-5, abs=1e-6)
+            assert top == pytest.approx(max(dense)) and top >= max(losses[i], losses[j]) - 1e-6
+        # Algorithm 4 at epoch 2: with 3 points the distance criterion (1.5 > T = 1.2) inserts two points.
+        assert all(n_points == N_POINTS + 2 for n_points in record["n_points"])
+        for positions, n_points in zip(record["positions"], record["n_points"]):
+            assert len(positions) == n_points + 4 * (n_points - 1)  # the points plus alpha = .2, .4, .6, .8
+
+
+def test_barcodes_and_segment_lengths(pipeline):
+    for dataset in ("cifar10", "svhn"):
+        topo = _json(pipeline, "topology", dataset, "topology.json")
+        paths = _json(pipeline, "paths", dataset, "paths.json")
+        assert len(topo["bars"]) == 2 * N_MINIMA and sum(math.isinf(d) for _, d in topo["bars"]) == 1
+        assert [b for b, _ in topo["bars"]] == pytest.approx(paths["minima_losses"])
+        assert topo["segment_lengths"] == pytest.approx([d - b for b, d in topo["bars"]])
+        assert all(s >= -1e-6 for s in topo["segment_lengths"] if math.isfinite(s))
+        assert topo["types"] == paths["types"] and topo["method"] == "paper"
+        assert topo["data_source"].startswith(f"SYNTHETIC stand-in of {dataset}")
+    assert set(_json(pipeline, "topology_metrics.json")) == {"cifar10", "svhn"}
+
+
+def test_report_section_tables_figures_and_claims(pipeline):
+    section = pipeline["section"]
+    assert len(section.claims) == 6  # three per dataset
+    for claim, dataset in zip(section.claims, ["cifar10"] * 3 + ["svhn"] * 3):
+        assert dataset in claim.claim and claim.data_source.startswith(f"SYNTHETIC stand-in of {dataset}")
+        assert claim.profile == "tiny" and claim.verdict in ("supported", "inconclusive", "not supported")
+        assert 0 <= claim.result.p_value <= 1
+    tests = [c.result.test for c in section.claims[:3]]
+    assert "Mann-Whitney" in tests[0] and "type 2 > type 1" in tests[0]
+    assert "Mann-Whitney" in tests[1] and "type 1 > type 2" in tests[1]
+    assert "Spearman" in tests[2] and "increasing" in tests[2]
+    assert section.claims[0].result.n == 2 * N_MINIMA and section.claims[1].result.n == 2 * N_MINIMA - 1
+    assert "train loss" in section.claims[0].note
+    text = "\n".join(section.blocks)
+    assert "67.41 ± 0.93" in text and "75.74 ± 0.64" in text and "93.29 ± 0.19" in text  # Tables 1 and 2
+    assert "195,210" in text and "232,138" in text and "195K" in text
+    assert "| type 1 - type 2 | 4 |" in text and "| type 1 - type 1 | 1 |" in text
+    assert "SVHN is not available offline" in text and "SYNTHETIC" in text
+    for dataset in ("cifar10", "svhn"):
+        for name in (f"resnet_lr_segments_{dataset}.png", f"resnet_lr_barcodes_{dataset}.png"):
+            assert (pipeline["tmp"] / "figures" / name).stat().st_size > 1000
+    md = render([section], pipeline["tmp"] / "report", pipeline["tmp"] / "figures", "# test")
+    assert "Saddle heights" in md.read_text()
+
+
+def test_minima_table_puts_ours_beside_the_papers():
+    from losstopo.report import Section
+
+    section = Section("t")
+    summary = {"train_loss": [0.01, 0.03], "test_loss": [1.0, 2.0], "train_acc": [1.0, 0.99], "test_acc": [0.6, 0.7]}
+    resnet_lr.minima_table(section, "cifar10", {"type1": summary, "type2": summary})
+    table = section.blocks[0]
+    assert "| test acc, % | 65.00 ± 7.07 | 67.41 ± 0.93 | 65.00 ± 7.07 | 75.74 ± 0.64 |" in table
+    assert "0.0200 ± 0.0141 | 0.009 ± 0.001" in table and "| 1.74 ± 0.058 |" in table
+    section = Section("t")
+    resnet_lr.minima_table(section, "svhn", {"type1": summary, "type2": summary})
+    assert "| 88.12 ± 0.40 |" in section.blocks[0] and "| 0.001 ± 0.0001 |" in section.blocks[0]
+
+
+def test_mlflow_runs_per_stage_and_variant(pipeline):
+    runs = pipeline["runs"]
+    assert set(runs["status"]) == {"FINISHED"}
+    stages = runs["tags.stage"].tolist()
+    for stage in ("minima", "paths", "topology"):
+        assert f"resnet_lr_{stage}" in stages
+    minima = runs[(runs["tags.stage"] == "resnet_lr_minima") & runs["tags.variant"].notna()]
+    assert set(minima["tags.variant"]) == {"cifar10-type1", "cifar10-type2", "svhn-type1", "svhn-type2"}
+    assert all(s.startswith("SYNTHETIC") for s in minima["tags.data_source"])
+    assert minima["metrics.m1_test_acc"].notna().all() and minima["metrics.train_loss_m0"].notna().all()
+    paths = runs[(runs["tags.stage"] == "resnet_lr_paths") & runs["tags.variant"].notna()]
+    assert set(paths["tags.variant"]) == {"cifar10", "svhn"}
+    assert paths[f"metrics.path_0_{2 * N_MINIMA - 1}_max"].notna().all()
