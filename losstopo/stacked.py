@@ -55,8 +55,15 @@ class ParameterLayout:
 class StackedModel:
     """Evaluates ``k`` parameter vectors of one template module on shared or per-model inputs."""
 
-    def __init__(self, module: nn.Module):
+    def __init__(self, module: nn.Module, strategy: str = "auto"):
+        """``strategy``: "vmap" (one batched kernel per layer), "loop" (one model after another, same
+        function), or "auto": vmap except for convolutional nets on CPU, where PyTorch's batched
+        convolution is slower than a loop (measured: benchmarks/RESULTS.md)."""
+        if strategy not in ("auto", "vmap", "loop"):
+            raise ValueError(f"strategy must be auto, vmap or loop, got {strategy!r}")
+        self.strategy = strategy
         self.module = copy.deepcopy(module)
+        self.has_conv = any(isinstance(m, nn.Conv2d) for m in self.module.modules())
         self.has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.module.modules())
         torch.func.replace_all_batch_norm_modules_(self.module)  # batch statistics only, see module doc
         module = self.module
@@ -66,8 +73,12 @@ class StackedModel:
         def single(theta, x):
             return functional_call(self.module, (self.layout.unflatten(theta), self.buffers), (x,))
 
+        self._single = single
         self._shared = vmap(single, in_dims=(0, None))  # same batch for every model
         self._per_model = vmap(single, in_dims=(0, 0))  # a batch per model
+
+    def _use_loop(self, device: torch.device) -> bool:
+        return self.strategy == "loop" or (self.strategy == "auto" and self.has_conv and device.type == "cpu")
 
     @property
     def dim(self) -> int:
@@ -86,10 +97,14 @@ class StackedModel:
 
     def logits(self, thetas: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """thetas (k, d), x (B, ...) -> (k, B, n_classes)."""
+        if self._use_loop(thetas.device):
+            return torch.stack([self._single(theta, x) for theta in thetas])
         return self._shared(thetas, x)
 
     def logits_per_model(self, thetas: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         """thetas (k, d), xs (k, B, ...) -> (k, B, n_classes)."""
+        if self._use_loop(thetas.device):
+            return torch.stack([self._single(theta, x) for theta, x in zip(thetas, xs)])
         return self._per_model(thetas, xs)
 
 

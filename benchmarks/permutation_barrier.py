@@ -1,0 +1,518 @@
+"""Permutation barrier: weight-space symmetry paper ("Weight-space symmetry in neural network loss
+landscapes revisited", ICLR 2020 submission), sections 4.1-4.3 and 5, Figures 2 and 3.
+
+A student starts at a teacher (a global minimum, loss 0). Two hidden neurons l, m are merged:
+``ϑ_m = ϑ_l + d·e`` with d going down a log-spaced schedule to 0 and all other parameters
+descending to convergence at each d; the output weights are then equalised at constant loss
+(a permutation point), and the mirrored half leads to the partner minimum σ_{l⇔m}(θ*). All of
+that is :func:`losstopo.permutation.permutation_path`; this module only supplies teachers and data.
+
+* Toy (Fig. 2): 2-D standard-normal inputs, teacher 2 -> 5 ReLU -> 1 linear, every pair of the
+  five hidden neurons merged (quadratic loss, unnormalised).
+* MNIST (Fig. 3): teachers 784 -> H -> H -> 10 (H = 10, 15, 20, 25; several seeds) trained with
+  NLL; the two second-layer neurons with the highest cosine similarity are merged; loss
+  ``L = <|y - f|^2> / <y_i^2>`` against the teacher's pre-softmax outputs y, and MNIST training
+  accuracy along the path.
+
+Claims (report): the barrier (maximum loss along the path) decreases with H; in most cases the
+loss rises monotonically up to the permutation point; training accuracy drops only marginally there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from benchmarks.stages import ARTIFACTS, DataCache, resolve_device, stage_dir
+from losstopo import plots, tracking
+from losstopo.config import (ConvergenceConfig, MinimaConfig, MNISTTeachersConfig, Params, PermutationBarrierConfig,
+                             ToyConfig, as_dict, content_hash)
+from losstopo.io import load_json, save_json, save_torch
+from losstopo.models import build_model
+from losstopo.permutation import (Convergence, MLPParams, PermutationPath, incoming_cosine_similarity,
+                                  incoming_vectors, merge_candidates, permutation_path, quadratic_loss)
+from losstopo.report import Claim, Section
+from losstopo.stacked import StackedModel
+from losstopo.stats import (below_threshold_test, binomial_test, bootstrap_ci, theil_sen_slope, trend_test,
+                            verdict)
+from losstopo.train import train_minima
+
+EXPERIMENT = "permutation_barrier"
+TITLE = "Permutation barrier (weight-space symmetry paper, Fig. 2, 3)"
+
+TOY_KEY = "toy"
+TOY_LAYER = 1  # the toy's only hidden layer
+MNIST_LAYER = 2  # "two neurons ... in the second hidden layer" (§5)
+TEACHER_SEED = 0  # teacher k of every width trains from seed TEACHER_SEED + k (and its own minibatch order)
+TOY_DTYPE = torch.float64  # the toy is tiny: double precision costs nothing
+# MNIST paths run in the teachers' float32: the loss noise floor (~1e-13) is far below the barriers
+# (>= 1e-7 in our runs) and float32 halves the CPU cost of the descent.
+MNIST_DTYPE = torch.float32
+# A first half counts as rising monotonically if no step goes down by more than this fraction of
+# the path's barrier: smaller dips are invisible on Fig. 3A and within the descent's convergence noise.
+MONOTONE_TOLERANCE = 0.01
+# "Decreases only marginally" (Fig. 3B), made testable: a drop below 1 percentage point of
+# training accuracy -- our reading of Fig. 3B, whose curves stay within about a point of the teacher.
+ACCURACY_DROP_THRESHOLD_PP = 1.0
+
+
+def mnist_key(width: int) -> str:
+    return f"mnist-H{width}"
+
+
+def variant_keys(config: PermutationBarrierConfig) -> list[str]:
+    return [TOY_KEY] + [mnist_key(h) for h in config.mnist.widths]
+
+
+def toy_source(cfg: ToyConfig) -> str:
+    return (f"synthetic toy (the paper's own setup): {cfg.n_inputs} standard-normal 2-D inputs, "
+            f"teacher 2-{cfg.hidden}-1 drawn with seed {cfg.seed}")
+
+
+def _prune(directory: Path, keep: set[str]) -> None:
+    """Removes the variant folders of settings no longer in params (e.g. a width taken out)."""
+    if directory.is_dir():
+        for child in directory.iterdir():
+            if child.is_dir() and child.name not in keep:
+                shutil.rmtree(child)
+
+
+def _done(path: Path, address: str) -> dict | None:
+    """The saved record at ``path`` if it was made with the same settings (content address)."""
+    if path.is_file():
+        record = load_json(path)
+        if record.get("address") == address:
+            return record
+    return None
+
+
+# ---------------------------------------------------------------- teachers
+
+def draw_toy_teacher(cfg: ToyConfig) -> tuple[MLPParams, torch.Tensor]:
+    """The Fig. 2 teacher 2 -> ``hidden`` ReLU -> 1 linear and its inputs, all from ``cfg.seed``.
+
+    The paper does not give the teacher's weights; ours are spread like its Fig. 2: neuron i's
+    incoming weight vector points at angle ``2π(i + u_i/2)/hidden`` (``u_i ~ U(-1/2, 1/2)``: distinct,
+    well separated directions) with length ``U(0.5, 1.5)``; biases ``N(0, 0.5²)``; output weights
+    ``±U(0.5, 1.5)`` with random signs; output bias 0. Inputs: ``n_inputs`` draws of N(0, I_2).
+    """
+    generator = torch.Generator().manual_seed(cfg.seed)
+
+    def uniform(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=generator, dtype=TOY_DTYPE)
+
+    inputs = torch.randn(cfg.n_inputs, 2, generator=generator, dtype=TOY_DTYPE)
+    angles = 2 * math.pi * (torch.arange(cfg.hidden, dtype=TOY_DTYPE) + (uniform(cfg.hidden) - 0.5) / 2) / cfg.hidden
+    lengths = 0.5 + uniform(cfg.hidden)
+    w1 = lengths[:, None] * torch.stack([angles.cos(), angles.sin()], dim=1)
+    b1 = 0.5 * torch.randn(cfg.hidden, generator=generator, dtype=TOY_DTYPE)
+    signs = torch.where(uniform(cfg.hidden) < 0.5, -1.0, 1.0).to(TOY_DTYPE)
+    w2 = (signs * (0.5 + uniform(cfg.hidden)))[None, :]
+    b2 = torch.zeros(1, dtype=TOY_DTYPE)
+    return MLPParams([w1, w2], [b1, b2]), inputs
+
+
+def teacher_minima_config(cfg: MNISTTeachersConfig) -> MinimaConfig:
+    """Teacher training as a :class:`MinimaConfig`: Adam at the constant rate ``lr`` (lr_base = lr_max)
+    for ``epochs`` epochs on NLL (the patience rule never fires: patience = epochs), best epoch kept."""
+    return MinimaConfig(n_minima=cfg.n_seeds, seed=TEACHER_SEED, batch_size=cfg.batch_size, lr_base=cfg.lr,
+                        lr_max=cfg.lr, cycle_epochs=1.0, max_epochs=cfg.epochs, patience=cfg.epochs,
+                        min_improvement=0.0, train_subset=cfg.train_subset, test_subset=None)
+
+
+def teachers_from_thetas(thetas: torch.Tensor, layer_sizes: list[int]) -> list[MLPParams]:
+    """Rows of the stacked (K, d) tensor as MLPParams (flat order = ``named_parameters`` of fc-2-H)."""
+    return [MLPParams.from_flat(theta.clone(), tuple(layer_sizes), flatten_input=True) for theta in thetas]
+
+
+def _mnist_training_address(cfg: MNISTTeachersConfig, width: int, source: str) -> str:
+    training = {k: getattr(cfg, k) for k in ("n_seeds", "epochs", "lr", "batch_size", "train_subset")}
+    return content_hash("fc-2", width, TEACHER_SEED, training, source)
+
+
+def _minima_toy(cfg: ToyConfig, out: Path) -> dict:
+    address = content_hash("toy-teacher-v1", cfg.n_inputs, cfg.hidden, cfg.seed)
+    done = _done(out / "minima.json", address)
+    if done is not None:
+        return done["summary"]
+    teacher, inputs = draw_toy_teacher(cfg)
+    with tracking.variant_run(TOY_KEY, data_source=toy_source(cfg), params=as_dict(cfg)):
+        save_torch({"teacher": teacher.flat(), "layer_sizes": list(teacher.layer_sizes), "inputs": inputs,
+                    "address": address}, out / "teacher.pt")
+        summary = {"variant": TOY_KEY, "layer_sizes": list(teacher.layer_sizes), "data_source": toy_source(cfg),
+                   "incoming_vectors": incoming_vectors(teacher, TOY_LAYER).tolist(),
+                   "output_weights": teacher.weights[1][0].tolist()}
+        save_json({"address": address, "summary": summary}, out / "minima.json")
+    return summary
+
+
+def _minima_mnist(cfg: MNISTTeachersConfig, width: int, data: DataCache, device: torch.device, out: Path,
+                  progress: bool) -> dict:
+    dataset = data.get("mnist", cfg.train_subset, None, seed=TEACHER_SEED)
+    address = _mnist_training_address(cfg, width, dataset.source)
+    done = _done(out / "minima.json", address)
+    if done is not None:
+        return done["summary"]
+    key = mnist_key(width)
+    model = f"fc-2-{width}"
+    module = build_model(model, dataset.x_train.shape[1:], dataset.n_classes).to(device)
+    checkpoint = out / f"checkpoint-{address}.pt"
+    with tracking.variant_run(key, data_source=dataset.source, params={"model": model, "H": width}):
+        def log_epoch(epoch: int, record: dict) -> None:
+            tracking.log_metrics({f"train_loss_s{k}": v for k, v in enumerate(record["train_loss"])}, step=epoch)
+
+        result = train_minima(StackedModel(module), dataset, teacher_minima_config(cfg), checkpoint=checkpoint,
+                              on_epoch=log_epoch, progress=progress, description=key)
+        tracking.log_metrics({f"s{k}_{name}": getattr(result, name)[k]
+                              for k in range(cfg.n_seeds) for name in ("train_acc", "test_acc", "train_loss")})
+        layer_sizes = [int(np.prod(dataset.x_train.shape[1:])), width, width, dataset.n_classes]
+        save_torch({"thetas": result.thetas, "layer_sizes": layer_sizes, "seeds": result.seeds,
+                    "data_source": dataset.source, "address": address}, out / "teachers.pt")
+        summary = {"variant": key, "H": width, "model": model, "layer_sizes": layer_sizes,
+                   "data_source": dataset.source, "data_kind": dataset.source_kind,
+                   "n_train": len(dataset.y_train), **result.summary()}
+        save_json({"address": address, "summary": summary}, out / "minima.json")
+    checkpoint.unlink(missing_ok=True)
+    return summary
+
+
+def run_minima(config: PermutationBarrierConfig, params: Params, root: Path = ARTIFACTS) -> None:
+    """The toy teacher and the MNIST teachers of every width (all seeds of one width trained stacked)."""
+    device = resolve_device(params.runtime.device)
+    out_root = stage_dir(EXPERIMENT, "minima", root)
+    _prune(out_root, set(variant_keys(config)))
+    data = DataCache(params, device)
+    summary = {}
+    with tracking.stage_run(EXPERIMENT, "minima", profile=params.profile, device=str(device),
+                            params={"data": as_dict(params.data), "toy": as_dict(config.toy),
+                                    "mnist": as_dict(config.mnist)}):
+        toy = _minima_toy(config.toy, out_root / TOY_KEY)
+        summary[TOY_KEY] = {"data_source": toy["data_source"]}
+        for width in tqdm(config.mnist.widths, desc=f"{EXPERIMENT} teachers", disable=not params.runtime.progress):
+            record = _minima_mnist(config.mnist, width, data, device, out_root / mnist_key(width),
+                                   params.runtime.progress)
+            summary[mnist_key(width)] = {key: record[key] for key in
+                                         ("H", "data_source", "train_acc", "test_acc", "train_loss", "n_train")}
+        save_json(summary, out_root / "summary.json")
+
+
+# ---------------------------------------------------------------- paths
+
+def convergence_rule(cfg: ConvergenceConfig) -> Convergence:
+    """params' convergence section as the library's rule (fields it lacks keep their defaults)."""
+    known = {f.name for f in dataclasses.fields(Convergence)}
+    return Convergence(**{k: v for k, v in as_dict(cfg).items() if k in known})
+
+
+def path_record(path: PermutationPath) -> dict:
+    """The numbers of one permutation path worth keeping (not its parameters)."""
+    merge = path.merge
+    return {"layer": merge.layer, "pair": [merge.l, merge.m], "losses": path.losses.tolist(),
+            "distances": path.distances.tolist(), "permutation_index": path.permutation_index,
+            "merge_points": len(merge.params), "iterations": merge.iterations, "converged": merge.converged,
+            "barrier": float(path.losses.max()), "permutation_loss": float(path.losses[path.permutation_index])}
+
+
+def accuracy_along(path: PermutationPath, inputs: torch.Tensor, labels: torch.Tensor) -> list[float]:
+    """Classification accuracy (argmax of the outputs vs the true labels) at every point of the path."""
+    with torch.no_grad():
+        return [float((p.forward(inputs).argmax(dim=1) == labels).double().mean()) for p in path.params]
+
+
+def active_fraction(params: MLPParams, layer: int, inputs: torch.Tensor) -> torch.Tensor:
+    """(n_k,): the fraction of inputs on which each neuron of hidden layer k is active (pre-activation > 0).
+
+    A pair of neurons dead on every input merges at no cost (barrier 0); the report counts such paths.
+    """
+    with torch.no_grad():
+        h = inputs.flatten(1) if params.flatten_input else inputs
+        for k in range(1, layer + 1):
+            pre = torch.nn.functional.linear(h, params.weights[k - 1], params.biases[k - 1])
+            h = torch.relu(pre)
+        return (pre > 0).double().mean(dim=0)
+
+
+def _paths_toy(config: PermutationBarrierConfig, minima: Path, out: Path, rule: Convergence, progress: bool) -> None:
+    cfg = config.toy
+    saved = torch.load(minima / "teacher.pt", map_location="cpu")  # the toy is faster on the CPU
+    address = content_hash(saved["address"], cfg.n_steps, cfg.final_ratio, rule)
+    if _done(out / "paths.json", address) is not None:
+        return
+    teacher = MLPParams.from_flat(saved["teacher"], tuple(saved["layer_sizes"]))
+    inputs = saved["inputs"]
+    with torch.no_grad():
+        targets = teacher.forward(inputs)
+    loss_fn = quadratic_loss(inputs, targets)  # the toy's plain quadratic loss (Fig. 2)
+    pairs = list(itertools.combinations(range(cfg.hidden), 2))
+    records = []
+    with tracking.variant_run(TOY_KEY, data_source=toy_source(cfg)):
+        for l, m in tqdm(pairs, desc=f"{EXPERIMENT} toy paths", disable=not progress):
+            path = permutation_path(teacher, TOY_LAYER, l, m, loss_fn, cfg.n_steps, cfg.final_ratio, rule)
+            record = path_record(path)
+            record["start_vectors"] = incoming_vectors(teacher, TOY_LAYER).tolist()
+            record["permutation_vectors"] = incoming_vectors(path.params[path.permutation_index], TOY_LAYER).tolist()
+            records.append(record)
+            tracking.log_metrics({f"barrier_{l}_{m}": record["barrier"],
+                                  f"permutation_loss_{l}_{m}": record["permutation_loss"]})
+        save_json({"address": address, "variant": TOY_KEY, "data_source": toy_source(cfg), "paths": records},
+                  out / "paths.json")
+
+
+def _paths_mnist(config: PermutationBarrierConfig, width: int, minima: Path, out: Path, data: DataCache,
+                 device: torch.device, rule: Convergence, progress: bool) -> None:
+    cfg = config.mnist
+    saved = torch.load(minima / "teachers.pt", map_location=device)
+    teacher_summary = load_json(minima / "minima.json")["summary"]
+    # Same seed as the teachers' subset: the path inputs are nested in their training images.
+    dataset = data.get("mnist", cfg.path_subset, 0, seed=TEACHER_SEED)
+    address = content_hash(saved["address"], cfg.path_subset, cfg.n_steps, cfg.final_ratio, rule,
+                           str(MNIST_DTYPE), dataset.source)
+    if _done(out / "paths.json", address) is not None:
+        return
+    inputs = dataset.x_train.to(MNIST_DTYPE).flatten(1)
+    labels = dataset.y_train
+    teachers = teachers_from_thetas(saved["thetas"].to(device, MNIST_DTYPE), saved["layer_sizes"])
+    records, permutation_points = [], []
+    with tracking.variant_run(mnist_key(width), data_source=dataset.source):
+        for k, teacher in enumerate(tqdm(teachers, desc=f"{EXPERIMENT} paths H={width}", disable=not progress)):
+            with torch.no_grad():
+                targets = teacher.forward(inputs)  # pre-softmax outputs y of the teacher
+            loss_fn = quadratic_loss(inputs, targets, normalise=True)  # L of §5
+            l, m = merge_candidates(teacher, MNIST_LAYER)
+            path = permutation_path(teacher, MNIST_LAYER, l, m, loss_fn, cfg.n_steps, cfg.final_ratio, rule)
+            record = path_record(path) | {
+                "H": width, "seed": saved["seeds"][k],
+                "cosine_similarity": float(incoming_cosine_similarity(teacher, MNIST_LAYER)[l, m]),
+                "active_fraction": active_fraction(teacher, MNIST_LAYER, inputs)[[l, m]].tolist(),
+                "accuracy": accuracy_along(path, inputs, labels),
+                "teacher_train_acc": teacher_summary["train_acc"][k], "teacher_test_acc": teacher_summary["test_acc"][k],
+            }
+            record["accuracy_drop"] = record["accuracy"][0] - record["accuracy"][path.permutation_index]
+            records.append(record)
+            permutation_points.append(path.params[path.permutation_index].flat().cpu())
+            tracking.log_metrics({f"barrier_s{k}": record["barrier"], f"permutation_loss_s{k}": record["permutation_loss"],
+                                  f"accuracy_drop_s{k}": record["accuracy_drop"]})
+        save_torch({"permutation_points": torch.stack(permutation_points), "layer_sizes": saved["layer_sizes"]},
+                   out / "permutation_points.pt")
+        save_json({"address": address, "variant": mnist_key(width), "data_source": dataset.source,
+                   "n_path_samples": len(labels), "dtype": str(MNIST_DTYPE), "paths": records}, out / "paths.json")
+
+
+def run_paths(config: PermutationBarrierConfig, params: Params, root: Path = ARTIFACTS) -> None:
+    """Toy: every pair of hidden neurons; MNIST: per teacher, the most cosine-similar pair of layer 2."""
+    device = resolve_device(params.runtime.device)
+    out_root, minima_root = stage_dir(EXPERIMENT, "paths", root), stage_dir(EXPERIMENT, "minima", root)
+    _prune(out_root, set(variant_keys(config)))
+    rule = convergence_rule(config.convergence)
+    data = DataCache(params, device)
+    with tracking.stage_run(EXPERIMENT, "paths", profile=params.profile, device=str(device),
+                            params={"data": as_dict(params.data), "toy": as_dict(config.toy),
+                                    "mnist": as_dict(config.mnist), "convergence": dataclasses.asdict(rule),
+                                    "mnist_dtype": str(MNIST_DTYPE)}):
+        _paths_toy(config, minima_root / TOY_KEY, out_root / TOY_KEY, rule, params.runtime.progress)
+        for width in config.mnist.widths:
+            _paths_mnist(config, width, minima_root / mnist_key(width), out_root / mnist_key(width), data, device,
+                         rule, params.runtime.progress)
+
+
+# ---------------------------------------------------------------- topology: the numbers behind the claims
+
+def monotone_rise(losses, permutation_index: int, tolerance: float = MONOTONE_TOLERANCE) -> bool:
+    """True if the loss never goes down by more than ``tolerance`` x (max loss of the first half)
+    between consecutive points from the minimum (index 0) up to the permutation point."""
+    half = np.asarray(losses[:permutation_index + 1], float)
+    scale = float(half.max()) if half.size else 0.0
+    if scale <= 0:
+        return True
+    return bool(np.all(np.diff(half) >= -tolerance * scale))
+
+
+def summarise_path(record: dict) -> dict:
+    """One path's barrier, monotone rise, where its maximum lies, and the curves of the merge."""
+    index, merge = record["permutation_index"], record["merge_points"]
+    out = {"pair": record["pair"], "barrier": record["barrier"], "permutation_loss": record["permutation_loss"],
+           "monotone": monotone_rise(record["losses"], index),
+           "barrier_at_permutation_point": record["permutation_loss"] >= (1 - MONOTONE_TOLERANCE) * record["barrier"],
+           "converged_fraction": float(np.mean(record["converged"][1:])) if len(record["converged"]) > 1 else 1.0,
+           "start_loss": record["losses"][0], "end_loss": record["losses"][-1],
+           "curve_distances": record["distances"][:merge], "curve_losses": record["losses"][:merge]}
+    if "accuracy" in record:
+        out |= {"H": record["H"], "seed": record["seed"], "cosine_similarity": record["cosine_similarity"],
+                "active_fraction": record["active_fraction"], "dead_pair": max(record["active_fraction"]) == 0.0,
+                "accuracy_start": record["accuracy"][0], "accuracy_permutation": record["accuracy"][index],
+                "accuracy_drop": record["accuracy_drop"],
+                "accuracy_max_drop": record["accuracy"][0] - min(record["accuracy"]),
+                "teacher_train_acc": record["teacher_train_acc"], "teacher_test_acc": record["teacher_test_acc"],
+                "curve_accuracy": record["accuracy"][:merge]}
+    else:
+        out |= {"start_vectors": record["start_vectors"], "permutation_vectors": record["permutation_vectors"]}
+    return out
+
+
+def _std(values) -> float:
+    """Sample standard deviation (ddof = 1); 0 for a single value."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def summarise_widths(paths: list[dict], widths: list[int]) -> dict:
+    per_width = {}
+    for width in widths:
+        rows = [p for p in paths if p["H"] == width]
+        barriers = [p["barrier"] for p in rows]
+        per_width[str(width)] = {
+            "n_paths": len(rows), "barrier_mean": float(np.mean(barriers)), "barrier_std": _std(barriers),
+            "permutation_loss_mean": float(np.mean([p["permutation_loss"] for p in rows])),
+            "n_monotone": int(sum(p["monotone"] for p in rows)),
+            "accuracy_drop_mean": float(np.mean([p["accuracy_drop"] for p in rows])),
+            "teacher_train_acc_mean": float(np.mean([p["teacher_train_acc"] for p in rows])),
+            "converged_fraction": float(np.mean([p["converged_fraction"] for p in rows])),
+        }
+    return per_width
+
+
+def run_topology(config: PermutationBarrierConfig, params: Params, root: Path = ARTIFACTS) -> None:
+    """summary.json (everything the report draws and tests) and topology_metrics.json (headline numbers)."""
+    paths_root = stage_dir(EXPERIMENT, "paths", root)
+    toy = load_json(paths_root / TOY_KEY / "paths.json")
+    mnist_records = [load_json(paths_root / mnist_key(w) / "paths.json") for w in config.mnist.widths]
+    mnist_paths = [summarise_path(r) for variant in mnist_records for r in variant["paths"]]
+    drops_pp = [100 * p["accuracy_drop"] for p in mnist_paths]
+    n_monotone = int(sum(p["monotone"] for p in mnist_paths))
+    summary = {
+        "profile": params.profile, "data_source": mnist_records[0]["data_source"], "toy_source": toy["data_source"],
+        "monotone_tolerance": MONOTONE_TOLERANCE, "accuracy_drop_threshold_pp": ACCURACY_DROP_THRESHOLD_PP,
+        "settings": {"toy": as_dict(config.toy), "mnist": as_dict(config.mnist),
+                     "convergence": as_dict(config.convergence), "mnist_dtype": mnist_records[0]["dtype"],
+                     "n_path_samples": mnist_records[0]["n_path_samples"]},
+        "toy": {"paths": [summarise_path(r) for r in toy["paths"]]},
+        "mnist": {"paths": mnist_paths, "per_H": summarise_widths(mnist_paths, config.mnist.widths),
+                  "n_paths": len(mnist_paths), "n_monotone": n_monotone,
+                  "n_dead_pairs": int(sum(p["dead_pair"] for p in mnist_paths)),
+                  "monotone_fraction": n_monotone / len(mnist_paths),
+                  "accuracy_drop_mean_pp": float(np.mean(drops_pp)), "accuracy_drop_max_pp": float(np.max(drops_pp)),
+                  "accuracy_drop_ci_pp": list(bootstrap_ci(drops_pp))},
+    }
+    metrics = {f"barrier_mean_H{w}": summary["mnist"]["per_H"][str(w)]["barrier_mean"] for w in config.mnist.widths}
+    metrics |= {"monotone_fraction": summary["mnist"]["monotone_fraction"],
+                "accuracy_drop_mean_pp": summary["mnist"]["accuracy_drop_mean_pp"],
+                "accuracy_drop_max_pp": summary["mnist"]["accuracy_drop_max_pp"],
+                "toy_barrier_min": min(p["barrier"] for p in summary["toy"]["paths"]),
+                "toy_barrier_max": max(p["barrier"] for p in summary["toy"]["paths"])}
+    out = stage_dir(EXPERIMENT, "topology", root) / "summary.json"
+    with tracking.stage_run(EXPERIMENT, "topology", profile=params.profile, device="cpu",
+                            params={"monotone_tolerance": MONOTONE_TOLERANCE,
+                                    "accuracy_drop_threshold_pp": ACCURACY_DROP_THRESHOLD_PP}):
+        save_json(summary, out)
+        save_json(metrics, stage_dir(EXPERIMENT, "topology_metrics.json", root))
+        tracking.set_tags({"data_source": summary["data_source"]})
+        tracking.log_metrics(metrics)
+        tracking.log_artifact(out)
+
+
+# ---------------------------------------------------------------- report
+
+def _toy_panels(paths: list[dict]) -> list[dict]:
+    """Up to three pairs as in Fig. 2 A-C: the lowest, a middle and the highest permutation-point loss."""
+    ordered = sorted(paths, key=lambda p: p["permutation_loss"])
+    picks = sorted({0, len(ordered) // 2, len(ordered) - 1})
+    return [ordered[i] for i in picks]
+
+
+def _claims(summary: dict) -> list[Claim]:
+    paths, source, profile = summary["mnist"]["paths"], summary["data_source"], summary["profile"]
+    widths = [p["H"] for p in paths]
+    barriers = [p["barrier"] for p in paths]
+    per_h = summary["mnist"]["per_H"]
+    barrier_test = trend_test(widths, barriers, "decreasing")
+    monotone_test = binomial_test(summary["mnist"]["n_monotone"], summary["mnist"]["n_paths"])
+    drops_pp = [100 * p["accuracy_drop"] for p in paths]
+    drop_test = below_threshold_test(drops_pp, summary["accuracy_drop_threshold_pp"])
+    low, high = summary["mnist"]["accuracy_drop_ci_pp"]
+    converged = np.mean([p["converged_fraction"] for p in paths])
+    return [
+        Claim("Barrier (max loss on the path) decreases with H", "§5, Fig. 3A: barrier height decreased with H",
+              barrier_test, verdict(barrier_test), source, profile,
+              note=f"{len(paths)} paths; mean barrier per H: "
+                   + ", ".join(f"{h}: {v['barrier_mean']:.3g}" for h, v in per_h.items())
+                   + f"; Theil-Sen slope {theil_sen_slope(widths, barriers):.3g} per neuron"),
+        Claim("In most cases the loss rises monotonically up to the permutation point",
+              "§5, Fig. 3A: 'in most cases the loss increased monotonically until the permutation point'",
+              monotone_test, verdict(monotone_test), source, profile,
+              note=f"{summary['mnist']['n_monotone']}/{summary['mnist']['n_paths']} paths; monotone = no step down by "
+                   f"more than {summary['monotone_tolerance']:g} x the path's barrier; "
+                   f"{converged:.0%} of descent steps met the convergence rule"),
+        Claim("Training accuracy drops only marginally at the permutation point",
+              "§5, Fig. 3B: accuracy 'decreases only marginally'", drop_test, verdict(drop_test), source, profile,
+              note=f"drop in percentage points, threshold {summary['accuracy_drop_threshold_pp']:g} pp (our reading of "
+                   f"'marginal'); mean {summary['mnist']['accuracy_drop_mean_pp']:.3f} pp (95% bootstrap CI "
+                   f"{low:.3f} to {high:.3f}), max {summary['mnist']['accuracy_drop_max_pp']:.3f} pp"),
+    ]
+
+
+def report_section(config: PermutationBarrierConfig, figures: Path, root: Path = ARTIFACTS) -> Section:
+    summary = load_json(stage_dir(EXPERIMENT, "topology", root) / "summary.json")
+    settings, toy_paths, mnist = summary["settings"], summary["toy"]["paths"], summary["mnist"]
+    section = Section(TITLE)
+    conv = settings["convergence"]
+    section.add_text(
+        f"Data: **{summary['data_source']}** (MNIST, {settings['n_path_samples']} training images for the path loss "
+        f"and accuracy); toy: **{summary['toy_source']}**. Profile **{summary['profile']}**. "
+        f"Distances: toy {settings['toy']['n_steps']}, MNIST {settings['mnist']['n_steps']} log-spaced steps down to "
+        f"{settings['mnist']['final_ratio']:g} of the initial distance, then d = 0; at each step {conv['method']} "
+        f"descent until |ΔL| <= {conv['rel_tol']:g}·|L| + {conv['abs_tol']:g} or |∇L| <= {conv['grad_tol']:g}, at most "
+        f"{conv['max_iter']} iterations. MNIST paths in {settings['mnist_dtype']}. The barrier is the maximum loss "
+        f"along the whole path (start, merge, equalisation, mirrored half). *Converged steps* is the fraction of "
+        f"distance steps whose descent met the rule within {conv['max_iter']} iterations: where it is low the points "
+        f"are not at their constrained minima, the loss overshoots after the first (large) distance steps and keeps "
+        f"falling later, which inflates the barrier and breaks monotone rises for lack of iterations, not of the "
+        f"landscape.")
+
+    panels = _toy_panels(toy_paths)
+    section.add_figure(plots.neuron_configurations(
+        {f"pair {p['pair'][0]}⇔{p['pair'][1]}, L = {p['permutation_loss']:.3g}":
+         (np.asarray(p["start_vectors"])[:, :2], np.asarray(p["permutation_vectors"])[:, :2]) for p in panels},
+        figures / "permutation_barrier_toy_configurations.png", "Toy: incoming weights W_i at the minimum and at "
+        "the permutation point (Fig. 2, top)"), "Toy: hidden weight vectors at the minimum (blue) and at the "
+        "permutation point (red) for three pairs (Fig. 2 top; biases not drawn)")
+    section.add_figure(plots.curves_vs_distance(
+        {f"{p['pair'][0]}⇔{p['pair'][1]}": [(p["curve_distances"], p["curve_losses"])] for p in toy_paths},
+        figures / "permutation_barrier_toy_loss.png", "Toy: loss along the merge, every pair (Fig. 2, bottom)",
+        "quadratic loss L"), "Toy: loss vs distance of the merged neurons, all pairs (Fig. 2 bottom; d = 0 not drawn)")
+    section.add_table(["pair", "barrier", "loss at permutation point", "monotone rise", "converged steps"],
+                      [[f"{p['pair'][0]}⇔{p['pair'][1]}", f"{p['barrier']:.4g}", f"{p['permutation_loss']:.4g}",
+                        "yes" if p["monotone"] else "no", f"{p['converged_fraction']:.0%}"] for p in toy_paths])
+
+    by_width = {f"H = {h}": [p for p in mnist["paths"] if p["H"] == int(h)] for h in mnist["per_H"]}
+    section.add_figure(plots.curves_vs_distance(
+        {name: [(p["curve_distances"], p["curve_losses"]) for p in rows] for name, rows in by_width.items()},
+        figures / "permutation_barrier_mnist_loss.png", "MNIST: student loss along the merge (Fig. 3A)",
+        "L = <|y - f|²> / <y²>"), "MNIST: loss vs distance, one curve per teacher (Fig. 3A; d = 0 not drawn)")
+    section.add_figure(plots.curves_vs_distance(
+        {name: [(p["curve_distances"], p["curve_accuracy"]) for p in rows] for name, rows in by_width.items()},
+        figures / "permutation_barrier_mnist_accuracy.png", "MNIST: training accuracy along the merge (Fig. 3B)",
+        "training accuracy"), "MNIST: training accuracy vs distance, one curve per teacher (Fig. 3B)")
+    widths = [int(h) for h in mnist["per_H"]]
+    section.add_figure(plots.trend(
+        {"MNIST": (widths, [v["barrier_mean"] for v in mnist["per_H"].values()])},
+        figures / "permutation_barrier_barrier_vs_H.png", "Barrier vs H, mean ± std", "H (neurons per hidden layer)",
+        "barrier", errors={"MNIST": [v["barrier_std"] for v in mnist["per_H"].values()]}),
+        "Barrier vs hidden width H, mean ± sample std over teachers")
+    section.add_table(
+        ["H", "teachers", "teacher train acc", "barrier (mean ± std)", "loss at permutation point", "monotone rise",
+         "accuracy drop (pp, mean)", "converged steps"],
+        [[h, v["n_paths"], f"{v['teacher_train_acc_mean']:.4f}", f"{v['barrier_mean']:.3g} ± {v['barrier_std']:.2g}",
+          f"{v['permutation_loss_mean']:.3g}", f"{v['n_monotone']}/{v['n_paths']}",
+          f"{100 * v['accuracy_drop_mean']:.3f}", f"{v['converged_fraction']:.0%}"] for h, v in mnist["per_H"].items()])
+    if mnist.get("n_dead_pairs"):
+        section.add_text(f"{mnist['n_dead_pairs']} of {mnist['n_paths']} merged pairs (the most cosine-similar of "
+                         "layer 2) were inactive on every path input: their merge costs nothing (barrier 0).")
+    for claim in _claims(summary):
+        section.add_claim(claim)
+    return section

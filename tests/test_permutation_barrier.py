@@ -1,0 +1,159 @@
+"""The permutation_barrier stages end to end on tiny settings (synthetic MNIST stand-in), and their helpers."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks import permutation_barrier as pb
+from losstopo.config import ConvergenceConfig, ToyConfig, resolve
+from losstopo.permutation import incoming_vectors, neuron_distance
+from losstopo.stats import below_threshold_test, binomial_test, bootstrap_ci, verdict
+
+TINY = {
+    "profile": "tiny",
+    "data": {"root": None},
+    "runtime": {"device": "cpu", "progress": False},
+    "permutation_barrier": {
+        "toy": {"n_inputs": 200, "hidden": 4, "n_steps": 6, "final_ratio": 1.0e-3, "seed": 1},
+        "mnist": {"widths": [4, 6], "n_seeds": 2, "epochs": 1, "batch_size": 64, "train_subset": 512,
+                  "path_subset": 128, "n_steps": 5, "final_ratio": 1.0e-3},
+        "convergence": {"max_iter": 8, "rel_tol": 1.0e-6, "abs_tol": 1.0e-12},
+    },
+    "profiles": {"tiny": {"data": {"root": "EMPTY", "allow_synthetic": True}}},
+}
+
+
+@pytest.fixture
+def tiny_params(tmp_path, mlflow_store):
+    (tmp_path / "data" / "offline").mkdir(parents=True)
+    raw = json.loads(json.dumps(TINY))
+    raw["profiles"]["tiny"]["data"]["root"] = str(tmp_path / "data")
+    return resolve(raw)
+
+
+def _read(path):
+    return json.loads(path.read_text())
+
+
+def test_stages_paths_summary_and_report_section(tiny_params, tmp_path):
+    import mlflow
+
+    root = tmp_path / "artifacts"
+    config = tiny_params.experiment("permutation_barrier")
+    for stage in (pb.run_minima, pb.run_paths, pb.run_topology):
+        stage(config, tiny_params, root)
+    base = root / "permutation_barrier"
+    for name in ("minima/toy/teacher.pt", "minima/mnist-H4/teachers.pt", "minima/mnist-H6/minima.json",
+                 "minima/summary.json", "paths/toy/paths.json", "paths/mnist-H6/paths.json",
+                 "paths/mnist-H6/permutation_points.pt", "topology/summary.json", "topology_metrics.json"):
+        assert (base / name).is_file(), name
+    assert not list(base.glob("minima/*/checkpoint-*.pt"))
+
+    toy = _read(base / "paths/toy/paths.json")
+    assert len(toy["paths"]) == math.comb(4, 2)
+    mnist = [_read(base / f"paths/mnist-H{h}/paths.json") for h in (4, 6)]
+    assert all(len(v["paths"]) == 2 for v in mnist)
+    assert mnist[0]["data_source"].startswith("SYNTHETIC stand-in of mnist")
+    for record in toy["paths"] + [r for v in mnist for r in v["paths"]]:
+        losses, index = record["losses"], record["permutation_index"]
+        assert losses[0] == 0.0  # the student starts at the teacher
+        assert abs(losses[-1]) < 1e-8  # ... and ends at its partner, which computes the same function
+        assert record["barrier"] == max(losses)
+        # a merge costs something, unless both neurons are dead on every input (then exactly nothing)
+        if max(record.get("active_fraction", [1.0])) > 0:
+            assert record["barrier"] > 1e-9
+        else:
+            assert record["barrier"] == 0.0
+        assert record["distances"][index] == 0.0 and record["distances"][0] > 0
+        assert len(losses) == 2 * index + 1 and losses[index] == record["permutation_loss"]
+    assert sum(max(r["active_fraction"]) > 0 for v in mnist for r in v["paths"]) >= 3
+    for record in (r for v in mnist for r in v["paths"]):
+        assert len(record["accuracy"]) == len(record["losses"])
+        assert record["accuracy"][0] == pytest.approx(record["accuracy"][-1])
+        assert record["accuracy_drop"] == pytest.approx(record["accuracy"][0] - record["accuracy"][record["permutation_index"]])
+    # the toy's permutation point: the merged pair's incoming vectors coincide
+    merged = toy["paths"][0]
+    l, m = merged["pair"]
+    assert np.allclose(merged["permutation_vectors"][l], merged["permutation_vectors"][m], atol=1e-10)
+
+    summary = _read(base / "topology/summary.json")
+    metrics = _read(base / "topology_metrics.json")
+    barriers = {h: [r["barrier"] for r in v["paths"]] for h, v in zip((4, 6), mnist)}
+    for h in (4, 6):
+        assert summary["mnist"]["per_H"][str(h)]["barrier_mean"] == pytest.approx(np.mean(barriers[h]))
+        assert metrics[f"barrier_mean_H{h}"] == pytest.approx(np.mean(barriers[h]))
+    monotone = [pb.monotone_rise(r["losses"], r["permutation_index"]) for v in mnist for r in v["paths"]]
+    assert summary["mnist"]["n_monotone"] == sum(monotone) and summary["mnist"]["n_paths"] == 4
+    assert summary["mnist"]["n_dead_pairs"] == sum(max(r["active_fraction"]) == 0 for v in mnist for r in v["paths"])
+    assert metrics["monotone_fraction"] == pytest.approx(np.mean(monotone))
+    drops = [100 * r["accuracy_drop"] for v in mnist for r in v["paths"]]
+    assert metrics["accuracy_drop_mean_pp"] == pytest.approx(np.mean(drops))
+    assert metrics["toy_barrier_max"] == pytest.approx(max(r["barrier"] for r in toy["paths"]))
+    assert summary["profile"] == "tiny"
+
+    section = pb.report_section(config, tmp_path / "figures", root)
+    assert len(section.claims) == 3
+    assert all(c.data_source.startswith("SYNTHETIC") and c.profile == "tiny" for c in section.claims)
+    assert section.claims[0].result.n == 4 and "decreasing" in section.claims[0].result.test
+    assert section.claims[1].result.statistic == pytest.approx(np.mean(monotone))
+    assert len(section.figures) == 5
+    for figure in section.figures:
+        assert figure.stat().st_size > 1000, figure
+
+    stages = set(mlflow.search_runs(experiment_names=["permutation_barrier"])["tags.stage"])
+    assert stages == {"permutation_barrier_minima", "permutation_barrier_paths", "permutation_barrier_topology"}
+
+    # finished work (same settings) is not redone
+    stamps = {p: p.stat().st_mtime_ns for p in (base / "minima/mnist-H4/teachers.pt", base / "paths/toy/paths.json")}
+    pb.run_minima(config, tiny_params, root)
+    pb.run_paths(config, tiny_params, root)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_toy_teacher_is_seeded_with_distinct_neurons():
+    cfg = ToyConfig(n_inputs=50, hidden=5, seed=3)
+    teacher, inputs = pb.draw_toy_teacher(cfg)
+    again, inputs_again = pb.draw_toy_teacher(cfg)
+    assert torch.equal(teacher.flat(), again.flat()) and torch.equal(inputs, inputs_again)
+    assert teacher.layer_sizes == (2, 5, 1) and inputs.shape == (50, 2)
+    angles = torch.atan2(teacher.weights[0][:, 1], teacher.weights[0][:, 0]) % (2 * math.pi)
+    gaps = torch.diff(torch.sort(angles).values)
+    assert float(gaps.min()) > 2 * math.pi / 5 / 2 - 1e-9  # jitter is at most a quarter of the spacing each side
+    assert min(float(neuron_distance(teacher, 1, l, m)) for l in range(5) for m in range(l + 1, 5)) > 0.1
+    assert incoming_vectors(teacher, 1).shape == (5, 3)
+
+
+def test_monotone_rise_tolerates_small_dips_only():
+    assert pb.monotone_rise([0, 1, 2, 3, 3, 3, 2, 1, 0], 4)
+    assert pb.monotone_rise([0, 1, 2, 1.995, 3, 3, 3], 3 + 1)  # dip of 0.005 < 1% of 3
+    assert not pb.monotone_rise([0, 2, 1, 3, 3, 3, 3], 3)  # passes a saddle on the way
+    assert not pb.monotone_rise([0, 3, 2, 2, 2], 2)  # maximum before the permutation point
+    assert pb.monotone_rise([0, 0, 0], 1)
+
+
+def test_convergence_rule_maps_params():
+    rule = pb.convergence_rule(ConvergenceConfig(method="gd", lr=0.1, max_iter=7, grad_tol=1e-5, rel_tol=1e-4,
+                                                 abs_tol=1e-8))
+    assert (rule.method, rule.lr, rule.max_iter, rule.grad_tol, rule.rel_tol, rule.abs_tol) == \
+        ("gd", 0.1, 7, 1e-5, 1e-4, 1e-8)
+
+
+def test_binomial_test_is_one_sided_exact():
+    result = binomial_test(10, 10)
+    assert result.p_value == pytest.approx(0.5 ** 10) and result.statistic == 1.0
+    assert verdict(result) == "supported"
+    assert verdict(binomial_test(3, 10)) == "not supported"
+    assert verdict(binomial_test(6, 10)) == "inconclusive"
+
+
+def test_below_threshold_test_and_bootstrap():
+    small = [0.0, 0.1, 0.2, 0.05, 0.3, 0.0, 0.15, 0.1]
+    result = below_threshold_test(small, 1.0)
+    assert result.p_value == pytest.approx(0.5 ** 8)  # every value below: the most extreme signed-rank sum
+    assert verdict(result) == "supported" and result.effect_size > 0
+    assert verdict(below_threshold_test([2.0, 3.0, 1.5, 4.0], 1.0)) == "not supported"
+    low, high = bootstrap_ci(small)
+    assert low <= np.mean(small) <= high and high - low < 0.2
