@@ -1,0 +1,229 @@
+"""CNN channel/layer sweep: barcodes paper, section 2.2, Figure 4, Appendix B (Tables 8-10).
+
+CNN-1-32/64/128, CNN-2-32/64 and CNN-3-32 on CIFAR-10; minima trained with Adam + cyclical LR,
+every pair joined by an Algorithm 3 path. Claims: saddle heights h_p drop as the channels of one
+convolution grow (Fig. 4a), and drop with the parameter count across all six networks, faster when
+a layer is added than when channels are (Fig. 4b).
+
+The helpers here (variant labels, rows, data notes, tables) are shared with :mod:`benchmarks.cnn_bn`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.stages import ARTIFACTS, Variant, stage_dir
+from losstopo import plots
+from losstopo.config import ModelSweepConfig
+from losstopo.data import REGISTRY
+from losstopo.errors import ConfigError
+from losstopo.io import load_json
+from losstopo.models import build_model, parameter_count
+from losstopo.report import Claim, Section
+from losstopo.stats import theil_sen_slope, trend_test, verdict
+
+EXPERIMENT = "cnn_channels"
+TITLE = "CNN channels and layers on CIFAR-10 (barcodes paper, section 2.2, Fig. 4)"
+CNN_NAME = re.compile(r"cnn-(?P<layers>\d+)-(?P<channels>\d+)(?P<bn>-bn)?\Z")
+
+
+def cnn_labels(dataset: str, model: str) -> dict:
+    match = CNN_NAME.match(model)
+    if match is None:
+        raise ConfigError(f"{model!r} is not a cnn-K-C[-bn] model name")
+    if dataset not in REGISTRY:
+        raise ConfigError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(REGISTRY))}")
+    spec = REGISTRY[dataset]
+    return {"conv_layers": int(match["layers"]), "channels": int(match["channels"]), "batch_norm": bool(match["bn"]),
+            "parameters": parameter_count(build_model(model, spec.image_shape, spec.n_classes))}
+
+
+def cnn_variant(dataset: str, model: str) -> Variant:
+    return Variant(f"{dataset}-{model}", dataset, model, cnn_labels(dataset, model))
+
+
+def variants(config: ModelSweepConfig) -> list[Variant]:
+    return [cnn_variant(dataset, model) for dataset in config.datasets for model in config.models]
+
+
+def load_row(experiment: str, variant: Variant, root: Path) -> dict:
+    """What the report needs of one network: its labels, minima summary, topology record and h_p."""
+    summary = load_json(stage_dir(experiment, "minima", root) / variant.key / "minima.json")["summary"]
+    topology = load_json(stage_dir(experiment, "topology", root) / variant.key / "topology.json")
+    bars = [(float(b), float(d)) for b, d in topology["bars"]]
+    return {"variant": variant, "summary": summary, "topology": topology, "bars": bars,
+            "minima_losses": [b for b, _ in bars], "heights": [d for _, d in bars if np.isfinite(d)]}
+
+
+def display_name(variant: Variant) -> str:
+    return variant.model.upper()
+
+
+def _count(pattern: str, source: str) -> int | None:
+    match = re.search(pattern, source)
+    return int(match[1]) if match else None
+
+
+def accuracy_note(data_kind: str, data_source: str, test_subset: int | None) -> str:
+    """Which images a test accuracy was measured on, in words (the offline CIFAR-10 has only 1,000)."""
+    if data_kind == "offline":
+        n = _count(r"/ (\d+) test", data_source)
+        if n is not None and test_subset is not None:
+            n = min(n, test_subset)
+        return f"test accuracy on the {n:,} test images of the offline copy" if n is not None else \
+            "test accuracy on the test images of the offline copy"
+    if data_kind == "offline-partial":
+        return "test accuracy on held-out training images of a partial offline copy, not on the official test set"
+    if data_kind == "synthetic":
+        return "test accuracy on a SYNTHETIC stand-in; it says nothing about the real dataset"
+    return ("test accuracy on the official test set" if test_subset is None else
+            f"test accuracy on {test_subset:,} images of the official test set")
+
+
+def training_note(data_source: str, train_subset: int | None, path_subset: int | None) -> str:
+    total = _count(r"\((\d+) train", data_source)
+
+    def amount(n: int | None) -> str:
+        if n is None or (total is not None and n >= total):
+            return "all" + (f" {total:,}" if total is not None else "")
+        return f"{n:,}"
+
+    return (f"minima trained on {amount(train_subset)} training images; minima losses L(p) and path maxima "
+            f"(saddle heights h_p) measured on {amount(path_subset)} of them")
+
+
+def data_notes(rows: list[dict], test_subset: int | None) -> str:
+    """One line per distinct data source: where the data came from and what the test accuracy means."""
+    seen = {}
+    for row in rows:
+        s = row["summary"]
+        seen.setdefault((s["data_kind"], s["data_source"]), None)
+    return "\n".join(f"- † data: **{source}**; {accuracy_note(kind, source, test_subset)}."
+                     for kind, source in seen)
+
+
+def network_table(section: Section, rows: list[dict], test_subset: int | None, extra: list[str] | None = None) -> None:
+    header = ["network", "conv layers", "channels", "BatchNorm", "parameters", "train loss (mean)",
+              "test acc (mean)†", "converged", "TO-score", "mean L(p)", "mean h_p", "finite bars"]
+    table = []
+    for row in rows:
+        labels, s, t = row["variant"].labels, row["summary"], row["topology"]
+        table.append([display_name(row["variant"]), labels["conv_layers"], labels["channels"],
+                      "yes" if labels["batch_norm"] else "no", f"{labels['parameters']:,}",
+                      f"{np.mean(s['train_loss']):.4f}", f"{np.mean(s['test_acc']):.4f}",
+                      f"{sum(s['converged'])}/{len(s['converged'])}", f"{t['to_score']:.4f}",
+                      f"{np.mean(row['minima_losses']):.4f}",
+                      f"{np.mean(row['heights']):.4f}" if row["heights"] else "n/a", len(row["heights"])])
+    section.add_table(header, table)
+    section.add_text(data_notes(rows, test_subset) + ("\n" + "\n".join(extra) if extra else ""))
+
+
+def claim_source(rows: list[dict]) -> str:
+    return "; ".join(dict.fromkeys(row["topology"]["data_source"] for row in rows))
+
+
+def claim_profile(rows: list[dict]) -> str:
+    return ", ".join(dict.fromkeys(str(row["topology"]["profile"]) for row in rows))
+
+
+def family_slopes(rows: list[dict]) -> tuple[dict[int, float | None], dict[int, float | None]]:
+    """Theil-Sen slopes of h_p vs log10(parameters): within each family (same number of conv layers,
+    channels vary) and across families at fixed channels (a layer added). None: fewer than 2 networks."""
+
+    def slope(group: list[dict]) -> float | None:
+        x = [np.log10(r["variant"].labels["parameters"]) for r in group for _ in r["heights"]]
+        y = [h for r in group for h in r["heights"]]
+        return theil_sen_slope(x, y) if len({r["variant"].labels["parameters"] for r in group if r["heights"]}) >= 2 \
+            else None
+
+    by_layers, by_channels = defaultdict(list), defaultdict(list)
+    for row in rows:
+        by_layers[row["variant"].labels["conv_layers"]].append(row)
+        by_channels[row["variant"].labels["channels"]].append(row)
+    return ({k: slope(g) for k, g in sorted(by_layers.items())},
+            {c: slope(g) for c, g in sorted(by_channels.items())
+             if len({r["variant"].labels["conv_layers"] for r in g}) >= 2})
+
+
+def _fmt_slope(value: float | None) -> str:
+    return "n/a (one network)" if value is None else f"{value:.4g}"
+
+
+def report_section(config: ModelSweepConfig, figures: Path, root: Path = ARTIFACTS) -> Section:
+    section = Section(TITLE)
+    section.add_text(
+        "CNN-K-C: K convolutions (5x5) of C channels, max-pooling to 4x4, one linear layer (Tables 8-10; "
+        "CNN-3 keeps C channels in every layer). h_p is the height of the bar of minimum p: the lowest "
+        "maximum of the loss over the optimised paths to lower minima (Algorithm 1).")
+    for dataset in config.datasets:
+        rows = sorted([load_row(EXPERIMENT, v, root) for v in variants(config) if v.dataset == dataset],
+                      key=lambda r: r["variant"].labels["parameters"])
+        source, profile = claim_source(rows), claim_profile(rows)
+        section.add_text(f"### {dataset}\n\nData: **{source}**; "
+                         + training_note(rows[0]["summary"]["data_source"], config.minima.train_subset,
+                                         config.paths.train_subset) + f". Profile: {profile}.")
+        network_table(section, rows, config.minima.test_subset)
+
+        # Fig. 4a: one convolution, more channels.
+        single = sorted([r for r in rows if r["variant"].labels["conv_layers"] == 1
+                         and not r["variant"].labels["batch_norm"]], key=lambda r: r["variant"].labels["channels"])
+        if len({r["variant"].labels["channels"] for r in single}) >= 2:
+            section.add_figure(
+                plots.barcodes({f"{display_name(r['variant'])}": r["bars"] for r in single},
+                               figures / f"cnn_channels_barcodes_channels_{dataset}.png",
+                               f"Barcodes, one conv layer, {dataset} (Fig. 4a)"),
+                f"Barcodes of CNN-1-C as C grows, {dataset} (Fig. 4a)")
+            channels = [r["variant"].labels["channels"] for r in single for _ in r["heights"]]
+            heights = [h for r in single for h in r["heights"]]
+            section.add_figure(
+                plots.points_trend({"CNN-1": (channels, heights)},
+                                   figures / f"cnn_channels_heights_vs_channels_{dataset}.png",
+                                   f"Saddle heights h_p vs channels, {dataset} (Fig. 4a)", "channels (log scale)",
+                                   "h_p", log_x=True),
+                f"Saddle heights of every minimum of CNN-1-C, line through the means, {dataset} (Fig. 4a)")
+            test = trend_test(channels, heights)
+            section.add_claim(Claim(
+                f"Saddle heights h_p decrease as channels grow in one conv layer ({dataset})",
+                "Fig. 4a: monotonic decrease of h_p over CNN-1-32/64/128", test, verdict(test), source, profile,
+                note=(f"{len(heights)} finite bars of {', '.join(display_name(r['variant']) for r in single)}; "
+                      f"Theil-Sen slope {theil_sen_slope(channels, heights):.4g} per channel")))
+        else:
+            section.add_text(f"No channel claim for {dataset}: fewer than two CNN-1 widths in `cnn_channels.models`.")
+
+        # Fig. 4b: all networks by parameter count.
+        section.add_figure(
+            plots.barcodes({f"{display_name(r['variant'])}\n{r['variant'].labels['parameters']:,} p.": r["bars"]
+                            for r in rows},
+                           figures / f"cnn_channels_barcodes_parameters_{dataset}.png",
+                           f"Barcodes sorted by parameter count, {dataset} (Fig. 4b)"),
+            f"Barcodes of all networks sorted by parameter count, {dataset} (Fig. 4b)")
+        by_family = defaultdict(lambda: ([], []))
+        for r in rows:
+            xs, ys = by_family[f"{r['variant'].labels['conv_layers']} conv layer(s)"]
+            xs += [r["variant"].labels["parameters"]] * len(r["heights"])
+            ys += r["heights"]
+        section.add_figure(
+            plots.points_trend(dict(by_family), figures / f"cnn_channels_heights_vs_parameters_{dataset}.png",
+                               f"Saddle heights h_p vs parameters, {dataset} (Fig. 4b)", "parameters (log scale)",
+                               "h_p", log_x=True),
+            f"Saddle heights vs parameter count, one colour per number of conv layers, {dataset} (Fig. 4b)")
+        params = [r["variant"].labels["parameters"] for r in rows for _ in r["heights"]]
+        heights = [h for r in rows for h in r["heights"]]
+        within, across = family_slopes(rows)
+        test = trend_test(params, heights)
+        slope_note = ("Theil-Sen slope of h_p vs log10(parameters), within each family (channels grow): "
+                      + "; ".join(f"{k} conv layer(s): {_fmt_slope(s)}" for k, s in within.items())
+                      + ". Across families at fixed channels (a layer added): "
+                      + ("; ".join(f"C={c}: {_fmt_slope(s)}" for c, s in across.items()) or "n/a")
+                      + ". 'More steeply when a layer is added' = the across-family slope is more negative than "
+                        "the within-family ones (descriptive, not tested).")
+        section.add_claim(Claim(
+            f"Saddle heights h_p decrease with parameter count across all {len(rows)} networks ({dataset})",
+            "Fig. 4b: h_p drops with parameters, more rapidly when a conv layer is added", test, verdict(test),
+            source, profile, note=f"{len(heights)} finite bars; {slope_note}"))
+        section.add_text(slope_note)
+    return section

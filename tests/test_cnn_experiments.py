@@ -1,0 +1,173 @@
+"""cnn_channels and cnn_bn end to end on a tiny offline CIFAR-10 copy, and the stats helpers they use."""
+
+import json
+import math
+
+import mlflow
+import numpy as np
+import pytest
+
+from benchmarks import cnn_bn, cnn_channels
+from benchmarks.stages import run_minima, run_paths, run_topology
+from losstopo.config import resolve
+from losstopo.errors import ConfigError
+from losstopo.report import render
+from losstopo.stats import group_test, holm, verdict
+
+N_TRAIN, N_TEST = 64, 32
+TINY = {
+    "profile": "tiny",
+    "data": {"root": "SET BELOW"},
+    "runtime": {"device": "cpu", "progress": False},
+    "cnn_channels": {"datasets": ["cifar10"], "models": ["cnn-1-4", "cnn-1-8", "cnn-2-4", "cnn-3-4"],
+                     "minima": {"n_minima": 3, "max_epochs": 2, "batch_size": 32},
+                     "paths": {"n_points": 3, "steps": 2, "train_subset": 32}},
+    "cnn_bn": {"datasets": ["cifar10"], "models": ["cnn-1-4-bn", "cnn-2-4-bn", "cnn-3-4-bn"],
+               "minima": {"n_minima": 3, "max_epochs": 2, "batch_size": 32},
+               "paths": {"n_points": 3, "steps": 2, "train_subset": 32}},
+    "profiles": {"tiny": {}},
+}
+OFFLINE_NOTE = f"test accuracy on the {N_TEST} test images of the offline copy"
+
+
+# --- stats helpers -------------------------------------------------------------------------------
+
+def test_holm_matches_a_hand_computed_example():
+    # sorted: 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, 0.04*1 = 0.04 -> made monotone: 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1
+    adjusted = holm([0.02, float("nan"), 0.04])  # NaN stays NaN and is not counted in m
+    assert adjusted[0] == pytest.approx(0.04) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.04)
+    assert holm([]) == []
+
+
+def test_group_test_is_one_sided_mann_whitney_with_rank_biserial_effect():
+    result = group_test([3.0, 4.0, 5.0], [0.0, 1.0, 2.0], ("no BN", "BN"))
+    assert result.statistic == pytest.approx(9) and result.effect_size == pytest.approx(1.0)
+    assert result.p_value == pytest.approx(1 / 20)  # one of C(6, 3) rank splits puts all of a on top
+    assert result.n == 6 and "no BN > BN" in result.test
+    reverse = group_test([0.0, 1.0, 2.0], [3.0, 4.0, 5.0])
+    assert reverse.p_value == pytest.approx(1.0) and reverse.effect_size == pytest.approx(-1.0)
+    assert verdict(reverse) == "not supported"
+    assert group_test([], [1.0]).p_value == 1.0
+
+
+def test_accuracy_note_names_the_offline_test_images():
+    source = "offline copy cifar10.npz (50000 train / 1000 test real images)"
+    assert cnn_channels.accuracy_note("offline", source, None) == "test accuracy on the 1,000 test images of the offline copy"
+    assert cnn_channels.accuracy_note("offline", source, 200).startswith("test accuracy on the 200 test images")
+    assert "SYNTHETIC" in cnn_channels.accuracy_note("synthetic", "SYNTHETIC stand-in of cifar10", None)
+    assert cnn_channels.training_note(source, None, 256).startswith("minima trained on all 50,000 training images")
+
+
+# --- both experiments end to end -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cnn")
+    rng = np.random.default_rng(0)
+    (tmp / "data" / "offline").mkdir(parents=True)
+    np.savez_compressed(tmp / "data" / "offline" / "cifar10.npz",
+                        x_train=rng.integers(0, 256, (N_TRAIN, 32, 32, 3), dtype=np.uint8),
+                        y_train=rng.integers(0, 10, N_TRAIN, dtype=np.uint8),
+                        x_test=rng.integers(0, 256, (N_TEST, 32, 32, 3), dtype=np.uint8),
+                        y_test=rng.integers(0, 10, N_TEST, dtype=np.uint8))
+    raw = json.loads(json.dumps(TINY))
+    raw["data"]["root"] = str(tmp / "data")
+    params = resolve(raw)
+    root = tmp / "artifacts"
+    with pytest.MonkeyPatch.context() as patch:  # an isolated MLflow store, as conftest's mlflow_store
+        uri = f"sqlite:///{tmp / 'mlflow.db'}"
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.chdir(tmp)
+        mlflow.set_tracking_uri(uri)
+        try:
+            for module in (cnn_channels, cnn_bn):
+                config = params.experiment(module.EXPERIMENT)
+                for stage in (run_minima, run_paths, run_topology):
+                    stage(module.EXPERIMENT, module.variants(config), config, params, root)
+            sections = {m.EXPERIMENT: m.report_section(params.experiment(m.EXPERIMENT), tmp / "figures", root)
+                        for m in (cnn_channels, cnn_bn)}
+        finally:
+            mlflow.set_tracking_uri(None)
+    return {"tmp": tmp, "root": root, "params": params, "sections": sections}
+
+
+def test_variants_carry_layers_channels_batchnorm_and_parameters(pipeline):
+    params = pipeline["params"]
+    keys = {v.key: v.labels for v in cnn_channels.variants(params.experiment("cnn_channels"))}
+    assert keys["cifar10-cnn-2-4"] == {"conv_layers": 2, "channels": 4, "batch_norm": False,
+                                       "parameters": 3 * 4 * 25 + 4 + 4 * 4 * 25 + 4 + 16 * 4 * 10 + 10}
+    bn = cnn_bn.variants(params.experiment("cnn_bn"))
+    assert [v.key for v in bn] == ["cifar10-cnn-1-4-bn", "cifar10-cnn-2-4-bn", "cifar10-cnn-3-4-bn"]
+    assert all(v.labels["batch_norm"] for v in bn)
+    assert bn[0].labels["parameters"] == keys["cifar10-cnn-1-4"]["parameters"] + 2 * 4
+    assert cnn_bn.counterpart(bn[1]).key == "cifar10-cnn-2-4"
+    topo = json.loads((pipeline["root"] / "cnn_bn/topology/cifar10-cnn-3-4-bn/topology.json").read_text())
+    assert topo["labels"]["conv_layers"] == 3 and topo["data_kind"] == "offline"
+    assert not (pipeline["root"] / "cnn_bn/minima/cifar10-cnn-1-4").exists()  # no non-BN variant retrained
+
+
+def test_cnn_bn_refuses_networks_without_batchnorm():
+    raw = {"cnn_bn": {"models": ["cnn-1-4", "cnn-1-4-bn"]}}
+    with pytest.raises(ConfigError, match="-bn"):
+        cnn_bn.variants(resolve(raw).experiment("cnn_bn"))
+
+
+def _check_claim(claim):
+    r = claim.result
+    assert 0.0 <= r.p_value <= 1.0
+    assert claim.verdict in ("supported", "inconclusive", "not supported")
+    assert claim.data_source.startswith("offline copy cifar10.npz") and claim.profile == "tiny"
+    assert claim.claim and claim.paper_evidence and r.n >= 1
+
+
+def test_channel_section_claims_tables_and_figures(pipeline):
+    section = pipeline["sections"]["cnn_channels"]
+    assert len(section.claims) == 2
+    for claim in section.claims:
+        _check_claim(claim)
+        assert claim.result.test.startswith("Kendall tau, one-sided (decreasing)")
+    channels, parameters = section.claims
+    assert "channels" in channels.claim and channels.result.n == 2 * 2  # 2 finite bars each of cnn-1-4, cnn-1-8
+    assert "parameter count" in parameters.claim and parameters.result.n == 4 * 2
+    assert "log10(parameters)" in parameters.note and "3 conv layer(s): n/a" in parameters.note
+    text = "\n".join(section.blocks)
+    assert OFFLINE_NOTE in text and "CNN-3-4" in text and "mean h_p" in text
+    for name in ("barcodes_channels", "heights_vs_channels", "barcodes_parameters", "heights_vs_parameters"):
+        figure = pipeline["tmp"] / "figures" / f"cnn_channels_{name}_cifar10.png"
+        assert figure in section.figures and figure.stat().st_size > 1000
+
+
+def test_batchnorm_section_holm_adjusts_six_one_sided_tests(pipeline):
+    section = pipeline["sections"]["cnn_bn"]
+    config = pipeline["params"].experiment("cnn_bn")
+    comparisons, missing = cnn_bn.bn_comparison(config, pipeline["root"])
+    assert missing == [] and len(comparisons) == 3 and len(section.claims) == 6
+    tests = [p["tests"][key] for p in comparisons for key in ("minima_losses", "heights")]
+    assert [t["holm_p"] for t in tests] == pytest.approx(holm([t["raw"].p_value for t in tests]))
+    for claim, test in zip(section.claims, tests):
+        _check_claim(claim)
+        assert "Mann-Whitney" in claim.result.test and "Holm over 6" in claim.result.test
+        assert claim.result.p_value == pytest.approx(test["holm_p"])
+        assert claim.result.p_value >= test["raw"].p_value
+    for p in comparisons:  # the groups are the barcodes' births and finite deaths
+        assert len(p["plain"]["minima_losses"]) == 3 and len(p["bn"]["heights"]) == 2
+        assert p["plain"]["variant"].labels["batch_norm"] is False and p["bn"]["variant"].labels["batch_norm"] is True
+    text = "\n".join(section.blocks)
+    assert OFFLINE_NOTE in text and "CNN-2-4-BN" in text
+    for name in ("barcodes", "losses"):
+        figure = pipeline["tmp"] / "figures" / f"cnn_bn_{name}_cifar10.png"
+        assert figure in section.figures and figure.stat().st_size > 1000
+    out = pipeline["tmp"] / "report"
+    md = render(list(pipeline["sections"].values()), out, pipeline["tmp"] / "figures", "# test").read_text()
+    assert md.count("BatchNorm lowers") == 6 and len(json.loads((out / "claims.json").read_text())) == 8
+
+
+def test_missing_counterpart_is_reported_not_compared(pipeline):
+    raw = json.loads(json.dumps(TINY))
+    raw["data"]["root"] = str(pipeline["tmp"] / "data")
+    raw["cnn_bn"]["models"] = ["cnn-1-4-bn", "cnn-1-16-bn"]
+    comparisons, missing = cnn_bn.bn_comparison(resolve(raw).experiment("cnn_bn"), pipeline["root"])
+    assert len(comparisons) == 1 and len(missing) == 1 and "cnn-1-16" in missing[0]
+    assert comparisons[0]["tests"]["heights"]["holm_p"] >= comparisons[0]["tests"]["heights"]["raw"].p_value
