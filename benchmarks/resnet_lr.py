@@ -27,18 +27,18 @@ from tqdm.auto import tqdm
 
 from benchmarks.cnn_channels import accuracy_note, training_note
 from benchmarks.stages import (ARTIFACTS, DataCache, Variant, _prune, path_max_matrix, path_schedule, resolve_device,
+                               save_minima_metrics, train_variant,
                                stage_dir)
 from losstopo import plots, tracking
-from losstopo.config import LRTypeRuns, Params, ResNetLRConfig, as_dict, content_hash
+from losstopo.config import LRTypeRuns, Params, ResNetLRConfig, as_dict
 from losstopo.errors import DataError
-from losstopo.io import load_json, save_json, save_torch
+from losstopo.io import load_json, save_json
 from losstopo.models import build_model, parameter_count
 from losstopo.paths import evaluate_in_chunks, optimize_paths
 from losstopo.report import Claim, Section
 from losstopo.stacked import DatasetLoss, StackedModel
 from losstopo.stats import group_test, rank_correlation_test, verdict
 from losstopo.topology import barcode_of_minima, segment_lengths, to_score
-from losstopo.train import train_minima
 
 EXPERIMENT = "resnet_lr"
 TITLE = "ResNet minima of constant vs annealed learning rate (barcodes paper, section 3, Tables 1, 2, Fig. 5)"
@@ -98,41 +98,10 @@ def run_minima(config: ResNetLRConfig, params: Params, root: Path = ARTIFACTS) -
             kind = f"type{variant.labels['type']}"
             cfg, seed = getattr(runs, kind), data_seed(runs)
             dataset = data.get(variant.dataset, cfg.train_subset, cfg.test_subset, seed)
-            address = content_hash(variant.model, variant.dataset, kind, cfg, seed, dataset.source)
-            out = out_root / variant.key
-            done = out / "minima.json"
-            if done.is_file() and load_json(done).get("address") == address:
-                summary[variant.key] = load_json(done)["summary"]
-                continue
-            for stale in out.glob("checkpoint-*.pt"):
-                if stale.name != f"checkpoint-{address}.pt":
-                    stale.unlink()
-            module = build_model(variant.model, dataset.x_train.shape[1:], dataset.n_classes)
-            stacked = StackedModel(module.to(device))
-            with tracking.variant_run(variant.key, data_source=dataset.source,
-                                      params={"model": variant.model, "dataset": variant.dataset, "type": kind,
-                                              "parameters": parameter_count(module), "data_seed": seed,
-                                              "n_train": len(dataset.y_train), "n_test": len(dataset.y_test)}):
-                def log_epoch(epoch, record):
-                    tracking.log_metrics({f"train_loss_m{k}": v for k, v in enumerate(record["train_loss"])}
-                                         | {"lr": record["lr"]}, step=epoch)
-
-                result = train_minima(stacked, dataset, cfg, checkpoint=out / f"checkpoint-{address}.pt",
-                                      on_epoch=log_epoch, progress=params.runtime.progress, description=variant.key)
-                tracking.log_metrics({f"m{k}_{name}": getattr(result, name)[k]
-                                      for k in range(cfg.n_minima) for name in QUANTITIES})
-                save_torch({"thetas": result.thetas, "model": variant.model, "dataset": variant.dataset, "type": kind,
-                            "data_source": dataset.source, "address": address}, out / "minima.pt")
-                record = {"variant": variant.key, "model": variant.model, "dataset": variant.dataset, "type": kind,
-                          "labels": variant.labels, "parameters": parameter_count(module),
-                          "data_source": dataset.source, "data_kind": dataset.source_kind, "data_seed": seed,
-                          "n_train": len(dataset.y_train), "n_test": len(dataset.y_test), **result.summary()}
-                save_json({"address": address, "summary": record}, done)
-                (out / f"checkpoint-{address}.pt").unlink(missing_ok=True)
-                summary[variant.key] = record
-        save_json({k: {"mean_train_loss": float(np.mean(v["train_loss"])), "mean_test_acc": float(np.mean(v["test_acc"])),
-                       "data_source": v["data_source"]} for k, v in summary.items()},
-                  stage_dir(EXPERIMENT, "minima_metrics.json", root))
+            summary[variant.key] = train_variant(
+                variant, dataset, cfg, out_root / variant.key, device, params.runtime.progress,
+                address_parts=(kind, seed), extra={"type": kind, "data_seed": seed})
+        save_minima_metrics(summary, stage_dir(EXPERIMENT, "minima_metrics.json", root))
 
 
 # --- stage 2: paths between all pairs -------------------------------------------------------------

@@ -70,52 +70,64 @@ def _prune(directory: Path, keep: set[str]) -> None:
                 shutil.rmtree(child)
 
 
+def train_variant(variant: Variant, dataset: Dataset, cfg, out: Path, device: torch.device, progress: bool,
+                  address_parts: tuple = (), extra: dict | None = None) -> dict:
+    """One variant's minima: skipped when already trained with the same settings (content address),
+    resumed from its epoch checkpoint after an interruption, logged to a nested MLflow run.
+    Writes ``out/minima.pt`` (weights) and ``out/minima.json`` (summary); returns the summary."""
+    extra = extra or {}
+    address = content_hash(variant.model, variant.dataset, cfg, dataset.source, *address_parts)
+    done = out / "minima.json"
+    if done.is_file() and load_json(done).get("address") == address:
+        return load_json(done)["summary"]
+    checkpoint = out / f"checkpoint-{address}.pt"
+    for stale in out.glob("checkpoint-*.pt"):
+        if stale != checkpoint:
+            stale.unlink()
+    module = build_model(variant.model, dataset.x_train.shape[1:], dataset.n_classes)
+    stacked = StackedModel(module.to(device))
+    sizes = {"n_train": len(dataset.y_train), "n_test": len(dataset.y_test)}
+    with tracking.variant_run(variant.key, data_source=dataset.source,
+                              params={"model": variant.model, "dataset": variant.dataset,
+                                      "parameters": parameter_count(module), **variant.labels, **extra, **sizes}):
+        def log_epoch(epoch, record):
+            tracking.log_metrics({f"train_loss_m{k}": v for k, v in enumerate(record["train_loss"])}
+                                 | {"lr": record["lr"]}, step=epoch)
+
+        result = train_minima(stacked, dataset, cfg, checkpoint=checkpoint, on_epoch=log_epoch, progress=progress,
+                              description=variant.key)
+        tracking.log_metrics({f"m{k}_{name}": getattr(result, name)[k] for k in range(cfg.n_minima)
+                              for name in ("train_loss", "train_acc", "test_loss", "test_acc")})
+        save_torch({"thetas": result.thetas, "model": variant.model, "dataset": variant.dataset,
+                    "data_source": dataset.source, "address": address, **extra}, out / "minima.pt")
+        record = {"variant": variant.key, "model": variant.model, "dataset": variant.dataset,
+                  "labels": variant.labels, "parameters": parameter_count(module), "data_source": dataset.source,
+                  "data_kind": dataset.source_kind, **extra, **sizes, **result.summary()}
+        save_json({"address": address, "summary": record}, done)
+        checkpoint.unlink(missing_ok=True)
+    return record
+
+
+def save_minima_metrics(summary: dict[str, dict], path: Path) -> None:
+    save_json({key: {"mean_train_loss": float(np.mean(record["train_loss"])),
+                     "mean_test_acc": float(np.mean(record["test_acc"])), "data_source": record["data_source"]}
+               for key, record in summary.items()}, path)
+
+
 def run_minima(experiment: str, variants: list[Variant], config, params: Params, root: Path = ARTIFACTS) -> None:
     device = resolve_device(params.runtime.device)
     out_root = stage_dir(experiment, "minima", root)
     _prune(out_root, {v.key for v in variants})
     data = DataCache(params, device)
     summary = {}
+    cfg = config.minima
     with tracking.stage_run(experiment, "minima", profile=params.profile, device=str(device),
-                            params={"data": as_dict(params.data), "minima": as_dict(config.minima)}):
+                            params={"data": as_dict(params.data), "minima": as_dict(cfg)}):
         for variant in tqdm(variants, desc=f"{experiment} minima", disable=not params.runtime.progress):
-            cfg = config.minima
             dataset = data.get(variant.dataset, cfg.train_subset, cfg.test_subset, cfg.seed)
-            address = content_hash(variant.model, variant.dataset, cfg, dataset.source)
-            out = out_root / variant.key
-            done = out / "minima.json"
-            if done.is_file() and load_json(done).get("address") == address:
-                summary[variant.key] = load_json(done)["summary"]
-                continue
-            for stale in out.glob("checkpoint-*.pt"):
-                if stale.name != f"checkpoint-{address}.pt":
-                    stale.unlink()
-            module = build_model(variant.model, dataset.x_train.shape[1:], dataset.n_classes)
-            stacked = StackedModel(module.to(device))
-            with tracking.variant_run(variant.key, data_source=dataset.source,
-                                      params={"model": variant.model, "dataset": variant.dataset,
-                                              "parameters": parameter_count(module), **variant.labels}):
-                def log_epoch(epoch, record):
-                    tracking.log_metrics({f"train_loss_m{k}": v for k, v in enumerate(record["train_loss"])}
-                                         | {"lr": record["lr"]}, step=epoch)
-
-                result = train_minima(stacked, dataset, cfg, checkpoint=out / f"checkpoint-{address}.pt",
-                                      on_epoch=log_epoch, progress=params.runtime.progress, description=variant.key)
-                per_minimum = {}
-                for k in range(cfg.n_minima):
-                    for name in ("train_loss", "train_acc", "test_loss", "test_acc"):
-                        per_minimum[f"m{k}_{name}"] = getattr(result, name)[k]
-                tracking.log_metrics(per_minimum)
-                save_torch({"thetas": result.thetas, "model": variant.model, "dataset": variant.dataset,
-                            "data_source": dataset.source, "address": address}, out / "minima.pt")
-                record = {"variant": variant.key, "model": variant.model, "dataset": variant.dataset,
-                          "labels": variant.labels, "parameters": parameter_count(module),
-                          "data_source": dataset.source, "data_kind": dataset.source_kind, **result.summary()}
-                save_json({"address": address, "summary": record}, done)
-                (out / f"checkpoint-{address}.pt").unlink(missing_ok=True)
-                summary[variant.key] = record
-        save_json({k: {"mean_train_loss": float(np.mean(v["train_loss"])), "mean_test_acc": float(np.mean(v["test_acc"]))}
-                   for k, v in summary.items()}, stage_dir(experiment, "minima_metrics.json", root))
+            summary[variant.key] = train_variant(variant, dataset, cfg, out_root / variant.key, device,
+                                                 params.runtime.progress)
+        save_minima_metrics(summary, stage_dir(experiment, "minima_metrics.json", root))
 
 
 def run_paths(experiment: str, variants: list[Variant], config, params: Params, root: Path = ARTIFACTS) -> None:

@@ -28,20 +28,10 @@ def _save(fig, path: Path) -> Path:
 def barcodes(panels: dict[str, Sequence[tuple[float, float]]], path: Path, title: str, ylabel: str = "loss") -> Path:
     """One panel per barcode; bars sorted by birth, the infinite bar drawn to the top with an arrow."""
     fig, axes = plt.subplots(1, len(panels), figsize=(2.4 * len(panels) + 0.6, 3.2), sharey=True, squeeze=False)
-    finite_tops = [d for bars in panels.values() for _, d in bars if math.isfinite(d)]
-    top = max(finite_tops, default=1.0)
-    top = top + 0.1 * abs(top) + 1e-3
-    palette = sns.color_palette("crest", 3)
+    top = _barcode_top(panels.values())
     for ax, (name, bars) in zip(axes[0], panels.items()):
-        for i, (birth, death) in enumerate(sorted(bars)):
-            infinite = not math.isfinite(death)
-            ax.vlines(i, birth, top if infinite else death, color=palette[2 if infinite else 1], lw=3)
-            ax.plot(i, birth, "o", color=palette[0], ms=3)
-            if infinite:
-                ax.annotate("", xy=(i, top), xytext=(i, top - 0.05 * abs(top) - 1e-3),
-                            arrowprops={"arrowstyle": "->", "color": palette[2]})
+        _draw_barcode(ax, bars, top)
         ax.set_title(name)
-        ax.set_xticks([])
         ax.set_xlabel("minima (by loss)")
     axes[0][0].set_ylabel(ylabel)
     fig.suptitle(title)
