@@ -56,11 +56,18 @@ class DataCache:
         self.params, self.device, self._full = params, device, {}
 
     def get(self, name: str, n_train: int | None, n_test: int | None, seed: int) -> Dataset:
-        if name not in self._full:
+        cached = self._full.get(name)
+        # A synthetic stand-in is generated only as large as asked (its prefixes are stable).
+        if cached is None or (cached.iid_order and not _covers(cached, n_train, n_test)):
             cfg = self.params.data
             self._full[name] = load_dataset(name, root=cfg.root, allow_partial=cfg.allow_partial,
-                                            allow_synthetic=cfg.allow_synthetic)
+                                            allow_synthetic=cfg.allow_synthetic, synthetic_sizes=(n_train, n_test))
         return self._full[name].subset(n_train, n_test, seed=seed).to(self.device)
+
+
+def _covers(dataset: Dataset, n_train: int | None, n_test: int | None) -> bool:
+    return (n_train is not None and n_train <= len(dataset.y_train)
+            and n_test is not None and n_test <= len(dataset.y_test))
 
 
 def _prune(directory: Path, keep: set[str]) -> None:

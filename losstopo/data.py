@@ -74,6 +74,7 @@ class Dataset:
     n_classes: int
     source: str  # human-readable provenance, printed in the report
     source_kind: str  # "torchvision" | "offline" | "offline-partial" | "synthetic"
+    iid_order: bool = False  # samples in i.i.d. order (synthetic): the first n are a random subset
 
     def to(self, device: torch.device | str) -> "Dataset":
         return replace(
@@ -83,12 +84,15 @@ class Dataset:
         )
 
     def subset(self, n_train: int | None, n_test: int | None, seed: int = 0) -> "Dataset":
-        """A class-agnostic random subset, the same for every run with the same seed."""
+        """A class-agnostic random subset, the same for every run with the same seed; with one seed,
+        a smaller subset is always nested in a larger one."""
         gen = torch.Generator().manual_seed(seed)
 
         def take(x, y, n):
             if n is None or n >= len(y):
                 return x, y
+            if self.iid_order:
+                return x[:n], y[:n]
             idx = torch.randperm(len(y), generator=gen)[:n].to(y.device)
             return x[idx], y[idx]
 
@@ -110,7 +114,10 @@ def load_dataset(
     allow_partial: bool = False,
     allow_synthetic: bool = False,
     download: bool = True,
+    synthetic_sizes: tuple[int | None, int | None] = (None, None),
 ) -> Dataset:
+    """``synthetic_sizes`` caps (train, test) images of a synthetic stand-in (None: the real set's size):
+    its first n images are the same whatever the cap, so subsets stay nested across stages."""
     spec = REGISTRY.get(name)
     if spec is None:
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(sorted(REGISTRY))}")
@@ -128,7 +135,10 @@ def load_dataset(
         except Exception as error:  # no internet, no files: fall through to the stand-in or the error
             reason = f"torchvision could not load {name} ({type(error).__name__}: {str(error).splitlines()[0][:120]})"
     if allow_synthetic:
-        return synthetic_dataset(spec, reason=reason)
+        full_train, full_test = SYNTHETIC_SIZES[spec.name]
+        cap_train, cap_test = synthetic_sizes
+        sizes = (min(full_train, cap_train or full_train), min(full_test, cap_test or full_test))
+        return synthetic_dataset(spec, reason=reason, sizes=sizes)
     raise DataError(f"{reason}; point data.root or {DATA_DIR_ENV} at a copy, or allow the synthetic stand-in")
 
 
@@ -213,26 +223,34 @@ SYNTHETIC_SIZES = {"mnist": (60000, 10000), "fashion_mnist": (60000, 10000), "ci
                    "cifar100": (50000, 10000), "svhn": (73257, 26032)}
 
 
+SYNTHETIC_CHUNK = 2048  # images drawn per seeded chunk: the first n images never depend on the total
+
+
 def synthetic_dataset(spec: DatasetSpec, *, reason: str, seed: int = 0, sizes: tuple[int, int] | None = None) -> Dataset:
     """Class templates (smooth random images) plus pixel noise: learnable, but not the real task.
 
     Never silently substituted: its ``source`` says ``SYNTHETIC stand-in`` and why.
     """
     n_train, n_test = sizes or SYNTHETIC_SIZES[spec.name]
-    gen = torch.Generator().manual_seed(seed)
     channels, height, width = spec.image_shape
-    coarse = torch.rand(spec.n_classes, channels, height // 4, width // 4, generator=gen)
+    coarse = torch.rand(spec.n_classes, channels, height // 4, width // 4, generator=torch.Generator().manual_seed(seed))
     templates = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
 
-    def draw(n):
-        y = torch.randint(spec.n_classes, (n,), generator=gen)
-        noise = 0.35 * torch.randn(n, channels, height, width, generator=gen)
-        x = (templates[y] + noise).clamp(0, 1)
-        return (x * 255).round().to(torch.uint8), y
+    def draw(n, split):
+        xs, ys = [], []
+        for chunk in range(-(-n // SYNTHETIC_CHUNK)):
+            gen = torch.Generator().manual_seed(1_000_003 * seed + 7_919 * split + chunk)
+            m = min(SYNTHETIC_CHUNK, n - chunk * SYNTHETIC_CHUNK)
+            # Full-size draws, then the prefix: the random stream never depends on m.
+            y = torch.randint(spec.n_classes, (SYNTHETIC_CHUNK,), generator=gen)[:m]
+            noise = 0.35 * torch.randn(SYNTHETIC_CHUNK, channels, height, width, generator=gen)[:m]
+            xs.append(((templates[y] + noise).clamp(0, 1) * 255).round().to(torch.uint8))
+            ys.append(y)
+        return torch.cat(xs), torch.cat(ys)
 
-    x_train, y_train = draw(n_train)
-    x_test, y_test = draw(n_test)
+    x_train, y_train = draw(n_train, 1)
+    x_test, y_test = draw(n_test, 2)
     return Dataset(
         spec.name, _normalise(spec, x_train), y_train, _normalise(spec, x_test), y_test, spec.n_classes,
-        f"SYNTHETIC stand-in of {spec.name} (real data unavailable: {reason})", "synthetic",
+        f"SYNTHETIC stand-in of {spec.name} (real data unavailable: {reason})", "synthetic", iid_order=True,
     )

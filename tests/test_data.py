@@ -70,3 +70,13 @@ def test_subset_is_deterministic_and_nested(shared_data):
     small, large = data.subset(100, 10, seed=3), data.subset(400, 10, seed=3)
     assert torch.equal(small.x_train, large.x_train[:100])
     assert torch.equal(small.y_train, data.subset(100, 10, seed=3).y_train)
+
+
+def test_synthetic_prefixes_are_stable_so_subsets_stay_nested(tmp_path):
+    (tmp_path / "offline").mkdir()
+    small = load_dataset("svhn", root=tmp_path, allow_synthetic=True, synthetic_sizes=(3000, 10))
+    large = load_dataset("svhn", root=tmp_path, allow_synthetic=True, synthetic_sizes=(5000, 20))
+    assert (len(small.y_train), len(large.y_train)) == (3000, 5000)
+    assert torch.equal(small.x_train, large.x_train[:3000]) and torch.equal(small.y_test, large.y_test[:10])
+    assert torch.equal(large.subset(100, 5, seed=9).x_train, small.subset(100, 5, seed=1).x_train)
+    assert len(set(large.y_train[:3000].tolist())) == 10  # all classes present, labels drawn at random
