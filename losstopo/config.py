@@ -54,6 +54,7 @@ class MinimaConfig:
     train_subset: int | None = None
     test_subset: int | None = None
     augment: bool = False  # random crop (pad 4) + horizontal flip, done on the device per batch
+    eval_batch_size: int = 10000  # images per batched loss evaluation (lower it for big nets on small GPUs)
     mixed_precision: bool = True  # bf16 autocast on CUDA (ignored on CPU)
 
     def validate(self, where: str) -> None:

@@ -224,6 +224,7 @@ SYNTHETIC_SIZES = {"mnist": (60000, 10000), "fashion_mnist": (60000, 10000), "ci
 
 
 SYNTHETIC_CHUNK = 2048  # images drawn per seeded chunk: the first n images never depend on the total
+SYNTHETIC_GENERATOR = "v2"  # part of the source label, so outputs addressed by it change with the generator
 
 
 def synthetic_dataset(spec: DatasetSpec, *, reason: str, seed: int = 0, sizes: tuple[int, int] | None = None) -> Dataset:
@@ -252,5 +253,6 @@ def synthetic_dataset(spec: DatasetSpec, *, reason: str, seed: int = 0, sizes: t
     x_test, y_test = draw(n_test, 2)
     return Dataset(
         spec.name, _normalise(spec, x_train), y_train, _normalise(spec, x_test), y_test, spec.n_classes,
-        f"SYNTHETIC stand-in of {spec.name} (real data unavailable: {reason})", "synthetic", iid_order=True,
+        f"SYNTHETIC stand-in of {spec.name} (generator {SYNTHETIC_GENERATOR}; real data unavailable: {reason})",
+        "synthetic", iid_order=True,
     )

@@ -232,6 +232,9 @@ def mean_std_points(data: dict[str, tuple[Sequence[float], Sequence[float], Sequ
     fig, ax = plt.subplots(figsize=(4.6, 3.4))
     for name, (x, mean, std) in data.items():
         ax.errorbar(x, mean, yerr=std, marker="o", capsize=4, linestyle="-" if connect else "none", label=name)
+    ticks = sorted({float(v) for x, _, _ in data.values() for v in x})
+    if ticks and all(t.is_integer() for t in ticks):
+        ax.set_xticks(ticks, [str(int(t)) for t in ticks])
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -257,5 +260,5 @@ def triangle_losses(grid: np.ndarray, losses: np.ndarray, path: Path, title: str
     fig.colorbar(shading, ax=ax, label="loss")
     ax.set_aspect("equal")
     ax.axis("off")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=9, pad=18)
     return _save(fig, path)

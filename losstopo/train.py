@@ -60,8 +60,8 @@ def train_minima(
     seeds = [config.seed + k for k in range(config.n_minima)]
     n_train = len(data.y_train)
     batches_per_epoch = max(n_train // config.batch_size, 1)
-    train_loss_fn = DatasetLoss(stacked, data.x_train, data.y_train)
-    test_loss_fn = DatasetLoss(stacked, data.x_test, data.y_test)
+    train_loss_fn = DatasetLoss(stacked, data.x_train, data.y_train, chunk_size=config.eval_batch_size)
+    test_loss_fn = DatasetLoss(stacked, data.x_test, data.y_test, chunk_size=config.eval_batch_size)
 
     state = _load_checkpoint(checkpoint)
     if state is None:

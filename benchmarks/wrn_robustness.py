@@ -1,0 +1,635 @@
+"""Random-point curves, triangles and the robustness of the barcode: barcodes paper, section 4, Table 3,
+Fig. 6, 7, Appendix A (Tables 6, 7), Appendix C and Appendix I (Table 14, Fig. 15, 16).
+
+Two studies, each a stack of minima trained with SGD and the Garipov schedule (Table 6 / Table 7):
+
+- ``wrn``: WideResNet-16-10 on CIFAR-100 (section 4, Table 3, Fig. 6, 7, 15); offline there is no
+  CIFAR-100, so reduced profiles use the labelled SYNTHETIC stand-in (and a narrower WRN);
+- ``lenet``: LeNet on Fashion-MNIST (Appendix I, Table 14, Fig. 16); offline only a partial real
+  copy (2,557 images) exists.
+
+Paths stage: a polygonal chain with one bend between every pair of minima, all pairs trained in one
+batch with a random t per minibatch (Garipov et al. 2018) under the minima's schedule (Appendix C);
+dense evaluation gives each curve's maximum. Then a triangle over every triple of minima in each
+regime of Appendix I: ``sides_fixed`` keeps the trained curves as the sides (their bends are the side
+centres D = AB, E = BC, F = CA) and trains only the centre O; ``vertices_fixed`` trains D, E, F and O.
+
+Topology stage: the barcode of minima (Fig. 6a, Algorithm 1), the 1-saddle barcode of the complex of
+minima, curves and triangles (Fig. 6b, Algorithm 2), and the robustness of the minima barcode to the
+choice and number of minima (Fig. 7): the bar of each minimum recomputed on every subset of minima.
+
+Loss everywhere below is the mean cross-entropy on the curves' training subset (nested in the minima's
+training set); BatchNorm normalises with the statistics of the evaluated batch, recomputed for every
+parameter vector (see :mod:`losstopo.stacked`), which is "BN statistics recomputed at each evaluated t".
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import gudhi
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from benchmarks.cnn_channels import accuracy_note
+from benchmarks.stages import ARTIFACTS, DataCache, _prune, resolve_device, stage_dir
+from losstopo import plots, tracking
+from losstopo.config import Params, TriangleStudyConfig, WRNRobustnessConfig, as_dict, content_hash
+from losstopo.curves import CurveTraining, evaluate_curves, evaluate_triangles, train_curves, train_triangles
+from losstopo.errors import ConfigError, DataError
+from losstopo.io import load_json, save_json, save_torch
+from losstopo.models import build_model, parameter_count
+from losstopo.paths import evaluate_in_chunks
+from losstopo.report import Claim, Section
+from losstopo.schedules import garipov_lr
+from losstopo.stacked import DatasetLoss, StackedModel
+from losstopo.stats import TestResult, theil_sen_slope, trend_test, verdict
+from losstopo.topology import barcode_of_minima, higher_barcodes, subset_robustness, to_score
+from losstopo.train import train_minima
+
+EXPERIMENT = "wrn_robustness"
+TITLE = ("Random-point curves, triangles and barcode robustness (barcodes paper, section 4, Tables 3, 14, "
+         "Fig. 6, 7, 15, 16)")
+STUDIES = ("wrn", "lenet")
+QUANTITIES = ("train_loss", "test_loss", "train_acc", "test_acc")
+QUANTITY_NAMES = {"train_loss": "train loss", "test_loss": "test loss", "train_acc": "train acc, %",
+                  "test_acc": "test acc, %"}
+REGIMES = ("sides_fixed", "vertices_fixed")
+
+# The paper's minima characteristics, (mean, std) over its minima; accuracies in %.
+PAPER_TABLES = {
+    "wrn": {  # Table 3: WideResNet16x10 CIFAR100 minima (5 minima, section 4)
+        "train_loss": (0.0072, 0.0007), "test_loss": (0.9093, 0.0130),
+        "train_acc": (99.9812, 0.0060), "test_acc": (77.9280, 0.2665),
+    },
+    "lenet": {  # Table 14: LeNet FashionMNIST minima characteristics (Appendix I)
+        "train_loss": (0.1596, 0.0050), "test_loss": (0.2600, 0.0034),
+        "train_acc": (94.3204, 0.2578), "test_acc": (90.7725, 0.2987),
+    },
+}
+PAPER_TABLE_NAMES = {"wrn": "Table 3 (WideResNet16x10, CIFAR-100)", "lenet": "Table 14 (LeNet, Fashion-MNIST)"}
+PAPER_MODELS = {"wrn": "WideResNet16x10, about 17.1M parameters", "lenet": "LeNet of Table 12"}
+PAPER_FIGURES = {"wrn": "Fig. 6, 7, 15", "lenet": "Fig. 16"}
+
+# Evaluation batching (memory only; BatchNorm statistics are those of an EVAL_CHUNK-image chunk).
+EVAL_MODELS = 8  # parameter vectors per vmapped forward
+EVAL_CHUNK = 2000  # images per forward
+EVAL_POINT_BUDGET = 2 ** 28  # floats of curve/triangle points materialised at once (1 GiB in fp32)
+
+
+def study_config(config: WRNRobustnessConfig, study: str) -> TriangleStudyConfig:
+    return getattr(config, study)
+
+
+def _eval_loss(stacked: StackedModel, x: torch.Tensor, y: torch.Tensor) -> DatasetLoss:
+    return DatasetLoss(stacked, x, y, chunk_size=EVAL_CHUNK, max_models=EVAL_MODELS)
+
+
+# --- stage 1: minima --------------------------------------------------------------------------------
+
+def run_minima(config: WRNRobustnessConfig, params: Params, root: Path = ARTIFACTS) -> None:
+    device = resolve_device(params.runtime.device)
+    out_root = stage_dir(EXPERIMENT, "minima", root)
+    _prune(out_root, set(STUDIES))
+    data = DataCache(params, device)
+    stage_params = {"data": as_dict(params.data),
+                    **{s: {"dataset": study_config(config, s).dataset, "model": study_config(config, s).model,
+                           "minima": as_dict(study_config(config, s).minima)} for s in STUDIES}}
+    with tracking.stage_run(EXPERIMENT, "minima", profile=params.profile, device=str(device), params=stage_params):
+        for study in tqdm(STUDIES, desc=f"{EXPERIMENT} minima", disable=not params.runtime.progress):
+            sc = study_config(config, study)
+            cfg = sc.minima
+            dataset = data.get(sc.dataset, cfg.train_subset, cfg.test_subset, cfg.seed)
+            address = content_hash(sc.model, sc.dataset, cfg, dataset.source)
+            out = out_root / study
+            done = out / "minima.json"
+            if done.is_file() and load_json(done).get("address") == address:
+                continue
+            for stale in out.glob("checkpoint-*.pt"):
+                if stale.name != f"checkpoint-{address}.pt":
+                    stale.unlink()
+            module = build_model(sc.model, dataset.x_train.shape[1:], dataset.n_classes)
+            stacked = StackedModel(module.to(device))
+            with tracking.variant_run(study, data_source=dataset.source,
+                                      params={"model": sc.model, "dataset": sc.dataset,
+                                              "parameters": parameter_count(module),
+                                              "n_train": len(dataset.y_train), "n_test": len(dataset.y_test)}):
+                def log_epoch(epoch, record):
+                    tracking.log_metrics({f"train_loss_m{k}": v for k, v in enumerate(record["train_loss"])}
+                                         | {"lr": record["lr"]}, step=epoch)
+
+                result = train_minima(stacked, dataset, cfg, checkpoint=out / f"checkpoint-{address}.pt",
+                                      on_epoch=log_epoch, progress=params.runtime.progress,
+                                      description=f"{study} minima")
+                tracking.log_metrics({f"m{k}_{q}": getattr(result, q)[k] for k in range(cfg.n_minima) for q in QUANTITIES})
+                save_torch({"thetas": result.thetas, "model": sc.model, "dataset": sc.dataset,
+                            "data_source": dataset.source, "address": address}, out / "minima.pt")
+                record = {"study": study, "model": sc.model, "dataset": sc.dataset,
+                          "parameters": parameter_count(module), "data_source": dataset.source,
+                          "data_kind": dataset.source_kind, "n_train": len(dataset.y_train),
+                          "n_test": len(dataset.y_test), "max_epochs": cfg.max_epochs, "batch_size": cfg.batch_size,
+                          "lr": cfg.lr_max, "weight_decay": cfg.weight_decay, "augment": cfg.augment,
+                          "profile": params.profile, **result.summary()}
+                save_json({"address": address, "summary": record}, done)
+                (out / f"checkpoint-{address}.pt").unlink(missing_ok=True)
+
+
+# --- stage 2: curves and triangles ------------------------------------------------------------------
+
+def garipov_training(epochs: int, batches_per_epoch: int, lr: float, momentum: float,
+                     weight_decay: float) -> CurveTraining:
+    """Appendix C: the minima's procedure, i.e. the Garipov schedule over the epochs, one step per minibatch."""
+    return CurveTraining(steps=epochs * batches_per_epoch,
+                         lr=lambda step: garipov_lr(step // batches_per_epoch, epochs, lr),
+                         momentum=momentum, weight_decay=weight_decay)
+
+
+def side_bends(bends: torch.Tensor, pairs: list[tuple[int, int]], triples: list[tuple[int, int, int]]) -> torch.Tensor:
+    """(T, 3, d) side centres D (AB), E (BC), F (CA) of the triangles (A, B, C) = (i, j, k), i < j < k:
+    the bends of the curves (i, j), (j, k) and (i, k). A polychain with one bend is the same set of
+    points in either direction, so the curve (i, k) is the side C -> A read backwards."""
+    index = {pair: n for n, pair in enumerate(pairs)}
+    rows = [[index[(i, j)], index[(j, k)], index[(i, k)]] for i, j, k in triples]
+    return bends[torch.tensor(rows, device=bends.device)]
+
+
+def _groups(n_items: int, points_per_item: int, dim: int) -> list[slice]:
+    size = max(1, EVAL_POINT_BUDGET // max(points_per_item * dim, 1))
+    return [slice(s, min(s + size, n_items)) for s in range(0, n_items, size)]
+
+
+def side_grid_indices(grid: np.ndarray, resolution: int) -> list[list[int]]:
+    """Rows of a barycentric grid on the sides AB, BC, CA (the opposite vertex's weight 0), each ordered
+    from the side's first vertex to its second (A -> B, B -> C, C -> A)."""
+    steps = np.rint(grid * resolution).astype(int)
+    out = []
+    for first, second, opposite in ((0, 1, 2), (1, 2, 0), (2, 0, 1)):
+        rows = [r for r in range(len(grid)) if steps[r, opposite] == 0]
+        out.append(sorted(rows, key=lambda r: steps[r, second]))
+    return out
+
+
+def run_paths(config: WRNRobustnessConfig, params: Params, root: Path = ARTIFACTS) -> None:
+    device = resolve_device(params.runtime.device)
+    out_root = stage_dir(EXPERIMENT, "paths", root)
+    _prune(out_root, set(STUDIES))
+    data = DataCache(params, device)
+    stage_params = {"data": as_dict(params.data), **{f"{s}.curves": as_dict(study_config(config, s).curves)
+                                                     for s in STUDIES}}
+    with tracking.stage_run(EXPERIMENT, "paths", profile=params.profile, device=str(device), params=stage_params):
+        for study in tqdm(STUDIES, desc=f"{EXPERIMENT} paths", disable=not params.runtime.progress):
+            sc = study_config(config, study)
+            cfg = sc.curves
+            if "sides_fixed" in cfg.triangle_regimes and cfg.kind != "polychain":
+                raise ConfigError(f"params: {EXPERIMENT}.{study}.curves.kind is {cfg.kind!r}, but the sides_fixed "
+                                  f"triangle regime needs polychain curves (a triangle's side is the polygonal chain "
+                                  f"through its side centre, Appendix I)")
+            minima_dir = stage_dir(EXPERIMENT, "minima", root) / study
+            minima = torch.load(minima_dir / "minima.pt", map_location=device)
+            summary = load_json(minima_dir / "minima.json")["summary"]
+            # The minima's seed: the curve subset is a prefix of the permutation of the minima's training set.
+            dataset = data.get(sc.dataset, cfg.train_subset, 0, seed=sc.minima.seed)
+            if summary["data_source"] != dataset.source:
+                raise DataError(f"{EXPERIMENT} {study}: the minima were trained on {summary['data_source']!r} but "
+                                f"the curves would use {dataset.source!r}; rerun the minima stage")
+            address = content_hash(minima["address"], cfg, dataset.source)
+            out = out_root / study / "paths.json"
+            if out.is_file() and load_json(out).get("address") == address:
+                continue
+            record = _curves_and_triangles(study, sc, minima["thetas"].to(device), dataset, device, params)
+            record |= {"address": address, "minima_address": minima["address"], "study": study, "model": sc.model,
+                       "dataset": sc.dataset, "data_source": dataset.source, "data_kind": dataset.source_kind,
+                       "minima_n_train": summary["n_train"], "profile": params.profile}
+            save_json(record, out)
+            with tracking.variant_run(study, data_source=dataset.source,
+                                      params={"model": sc.model, "n_minima": len(record["minima_losses"]),
+                                              "n_curves": len(record["pairs"]), "n_curve_samples": record["n_curve_samples"],
+                                              "curve_steps": record["curve_steps"]}):
+                metrics = {f"curve_{i}_{j}_max": m for (i, j), m in zip(record["pairs"], record["curve_max"])}
+                metrics |= {"mean_curve_max": float(np.mean(record["curve_max"]))}
+                for regime, tri in record["triangles"].items():
+                    metrics |= {f"triangle_{regime}_{i}_{j}_{k}_max": m
+                                for (i, j, k), m in zip(record["triples"], tri["max"])}
+                    metrics |= {f"mean_triangle_{regime}_max": float(np.mean(tri["max"]))}
+                tracking.log_metrics(metrics)
+                tracking.log_artifact(out)
+
+
+def _curves_and_triangles(study: str, sc: TriangleStudyConfig, thetas: torch.Tensor, dataset, device,
+                          params: Params) -> dict:
+    cfg = sc.curves
+    n = len(thetas)
+    module = build_model(sc.model, dataset.x_train.shape[1:], dataset.n_classes).to(device)
+    stacked = StackedModel(module)
+    bf16 = torch.bfloat16 if device.type == "cuda" and sc.minima.mixed_precision else None
+    train_loss = DatasetLoss(stacked, dataset.x_train, dataset.y_train, chunk_size=EVAL_CHUNK,
+                             max_models=EVAL_MODELS, batch_size=cfg.batch_size, autocast_dtype=bf16)
+    eval_loss = _eval_loss(stacked, dataset.x_train, dataset.y_train)
+    n_samples = len(dataset.y_train)
+    batches_per_epoch = max(n_samples // cfg.batch_size, 1)  # as train_minima counts an epoch
+    seed = sc.minima.seed
+    progress = params.runtime.progress
+
+    pairs = list(itertools.combinations(range(n), 2))
+    start, end = thetas[[i for i, _ in pairs]], thetas[[j for _, j in pairs]]
+    curve_training = garipov_training(cfg.epochs, batches_per_epoch, cfg.lr, cfg.momentum, cfg.weight_decay)
+    bends = train_curves(train_loss, start, end, cfg.kind, curve_training, seed=seed, progress=progress)
+    t, curve_losses = None, []
+    for group in _groups(len(pairs), cfg.n_eval, thetas.shape[1]):
+        t, losses = evaluate_curves(eval_loss, start[group], bends[group], end[group], cfg.kind, cfg.n_eval,
+                                    max_models=EVAL_MODELS)
+        curve_losses.append(losses)
+    curve_losses = np.concatenate(curve_losses)
+    minima_losses = evaluate_in_chunks(eval_loss, thetas, EVAL_MODELS).tolist()
+    minima_acc = eval_loss.accuracy(thetas).tolist()
+
+    triples = list(itertools.combinations(range(n), 3))
+    triangles = {}
+    if triples:
+        vertices = torch.stack([thetas[list(triple)] for triple in triples])  # (T, 3, d): A, B, C
+        for regime in cfg.triangle_regimes:
+            fixed_sides = side_bends(bends, pairs, triples) if regime == "sides_fixed" else None
+            training = garipov_training(cfg.triangle_epochs, batches_per_epoch, cfg.lr, cfg.momentum,
+                                        cfg.weight_decay)
+            sides, centre = train_triangles(train_loss, vertices, fixed_sides, training, seed=seed, progress=progress)
+            grid, losses = None, []
+            m = (cfg.triangle_resolution + 1) * (cfg.triangle_resolution + 2) // 2
+            for group in _groups(len(triples), m, thetas.shape[1]):
+                grid, part = evaluate_triangles(eval_loss, vertices[group], sides[group], centre[group],
+                                                cfg.triangle_resolution, max_models=EVAL_MODELS)
+                losses.append(part)
+            losses = np.concatenate(losses)
+            on_sides = side_grid_indices(grid, cfg.triangle_resolution)
+            triangles[regime] = {
+                "steps": training.steps, "epochs": cfg.triangle_epochs, "resolution": cfg.triangle_resolution,
+                "grid": grid, "side_rows": on_sides, "losses": losses, "max": losses.max(axis=1),
+                "side_max": [[float(row[rows].max()) for rows in on_sides] for row in losses],
+                "trainable": "centre O" if regime == "sides_fixed" else "side centres D, E, F and centre O",
+            }
+    return {
+        "kind": cfg.kind, "n_curve_samples": n_samples, "batches_per_epoch": batches_per_epoch,
+        "curve_epochs": cfg.epochs, "curve_batch_size": cfg.batch_size, "curve_steps": curve_training.steps, "curve_lr": cfg.lr,
+        "minima_losses": minima_losses, "minima_train_acc": minima_acc,
+        "pairs": pairs, "t": t, "curve_losses": curve_losses, "curve_max": curve_losses.max(axis=1),
+        "triples": triples, "triangles": triangles,
+    }
+
+
+# --- stage 3: barcodes and robustness ---------------------------------------------------------------
+
+def curve_max_matrix(record: dict) -> np.ndarray:
+    n = len(record["minima_losses"])
+    matrix = np.full((n, n), np.nan)
+    for (i, j), value in zip(record["pairs"], record["curve_max"]):
+        matrix[i, j] = matrix[j, i] = value
+    return matrix
+
+
+def edge_filtration(record: dict) -> dict[tuple[int, int], float]:
+    """Filtration value of each curve in the complex: its maximum, never below its end points."""
+    losses = record["minima_losses"]
+    return {(i, j): max(float(m), losses[i], losses[j]) for (i, j), m in zip(record["pairs"], record["curve_max"])}
+
+
+def appendix_i_bar(triple, edges: dict[tuple[int, int], float], triangle_max: float) -> tuple[float, float] | None:
+    """Appendix I: a triangle's 1-bar runs from the maximum over its sides to its own maximum (None if empty)."""
+    i, j, k = triple
+    birth = max(edges[(i, j)], edges[(j, k)], edges[(i, k)])
+    return (birth, float(triangle_max)) if triangle_max > birth else None
+
+
+def saddle_to_score(bars) -> float:
+    """Index-1 TO-score (section 1.4): bottleneck distance to the empty barcode of the ideal function."""
+    points = np.array([(b, d) for b, d in bars], dtype=float).reshape(-1, 2)
+    return float(gudhi.bottleneck_distance(points, np.empty((0, 2)), e=0)) if len(points) else 0.0
+
+
+def _spread(values) -> dict:
+    """Mean, population std (over the complete enumeration of subsets) and CV of one list of h_p."""
+    values = np.asarray(values, float)
+    if len(values) == 0:
+        return {"n": 0, "mean": None, "std": None, "cv": None}
+    mean, std = float(values.mean()), float(values.std())
+    return {"n": int(len(values)), "mean": mean, "std": std, "cv": std / abs(mean) if mean else None}
+
+
+def robustness(losses, matrix: np.ndarray, sizes_requested, fixed_requested: int) -> dict:
+    """Fig. 7 from :func:`subset_robustness`: per minimum over all subsets (a), the fixed minimum per size (b),
+    and the CV per (minimum, size) that the robustness claim tests."""
+    n = len(losses)
+    sizes = sorted({s for s in sizes_requested if 2 <= s <= n})
+    table = subset_robustness(losses, matrix, sizes)
+    full = barcode_of_minima(losses, matrix, "paper")
+    global_minimum = int(np.lexsort((np.arange(n), losses))[0])
+    fixed = min(max(fixed_requested, 0), n - 1)
+    per_size = [{"size": s, "minima": [{"minimum": p, **_spread(table[s][p])} for p in range(n)]} for s in sizes]
+    points = [(s, p, row["cv"]) for s, entry in zip(sizes, per_size) for p, row in enumerate(entry["minima"])
+              if s < n and row["n"] >= 2 and row["cv"] is not None]
+    pooled = [{"minimum": p, "loss": float(losses[p]), "full_height": full[p][1],
+               **_spread([h for s in sizes for h in table[s][p]])} for p in range(n)]
+    cvs = [row["cv"] for row in pooled if row["n"] >= 2 and row["cv"] is not None]
+    return {
+        "sizes_requested": list(sizes_requested), "sizes": sizes, "n_minima": n,
+        "values": [{"size": s, "minima": [table[s][p] for p in range(n)]} for s in sizes],
+        "per_minimum": pooled, "per_size": per_size, "global_minimum": global_minimum,
+        "fixed_minimum": {"index": fixed, "requested": fixed_requested, "is_global_minimum": fixed == global_minimum,
+                          "by_size": [{"size": s, **_spread(table[s][fixed])} for s in sizes]},
+        "mean_cv": float(np.mean(cvs)) if cvs else None,
+        "mean_cv_by_size": [{"size": s, "mean_cv": float(np.mean(v)) if v else None}
+                            for s in sizes for v in [[c for s2, _, c in points if s2 == s]]],
+        "trend_points": [{"size": s, "minimum": p, "cv": c} for s, p, c in points],
+    }
+
+
+def run_topology(config: WRNRobustnessConfig, params: Params, root: Path = ARTIFACTS) -> None:
+    out_root = stage_dir(EXPERIMENT, "topology", root)
+    _prune(out_root, set(STUDIES))
+    metrics = {}
+    with tracking.stage_run(EXPERIMENT, "topology", profile=params.profile, device="cpu",
+                            params={"subset_sizes": config.subset_sizes, "fixed_minimum": config.fixed_minimum}):
+        for study in STUDIES:
+            record = load_json(stage_dir(EXPERIMENT, "paths", root) / study / "paths.json")
+            losses, matrix = record["minima_losses"], curve_max_matrix(record)
+            bars = barcode_of_minima(losses, matrix, "paper")
+            bars_persistence = barcode_of_minima(losses, matrix, "persistence")
+            edges = edge_filtration(record)
+            saddles = {}
+            for regime, tri in record["triangles"].items():
+                triangle_max = {tuple(t): m for t, m in zip(record["triples"], tri["max"])}
+                complex_bars = higher_barcodes(losses, edges, triangle_max)
+                per_triangle = [appendix_i_bar(t, edges, m) for t, m in triangle_max.items()]
+                own = [appendix_i_bar((0, 1, 2), {(0, 1): max(s[0], losses[i], losses[j]),
+                                                  (1, 2): max(s[1], losses[j], losses[k]),
+                                                  (0, 2): max(s[2], losses[i], losses[k])}, m)
+                       for (i, j, k), s, m in zip(record["triples"], tri["side_max"], tri["max"])]
+                saddles[regime] = {"bars_0": complex_bars[0], "bars_1": complex_bars[1],
+                                   "to_score_1": saddle_to_score(complex_bars[1]),
+                                   "appendix_i_bars": per_triangle, "own_side_bars": own}
+            robust = robustness(losses, matrix, config.subset_sizes, config.fixed_minimum)
+            result = {
+                "study": study, "model": record["model"], "dataset": record["dataset"],
+                "data_source": record["data_source"], "data_kind": record["data_kind"], "profile": params.profile,
+                "minima_losses": losses, "bars": bars, "bars_persistence": bars_persistence,
+                "to_score": to_score(bars), "to_score_persistence": to_score(bars_persistence),
+                "pairs": record["pairs"], "curve_max": record["curve_max"], "edge_filtration": list(edges.values()),
+                "triples": record["triples"], "saddles": saddles, "robustness": robust,
+            }
+            out = out_root / study / "topology.json"
+            save_json(result, out)
+            fixed = robust["fixed_minimum"]
+            with tracking.variant_run(study, data_source=record["data_source"]):
+                logged = {"to_score": result["to_score"], "to_score_persistence": result["to_score_persistence"],
+                          "mean_cv": robust["mean_cv"]}
+                logged |= {f"bar_{k}_death": d for k, (_, d) in enumerate(bars) if math.isfinite(d)}
+                logged |= {f"to_score_1_{regime}": s["to_score_1"] for regime, s in saddles.items()}
+                logged |= {f"n_bars_1_{regime}": len(s["bars_1"]) for regime, s in saddles.items()}
+                logged |= {f"cv_m{row['minimum']}": row["cv"] for row in robust["per_minimum"] if row["cv"] is not None}
+                logged |= {f"fixed_m{fixed['index']}_std_size{row['size']}": row["std"]
+                           for row in fixed["by_size"] if row["std"] is not None}
+                tracking.log_metrics(logged)
+                tracking.log_artifact(out)
+            metrics[study] = {
+                "to_score": result["to_score"], "to_score_persistence": result["to_score_persistence"],
+                **{f"to_score_1_{regime}": s["to_score_1"] for regime, s in saddles.items()},
+                "mean_cv": robust["mean_cv"],
+                "cv_per_minimum": {str(row["minimum"]): row["cv"] for row in robust["per_minimum"]},
+                "mean_cv_by_size": {str(row["size"]): row["mean_cv"] for row in robust["mean_cv_by_size"]},
+                "fixed_minimum": fixed["index"],
+                "fixed_minimum_cv_by_size": {str(row["size"]): row["cv"] for row in fixed["by_size"]},
+                "data_source": record["data_source"],
+            }
+        save_json(metrics, stage_dir(EXPERIMENT, "topology_metrics.json", root))
+
+
+# --- report -----------------------------------------------------------------------------------------
+
+def _mean_std(values, scale: float = 1.0, digits: int = 4) -> str:
+    values = np.asarray(values, float) * scale
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+    return f"{np.mean(values):.{digits}f} ± {std:.{digits}f}"
+
+
+def _fmt(value, digits: int = 4) -> str:
+    return "—" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.{digits}f}"
+
+
+def scale_words(summary: dict, paths: dict) -> str:
+    n_minima = len(summary["train_loss"])
+    return (f"`{summary['model']}` ({summary['parameters']:,} parameters), {n_minima} minima, "
+            f"SGD {summary['max_epochs']} epochs on {summary['n_train']:,} training images (batch "
+            f"{summary['batch_size']}, lr {summary['lr']:g}, L2 {summary['weight_decay']:g}"
+            f"{', crop+flip' if summary['augment'] else ''}), profile `{summary['profile']}`")
+
+
+def short_source(record: dict) -> str:
+    """The data source in a few words (the full text is printed above each study's tables)."""
+    kind, name = record["data_kind"], record["dataset"]
+    return {"synthetic": f"SYNTHETIC stand-in of {name}", "offline-partial": f"partial real copy of {name}",
+            "offline": f"offline real copy of {name}", "torchvision": f"real {name} (torchvision)"}.get(kind, kind)
+
+
+def minima_table(section: Section, study: str, summary: dict, paths: dict) -> None:
+    """Table 3 / Table 14: ours (mean ± sample std over our minima) beside the paper's, scale and data on every row."""
+    paper = PAPER_TABLES[study]
+    scale = (f"{summary['model']}, {len(summary['train_loss'])} minima, {summary['max_epochs']} epochs on "
+             f"{summary['n_train']:,} images, profile {summary['profile']}")
+    note = accuracy_note(summary["data_kind"], summary["data_source"], summary["n_test"])
+    rows = []
+    for q in QUANTITIES:
+        acc = q.endswith("acc")
+        ours = _mean_std(summary[q], 100.0 if acc else 1.0, 2 if acc else 4)
+        where = (f"{summary['n_train']:,} training images" if q.startswith("train")
+                 else f"{summary['n_test']:,} test images ({note})")
+        rows.append([QUANTITY_NAMES[q], ours, f"{paper[q][0]:.4f} ± {paper[q][1]:.4f}", scale,
+                     f"{short_source(summary)}; {where}"])
+    section.add_table(["quantity", f"ours (n={len(summary['train_loss'])})",
+                       f"paper, {PAPER_TABLE_NAMES[study]}", "our scale", "our data"], rows)
+
+
+def triangle_table(section: Section, topo: dict, paths: dict) -> None:
+    """Triangle maxima per regime (the study of Fig. 15 / 16), beside the maxima of the curves on their sides."""
+    regimes = [r for r in REGIMES if r in paths["triangles"]]
+    edges = dict(zip(map(tuple, topo["pairs"]), topo["edge_filtration"]))
+    header = ["triangle (A, B, C)", "curve maxima AB / BC / CA", "max of the curves"]
+    for regime in regimes:
+        header += [f"{regime}: triangle max", f"{regime}: own sides max", f"{regime}: Appendix I bar"]
+    rows = []
+    for n, (i, j, k) in enumerate(map(tuple, paths["triples"])):
+        sides = [edges[(i, j)], edges[(j, k)], edges[(i, k)]]
+        row = [f"({i}, {j}, {k})", " / ".join(f"{s:.4f}" for s in sides), f"{max(sides):.4f}"]
+        for regime in regimes:
+            tri, bar = paths["triangles"][regime], topo["saddles"][regime]["appendix_i_bars"][n]
+            row += [f"{tri['max'][n]:.4f}", f"{max(tri['side_max'][n]):.4f}",
+                    "none (enters with its last side)" if bar is None else f"[{bar[0]:.4f}, {bar[1]:.4f}]"]
+        rows.append(row)
+    if rows:
+        mean_row = ["mean", "", f"{np.mean([max(edges[(i, j)], edges[(j, k)], edges[(i, k)]) for i, j, k in map(tuple, paths['triples'])]):.4f}"]
+        for regime in regimes:
+            tri = paths["triangles"][regime]
+            mean_row += [f"{np.mean(tri['max']):.4f}", f"{np.mean([max(s) for s in tri['side_max']]):.4f}", ""]
+        rows.append(mean_row)
+    section.add_table(header, rows)
+
+
+def robustness_table(section: Section, topo: dict) -> None:
+    robust = topo["robustness"]
+    header = ["minimum", "L(p)", "h_p (all minima)", "(a) h_p over all subsets: mean ± std", "CV", "subsets"]
+    header += [f"size {s}: mean ± std (n)" for s in robust["sizes"]]
+    rows = []
+    for p, row in enumerate(robust["per_minimum"]):
+        line = [str(p) + (" (fixed)" if p == robust["fixed_minimum"]["index"] else ""), f"{row['loss']:.4f}",
+                "∞" if not math.isfinite(row["full_height"]) else f"{row['full_height']:.4f}",
+                "—" if row["n"] == 0 else f"{row['mean']:.4f} ± {row['std']:.4f}", _fmt(row["cv"], 3), row["n"]]
+        for entry in robust["per_size"]:
+            cell = entry["minima"][p]
+            line.append("—" if cell["n"] == 0 else f"{cell['mean']:.4f} ± {cell['std']:.4f} ({cell['n']})")
+        rows.append(line)
+    section.add_table(header, rows)
+
+
+def robustness_claim(study: str, topo: dict) -> Claim:
+    robust = topo["robustness"]
+    points = robust["trend_points"]
+    sizes = [pt["size"] for pt in points]
+    cvs = [pt["cv"] for pt in points]
+    fixed = robust["fixed_minimum"]
+    fixed_words = "; ".join(f"size {row['size']}: std {_fmt(row['std'])}, CV {_fmt(row['cv'], 3)} (n={row['n']})"
+                            for row in fixed["by_size"])
+    note = (f"Tested: one-sided Kendall tau of the CV (population std / mean over all subsets of that size "
+            f"containing p) of each non-global minimum's bar height h_p against the subset size, over every "
+            f"(minimum, size) with >= 2 subsets and size < {robust['n_minima']} (the full set is one subset, spread 0 "
+            f"by construction). Mean CV over all subsets {_fmt(robust['mean_cv'], 3)}; mean CV by size: "
+            + ", ".join(f"{r['size']}: {_fmt(r['mean_cv'], 3)}" for r in robust["mean_cv_by_size"])
+            + f". Fixed minimum {fixed['index']}"
+            + (" (the global minimum of this set: no finite bar)" if fixed["is_global_minimum"] else "")
+            + (f" (requested {fixed['requested']}, clamped to the {robust['n_minima']} minima)"
+               if fixed["requested"] != fixed["index"] else "")
+            + f": {fixed_words}.")
+    if len(set(sizes)) >= 2 and np.ptp(cvs) > 0:
+        result = trend_test(sizes, cvs, "decreasing")
+        note += f" Theil-Sen slope {theil_sen_slope(sizes, cvs):.3g} CV per added minimum."
+        outcome = verdict(result)
+    else:
+        result = TestResult("Kendall tau, one-sided (decreasing)", float("nan"), 1.0, 0.0, "tau", len(points))
+        outcome = "untestable"
+        if len(set(sizes)) < 2:
+            note += " Fewer than two subset sizes with a spread: the trend cannot be tested at this scale."
+        else:
+            note += (" Every CV is the same (" + _fmt(cvs[0], 3) + "): nothing to rank. CV 0 everywhere means each "
+                     "bar is the same on every subset, e.g. zero-length bars h_p = L(p) when no curve rises above "
+                     "its end points (minima not converged at this scale).")
+    return Claim(f"The barcode is robust to the choice and number of minima: the spread of each bar over "
+                 f"subsets of minima shrinks as the subsets grow ({study}: {topo['model']})",
+                 "section 4, Fig. 7: 'the barcode is a rather robust characteristic ... in terms of both the set "
+                 "of learned minima and the number of minima'", result, outcome, topo["data_source"],
+                 topo["profile"], note=note)
+
+
+def report_section(config: WRNRobustnessConfig, figures: Path, root: Path = ARTIFACTS) -> Section:
+    section = Section(TITLE)
+    section.add_text(
+        "Curves: a polygonal chain with one bend between every pair of minima, trained with a random t per "
+        "minibatch (Garipov et al. 2018) under the minima's schedule (Appendix C: Table 6 for the WRN, Table 7 for "
+        "LeNet); each curve's value is the maximum of its loss on an even t grid. Triangles over every triple of "
+        "minima (Appendix I): *sides_fixed* keeps the trained curves as sides and trains only the centre O (Fig. 15); "
+        "*vertices_fixed* trains the side centres D, E, F and O (Fig. 16). Losses are the mean cross-entropy on the "
+        "curves' training images, BatchNorm statistics recomputed for every evaluated parameter vector. The "
+        "1-saddle barcode (Fig. 6b) is the dimension-1 persistence of the complex of minima (their loss), curves "
+        "(their maximum) and triangles (their maximum), Algorithm 2; for one triangle it is Appendix I's segment "
+        "from the maximum of its sides to its own maximum.")
+    minima_root, paths_root = stage_dir(EXPERIMENT, "minima", root), stage_dir(EXPERIMENT, "paths", root)
+    topology_root = stage_dir(EXPERIMENT, "topology", root)
+    for study in STUDIES:
+        summary = load_json(minima_root / study / "minima.json")["summary"]
+        paths = load_json(paths_root / study / "paths.json")
+        topo = load_json(topology_root / study / "topology.json")
+        source = topo["data_source"]
+        short = short_source(topo)
+        lines = [f"### {study}: {summary['model']} on {summary['dataset']} (paper: {PAPER_MODELS[study]}; "
+                 f"{PAPER_FIGURES[study]})",
+                 f"Data: **{source}**.",
+                 f"- Scale: {scale_words(summary, paths)}.",
+                 f"- Curves: {len(paths['pairs'])} {paths['kind']} curves, {paths['curve_epochs']} epochs = "
+                 f"{paths['curve_steps']} steps of batch {paths['curve_batch_size']} on {paths['n_curve_samples']:,} "
+                 f"training images (a prefix of the minima's {paths['minima_n_train']:,}), evaluated at "
+                 f"{len(paths['t'])} points; triangles: {len(paths['triples'])} per regime, "
+                 + ", ".join(f"{r} {t['epochs']} epochs ({t['steps']} steps, trains {t['trainable']}), "
+                             f"grid of resolution {t['resolution']}" for r, t in paths["triangles"].items())
+                 + "."]
+        if summary["data_kind"] == "synthetic":
+            lines.append(f"- **Real {summary['dataset']} was not available: minima, curves and barcodes are on the "
+                         f"labelled SYNTHETIC stand-in (class templates plus noise); they say nothing about "
+                         f"{PAPER_TABLE_NAMES[study]}.**")
+        elif summary["data_kind"] == "offline-partial":
+            lines.append("- **Partial real copy: the test rows are held-out training images, not the official "
+                         "test set.**")
+        section.add_text("\n\n".join(lines[:2]) + "\n\n" + "\n".join(lines[2:]))
+        section.add_text(f"Minima characteristics ({PAPER_TABLE_NAMES[study]}; mean ± std, ours: sample std over "
+                         f"our minima; ours at the scale stated on each row):")
+        minima_table(section, study, summary, paths)
+
+        flat = sum(1 for b, d in topo["bars"] if math.isfinite(d) and d <= b)
+        if flat:
+            section.add_text(f"**{flat} of {len(topo['bars']) - 1} finite bars have zero length (h_p = L(p)): the "
+                             f"lowest curve to a lower minimum never rises above this minimum's loss, i.e. these "
+                             f"points are not separated from lower minima by any barrier at this scale (at ci the "
+                             f"minima are far from converged, and training the curves lowers the loss further).**")
+        section.add_text(f"Barcode of minima: TO-score **{topo['to_score']:.4f}** (Algorithm 1), "
+                         f"{topo['to_score_persistence']:.4f} (exact graph persistence). 1-saddle barcode: "
+                         + "; ".join(f"{r}: {len(s['bars_1'])} bar(s), index-1 TO-score {s['to_score_1']:.4f}"
+                                     for r, s in topo["saddles"].items()) + ".")
+        section.add_figure(plots.barcodes({"Algorithm 1": topo["bars"], "graph persistence": topo["bars_persistence"]},
+                                          figures / f"wrn_robustness_barcode_{study}.png",
+                                          f"Barcode of minima, {summary['model']} (Fig. 6a)"),
+                           f"Barcode of minima, {study} (Fig. 6a; {short})")
+        if topo["saddles"]:
+            section.add_figure(plots.barcodes({r: s["bars_1"] for r, s in topo["saddles"].items()},
+                                              figures / f"wrn_robustness_saddles_{study}.png",
+                                              f"1-saddle barcode, {summary['model']} (Fig. 6b)"),
+                               f"1-saddle barcode per triangle regime, {study} (Fig. 6b; {short})")
+        t = np.asarray(paths["t"], float)
+        section.add_figure(plots.loss_along_paths({f"{i}-{j}": (t, np.asarray(losses, float))
+                                                   for (i, j), losses in zip(paths["pairs"], paths["curve_losses"])},
+                                                  figures / f"wrn_robustness_curves_{study}.png",
+                                                  f"Loss along the trained curves, {summary['model']}"),
+                           f"Training loss along each curve, {study} ({short})")
+        section.add_text(f"Triangle maxima per regime ({'Fig. 15' if study == 'wrn' else 'Fig. 16'}; sides are "
+                         f"the curves in sides_fixed, retrained polychains in vertices_fixed; 'Appendix I bar' uses the "
+                         f"curves' maxima for the sides):")
+        triangle_table(section, topo, paths)
+        for regime, tri in paths["triangles"].items():
+            worst = int(np.argmax(tri["max"]))
+            section.add_figure(plots.triangle_losses(
+                np.asarray(tri["grid"], float), np.asarray(tri["losses"][worst], float),
+                figures / f"wrn_robustness_triangle_{study}_{regime}.png",
+                f"{summary['model']}, {regime}, triangle {tuple(paths['triples'][worst])}",
+                tuple(f"{v} = {m}" for v, m in zip("ABC", paths["triples"][worst]))),
+                f"Loss over the highest triangle (vertices A, B, C = minima), {regime}, {study} "
+                f"({'Fig. 15' if study == 'wrn' else 'Fig. 16'}; {short})")
+
+        robust = topo["robustness"]
+        section.add_text(f"Robustness (Fig. 7): the bar of each minimum recomputed (Algorithm 1) on every subset of "
+                         f"the {robust['n_minima']} minima of sizes {robust['sizes']}; std over all subsets "
+                         f"(population std of the complete enumeration).")
+        robustness_table(section, topo)
+        finite = [row for row in robust["per_minimum"] if row["n"] > 0]
+        section.add_figure(plots.mean_std_points(
+            {study: ([row["minimum"] for row in finite], [row["mean"] for row in finite],
+                     [row["std"] for row in finite])},
+            figures / f"wrn_robustness_fig7a_{study}.png", f"Saddle h_p over subsets of minima (Fig. 7a), {study}",
+            "minimum", "h_p: mean ± std over subsets"),
+            f"(a) Mean and std of each minimum's saddle over all choices of the minima's set, {study} ({short})")
+        fixed = robust["fixed_minimum"]
+        by_size = [row for row in fixed["by_size"] if row["n"] > 0]
+        section.add_figure(plots.mean_std_points(
+            {f"minimum {fixed['index']}": ([row["size"] for row in by_size], [row["mean"] for row in by_size],
+                                           [row["std"] for row in by_size])},
+            figures / f"wrn_robustness_fig7b_{study}.png", f"Fixed minimum vs set size (Fig. 7b), {study}",
+            "number of minima in the set", "h_p: mean ± std over subsets", connect=True),
+            f"(b) Saddle of minimum {fixed['index']} vs the size of the minima's set, {study} ({short})")
+        section.add_claim(robustness_claim(study, topo))
+    return section
+

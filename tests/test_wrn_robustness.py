@@ -1,0 +1,224 @@
+"""The wrn_robustness stages end to end on tiny synthetic settings (barcodes paper, section 4, Appendix I)."""
+
+import json
+import math
+from itertools import combinations
+
+import numpy as np
+import pytest
+
+from benchmarks import wrn_robustness as wr
+from losstopo import data
+from losstopo.config import resolve
+
+N_EVAL, RESOLUTION = 5, 4  # t = k/4 on the curves and s = k/4 on the triangles' sides: the grids coincide
+STUDY = {"minima": {"n_minima": 3, "max_epochs": 1, "batch_size": 32, "train_subset": 64, "test_subset": 32,
+                    "optimizer": "sgd", "schedule": "garipov", "lr_max": 0.03, "lr_base": 3.0e-4, "patience": None},
+         "curves": {"epochs": 1, "batch_size": 32, "train_subset": 64, "n_eval": N_EVAL, "triangle_epochs": 1,
+                    "triangle_resolution": RESOLUTION, "triangle_regimes": ["vertices_fixed", "sides_fixed"]}}
+TINY = {
+    "profile": "tiny",
+    "data": {"root": None},
+    "runtime": {"device": "cpu", "progress": False},
+    "wrn_robustness": {
+        "wrn": {"dataset": "cifar100", "model": "wrn-10-1", **json.loads(json.dumps(STUDY))},
+        "lenet": {"dataset": "fashion_mnist", "model": "lenet", **json.loads(json.dumps(STUDY))},
+        "subset_sizes": [2, 3, 4, 5],
+        "fixed_minimum": 3,
+    },
+    "profiles": {"tiny": {"data": {"root": "EMPTY", "allow_synthetic": True}}},
+}
+TINY["wrn_robustness"]["lenet"]["minima"]["n_minima"] = 4  # 4 minima: two subset sizes below the full set
+N_MINIMA = {"wrn": 3, "lenet": 4}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    import mlflow
+
+    tmp = tmp_path_factory.mktemp("wrn_robustness")
+    (tmp / "data" / "offline").mkdir(parents=True)
+    raw = json.loads(json.dumps(TINY))
+    raw["profiles"]["tiny"]["data"]["root"] = str(tmp / "data")
+    params = resolve(raw)
+    config = params.experiment("wrn_robustness")
+    root = tmp / "artifacts"
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        patch.chdir(tmp)
+        for name in ("cifar100", "fashion_mnist"):  # small stand-ins: generating the full-size ones takes ~20 s
+            patch.setitem(data.SYNTHETIC_SIZES, name, (512, 128))
+        mlflow.set_tracking_uri(uri)
+        wr.run_minima(config, params, root)
+        wr.run_paths(config, params, root)
+        wr.run_topology(config, params, root)
+        section = wr.report_section(config, tmp / "figures", root)
+        yield {"params": params, "config": config, "root": root, "tmp": tmp, "section": section}
+        mlflow.set_tracking_uri(None)
+
+
+def _load(run, stage, study, name):
+    return json.loads((run["root"] / "wrn_robustness" / stage / study / name).read_text())
+
+
+@pytest.mark.parametrize("study", wr.STUDIES)
+def test_one_curve_per_pair_and_one_triangle_per_triple_and_regime(run, study):
+    paths = _load(run, "paths", study, "paths.json")
+    n = N_MINIMA[study]
+    assert len(paths["minima_losses"]) == n
+    assert [tuple(p) for p in paths["pairs"]] == list(combinations(range(n), 2))
+    assert np.asarray(paths["curve_losses"]).shape == (math.comb(n, 2), N_EVAL)
+    assert [tuple(t) for t in paths["triples"]] == list(combinations(range(n), 3))
+    assert set(paths["triangles"]) == {"vertices_fixed", "sides_fixed"}
+    for tri in paths["triangles"].values():
+        assert len(tri["max"]) == math.comb(n, 3)
+        assert np.asarray(tri["losses"]).shape == (math.comb(n, 3), (RESOLUTION + 1) * (RESOLUTION + 2) // 2)
+    assert paths["curve_steps"] == 2 and paths["triangles"]["sides_fixed"]["steps"] == 2  # 1 epoch of 64 / 32
+
+
+@pytest.mark.parametrize("study", wr.STUDIES)
+def test_curves_start_and_end_at_their_minima(run, study):
+    paths = _load(run, "paths", study, "paths.json")
+    losses, curves = paths["minima_losses"], np.asarray(paths["curve_losses"])
+    for (i, j), row in zip(paths["pairs"], curves):
+        assert row[0] == pytest.approx(losses[i], rel=1e-5)
+        assert row[-1] == pytest.approx(losses[j], rel=1e-5)
+    # The curves were trained: the bends moved off the straight segment's midpoint somewhere.
+    assert np.all(np.isfinite(curves)) and np.asarray(paths["curve_max"]) == pytest.approx(curves.max(axis=1))
+
+
+@pytest.mark.parametrize("study", wr.STUDIES)
+def test_sides_fixed_triangles_have_the_trained_curves_as_sides(run, study):
+    paths = _load(run, "paths", study, "paths.json")
+    curves = {tuple(p): np.asarray(c) for p, c in zip(paths["pairs"], paths["curve_losses"])}
+    for regime in ("sides_fixed", "vertices_fixed"):
+        tri = paths["triangles"][regime]
+        grid, steps = np.asarray(tri["grid"]), np.rint(np.asarray(tri["grid"]) * RESOLUTION).astype(int)
+        mismatch = 0.0
+        for (i, j, k), losses in zip(paths["triples"], np.asarray(tri["losses"])):
+            # Side AB from A to B is the curve (i, j); BC is (j, k); CA from C to A is the curve (i, k) backwards.
+            for (first, second), curve in (((0, 1), curves[(i, j)]), ((1, 2), curves[(j, k)]),
+                                           ((0, 2), curves[(i, k)])):
+                opposite = 3 - first - second
+                for s in range(RESOLUTION + 1):
+                    row = np.flatnonzero((steps[:, opposite] == 0) & (steps[:, second] == s))[0]
+                    assert grid[row, first] == pytest.approx(1 - s / RESOLUTION)
+                    mismatch = max(mismatch, abs(losses[row] - curve[s]) / abs(curve[s]))
+        if regime == "sides_fixed":
+            assert mismatch < 1e-4
+            assert np.asarray(tri["side_max"]).max(axis=1) == pytest.approx(
+                [max(curves[(i, j)].max(), curves[(j, k)].max(), curves[(i, k)].max())
+                 for i, j, k in paths["triples"]], rel=1e-4)
+        else:  # the side centres were retrained: the sides are other chains (vertices still shared)
+            assert mismatch > 1e-6
+
+
+@pytest.mark.parametrize("study", wr.STUDIES)
+def test_one_bars_follow_the_appendix_i_rule(run, study):
+    paths = _load(run, "paths", study, "paths.json")
+    topo = _load(run, "topology", study, "topology.json")
+    losses = paths["minima_losses"]
+    edge = {tuple(p): max(m, losses[p[0]], losses[p[1]]) for p, m in zip(paths["pairs"], paths["curve_max"])}
+    for regime, tri in paths["triangles"].items():
+        bars = [tuple(b) for b in topo["saddles"][regime]["bars_1"]]
+        expected_single = []
+        for (i, j, k), top in zip(paths["triples"], tri["max"]):
+            birth = max(edge[(i, j)], edge[(j, k)], edge[(i, k)])
+            expected_single.append((birth, top) if top > birth else None)
+        stored = topo["saddles"][regime]["appendix_i_bars"]
+        assert [b is None for b in stored] == [b is None for b in expected_single]
+        for got, want in zip(stored, expected_single):
+            if want is not None:
+                assert tuple(got) == pytest.approx(want)
+        if len(paths["triples"]) == 1:  # one triangle: the complex's 1-barcode IS Appendix I's segment
+            assert bars == ([] if expected_single[0] is None else [pytest.approx(expected_single[0])])
+        else:  # several triangles: every bar is born at a curve's value and dies at a triangle's value
+            for birth, death in bars:
+                assert birth < death
+                assert min(abs(birth - v) for v in edge.values()) < 1e-9
+                assert min(abs(death - max(t, *[edge[e] for e in combinations(tr, 2)]))
+                           for tr, t in zip(map(tuple, paths["triples"]), tri["max"])) < 1e-9
+            assert len(bars) <= math.comb(len(losses), 2) - (len(losses) - 1)  # independent cycles of K_n
+        assert topo["saddles"][regime]["to_score_1"] == pytest.approx(max([(d - b) / 2 for b, d in bars], default=0))
+
+
+@pytest.mark.parametrize("study", wr.STUDIES)
+def test_robustness_tables(run, study):
+    topo = _load(run, "topology", study, "topology.json")
+    robust = topo["robustness"]
+    n = N_MINIMA[study]
+    assert robust["sizes"] == [s for s in (2, 3, 4, 5) if s <= n]
+    assert len(robust["per_minimum"]) == n and all(len(e["minima"]) == n for e in robust["per_size"])
+    losses = topo["minima_losses"]
+    for entry, values in zip(robust["per_size"], robust["values"]):
+        size = entry["size"]
+        for p, (cell, hs) in enumerate(zip(entry["minima"], values["minima"])):
+            # Subsets of this size that contain p and at least one lower minimum give p a finite bar.
+            lower = sum(losses[q] < losses[p] for q in range(n))
+            expected = math.comb(n - 1, size - 1) - math.comb(n - 1 - lower, size - 1)
+            assert cell["n"] == len(hs) == expected
+            if hs:
+                assert cell["mean"] == pytest.approx(np.mean(hs)) and cell["std"] == pytest.approx(np.std(hs))
+        if size == n:  # the full set: one barcode, the Algorithm 1 bars themselves
+            assert [h[0] if h else math.inf for h in values["minima"]] == pytest.approx([d for _, d in topo["bars"]])
+    fixed = robust["fixed_minimum"]
+    assert fixed["index"] == min(3, n - 1) and [r["size"] for r in fixed["by_size"]] == robust["sizes"]
+    assert all(pt["size"] < n for pt in robust["trend_points"])
+    metrics = json.loads((run["root"] / "wrn_robustness" / "topology_metrics.json").read_text())
+    assert metrics[study]["to_score"] == pytest.approx(topo["to_score"]) and "mean_cv" in metrics[study]
+
+
+def test_data_sources_are_carried_through_every_stage(run):
+    for study, name in (("wrn", "cifar100"), ("lenet", "fashion_mnist")):
+        minima = _load(run, "minima", study, "minima.json")["summary"]
+        assert minima["data_source"].startswith(f"SYNTHETIC stand-in of {name}")
+        assert _load(run, "paths", study, "paths.json")["data_source"] == minima["data_source"]
+        assert _load(run, "topology", study, "topology.json")["data_source"] == minima["data_source"]
+        assert len(minima["train_loss"]) == N_MINIMA[study]
+
+
+def test_report_section_tables_claims_and_figures(run):
+    section = run["section"]
+    text = "\n".join(section.blocks)
+    for value in ("0.0072 ± 0.0007", "77.9280 ± 0.2665", "0.1596 ± 0.0050", "90.7725 ± 0.2987"):
+        assert value in text  # Tables 3 and 14 beside ours
+    assert "`wrn-10-1`" in text and "`lenet`" in text and "SYNTHETIC stand-in of cifar100" in text
+    assert len(section.claims) == 2
+    by_study = {("wrn" if "wrn-10-1" in c.claim else "lenet"): c for c in section.claims}
+    assert by_study["wrn"].verdict == "untestable"  # 3 minima: only subsets of size 2 have a spread
+    assert by_study["lenet"].verdict in ("supported", "inconclusive", "not supported")
+    assert by_study["lenet"].result.n == len(_load(run, "topology", "lenet", "topology.json")["robustness"]["trend_points"])
+    assert all(c.data_source.startswith("SYNTHETIC") for c in section.claims)
+    assert all("robust to the choice and number of minima" in c.claim for c in section.claims)
+    for figure in section.figures:
+        assert figure.is_file() and figure.stat().st_size > 1000
+    names = {f.name for f in section.figures}
+    for study in wr.STUDIES:
+        assert {f"wrn_robustness_barcode_{study}.png", f"wrn_robustness_saddles_{study}.png",
+                f"wrn_robustness_fig7a_{study}.png", f"wrn_robustness_fig7b_{study}.png",
+                f"wrn_robustness_curves_{study}.png"} <= names
+
+
+def test_mlflow_runs_carry_stage_tags_data_sources_and_metrics(run):
+    import mlflow
+
+    runs = mlflow.search_runs(experiment_names=["wrn_robustness"])
+    stages = set(runs["tags.stage"])
+    assert {"wrn_robustness_minima", "wrn_robustness_paths", "wrn_robustness_topology"} <= stages
+    variants = runs[runs["tags.variant"].notna()]
+    assert len(variants) == 6 and all(s.startswith("SYNTHETIC") for s in variants["tags.data_source"])
+    paths = variants[variants["tags.stage"] == "wrn_robustness_paths"]
+    assert paths["metrics.curve_0_1_max"].notna().all() and paths["metrics.triangle_sides_fixed_0_1_2_max"].notna().all()
+    topo = variants[variants["tags.stage"] == "wrn_robustness_topology"]
+    assert (topo["metrics.to_score"] >= 0).all() and topo["metrics.to_score_1_sides_fixed"].notna().all()
+
+
+def test_finished_work_is_not_redone(run):
+    params, config, root = run["params"], run["config"], run["root"]
+    files = [root / "wrn_robustness/minima/wrn/minima.pt", root / "wrn_robustness/paths/lenet/paths.json"]
+    stamps = [f.stat().st_mtime_ns for f in files]
+    wr.run_minima(config, params, root)
+    wr.run_paths(config, params, root)
+    assert [f.stat().st_mtime_ns for f in files] == stamps
