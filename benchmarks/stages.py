@@ -92,7 +92,7 @@ def train_variant(variant: Variant, dataset: Dataset, cfg, out: Path, device: to
         if stale != checkpoint:
             stale.unlink()
     module = build_model(variant.model, dataset.x_train.shape[1:], dataset.n_classes)
-    stacked = StackedModel(module.to(device))
+    stacked = StackedModel(module.to(device), channels_last=cfg.channels_last and device.type == "cuda")
     sizes = {"n_train": len(dataset.y_train), "n_test": len(dataset.y_test)}
     with tracking.variant_run(variant.key, data_source=dataset.source,
                               params={"model": variant.model, "dataset": variant.dataset,

@@ -56,6 +56,7 @@ class MinimaConfig:
     augment: bool = False  # random crop (pad 4) + horizontal flip, done on the device per batch
     eval_batch_size: int = 10000  # images per batched loss evaluation (lower it for big nets on small GPUs)
     mixed_precision: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = False  # NHWC convolutions on CUDA, one model after another (big conv nets)
 
     def validate(self, where: str) -> None:
         _require(self.n_minima >= 2, where, "n_minima", "must be >= 2 (a barcode needs two minima)")

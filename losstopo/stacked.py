@@ -55,13 +55,18 @@ class ParameterLayout:
 class StackedModel:
     """Evaluates ``k`` parameter vectors of one template module on shared or per-model inputs."""
 
-    def __init__(self, module: nn.Module, strategy: str = "auto"):
+    def __init__(self, module: nn.Module, strategy: str = "auto", channels_last: bool = False):
         """``strategy``: "vmap" (one batched kernel per layer), "loop" (one model after another, same
         function), or "auto": vmap except for convolutional nets on CPU, where PyTorch's batched
-        convolution is slower than a loop (measured: benchmarks/RESULTS.md)."""
+        convolution is slower than a loop (measured: benchmarks/RESULTS.md).
+
+        ``channels_last``: run convolutions in NHWC layout (inputs and 4-D weights), the fast layout
+        for tensor cores; it implies the loop strategy, since a vmapped convolution becomes one
+        grouped NCHW convolution whose layout cannot be chosen. Same function either way."""
         if strategy not in ("auto", "vmap", "loop"):
             raise ValueError(f"strategy must be auto, vmap or loop, got {strategy!r}")
-        self.strategy = strategy
+        self.strategy = "loop" if channels_last else strategy
+        self.channels_last = channels_last
         self.module = copy.deepcopy(module)
         self.has_conv = any(isinstance(m, nn.Conv2d) for m in self.module.modules())
         self.has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.module.modules())
@@ -71,7 +76,12 @@ class StackedModel:
         self.buffers = dict(module.named_buffers())
 
         def single(theta, x):
-            return functional_call(self.module, (self.layout.unflatten(theta), self.buffers), (x,))
+            weights = self.layout.unflatten(theta)
+            if self.channels_last:
+                weights = {k: w.contiguous(memory_format=torch.channels_last) if w.dim() == 4 else w
+                           for k, w in weights.items()}
+                x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+            return functional_call(self.module, (weights, self.buffers), (x,))
 
         self._single = single
         self._shared = vmap(single, in_dims=(0, None))  # same batch for every model

@@ -108,3 +108,18 @@ def test_wide_resnet_and_lenet_parameter_counts():
     assert narrow(torch.zeros(2, 3, 32, 32)).shape == (2, 100)
     with pytest.raises(Exception, match="D = 6n"):
         build_model("wrn-15-2", (3, 32, 32), 100)
+
+
+def test_channels_last_evaluation_is_the_same_function():
+    plain = StackedModel(build_model("wrn-10-1", (3, 32, 32), 10))
+    nhwc = StackedModel(build_model("wrn-10-1", (3, 32, 32), 10), channels_last=True)
+    assert nhwc.strategy == "loop"
+    thetas = plain.init_thetas([0, 1])
+    x = torch.randn(4, 3, 32, 32)
+    assert torch.allclose(plain.logits(thetas, x), nhwc.logits(thetas, x), atol=1e-4)
+    grads = []
+    for model in (plain, nhwc):
+        leaf = thetas.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(model.logits(leaf, x).square().sum(), leaf)
+        grads.append(grad)
+    assert torch.allclose(grads[0], grads[1], atol=1e-3, rtol=1e-3)

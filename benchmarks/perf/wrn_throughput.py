@@ -48,10 +48,8 @@ def wrn_throughput_benchmark(model_name: str, device: torch.device, batch_size: 
     image_shape = (3, 32, 32)
     module = build_model(model_name, image_shape, n_classes)
     flops_per_image = 6 * forward_macs_per_image(module, image_shape)
-    stacked = StackedModel(module.to(device))
     cuda = device.type == "cuda"
-    if cuda:
-        stacked.module.to(memory_format=torch.channels_last)
+    stacked = StackedModel(module.to(device), channels_last=cuda)
     params = torch.nn.Parameter(stacked.init_thetas([0], device=device))
     optimizer = torch.optim.SGD([params], lr=0.03, momentum=0.9, weight_decay=5e-4)
     x = torch.randn(batch_size, *image_shape, device=device)
@@ -59,8 +57,6 @@ def wrn_throughput_benchmark(model_name: str, device: torch.device, batch_size: 
 
     def step():
         xs = random_crop_flip(x)
-        if cuda:
-            xs = xs.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
             logits = stacked.logits_per_model(params, xs[None])
         loss = cross_entropy_per_model(logits, y[None]).sum()
