@@ -83,7 +83,6 @@ def train_minima(
     generator = torch.Generator()
     generator.set_state(state["rng"])
     lr_at = _schedule(config, batches_per_epoch)
-    use_bf16 = config.mixed_precision and device.type == "cuda"
     augment_generator = torch.Generator(device=device).manual_seed(config.seed) if config.augment else None
     patience = config.patience if config.patience is not None else config.max_epochs + 1
 
@@ -92,20 +91,8 @@ def train_minima(
         if all(s >= patience for s in state["stale"]):
             break
         order = torch.argsort(torch.rand(config.n_minima, n_train, generator=generator), dim=1).to(device)
-        for b in range(batches_per_epoch):
-            iteration = epoch * batches_per_epoch + b
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(iteration)
-            idx = order[:, b * config.batch_size:(b + 1) * config.batch_size]  # (K, B)
-            xs = data.x_train[idx]
-            if config.augment:
-                xs = random_crop_flip(xs.flatten(0, 1), generator=augment_generator).view_as(xs)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
-                logits = stacked.logits_per_model(params, xs)
-            loss = cross_entropy_per_model(logits, data.y_train[idx]).sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        train_epoch(stacked, params, optimizer, data, order, config, lambda b: lr_at(epoch * batches_per_epoch + b),
+                    augment_generator)
         with torch.no_grad():
             epoch_loss = train_loss_fn(params.detach()).cpu()
         _stop_if_diverged(epoch_loss, seeds, epoch, config)
@@ -140,6 +127,27 @@ def train_minima(
             history=state["history"],
         )
     return result
+
+
+def train_epoch(stacked: StackedModel, params: torch.nn.Parameter, optimizer: torch.optim.Optimizer, data: Dataset,
+                order: torch.Tensor, config: MinimaConfig, lr_of_batch: Callable[[int], float],
+                augment_generator: torch.Generator | None = None) -> None:
+    """One pass over the data for all K minima at once: ``order`` (K, N) is each minimum's own
+    shuffle; every step is one stacked forward/backward and one optimiser step on params (K, d)."""
+    use_bf16 = config.mixed_precision and params.device.type == "cuda"
+    for b in range(max(order.shape[1] // config.batch_size, 1)):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_of_batch(b)
+        idx = order[:, b * config.batch_size:(b + 1) * config.batch_size]  # (K, B)
+        xs = data.x_train[idx]
+        if config.augment:
+            xs = random_crop_flip(xs.flatten(0, 1), generator=augment_generator).view_as(xs)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+            logits = stacked.logits_per_model(params, xs)
+        loss = cross_entropy_per_model(logits, data.y_train[idx]).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
 
 
 def _schedule(config: MinimaConfig, batches_per_epoch: int):
