@@ -196,10 +196,11 @@ def path_schedule(cfg, n_samples: int) -> dict:
     return {"steps": steps, "lr": lr, "refinement": refinement, "record_every": max(steps // 50, 1)}
 
 
-def path_max_matrix(record: dict) -> np.ndarray:
+def path_max_matrix(record: dict, key: str = "max_loss") -> np.ndarray:
+    """(n, n) symmetric matrix of ``record[key]`` over ``record["pairs"]``; NaN where no pair was joined."""
     n = len(record["minima_losses"])
     matrix = np.full((n, n), np.nan)
-    for (i, j), value in zip(record["pairs"], record["max_loss"]):
+    for (i, j), value in zip(record["pairs"], record[key]):
         matrix[i, j] = matrix[j, i] = value
     return matrix
 

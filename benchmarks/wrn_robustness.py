@@ -35,20 +35,20 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmarks.cnn_channels import accuracy_note
-from benchmarks.stages import ARTIFACTS, DataCache, _prune, resolve_device, stage_dir
+from benchmarks.stages import (ARTIFACTS, DataCache, Variant, _prune, path_max_matrix, resolve_device, stage_dir,
+                               train_variant)
 from losstopo import plots, tracking
 from losstopo.config import Params, TriangleStudyConfig, WRNRobustnessConfig, as_dict, content_hash
 from losstopo.curves import CurveTraining, evaluate_curves, evaluate_triangles, train_curves, train_triangles
 from losstopo.errors import ConfigError, DataError
-from losstopo.io import load_json, save_json, save_torch
-from losstopo.models import build_model, parameter_count
+from losstopo.io import load_json, save_json
+from losstopo.models import build_model
 from losstopo.paths import evaluate_in_chunks
 from losstopo.report import Claim, Section
 from losstopo.schedules import garipov_lr
 from losstopo.stacked import DatasetLoss, StackedModel
 from losstopo.stats import TestResult, theil_sen_slope, trend_test, verdict
 from losstopo.topology import barcode_of_minima, higher_barcodes, subset_robustness, to_score
-from losstopo.train import train_minima
 
 EXPERIMENT = "wrn_robustness"
 TITLE = ("Random-point curves, triangles and barcode robustness (barcodes paper, section 4, Tables 3, 14, "
@@ -103,38 +103,11 @@ def run_minima(config: WRNRobustnessConfig, params: Params, root: Path = ARTIFAC
             sc = study_config(config, study)
             cfg = sc.minima
             dataset = data.get(sc.dataset, cfg.train_subset, cfg.test_subset, cfg.seed)
-            address = content_hash(sc.model, sc.dataset, cfg, dataset.source)
-            out = out_root / study
-            done = out / "minima.json"
-            if done.is_file() and load_json(done).get("address") == address:
-                continue
-            for stale in out.glob("checkpoint-*.pt"):
-                if stale.name != f"checkpoint-{address}.pt":
-                    stale.unlink()
-            module = build_model(sc.model, dataset.x_train.shape[1:], dataset.n_classes)
-            stacked = StackedModel(module.to(device))
-            with tracking.variant_run(study, data_source=dataset.source,
-                                      params={"model": sc.model, "dataset": sc.dataset,
-                                              "parameters": parameter_count(module),
-                                              "n_train": len(dataset.y_train), "n_test": len(dataset.y_test)}):
-                def log_epoch(epoch, record):
-                    tracking.log_metrics({f"train_loss_m{k}": v for k, v in enumerate(record["train_loss"])}
-                                         | {"lr": record["lr"]}, step=epoch)
-
-                result = train_minima(stacked, dataset, cfg, checkpoint=out / f"checkpoint-{address}.pt",
-                                      on_epoch=log_epoch, progress=params.runtime.progress,
-                                      description=f"{study} minima")
-                tracking.log_metrics({f"m{k}_{q}": getattr(result, q)[k] for k in range(cfg.n_minima) for q in QUANTITIES})
-                save_torch({"thetas": result.thetas, "model": sc.model, "dataset": sc.dataset,
-                            "data_source": dataset.source, "address": address}, out / "minima.pt")
-                record = {"study": study, "model": sc.model, "dataset": sc.dataset,
-                          "parameters": parameter_count(module), "data_source": dataset.source,
-                          "data_kind": dataset.source_kind, "n_train": len(dataset.y_train),
-                          "n_test": len(dataset.y_test), "max_epochs": cfg.max_epochs, "batch_size": cfg.batch_size,
-                          "lr": cfg.lr_max, "weight_decay": cfg.weight_decay, "augment": cfg.augment,
-                          "profile": params.profile, **result.summary()}
-                save_json({"address": address, "summary": record}, done)
-                (out / f"checkpoint-{address}.pt").unlink(missing_ok=True)
+            train_variant(Variant(study, sc.dataset, sc.model), dataset, cfg, out_root / study, device,
+                          params.runtime.progress,
+                          extra={"study": study, "max_epochs": cfg.max_epochs, "batch_size": cfg.batch_size,
+                                 "lr": cfg.lr_max, "weight_decay": cfg.weight_decay, "augment": cfg.augment,
+                                 "profile": params.profile})
 
 
 # --- stage 2: curves and triangles ------------------------------------------------------------------
@@ -281,11 +254,7 @@ def _curves_and_triangles(study: str, sc: TriangleStudyConfig, thetas: torch.Ten
 # --- stage 3: barcodes and robustness ---------------------------------------------------------------
 
 def curve_max_matrix(record: dict) -> np.ndarray:
-    n = len(record["minima_losses"])
-    matrix = np.full((n, n), np.nan)
-    for (i, j), value in zip(record["pairs"], record["curve_max"]):
-        matrix[i, j] = matrix[j, i] = value
-    return matrix
+    return path_max_matrix(record, "curve_max")
 
 
 def edge_filtration(record: dict) -> dict[tuple[int, int], float]:

@@ -108,27 +108,30 @@ class TopologyConfig:
 
 
 @dataclass(frozen=True)
-class FCDepthConfig:
-    datasets: list[str] = field(default_factory=lambda: ["mnist", "fashion_mnist"])
-    depths: list[int] = field(default_factory=lambda: [2, 3, 4, 6, 8])
-    width: int = 32
+class BarcodeStudyConfig:
+    """The three stage settings every barcode-of-minima experiment has."""
+
     minima: MinimaConfig = field(default_factory=MinimaConfig)
     paths: PathConfig = field(default_factory=PathConfig)
     topology: TopologyConfig = field(default_factory=TopologyConfig)
+
+
+@dataclass(frozen=True)
+class FCDepthConfig(BarcodeStudyConfig):
+    datasets: list[str] = field(default_factory=lambda: ["mnist", "fashion_mnist"])
+    depths: list[int] = field(default_factory=lambda: [2, 3, 4, 6, 8])
+    width: int = 32
 
     def validate(self, where: str) -> None:
         _require(len(self.depths) >= 2, where, "depths", "a depth trend needs at least two depths")
 
 
 @dataclass(frozen=True)
-class ModelSweepConfig:
+class ModelSweepConfig(BarcodeStudyConfig):
     """A barcode experiment over named architectures (barcodes paper, section 2.2)."""
 
     datasets: list[str] = field(default_factory=lambda: ["cifar10"])
     models: list[str] = field(default_factory=list)
-    minima: MinimaConfig = field(default_factory=MinimaConfig)
-    paths: PathConfig = field(default_factory=PathConfig)
-    topology: TopologyConfig = field(default_factory=TopologyConfig)
 
     def validate(self, where: str) -> None:
         _require(len(self.models) >= 2, where, "models", "needs at least two architectures to compare")

@@ -28,3 +28,17 @@ def mlflow_store(tmp_path, monkeypatch):
     mlflow.set_tracking_uri(uri)
     yield uri
     mlflow.set_tracking_uri(None)
+
+
+def resolve_tiny(raw: dict, tmp_path: Path):
+    """Resolve a test's params dict with profile ``tiny`` whose data root is an empty folder in tmp_path
+    (so every dataset is the labelled synthetic stand-in)."""
+    import json
+
+    from losstopo.config import resolve
+
+    (tmp_path / "data" / "offline").mkdir(parents=True, exist_ok=True)
+    raw = json.loads(json.dumps(raw))
+    raw.setdefault("profiles", {}).setdefault("tiny", {}).setdefault("data", {})
+    raw["profiles"]["tiny"]["data"].update(root=str(tmp_path / "data"), allow_synthetic=True)
+    return resolve(raw)

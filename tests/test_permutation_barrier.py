@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import resolve_tiny
 import torch
 
 from benchmarks import permutation_barrier as pb
@@ -28,10 +29,7 @@ TINY = {
 
 @pytest.fixture
 def tiny_params(tmp_path, mlflow_store):
-    (tmp_path / "data" / "offline").mkdir(parents=True)
-    raw = json.loads(json.dumps(TINY))
-    raw["profiles"]["tiny"]["data"]["root"] = str(tmp_path / "data")
-    return resolve(raw)
+    return resolve_tiny(TINY, tmp_path)
 
 
 def _read(path):

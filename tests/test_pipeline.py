@@ -10,11 +10,11 @@ import time
 
 import math
 import pytest
+from conftest import resolve_tiny
 import requests
 
 from benchmarks import fc_depth
 from benchmarks.stages import run_minima, run_paths, run_topology
-from losstopo.config import resolve
 from losstopo.errors import TrainingDiverged
 
 TINY = {
@@ -30,10 +30,7 @@ TINY = {
 
 @pytest.fixture
 def tiny_params(tmp_path, mlflow_store):
-    (tmp_path / "data" / "offline").mkdir(parents=True)
-    raw = json.loads(json.dumps(TINY))
-    raw["profiles"]["tiny"]["data"]["root"] = str(tmp_path / "data")
-    return resolve(raw)
+    return resolve_tiny(TINY, tmp_path)
 
 
 def _run_all(params, root):
