@@ -9,7 +9,7 @@ from conftest import resolve_tiny
 import torch
 
 from benchmarks import permutation_barrier as pb
-from losstopo.config import ConvergenceConfig, ToyConfig, resolve
+from losstopo.config import ConvergenceConfig, ToyConfig
 from losstopo.permutation import incoming_vectors, neuron_distance
 from losstopo.stats import below_threshold_test, binomial_test, bootstrap_ci, verdict
 
