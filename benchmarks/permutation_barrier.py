@@ -188,7 +188,7 @@ def run_minima(config: PermutationBarrierConfig, params: Params, root: Path = AR
     device = resolve_device(params.runtime.device)
     out_root = stage_dir(EXPERIMENT, "minima", root)
     _prune(out_root, set(variant_keys(config)))
-    data = DataCache(params, device)
+    data = DataCache(params, device, ["mnist"])
     summary = {}
     with tracking.stage_run(EXPERIMENT, "minima", profile=params.profile, device=str(device),
                             params={"data": as_dict(params.data), "toy": as_dict(config.toy),
@@ -311,7 +311,7 @@ def run_paths(config: PermutationBarrierConfig, params: Params, root: Path = ART
     out_root, minima_root = stage_dir(EXPERIMENT, "paths", root), stage_dir(EXPERIMENT, "minima", root)
     _prune(out_root, set(variant_keys(config)))
     rule = convergence_rule(config.convergence)
-    data = DataCache(params, device)
+    data = DataCache(params, device, ["mnist"])
     with tracking.stage_run(EXPERIMENT, "paths", profile=params.profile, device=str(device),
                             params={"data": as_dict(params.data), "toy": as_dict(config.toy),
                                     "mnist": as_dict(config.mnist), "convergence": dataclasses.asdict(rule),

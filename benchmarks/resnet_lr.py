@@ -88,7 +88,7 @@ def run_minima(config: ResNetLRConfig, params: Params, root: Path = ARTIFACTS) -
     out_root = stage_dir(EXPERIMENT, "minima", root)
     all_variants = variants(config)
     _prune(out_root, {v.key for v in all_variants})
-    data = DataCache(params, device)
+    data = DataCache(params, device, config.datasets)
     summary = {}
     stage_params = {"data": as_dict(params.data), "model": config.model,
                     **{f"{d}.{kind}": as_dict(getattr(config.runs(d), kind)) for d in config.datasets for kind in TYPES}}
@@ -120,7 +120,7 @@ def run_paths(config: ResNetLRConfig, params: Params, root: Path = ARTIFACTS) ->
     device = resolve_device(params.runtime.device)
     out_root = stage_dir(EXPERIMENT, "paths", root)
     _prune(out_root, set(config.datasets))
-    data = DataCache(params, device)
+    data = DataCache(params, device, config.datasets)
     metrics = {}
     with tracking.stage_run(EXPERIMENT, "paths", profile=params.profile, device=str(device),
                             params={"data": as_dict(params.data),

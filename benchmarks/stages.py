@@ -12,6 +12,7 @@ import itertools
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ from tqdm.auto import tqdm
 
 from losstopo import tracking
 from losstopo.config import Params, as_dict, content_hash
-from losstopo.data import Dataset, load_dataset
+from losstopo.data import Dataset, check_available, load_dataset
 from losstopo.io import load_json, save_json, save_torch
 from losstopo.models import build_model, parameter_count
 from losstopo.paths import Refinement, evaluate_in_chunks, evaluate_path, optimize_paths, straight_path
@@ -52,8 +53,13 @@ def stage_dir(experiment: str, stage: str, root: Path = ARTIFACTS) -> Path:
 class DataCache:
     """Each dataset is read from disk once per stage and kept resident on the device."""
 
-    def __init__(self, params: Params, device: torch.device):
+    def __init__(self, params: Params, device: torch.device, names: Iterable[str] = ()):
+        """``names``: every dataset the stage will use, checked now, so that a missing one stops the
+        stage with its one-line error before any training."""
         self.params, self.device, self._full = params, device, {}
+        for name in sorted(set(names)):
+            check_available(name, root=params.data.root, allow_partial=params.data.allow_partial,
+                            allow_synthetic=params.data.allow_synthetic)
 
     def get(self, name: str, n_train: int | None, n_test: int | None, seed: int) -> Dataset:
         cached = self._full.get(name)
@@ -125,7 +131,7 @@ def run_minima(experiment: str, variants: list[Variant], config, params: Params,
     device = resolve_device(params.runtime.device)
     out_root = stage_dir(experiment, "minima", root)
     _prune(out_root, {v.key for v in variants})
-    data = DataCache(params, device)
+    data = DataCache(params, device, [v.dataset for v in variants])
     summary = {}
     cfg = config.minima
     with tracking.stage_run(experiment, "minima", profile=params.profile, device=str(device),
@@ -141,7 +147,7 @@ def run_paths(experiment: str, variants: list[Variant], config, params: Params, 
     device = resolve_device(params.runtime.device)
     out_root = stage_dir(experiment, "paths", root)
     _prune(out_root, {v.key for v in variants})
-    data = DataCache(params, device)
+    data = DataCache(params, device, [v.dataset for v in variants])
     cfg = config.paths
     metrics = {}
     with tracking.stage_run(experiment, "paths", profile=params.profile, device=str(device),

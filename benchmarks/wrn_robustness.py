@@ -94,7 +94,7 @@ def run_minima(config: WRNRobustnessConfig, params: Params, root: Path = ARTIFAC
     device = resolve_device(params.runtime.device)
     out_root = stage_dir(EXPERIMENT, "minima", root)
     _prune(out_root, set(STUDIES))
-    data = DataCache(params, device)
+    data = DataCache(params, device, [study_config(config, s).dataset for s in STUDIES])
     stage_params = {"data": as_dict(params.data),
                     **{s: {"dataset": study_config(config, s).dataset, "model": study_config(config, s).model,
                            "minima": as_dict(study_config(config, s).minima)} for s in STUDIES}}
@@ -149,7 +149,7 @@ def run_paths(config: WRNRobustnessConfig, params: Params, root: Path = ARTIFACT
     device = resolve_device(params.runtime.device)
     out_root = stage_dir(EXPERIMENT, "paths", root)
     _prune(out_root, set(STUDIES))
-    data = DataCache(params, device)
+    data = DataCache(params, device, [study_config(config, s).dataset for s in STUDIES])
     stage_params = {"data": as_dict(params.data), **{f"{s}.curves": as_dict(study_config(config, s).curves)
                                                      for s in STUDIES}}
     with tracking.stage_run(EXPERIMENT, "paths", profile=params.profile, device=str(device), params=stage_params):

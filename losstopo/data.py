@@ -118,17 +118,11 @@ def load_dataset(
 ) -> Dataset:
     """``synthetic_sizes`` caps (train, test) images of a synthetic stand-in (None: the real set's size):
     its first n images are the same whatever the cap, so subsets stay nested across stages."""
-    spec = REGISTRY.get(name)
-    if spec is None:
-        raise DataError(f"unknown dataset {name!r}; known: {', '.join(sorted(REGISTRY))}")
-    data_root = resolve_root(root)
+    spec, data_root, offline_file = _locate(name, root, allow_partial)
+    if offline_file is not None:
+        return _load_offline(spec, offline_file)
     if data_root is not None:
-        if not data_root.is_dir():
-            raise DataError(f"data root {str(data_root)!r} is not a directory (set data.root or {DATA_DIR_ENV})")
-        found = _load_offline(spec, data_root, allow_partial)
-        if found is not None:
-            return found
-        reason = f"no offline copy of {name} under {data_root / 'offline'} (expected {' or '.join(spec.offline_files)})"
+        reason = _missing_offline(spec, data_root)
     else:
         try:
             return _load_torchvision(spec, Path.home() / ".cache" / "losstopo", download)
@@ -139,33 +133,65 @@ def load_dataset(
         cap_train, cap_test = synthetic_sizes
         sizes = (min(full_train, cap_train or full_train), min(full_test, cap_test or full_test))
         return synthetic_dataset(spec, reason=reason, sizes=sizes)
-    raise DataError(f"{reason}; point data.root or {DATA_DIR_ENV} at a copy, or allow the synthetic stand-in")
+    raise _unavailable(reason)
 
 
-def _load_offline(spec: DatasetSpec, root: Path, allow_partial: bool) -> Dataset | None:
+def check_available(name: str, *, root: str | os.PathLike | None = None, allow_partial: bool = False,
+                    allow_synthetic: bool = False) -> None:
+    """Raises the DataError that :func:`load_dataset` would raise for a missing offline copy, without
+    reading any images: stages call it for all their datasets before training anything. (Without a
+    data root, torchvision's download can only be tried by loading.)"""
+    spec, data_root, offline_file = _locate(name, root, allow_partial)
+    if offline_file is None and data_root is not None and not allow_synthetic:
+        raise _unavailable(_missing_offline(spec, data_root))
+
+
+def _locate(name: str, root, allow_partial: bool) -> tuple[DatasetSpec, Path | None, Path | None]:
+    """(spec, data root or None, the offline file to read or None); unknown names and roots raise."""
+    spec = REGISTRY.get(name)
+    if spec is None:
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    data_root = resolve_root(root)
+    if data_root is None:
+        return spec, None, None
+    if not data_root.is_dir():
+        raise DataError(f"data root {str(data_root)!r} is not a directory (set data.root or {DATA_DIR_ENV})")
     for file_name in spec.offline_files:
-        path = root / "offline" / file_name
-        if not path.is_file():
-            continue
-        arrays = np.load(path)
-        partial = "x_test" not in arrays.files
-        if partial and not allow_partial:
-            continue
-        x_train, y_train = _checked_split(spec, path, arrays, "train")
-        if partial:
-            n_test = int(round(PARTIAL_TEST_FRACTION * len(y_train)))
-            x_test, y_test = x_train[-n_test:], y_train[-n_test:]
-            x_train, y_train = x_train[:-n_test], y_train[:-n_test]
-            source = (f"offline partial copy {path.name}: {len(y_train) + n_test} real training images, "
-                      f"split {len(y_train)} train / {n_test} held-out test")
-        else:
-            x_test, y_test = _checked_split(spec, path, arrays, "test")
-            source = f"offline copy {path.name} ({len(y_train)} train / {len(y_test)} test real images)"
-        return Dataset(
-            spec.name, _normalise(spec, x_train), y_train, _normalise(spec, x_test), y_test,
-            spec.n_classes, source, "offline-partial" if partial else "offline",
-        )
-    return None
+        path = data_root / "offline" / file_name
+        if path.is_file() and (allow_partial or "x_test" in np.load(path).files):  # npz: reads the index only
+            return spec, data_root, path
+    return spec, data_root, None
+
+
+def _missing_offline(spec: DatasetSpec, data_root: Path) -> str:
+    partial = [f for f in spec.offline_files if (data_root / "offline" / f).is_file()]
+    if partial:  # present but skipped by _locate: partial copies need data.allow_partial
+        return (f"only a partial copy of {spec.name} is under {data_root / 'offline'} ({partial[0]}), "
+                f"which this profile does not allow (data.allow_partial: false)")
+    return f"no offline copy of {spec.name} under {data_root / 'offline'} (expected {' or '.join(spec.offline_files)})"
+
+
+def _unavailable(reason: str) -> DataError:
+    return DataError(f"{reason}; point data.root or {DATA_DIR_ENV} at a copy, or allow the synthetic stand-in")
+
+
+def _load_offline(spec: DatasetSpec, path: Path) -> Dataset:
+    arrays = np.load(path)
+    partial = "x_test" not in arrays.files
+    x_train, y_train = _checked_split(spec, path, arrays, "train")
+    if partial:
+        n_test = int(round(PARTIAL_TEST_FRACTION * len(y_train)))
+        x_test, y_test = x_train[-n_test:], y_train[-n_test:]
+        x_train, y_train = x_train[:-n_test], y_train[:-n_test]
+        source = (f"offline partial copy {path.name}: {len(y_train) + n_test} real training images, "
+                  f"split {len(y_train)} train / {n_test} held-out test")
+    else:
+        x_test, y_test = _checked_split(spec, path, arrays, "test")
+        source = f"offline copy {path.name} ({len(y_train)} train / {len(y_test)} test real images)"
+    return Dataset(
+        spec.name, _normalise(spec, x_train), y_train, _normalise(spec, x_test), y_test,
+        spec.n_classes, source, "offline-partial" if partial else "offline",
+    )
 
 
 def _checked_split(spec: DatasetSpec, path: Path, arrays, split: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -51,7 +51,7 @@ def test_unknown_name_and_missing_files_are_clear_errors(tmp_path):
 def test_partial_copy_needs_permission_then_is_split_and_labelled(tmp_path):
     x = np.zeros((100, 28, 28), dtype=np.uint8)
     _write_npz(tmp_path, "fashion_mnist_partial_train_first2557.npz", x_train=x, y_train=np.arange(100) % 10)
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match=r"only a partial copy of fashion_mnist .*\(data.allow_partial: false\)"):
         load_dataset("fashion_mnist", root=tmp_path)
     data = load_dataset("fashion_mnist", root=tmp_path, allow_partial=True)
     assert (len(data.y_train), len(data.y_test)) == (80, 20)

@@ -139,3 +139,22 @@ def test_path_schedule_converts_paper_epochs_to_steps():
     assert plan["lr"](2700) == pytest.approx(2e-3) and plan["lr"](3000) == pytest.approx(1.25e-4)
     assert path_schedule(PathConfig(steps=7), n_samples=100) == {"steps": 7, "lr": 0.05, "refinement": None,
                                                                  "record_every": 1}
+
+
+def test_a_missing_dataset_stops_the_stage_before_any_training(tmp_path, mlflow_store):
+    import numpy as np
+
+    from losstopo.errors import DataError
+
+    (tmp_path / "data" / "offline").mkdir(parents=True)
+    x = np.zeros((64, 28, 28), dtype=np.uint8)
+    np.savez(tmp_path / "data" / "offline" / "mnist.npz", x_train=x, y_train=np.arange(64) % 10, x_test=x,
+             y_test=np.arange(64) % 10)
+    raw = json.loads(json.dumps(TINY))
+    raw["fc_depth"]["datasets"] = ["mnist", "fashion_mnist"]  # mnist is there, fashion_mnist is not
+    raw["profiles"]["tiny"]["data"] = {"root": str(tmp_path / "data"), "allow_synthetic": False}
+    params = __import__("losstopo.config", fromlist=["resolve"]).resolve(raw)
+    config = params.experiment("fc_depth")
+    with pytest.raises(DataError, match="no offline copy of fashion_mnist"):
+        run_minima("fc_depth", fc_depth.variants(config), config, params, tmp_path / "artifacts")
+    assert not list((tmp_path / "artifacts").rglob("minima.pt"))  # mnist was not trained first
