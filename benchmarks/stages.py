@@ -23,7 +23,7 @@ from losstopo.config import Params, as_dict, content_hash
 from losstopo.data import Dataset, check_available, load_dataset
 from losstopo.io import load_json, save_json, save_torch
 from losstopo.models import build_model, parameter_count
-from losstopo.paths import Refinement, evaluate_in_chunks, evaluate_path, optimize_paths, straight_path
+from losstopo.paths import Refinement, evaluate_in_chunks, evaluate_paths, optimize_paths, straight_path
 from losstopo.schedules import piecewise_linear_lr
 from losstopo.stacked import DatasetLoss, StackedModel
 from losstopo.topology import barcode_of_minima, segment_lengths, to_score
@@ -160,16 +160,17 @@ def run_paths(experiment: str, variants: list[Variant], config, params: Params, 
             loss_fn = DatasetLoss(StackedModel(module), dataset.x_train, dataset.y_train, batch_size=cfg.batch_size)
             thetas = minima["thetas"].to(device)
             pairs = list(itertools.combinations(range(len(thetas)), 2))
+            starts, ends = thetas[[i for i, _ in pairs]], thetas[[j for _, j in pairs]]
             with tracking.variant_run(variant.key, data_source=dataset.source):
                 schedule = path_schedule(cfg, len(dataset.y_train))
                 results = optimize_paths(
-                    loss_fn, thetas[[i for i, _ in pairs]], thetas[[j for _, j in pairs]],
+                    loss_fn, starts, ends,
                     n_points=cfg.n_points, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                     clip_norm=cfg.clip_norm, alphas=cfg.alphas, max_models=cfg.max_models, seed=config.minima.seed,
                     progress=params.runtime.progress, description=f"{variant.key} paths", **schedule,
                 )
-                straight = [evaluate_path(loss_fn, straight_path(thetas[i], thetas[j], cfg.n_points), cfg.alphas,
-                                          cfg.max_models).max_loss for i, j in pairs]
+                straight = [r.max_loss for r in evaluate_paths(loss_fn, list(straight_path(starts, ends, cfg.n_points)),
+                                                               cfg.alphas, cfg.max_models)]
                 minima_losses = evaluate_in_chunks(loss_fn, thetas, cfg.max_models).tolist()
                 record = {
                     "variant": variant.key, "labels": variant.labels, "data_source": dataset.source,
