@@ -8,6 +8,8 @@ minima stage resumes from its last epoch checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import itertools
 import shutil
 from dataclasses import dataclass, field
@@ -16,11 +18,11 @@ from typing import Iterable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from losstopo import tracking
-from losstopo.config import Params, as_dict, content_hash
-from losstopo.data import Dataset, check_available, load_dataset
+from losstopo.config import DataConfig, MinimaConfig, Params, PathConfig, as_dict, content_hash
+from losstopo.data import Dataset, check_available, load_dataset, resolve_root
+from losstopo.executor import Executor, Job, JobCache, job_address, make_executor
 from losstopo.io import load_json, save_json, save_torch
 from losstopo.models import build_model, parameter_count
 from losstopo.paths import Refinement, evaluate_in_chunks, evaluate_paths, optimize_paths, straight_path
@@ -50,30 +52,66 @@ def stage_dir(experiment: str, stage: str, root: Path = ARTIFACTS) -> Path:
     return root / experiment / stage
 
 
-class DataCache:
-    """Each dataset is read from disk once per stage and kept resident on the device."""
+@dataclass(frozen=True)
+class DataRequest:
+    """Which images a job uses: a seeded subset of a named dataset (None: all)."""
 
-    def __init__(self, params: Params, device: torch.device, names: Iterable[str] = ()):
+    name: str
+    n_train: int | None
+    n_test: int | None
+    seed: int = 0
+
+
+class DataCache:
+    """Each dataset is read from disk once per process and kept in memory; jobs get their subset on
+    their device."""
+
+    def __init__(self, data: DataConfig, names: Iterable[str] = ()):
         """``names``: every dataset the stage will use, checked now, so that a missing one stops the
         stage with its one-line error before any training."""
-        self.params, self.device, self._full = params, device, {}
+        self.data, self._full = data, {}
         for name in sorted(set(names)):
-            check_available(name, root=params.data.root, allow_partial=params.data.allow_partial,
-                            allow_synthetic=params.data.allow_synthetic)
+            check_available(name, root=data.root, allow_partial=data.allow_partial, allow_synthetic=data.allow_synthetic)
 
-    def get(self, name: str, n_train: int | None, n_test: int | None, seed: int) -> Dataset:
-        cached = self._full.get(name)
+    def get(self, request: DataRequest, device: torch.device | str = "cpu") -> Dataset:
+        cached = self._full.get(request.name)
         # A synthetic stand-in is generated only as large as asked (its prefixes are stable).
-        if cached is None or (cached.iid_order and not _covers(cached, n_train, n_test)):
-            cfg = self.params.data
-            self._full[name] = load_dataset(name, root=cfg.root, allow_partial=cfg.allow_partial,
-                                            allow_synthetic=cfg.allow_synthetic, synthetic_sizes=(n_train, n_test))
-        return self._full[name].subset(n_train, n_test, seed=seed).to(self.device)
+        if cached is None or (cached.iid_order and not _covers(cached, request.n_train, request.n_test)):
+            cfg = self.data
+            self._full[request.name] = load_dataset(
+                request.name, root=cfg.root, allow_partial=cfg.allow_partial, allow_synthetic=cfg.allow_synthetic,
+                synthetic_sizes=(request.n_train, request.n_test))
+        return self._full[request.name].subset(request.n_train, request.n_test, seed=request.seed).to(device)
 
 
 def _covers(dataset: Dataset, n_train: int | None, n_test: int | None) -> bool:
     return (n_train is not None and n_train <= len(dataset.y_train)
             and n_test is not None and n_test <= len(dataset.y_test))
+
+
+_PROCESS_DATA: dict[DataConfig, DataCache] = {}
+
+
+def job_dataset(data: DataConfig, request: DataRequest, device: torch.device | str = "cpu") -> Dataset:
+    """A dataset subset from this process's cache: the stage's driver and every job it runs in the same
+    process (local executor) or on the same Ray worker share one copy per dataset."""
+    if data not in _PROCESS_DATA:
+        _PROCESS_DATA[data] = DataCache(data)
+    return _PROCESS_DATA[data].get(request, device)
+
+
+def stage_data(params: Params, names: Iterable[str]) -> DataConfig:
+    """The stage's data settings with the root made absolute (jobs may run in another working directory
+    or on another node), after checking that every dataset in ``names`` can be loaded."""
+    root = resolve_root(params.data.root)
+    data = dataclasses.replace(params.data, root=str(root.resolve()) if root else None)
+    DataCache(data, names)
+    return data
+
+
+def stage_jobs(params: Params, experiment: str, stage: str, root: Path = ARTIFACTS) -> tuple[Executor, JobCache]:
+    """The executor chosen in params (or on the command line) and the stage's cache of finished jobs."""
+    return make_executor(params.executor, params.ray), JobCache(root / ".jobs" / experiment / stage)
 
 
 def _prune(directory: Path, keep: set[str]) -> None:
@@ -83,41 +121,94 @@ def _prune(directory: Path, keep: set[str]) -> None:
                 shutil.rmtree(child)
 
 
-def train_variant(variant: Variant, dataset: Dataset, cfg, out: Path, device: torch.device, progress: bool,
-                  address_parts: tuple = (), extra: dict | None = None) -> dict:
-    """One variant's minima: skipped when already trained with the same settings (content address),
-    resumed from its epoch checkpoint after an interruption, logged to a nested MLflow run.
-    Writes ``out/minima.pt`` (weights) and ``out/minima.json`` (summary); returns the summary."""
-    extra = extra or {}
-    address = content_hash(variant.model, variant.dataset, cfg, dataset.source, *address_parts)
-    done = out / "minima.json"
-    if done.is_file() and load_json(done).get("address") == address:
-        return load_json(done)["summary"]
-    checkpoint = out / f"checkpoint-{address}.pt"
-    for stale in out.glob("checkpoint-*.pt"):
-        if stale != checkpoint:
-            stale.unlink()
-    module = build_model(variant.model, dataset.x_train.shape[1:], dataset.n_classes)
-    stacked = StackedModel(module.to(device), channels_last=cfg.channels_last and device.type == "cuda")
+# --- minima ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MinimaJob:
+    """One variant's K minima, trained stacked in one job."""
+
+    model: str
+    data: DataConfig
+    request: DataRequest
+    config: MinimaConfig
+    device: str
+    checkpoint: str | None  # epoch checkpoint for resuming (on the node that runs the job)
+    progress: bool
+    description: str
+
+
+def minima_job(_shared, job: MinimaJob) -> dict:
+    device = resolve_device(job.device)
+    dataset = job_dataset(job.data, job.request, device)
+    module = build_model(job.model, dataset.x_train.shape[1:], dataset.n_classes).to(device)
+    stacked = StackedModel(module, channels_last=job.config.channels_last and device.type == "cuda")
+    result = train_minima(stacked, dataset, job.config, checkpoint=Path(job.checkpoint) if job.checkpoint else None,
+                          progress=job.progress, description=job.description)
+    if job.checkpoint:
+        Path(job.checkpoint).unlink(missing_ok=True)
+    return {"result": result, "parameters": parameter_count(module)}
+
+
+@dataclass
+class MinimaTask:
+    """What a stage asks for one variant: its minima settings, data subset and output folder.
+    ``address_parts`` and ``extra`` are added to its content address and to its records."""
+
+    variant: Variant
+    request: DataRequest
+    config: MinimaConfig
+    out: Path
+    address_parts: tuple = ()
+    extra: dict = field(default_factory=dict)
+
+
+def train_variants(tasks: list[MinimaTask], params: Params, data: DataConfig, executor: Executor,
+                   cache: JobCache, description: str = "minima") -> dict[str, dict]:
+    """Every task's minima, one job per variant. A variant already trained with the same settings is
+    skipped (content address in ``out/minima.json``); an interrupted job resumes from its epoch checkpoint.
+    Writes ``out/minima.pt`` (weights) and ``out/minima.json`` (summary), logs a nested MLflow run per
+    variant, and returns the summaries by variant key."""
+    device = str(resolve_device(params.runtime.device))
+    summaries, jobs, todo = {}, [], []
+    for task in tasks:
+        source = job_dataset(data, task.request).source
+        address = content_hash(task.variant.model, task.variant.dataset, task.config, source, *task.address_parts)
+        done = task.out / "minima.json"
+        if done.is_file() and load_json(done).get("address") == address:
+            summaries[task.variant.key] = load_json(done)["summary"]
+            continue
+        checkpoint = task.out / f"checkpoint-{address}.pt"
+        for stale in task.out.glob("checkpoint-*.pt"):
+            if stale != checkpoint:
+                stale.unlink()
+        spec = MinimaJob(task.variant.model, data, task.request, task.config, params.runtime.device,
+                         str(checkpoint.resolve()), params.runtime.progress, task.variant.key)
+        jobs.append(Job(job_address("minima", address, dataclasses.replace(spec, checkpoint=None, progress=False)),
+                        spec))
+        todo.append((task, address, source))
+    outputs = executor.map(minima_job, jobs, cache=cache, description=description, progress=params.runtime.progress)
+    for (task, address, source), output in zip(todo, outputs):
+        summaries[task.variant.key] = _save_minima(task, address, job_dataset(data, task.request), output, device)
+    return summaries
+
+
+def _save_minima(task: MinimaTask, address: str, dataset: Dataset, output: dict, device: str) -> dict:
+    variant, result, cfg = task.variant, output["result"], task.config
     sizes = {"n_train": len(dataset.y_train), "n_test": len(dataset.y_test)}
     with tracking.variant_run(variant.key, data_source=dataset.source,
                               params={"model": variant.model, "dataset": variant.dataset,
-                                      "parameters": parameter_count(module), **variant.labels, **extra, **sizes}):
-        def log_epoch(epoch, record):
+                                      "parameters": output["parameters"], **variant.labels, **task.extra, **sizes}):
+        for record in result.history:
             tracking.log_metrics({f"train_loss_m{k}": v for k, v in enumerate(record["train_loss"])}
-                                 | {"lr": record["lr"]}, step=epoch)
-
-        result = train_minima(stacked, dataset, cfg, checkpoint=checkpoint, on_epoch=log_epoch, progress=progress,
-                              description=variant.key)
+                                 | {"lr": record["lr"]}, step=record["epoch"])
         tracking.log_metrics({f"m{k}_{name}": getattr(result, name)[k] for k in range(cfg.n_minima)
                               for name in ("train_loss", "train_acc", "test_loss", "test_acc")})
         save_torch({"thetas": result.thetas, "model": variant.model, "dataset": variant.dataset,
-                    "data_source": dataset.source, "address": address, **extra}, out / "minima.pt")
+                    "data_source": dataset.source, "address": address, **task.extra}, task.out / "minima.pt")
         record = {"variant": variant.key, "model": variant.model, "dataset": variant.dataset,
-                  "labels": variant.labels, "parameters": parameter_count(module), "data_source": dataset.source,
-                  "data_kind": dataset.source_kind, **extra, **sizes, **result.summary()}
-        save_json({"address": address, "summary": record}, done)
-        checkpoint.unlink(missing_ok=True)
+                  "labels": variant.labels, "parameters": output["parameters"], "data_source": dataset.source,
+                  "data_kind": dataset.source_kind, **task.extra, **sizes, **result.summary()}
+        save_json({"address": address, "summary": record}, task.out / "minima.json")
     return record
 
 
@@ -128,64 +219,156 @@ def save_minima_metrics(summary: dict[str, dict], path: Path) -> None:
 
 
 def run_minima(experiment: str, variants: list[Variant], config, params: Params, root: Path = ARTIFACTS) -> None:
-    device = resolve_device(params.runtime.device)
     out_root = stage_dir(experiment, "minima", root)
     _prune(out_root, {v.key for v in variants})
-    data = DataCache(params, device, [v.dataset for v in variants])
-    summary = {}
+    data = stage_data(params, [v.dataset for v in variants])
+    executor, cache = stage_jobs(params, experiment, "minima", root)
     cfg = config.minima
-    with tracking.stage_run(experiment, "minima", profile=params.profile, device=str(device),
+    with tracking.stage_run(experiment, "minima", profile=params.profile, device=str(resolve_device(params.runtime.device)),
                             params={"data": as_dict(params.data), "minima": as_dict(cfg)}):
-        for variant in tqdm(variants, desc=f"{experiment} minima", disable=not params.runtime.progress):
-            dataset = data.get(variant.dataset, cfg.train_subset, cfg.test_subset, cfg.seed)
-            summary[variant.key] = train_variant(variant, dataset, cfg, out_root / variant.key, device,
-                                                 params.runtime.progress)
+        tasks = [MinimaTask(v, DataRequest(v.dataset, cfg.train_subset, cfg.test_subset, cfg.seed), cfg,
+                            out_root / v.key) for v in variants]
+        summary = train_variants(tasks, params, data, executor, cache, f"{experiment} minima")
         save_minima_metrics(summary, stage_dir(experiment, "minima_metrics.json", root))
+    cache.clear()
+
+
+# --- paths -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PathsJob:
+    """Algorithm 3 paths for some pairs of one variant's minima (``shared[minima_key]``)."""
+
+    minima_key: str
+    model: str
+    data: DataConfig
+    request: DataRequest
+    config: PathConfig
+    pairs: tuple[tuple[int, int], ...]
+    seed: int
+    device: str
+    progress: bool
+    description: str
+
+
+def paths_job(shared: dict[str, torch.Tensor], job: PathsJob) -> dict:
+    """The paths of ``job.pairs``, their straight-segment baselines and the losses of their end points."""
+    device = resolve_device(job.device)
+    cfg = job.config
+    dataset = job_dataset(job.data, job.request, device)
+    module = build_model(job.model, dataset.x_train.shape[1:], dataset.n_classes).to(device)
+    loss_fn = DatasetLoss(StackedModel(module), dataset.x_train, dataset.y_train, batch_size=cfg.batch_size)
+    thetas = shared[job.minima_key].to(device)
+    starts, ends = thetas[[i for i, _ in job.pairs]], thetas[[j for _, j in job.pairs]]
+    schedule = path_schedule(cfg, len(dataset.y_train))
+    results = optimize_paths(
+        loss_fn, starts, ends, n_points=cfg.n_points, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+        clip_norm=cfg.clip_norm, alphas=cfg.alphas, max_models=cfg.max_models, seed=job.seed,
+        progress=job.progress, description=job.description, **schedule)
+    straight = evaluate_paths(loss_fn, list(straight_path(starts, ends, cfg.n_points)), cfg.alphas, cfg.max_models)
+    ends_used = sorted({k for pair in job.pairs for k in pair})
+    end_losses = evaluate_in_chunks(loss_fn, thetas[ends_used], cfg.max_models).tolist()
+    return {
+        "max_loss": [r.max_loss for r in results], "argmax_position": [r.argmax_position for r in results],
+        "n_points": [len(r.points) for r in results], "positions": [r.positions for r in results],
+        "dense_losses": [r.dense_losses for r in results], "history": [r.history for r in results],
+        "endpoint_error": [max(float((r.points[0] - thetas[i]).abs().max()), float((r.points[-1] - thetas[j]).abs().max()))
+                           for (i, j), r in zip(job.pairs, results)],
+        "straight_max_loss": [r.max_loss for r in straight],
+        "minima_losses": dict(zip(ends_used, end_losses)),
+    }
+
+
+def pair_chunks(n_minima: int, per_job: int | None) -> list[tuple[tuple[int, int], ...]]:
+    """All pairs i < j, cut into jobs of ``per_job`` pairs (None: one job)."""
+    pairs = list(itertools.combinations(range(n_minima), 2))
+    size = per_job or max(len(pairs), 1)
+    return [tuple(pairs[s:s + size]) for s in range(0, len(pairs), size)]
+
+
+def merge_path_jobs(n_minima: int, outputs: list[dict]) -> dict:
+    """The jobs' outputs of one variant as one record over all pairs, in pair order."""
+    merged = {key: [v for out in outputs for v in out[key]] for key in outputs[0] if key != "minima_losses"}
+    losses: dict[int, float] = {}
+    for out in outputs:
+        for k, value in out["minima_losses"].items():
+            losses.setdefault(int(k), value)
+    merged["minima_losses"] = [losses[k] for k in range(n_minima)]
+    return merged
+
+
+@dataclass
+class PathsTask:
+    """One variant's paths in a stage: the minima to join and the data and settings to join them with."""
+
+    key: str
+    model: str
+    thetas: torch.Tensor
+    request: DataRequest
+    config: PathConfig
+    seed: int
+
+
+def optimize_variant_paths(tasks: list[PathsTask], params: Params, data: DataConfig, executor: Executor,
+                           cache: JobCache, description: str = "paths") -> dict[str, dict]:
+    """All pairs of every task's minima joined by Algorithm 3 paths, the jobs of all variants balanced
+    together; returns per task key the merged record (``pairs`` plus per-pair lists and ``minima_losses``)."""
+    jobs, owners = [], []
+    for task in tasks:
+        for chunk in pair_chunks(len(task.thetas), task.config.pairs_per_job):
+            spec = PathsJob(task.key, task.model, data, task.request, task.config, chunk, task.seed,
+                            params.runtime.device, params.runtime.progress, f"{task.key} paths")
+            address = job_address("paths", dataclasses.replace(spec, progress=False), tensor_digest(task.thetas))
+            jobs.append(Job(address, spec))
+            owners.append(task.key)
+    outputs = executor.map(paths_job, jobs, shared={t.key: t.thetas.cpu() for t in tasks}, cache=cache,
+                           description=description, progress=params.runtime.progress)
+    merged = {}
+    for task in tasks:
+        mine = [out for out, owner in zip(outputs, owners) if owner == task.key]
+        record = merge_path_jobs(len(task.thetas), mine) if mine else {"minima_losses": []}
+        merged[task.key] = {"pairs": list(itertools.combinations(range(len(task.thetas)), 2)), **record}
+    return merged
+
+
+def tensor_digest(tensor: torch.Tensor) -> str:
+    return hashlib.sha256(tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
 def run_paths(experiment: str, variants: list[Variant], config, params: Params, root: Path = ARTIFACTS) -> None:
-    device = resolve_device(params.runtime.device)
     out_root = stage_dir(experiment, "paths", root)
     _prune(out_root, {v.key for v in variants})
-    data = DataCache(params, device, [v.dataset for v in variants])
+    data = stage_data(params, [v.dataset for v in variants])
+    executor, cache = stage_jobs(params, experiment, "paths", root)
     cfg = config.paths
     metrics = {}
-    with tracking.stage_run(experiment, "paths", profile=params.profile, device=str(device),
+    with tracking.stage_run(experiment, "paths", profile=params.profile, device=str(resolve_device(params.runtime.device)),
                             params={"data": as_dict(params.data), "paths": as_dict(cfg)}):
-        for variant in tqdm(variants, desc=f"{experiment} paths", disable=not params.runtime.progress):
-            minima = torch.load(stage_dir(experiment, "minima", root) / variant.key / "minima.pt", map_location=device)
-            # Same seed as the minima's subset: the path subset is nested in the minima's training set.
-            dataset = data.get(variant.dataset, cfg.train_subset, 0, seed=config.minima.seed)
-            module = build_model(variant.model, dataset.x_train.shape[1:], dataset.n_classes).to(device)
-            loss_fn = DatasetLoss(StackedModel(module), dataset.x_train, dataset.y_train, batch_size=cfg.batch_size)
-            thetas = minima["thetas"].to(device)
-            pairs = list(itertools.combinations(range(len(thetas)), 2))
-            starts, ends = thetas[[i for i, _ in pairs]], thetas[[j for _, j in pairs]]
+        # Same seed as the minima's subset: the path subset is nested in the minima's training set.
+        request = {v.key: DataRequest(v.dataset, cfg.train_subset, 0, config.minima.seed) for v in variants}
+        tasks = [PathsTask(v.key, v.model, torch.load(stage_dir(experiment, "minima", root) / v.key / "minima.pt",
+                                                      map_location="cpu")["thetas"],
+                           request[v.key], cfg, config.minima.seed) for v in variants]
+        results = optimize_variant_paths(tasks, params, data, executor, cache, f"{experiment} paths")
+        for variant in variants:
+            dataset, result = job_dataset(data, request[variant.key]), results[variant.key]
+            pairs = result["pairs"]
+            record = {
+                "variant": variant.key, "labels": variant.labels, "data_source": dataset.source,
+                "data_kind": dataset.source_kind, "n_path_samples": len(dataset.y_train),
+                "minima_losses": result["minima_losses"], "pairs": pairs,
+                **{key: result[key] for key in ("max_loss", "straight_max_loss", "n_points", "positions",
+                                                "dense_losses", "history")},
+            }
+            save_json(record, out_root / variant.key / "paths.json")
             with tracking.variant_run(variant.key, data_source=dataset.source):
-                schedule = path_schedule(cfg, len(dataset.y_train))
-                results = optimize_paths(
-                    loss_fn, starts, ends,
-                    n_points=cfg.n_points, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                    clip_norm=cfg.clip_norm, alphas=cfg.alphas, max_models=cfg.max_models, seed=config.minima.seed,
-                    progress=params.runtime.progress, description=f"{variant.key} paths", **schedule,
-                )
-                straight = [r.max_loss for r in evaluate_paths(loss_fn, list(straight_path(starts, ends, cfg.n_points)),
-                                                               cfg.alphas, cfg.max_models)]
-                minima_losses = evaluate_in_chunks(loss_fn, thetas, cfg.max_models).tolist()
-                record = {
-                    "variant": variant.key, "labels": variant.labels, "data_source": dataset.source,
-                    "data_kind": dataset.source_kind, "n_path_samples": len(dataset.y_train),
-                    "minima_losses": minima_losses, "pairs": pairs,
-                    "max_loss": [r.max_loss for r in results], "straight_max_loss": straight,
-                    "n_points": [len(r.points) for r in results], "positions": [r.positions for r in results],
-                    "dense_losses": [r.dense_losses for r in results], "history": [r.history for r in results],
-                }
-                save_json(record, out_root / variant.key / "paths.json")
-                tracking.log_metrics({f"path_{i}_{j}_max": r.max_loss for (i, j), r in zip(pairs, results)}
-                                     | {f"path_{i}_{j}_straight_max": s for (i, j), s in zip(pairs, straight)})
-                metrics[variant.key] = {"mean_path_max": float(np.mean(record["max_loss"])),
-                                        "mean_straight_max": float(np.mean(straight))}
+                tracking.log_metrics({f"path_{i}_{j}_max": m for (i, j), m in zip(pairs, record["max_loss"])}
+                                     | {f"path_{i}_{j}_straight_max": s
+                                        for (i, j), s in zip(pairs, record["straight_max_loss"])})
+            metrics[variant.key] = {"mean_path_max": float(np.mean(record["max_loss"])),
+                                    "mean_straight_max": float(np.mean(record["straight_max_loss"]))}
         save_json(metrics, stage_dir(experiment, "paths_metrics.json", root))
+    cache.clear()
 
 
 def path_schedule(cfg, n_samples: int) -> dict:

@@ -35,6 +35,22 @@ class RuntimeConfig:
 
 
 @dataclass(frozen=True)
+class RayConfig:
+    """Used when ``executor: ray`` (see :mod:`losstopo.executor`)."""
+
+    address: str | None = None  # None: start Ray on this machine (or RAY_ADDRESS); "auto"; "host:6379"
+    cpus_per_job: float = 1.0
+    gpus_per_job: float | None = None  # None: 1 when the cluster has GPUs, else 0; 0.5 shares a GPU
+    max_retries: int = 3  # retries of a job whose worker died
+    log_to_driver: bool = False  # show the workers' output (progress bars) in this terminal
+
+    def validate(self, where: str) -> None:
+        _require(self.cpus_per_job > 0, where, "cpus_per_job", "must be > 0")
+        _require(self.gpus_per_job is None or self.gpus_per_job >= 0, where, "gpus_per_job", "must be >= 0")
+        _require(self.max_retries >= 0, where, "max_retries", "must be >= 0")
+
+
+@dataclass(frozen=True)
 class MinimaConfig:
     n_minima: int = 10
     seed: int = 0
@@ -89,6 +105,7 @@ class PathConfig:
     refine_every_epochs: float | None = None  # Algorithm 4 every so many epochs (paper: 25); None: off
     refine_criterion: str = "distance"  # distance | loss
     refine_threshold: float = 1.2  # T of Algorithm 4
+    pairs_per_job: int | None = None  # pairs per job (the unit an executor schedules); None: one job per variant
 
     def validate(self, where: str) -> None:
         _require(self.n_points >= 3, where, "n_points", "must be >= 3")
@@ -97,6 +114,7 @@ class PathConfig:
         _require(self.refine_criterion in ("distance", "loss"), where, "refine_criterion",
                  "must be 'distance' or 'loss'")
         _require(all(0 < a < 1 for a in self.alphas), where, "alphas", "must lie strictly between 0 and 1")
+        _require(self.pairs_per_job is None or self.pairs_per_job >= 1, where, "pairs_per_job", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -265,6 +283,8 @@ class Params:
     data: DataConfig
     runtime: RuntimeConfig
     experiments: dict[str, Any]
+    executor: str = "local"  # local | ray: where the independent jobs of a stage run
+    ray: RayConfig = RayConfig()
 
     def experiment(self, name: str):
         if name not in self.experiments:
@@ -349,12 +369,17 @@ def resolve(raw: dict, profile: str | None = None) -> Params:
     if active != "paper" and active not in profiles:
         raise ConfigError(f"params: unknown profile {active!r}; allowed: paper, {', '.join(sorted(profiles))}")
     merged = deep_merge({k: v for k, v in raw.items() if k not in ("profiles", "profile")}, profiles.get(active, {}))
-    unknown = sorted(set(merged) - {"data", "runtime", *EXPERIMENTS})
+    unknown = sorted(set(merged) - {"data", "runtime", "executor", "ray", *EXPERIMENTS})
     if unknown:
-        raise ConfigError(f"params: unknown section {unknown[0]!r}; allowed: data, runtime, {', '.join(sorted(EXPERIMENTS))}")
+        raise ConfigError(f"params: unknown section {unknown[0]!r}; allowed: data, runtime, executor, ray, "
+                          f"{', '.join(sorted(EXPERIMENTS))}")
+    executor = merged.get("executor", "local")
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"params: executor must be 'local' or 'ray', got {executor!r}")
     experiments = {name: build(cls, merged[name], name) for name, cls in EXPERIMENTS.items() if name in merged}
     return Params(active, build(DataConfig, merged.get("data"), "data"),
-                  build(RuntimeConfig, merged.get("runtime"), "runtime"), experiments)
+                  build(RuntimeConfig, merged.get("runtime"), "runtime"), experiments,
+                  executor, build(RayConfig, merged.get("ray"), "ray"))
 
 
 def set_profile(path: str | Path, profile: str) -> None:

@@ -1,0 +1,200 @@
+"""Where the independent units of a stage run: in this process (``local``) or as Ray tasks (``ray``).
+
+A stage cuts its work into jobs (a group of minima, a chunk of path pairs, a chunk of triangles),
+each a picklable description, and calls ``executor.map(fn, jobs, shared=..., cache=...)`` with a
+module-level function ``fn(shared, job) -> result``. ``shared`` (e.g. the minima's weights) is
+sent once per stage, not once per job. Results come back in job order, whichever executor ran
+them, and the stage writes every artefact and MLflow record itself from them: the files and runs
+are the same for both executors.
+
+Each finished result is written atomically to a :class:`JobCache` as soon as it arrives, keyed by
+the job's content address, so a stage that fails or is killed and then rerun does only the jobs
+that had not finished; the stage clears its cache once its outputs are written. With Ray, a job
+whose worker dies is retried (``ray.max_retries``); a job that raises fails the stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from losstopo.config import RayConfig, content_hash
+from losstopo.errors import LosstopoError
+from losstopo.io import save_torch
+
+EXECUTORS = ("local", "ray")
+JobFn = Callable[[Any, Any], Any]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One independent unit: ``spec`` is passed to the job function; ``address`` names its result."""
+
+    address: str
+    spec: Any
+
+
+def job_address(*parts: Any) -> str:
+    """Content address of a job: its settings plus the version of the code that computes it."""
+    return content_hash(code_version(), *parts)
+
+
+_CODE_VERSION: str | None = None
+
+
+def code_version() -> str:
+    """Hash of the package and benchmark sources, so a cached job result never outlives a code change."""
+    global _CODE_VERSION
+    if _CODE_VERSION is None:
+        digest = hashlib.sha256()
+        here = Path(__file__).resolve().parent
+        for folder in (here, here.parent / "benchmarks"):
+            for source in sorted(folder.rglob("*.py")):
+                digest.update(source.read_bytes())
+        _CODE_VERSION = digest.hexdigest()[:12]
+    return _CODE_VERSION
+
+
+class JobCache:
+    """Finished job results of one stage, one file per job address."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+
+    def _file(self, address: str) -> Path:
+        return self.directory / f"{address}.pt"
+
+    def get(self, address: str) -> tuple[bool, Any]:
+        path = self._file(address)
+        if not path.is_file():
+            return False, None
+        return True, torch.load(path, map_location="cpu", weights_only=False)
+
+    def put(self, address: str, result: Any) -> None:
+        save_torch(result, self._file(address))
+
+    def clear(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class Executor:
+    """Runs jobs and returns their results in job order; subclasses say how the pending ones run."""
+
+    name = "executor"
+
+    def map(self, fn: JobFn, jobs: Sequence[Job], *, shared: Any = None, cache: JobCache | None = None,
+            description: str = "jobs", progress: bool = True, gpu: bool = True) -> list:
+        """``gpu``: whether the jobs can use a GPU (Ray requests one for them when the cluster has any)."""
+        results: list = [None] * len(jobs)
+        pending = []
+        for index, job in enumerate(jobs):
+            found, value = cache.get(job.address) if cache is not None else (False, None)
+            if found:
+                results[index] = value
+            else:
+                pending.append(index)
+        bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc=f"{description} [{self.name}]",
+                   disable=not progress or len(jobs) <= 1, leave=False)
+        with bar:
+            for index, value in self._run(fn, shared, [(i, jobs[i].spec) for i in pending], gpu):
+                if cache is not None:
+                    cache.put(jobs[index].address, value)
+                results[index] = value
+                bar.update()
+        return results
+
+    def _run(self, fn: JobFn, shared: Any, jobs: list[tuple[int, Any]], gpu: bool) -> Iterator[tuple[int, Any]]:
+        raise NotImplementedError
+
+
+class LocalExecutor(Executor):
+    """In this process, one job after another (each job stacks its own models)."""
+
+    name = "local"
+
+    def _run(self, fn, shared, jobs, gpu):
+        for index, spec in jobs:
+            yield index, fn(shared, spec)
+
+
+def _call(fn: JobFn, shared: Any, spec: Any) -> Any:
+    return fn(shared, spec)
+
+
+class RayExecutor(Executor):
+    """Jobs as Ray tasks, each requesting ``cpus_per_job`` CPUs and, for GPU jobs on a cluster with
+    GPUs, ``gpus_per_job`` GPUs (fractions let small jobs share one). ``address`` None starts Ray on
+    this machine (or joins ``RAY_ADDRESS`` when set)."""
+
+    name = "ray"
+
+    def __init__(self, config: RayConfig):
+        try:
+            import ray
+        except ImportError as error:
+            raise LosstopoError("executor 'ray' needs Ray: pip install -e \".[ray]\"") from error
+        self.ray, self.config = ray, config
+        if not ray.is_initialized():
+            try:
+                ray.init(address=config.address, include_dashboard=False, log_to_driver=config.log_to_driver,
+                         configure_logging=False)
+            except ConnectionError as error:
+                raise LosstopoError(f"cannot reach the Ray cluster at {config.address!r}: {error}") from error
+        self._remote = ray.remote(_call)
+
+    def _gpus(self, gpu: bool) -> float:
+        if not gpu:
+            return 0.0
+        if self.config.gpus_per_job is not None:
+            return self.config.gpus_per_job
+        return 1.0 if self.ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+    def _run(self, fn, shared, jobs, gpu):
+        if not jobs:
+            return
+        ray = self.ray
+        task = self._remote.options(num_cpus=self.config.cpus_per_job, num_gpus=self._gpus(gpu),
+                                    max_retries=self.config.max_retries, retry_exceptions=False)
+        fn_ref, shared_ref = ray.put(fn), ray.put(shared)
+        running = {task.remote(fn_ref, shared_ref, spec): index for index, spec in jobs}
+        try:
+            while running:
+                done, _ = ray.wait(list(running), num_returns=1)
+                for ref in done:
+                    index = running.pop(ref)
+                    try:
+                        value = ray.get(ref)
+                    except ray.exceptions.RayTaskError as error:
+                        cause = error.as_instanceof_cause()
+                        if isinstance(cause, LosstopoError):
+                            raise LosstopoError(str(cause)) from error
+                        raise
+                    except ray.exceptions.WorkerCrashedError as error:
+                        raise LosstopoError(f"a Ray worker died {self.config.max_retries + 1} times running job "
+                                            f"{index}; raise ray.max_retries or check the worker's memory") from error
+                    yield index, value
+        finally:
+            for ref in running:
+                ray.cancel(ref, force=True)
+
+
+def make_executor(kind: str, ray_config: RayConfig) -> Executor:
+    """``kind`` from params (``executor``), overridden by ``LOSSTOPO_EXECUTOR``; the Ray address by
+    ``LOSSTOPO_RAY_ADDRESS`` (the command line's ``--executor``/``--ray-address`` set both)."""
+    kind = os.environ.get("LOSSTOPO_EXECUTOR") or kind
+    if kind not in EXECUTORS:
+        raise LosstopoError(f"unknown executor {kind!r}; allowed: {', '.join(EXECUTORS)}")
+    if kind == "local":
+        return LocalExecutor()
+    address = os.environ.get("LOSSTOPO_RAY_ADDRESS")
+    if address:
+        ray_config = dataclasses.replace(ray_config, address=address)
+    return RayExecutor(ray_config)
