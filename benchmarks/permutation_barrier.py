@@ -23,26 +23,25 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from benchmarks.stages import ARTIFACTS, DataCache, resolve_device, stage_dir
+from benchmarks.stages import (ARTIFACTS, DataRequest, MinimaJob, _prune, job_dataset, minima_job, resolve_device,
+                               stage_data, stage_dir, stage_jobs, tensor_digest)
 from losstopo import plots, tracking
-from losstopo.config import (ConvergenceConfig, MinimaConfig, MNISTTeachersConfig, Params, PermutationBarrierConfig,
-                             ToyConfig, as_dict, content_hash)
+from losstopo.config import (ConvergenceConfig, DataConfig, MinimaConfig, MNISTTeachersConfig, Params,
+                             PermutationBarrierConfig, ToyConfig, as_dict, content_hash)
+from losstopo.data import Dataset
+from losstopo.executor import Executor, Job, JobCache, job_address
 from losstopo.io import load_json, save_json, save_torch
-from losstopo.models import build_model
 from losstopo.permutation import (Convergence, MLPParams, PermutationPath, incoming_cosine_similarity,
                                   incoming_vectors, merge_candidates, permutation_path, quadratic_loss)
 from losstopo.report import Claim, Section
-from losstopo.stacked import StackedModel
 from losstopo.stats import (below_threshold_test, binomial_test, bootstrap_ci, theil_sen_slope, trend_test,
                             verdict)
-from losstopo.train import train_minima
 
 EXPERIMENT = "permutation_barrier"
 TITLE = "Permutation barrier (weight-space symmetry paper, Fig. 2, 3)"
@@ -74,14 +73,6 @@ def variant_keys(config: PermutationBarrierConfig) -> list[str]:
 def toy_source(cfg: ToyConfig) -> str:
     return (f"synthetic toy (the paper's own setup): {cfg.n_inputs} standard-normal 2-D inputs, "
             f"teacher 2-{cfg.hidden}-1 drawn with seed {cfg.seed}")
-
-
-def _prune(directory: Path, keep: set[str]) -> None:
-    """Removes the variant folders of settings no longer in params (e.g. a width taken out)."""
-    if directory.is_dir():
-        for child in directory.iterdir():
-            if child.is_dir() and child.name not in keep:
-                shutil.rmtree(child)
 
 
 def _done(path: Path, address: str) -> dict | None:
@@ -132,6 +123,15 @@ def teachers_from_thetas(thetas: torch.Tensor, layer_sizes: list[int]) -> list[M
     return [MLPParams.from_flat(theta.clone(), tuple(layer_sizes), flatten_input=True) for theta in thetas]
 
 
+def teacher_request(cfg: MNISTTeachersConfig) -> DataRequest:
+    return DataRequest("mnist", cfg.train_subset, None, TEACHER_SEED)
+
+
+def path_request(cfg: MNISTTeachersConfig) -> DataRequest:
+    """Same seed as the teachers' subset: the path inputs are nested in their training images."""
+    return DataRequest("mnist", cfg.path_subset, 0, TEACHER_SEED)
+
+
 def _mnist_training_address(cfg: MNISTTeachersConfig, width: int, source: str) -> str:
     training = {k: getattr(cfg, k) for k in ("n_seeds", "epochs", "lr", "batch_size", "train_subset")}
     return content_hash("fc-2", width, TEACHER_SEED, training, source)
@@ -153,23 +153,23 @@ def _minima_toy(cfg: ToyConfig, out: Path) -> dict:
     return summary
 
 
-def _minima_mnist(cfg: MNISTTeachersConfig, width: int, data: DataCache, device: torch.device, out: Path,
-                  progress: bool) -> dict:
-    dataset = data.get("mnist", cfg.train_subset, None, seed=TEACHER_SEED)
-    address = _mnist_training_address(cfg, width, dataset.source)
-    done = _done(out / "minima.json", address)
-    if done is not None:
-        return done["summary"]
-    key = mnist_key(width)
-    model = f"fc-2-{width}"
-    module = build_model(model, dataset.x_train.shape[1:], dataset.n_classes).to(device)
+def _teacher_job(cfg: MNISTTeachersConfig, width: int, address: str, data: DataConfig, params: Params,
+                 out: Path) -> Job:
+    """All seeds of width ``width`` trained stacked in one job (resuming from its epoch checkpoint)."""
     checkpoint = out / f"checkpoint-{address}.pt"
-    with tracking.variant_run(key, data_source=dataset.source, params={"model": model, "H": width}):
-        def log_epoch(epoch: int, record: dict) -> None:
-            tracking.log_metrics({f"train_loss_s{k}": v for k, v in enumerate(record["train_loss"])}, step=epoch)
+    spec = MinimaJob(f"fc-2-{width}", data, teacher_request(cfg), teacher_minima_config(cfg), params.runtime.device,
+                     str(checkpoint.resolve()), params.runtime.progress, mnist_key(width))
+    return Job(job_address("teachers", address, dataclasses.replace(spec, checkpoint=None, progress=False)), spec)
 
-        result = train_minima(StackedModel(module), dataset, teacher_minima_config(cfg), checkpoint=checkpoint,
-                              on_epoch=log_epoch, progress=progress, description=key)
+
+def _save_teachers(cfg: MNISTTeachersConfig, width: int, address: str, dataset: Dataset, output: dict,
+                   out: Path) -> dict:
+    """teachers.pt, minima.json and the MLflow run of one width from its job's result."""
+    key, model, result = mnist_key(width), f"fc-2-{width}", output["result"]
+    with tracking.variant_run(key, data_source=dataset.source, params={"model": model, "H": width}):
+        for record in result.history:
+            tracking.log_metrics({f"train_loss_s{k}": v for k, v in enumerate(record["train_loss"])},
+                                 step=record["epoch"])
         tracking.log_metrics({f"s{k}_{name}": getattr(result, name)[k]
                               for k in range(cfg.n_seeds) for name in ("train_acc", "test_acc", "train_loss")})
         layer_sizes = [int(np.prod(dataset.x_train.shape[1:])), width, width, dataset.n_classes]
@@ -179,28 +179,47 @@ def _minima_mnist(cfg: MNISTTeachersConfig, width: int, data: DataCache, device:
                    "data_source": dataset.source, "data_kind": dataset.source_kind,
                    "n_train": len(dataset.y_train), **result.summary()}
         save_json({"address": address, "summary": summary}, out / "minima.json")
-    checkpoint.unlink(missing_ok=True)
     return summary
+
+
+def _minima_mnist(cfg: MNISTTeachersConfig, data: DataConfig, params: Params, out_root: Path, executor: Executor,
+                  cache: JobCache) -> dict[int, dict]:
+    """The teachers' summaries by width; the widths already trained with the same settings are skipped."""
+    dataset = job_dataset(data, teacher_request(cfg))
+    summaries, todo = {}, []
+    for width in cfg.widths:
+        address = _mnist_training_address(cfg, width, dataset.source)
+        done = _done(out_root / mnist_key(width) / "minima.json", address)
+        if done is not None:
+            summaries[width] = done["summary"]
+        else:
+            todo.append((width, address))
+    jobs = [_teacher_job(cfg, width, address, data, params, out_root / mnist_key(width)) for width, address in todo]
+    outputs = executor.map(minima_job, jobs, cache=cache, description=f"{EXPERIMENT} teachers",
+                           progress=params.runtime.progress)
+    for (width, address), output in zip(todo, outputs):
+        summaries[width] = _save_teachers(cfg, width, address, dataset, output, out_root / mnist_key(width))
+    return summaries
 
 
 def run_minima(config: PermutationBarrierConfig, params: Params, root: Path = ARTIFACTS) -> None:
     """The toy teacher and the MNIST teachers of every width (all seeds of one width trained stacked)."""
-    device = resolve_device(params.runtime.device)
     out_root = stage_dir(EXPERIMENT, "minima", root)
     _prune(out_root, set(variant_keys(config)))
-    data = DataCache(params, device, ["mnist"])
-    summary = {}
-    with tracking.stage_run(EXPERIMENT, "minima", profile=params.profile, device=str(device),
+    data = stage_data(params, ["mnist"])
+    executor, cache = stage_jobs(params, EXPERIMENT, "minima", root)
+    with tracking.stage_run(EXPERIMENT, "minima", profile=params.profile,
+                            device=str(resolve_device(params.runtime.device)),
                             params={"data": as_dict(params.data), "toy": as_dict(config.toy),
                                     "mnist": as_dict(config.mnist)}):
         toy = _minima_toy(config.toy, out_root / TOY_KEY)
-        summary[TOY_KEY] = {"data_source": toy["data_source"]}
-        for width in tqdm(config.mnist.widths, desc=f"{EXPERIMENT} teachers", disable=not params.runtime.progress):
-            record = _minima_mnist(config.mnist, width, data, device, out_root / mnist_key(width),
-                                   params.runtime.progress)
-            summary[mnist_key(width)] = {key: record[key] for key in
+        summary = {TOY_KEY: {"data_source": toy["data_source"]}}
+        teachers = _minima_mnist(config.mnist, data, params, out_root, executor, cache)
+        for width in config.mnist.widths:
+            summary[mnist_key(width)] = {key: teachers[width][key] for key in
                                          ("H", "data_source", "train_acc", "test_acc", "train_loss", "n_train")}
         save_json(summary, out_root / "summary.json")
+    cache.clear()
 
 
 # ---------------------------------------------------------------- paths
@@ -239,87 +258,155 @@ def active_fraction(params: MLPParams, layer: int, inputs: torch.Tensor) -> torc
         return (pre > 0).double().mean(dim=0)
 
 
-def _paths_toy(config: PermutationBarrierConfig, minima: Path, out: Path, rule: Convergence, progress: bool) -> None:
+@dataclass(frozen=True)
+class ToyPathJob:
+    """The permutation path of one pair of the toy teacher's hidden neurons (teacher and inputs in ``shared``)."""
+
+    pair: tuple[int, int]
+    n_steps: int
+    final_ratio: float
+    rule: Convergence
+
+
+def toy_path_job(shared: dict, job: ToyPathJob) -> dict:
+    """The path's record, with the incoming vectors at the minimum and at the permutation point."""
+    teacher = MLPParams.from_flat(shared["teacher"].clone(), tuple(shared["layer_sizes"]))
+    inputs = shared["inputs"]
+    with torch.no_grad():
+        targets = teacher.forward(inputs)
+    loss_fn = quadratic_loss(inputs, targets)  # the toy's plain quadratic loss (Fig. 2)
+    l, m = job.pair
+    path = permutation_path(teacher, TOY_LAYER, l, m, loss_fn, job.n_steps, job.final_ratio, job.rule)
+    return path_record(path) | {
+        "start_vectors": incoming_vectors(teacher, TOY_LAYER).tolist(),
+        "permutation_vectors": incoming_vectors(path.params[path.permutation_index], TOY_LAYER).tolist()}
+
+
+def _paths_toy(config: PermutationBarrierConfig, minima: Path, out: Path, rule: Convergence, executor: Executor,
+               cache: JobCache, progress: bool) -> None:
     cfg = config.toy
     saved = torch.load(minima / "teacher.pt", map_location="cpu")  # the toy is faster on the CPU
     address = content_hash(saved["address"], cfg.n_steps, cfg.final_ratio, rule)
     if _done(out / "paths.json", address) is not None:
         return
-    teacher = MLPParams.from_flat(saved["teacher"], tuple(saved["layer_sizes"]))
-    inputs = saved["inputs"]
-    with torch.no_grad():
-        targets = teacher.forward(inputs)
-    loss_fn = quadratic_loss(inputs, targets)  # the toy's plain quadratic loss (Fig. 2)
     pairs = list(itertools.combinations(range(cfg.hidden), 2))
-    records = []
+    specs = [ToyPathJob(pair, cfg.n_steps, cfg.final_ratio, rule) for pair in pairs]
+    records = executor.map(toy_path_job, [Job(job_address("toy-path", address, spec), spec) for spec in specs],
+                           shared={k: saved[k] for k in ("teacher", "layer_sizes", "inputs")}, cache=cache,
+                           description=f"{EXPERIMENT} toy paths", progress=progress, gpu=False)
     with tracking.variant_run(TOY_KEY, data_source=toy_source(cfg)):
-        for l, m in tqdm(pairs, desc=f"{EXPERIMENT} toy paths", disable=not progress):
-            path = permutation_path(teacher, TOY_LAYER, l, m, loss_fn, cfg.n_steps, cfg.final_ratio, rule)
-            record = path_record(path)
-            record["start_vectors"] = incoming_vectors(teacher, TOY_LAYER).tolist()
-            record["permutation_vectors"] = incoming_vectors(path.params[path.permutation_index], TOY_LAYER).tolist()
-            records.append(record)
+        for (l, m), record in zip(pairs, records):
             tracking.log_metrics({f"barrier_{l}_{m}": record["barrier"],
                                   f"permutation_loss_{l}_{m}": record["permutation_loss"]})
         save_json({"address": address, "variant": TOY_KEY, "data_source": toy_source(cfg), "paths": records},
                   out / "paths.json")
 
 
-def _paths_mnist(config: PermutationBarrierConfig, width: int, minima: Path, out: Path, data: DataCache,
-                 device: torch.device, rule: Convergence, progress: bool) -> None:
-    cfg = config.mnist
-    saved = torch.load(minima / "teachers.pt", map_location=device)
+@dataclass(frozen=True)
+class MnistPathJob:
+    """The permutation path of teacher ``index`` of width ``width`` (``shared[width]``: that width's stacked
+    teachers): the most cosine-similar pair of layer 2 merged."""
+
+    width: int
+    index: int
+    layer_sizes: tuple[int, ...]
+    data: DataConfig
+    request: DataRequest
+    n_steps: int
+    final_ratio: float
+    rule: Convergence
+    device: str
+
+
+def mnist_path_job(shared: dict[int, torch.Tensor], job: MnistPathJob) -> dict:
+    """The path's record (loss of §5 against the teacher's outputs, MNIST accuracy along it) and its
+    permutation point (flat, on the CPU)."""
+    device = resolve_device(job.device)
+    dataset = job_dataset(job.data, job.request, device)
+    inputs, labels = dataset.x_train.to(MNIST_DTYPE).flatten(1), dataset.y_train
+    thetas = shared[job.width][job.index:job.index + 1].to(device, MNIST_DTYPE)
+    teacher = teachers_from_thetas(thetas, list(job.layer_sizes))[0]
+    with torch.no_grad():
+        targets = teacher.forward(inputs)  # pre-softmax outputs y of the teacher
+    loss_fn = quadratic_loss(inputs, targets, normalise=True)  # L of §5
+    l, m = merge_candidates(teacher, MNIST_LAYER)
+    path = permutation_path(teacher, MNIST_LAYER, l, m, loss_fn, job.n_steps, job.final_ratio, job.rule)
+    record = path_record(path) | {
+        "cosine_similarity": float(incoming_cosine_similarity(teacher, MNIST_LAYER)[l, m]),
+        "active_fraction": active_fraction(teacher, MNIST_LAYER, inputs)[[l, m]].tolist(),
+        "accuracy": accuracy_along(path, inputs, labels)}
+    record["accuracy_drop"] = record["accuracy"][0] - record["accuracy"][path.permutation_index]
+    return {"record": record, "point": path.params[path.permutation_index].flat().cpu()}
+
+
+def _mnist_path_jobs(cfg: MNISTTeachersConfig, width: int, address: str, saved: dict, data: DataConfig,
+                     rule: Convergence, device: str) -> list[Job]:
+    jobs = []
+    for k, theta in enumerate(saved["thetas"]):
+        spec = MnistPathJob(width, k, tuple(saved["layer_sizes"]), data, path_request(cfg), cfg.n_steps,
+                            cfg.final_ratio, rule, device)
+        jobs.append(Job(job_address("mnist-path", address, spec, tensor_digest(theta)), spec))
+    return jobs
+
+
+def _save_mnist_paths(width: int, address: str, saved: dict, outputs: list[dict], dataset: Dataset, minima: Path,
+                      out: Path) -> None:
+    """paths.json, permutation_points.pt and the MLflow run of one width, in teacher order."""
     teacher_summary = load_json(minima / "minima.json")["summary"]
-    # Same seed as the teachers' subset: the path inputs are nested in their training images.
-    dataset = data.get("mnist", cfg.path_subset, 0, seed=TEACHER_SEED)
-    address = content_hash(saved["address"], cfg.path_subset, cfg.n_steps, cfg.final_ratio, rule,
-                           str(MNIST_DTYPE), dataset.source)
-    if _done(out / "paths.json", address) is not None:
-        return
-    inputs = dataset.x_train.to(MNIST_DTYPE).flatten(1)
-    labels = dataset.y_train
-    teachers = teachers_from_thetas(saved["thetas"].to(device, MNIST_DTYPE), saved["layer_sizes"])
-    records, permutation_points = [], []
+    records = []
     with tracking.variant_run(mnist_key(width), data_source=dataset.source):
-        for k, teacher in enumerate(tqdm(teachers, desc=f"{EXPERIMENT} paths H={width}", disable=not progress)):
-            with torch.no_grad():
-                targets = teacher.forward(inputs)  # pre-softmax outputs y of the teacher
-            loss_fn = quadratic_loss(inputs, targets, normalise=True)  # L of §5
-            l, m = merge_candidates(teacher, MNIST_LAYER)
-            path = permutation_path(teacher, MNIST_LAYER, l, m, loss_fn, cfg.n_steps, cfg.final_ratio, rule)
-            record = path_record(path) | {
-                "H": width, "seed": saved["seeds"][k],
-                "cosine_similarity": float(incoming_cosine_similarity(teacher, MNIST_LAYER)[l, m]),
-                "active_fraction": active_fraction(teacher, MNIST_LAYER, inputs)[[l, m]].tolist(),
-                "accuracy": accuracy_along(path, inputs, labels),
-                "teacher_train_acc": teacher_summary["train_acc"][k], "teacher_test_acc": teacher_summary["test_acc"][k],
-            }
-            record["accuracy_drop"] = record["accuracy"][0] - record["accuracy"][path.permutation_index]
+        for k, output in enumerate(outputs):
+            record = output["record"] | {"H": width, "seed": saved["seeds"][k],
+                                         "teacher_train_acc": teacher_summary["train_acc"][k],
+                                         "teacher_test_acc": teacher_summary["test_acc"][k]}
             records.append(record)
-            permutation_points.append(path.params[path.permutation_index].flat().cpu())
-            tracking.log_metrics({f"barrier_s{k}": record["barrier"], f"permutation_loss_s{k}": record["permutation_loss"],
+            tracking.log_metrics({f"barrier_s{k}": record["barrier"],
+                                  f"permutation_loss_s{k}": record["permutation_loss"],
                                   f"accuracy_drop_s{k}": record["accuracy_drop"]})
-        save_torch({"permutation_points": torch.stack(permutation_points), "layer_sizes": saved["layer_sizes"]},
-                   out / "permutation_points.pt")
+        save_torch({"permutation_points": torch.stack([output["point"] for output in outputs]),
+                    "layer_sizes": saved["layer_sizes"]}, out / "permutation_points.pt")
         save_json({"address": address, "variant": mnist_key(width), "data_source": dataset.source,
-                   "n_path_samples": len(labels), "dtype": str(MNIST_DTYPE), "paths": records}, out / "paths.json")
+                   "n_path_samples": len(dataset.y_train), "dtype": str(MNIST_DTYPE), "paths": records},
+                  out / "paths.json")
+
+
+def _paths_mnist(config: PermutationBarrierConfig, minima_root: Path, out_root: Path, data: DataConfig,
+                 rule: Convergence, executor: Executor, cache: JobCache, params: Params) -> None:
+    """One job per teacher, all widths together; a width already done with the same settings is skipped."""
+    cfg = config.mnist
+    dataset = job_dataset(data, path_request(cfg))
+    todo, shared, jobs = [], {}, []
+    for width in cfg.widths:
+        saved = torch.load(minima_root / mnist_key(width) / "teachers.pt", map_location="cpu")
+        address = content_hash(saved["address"], cfg.path_subset, cfg.n_steps, cfg.final_ratio, rule,
+                               str(MNIST_DTYPE), dataset.source)
+        if _done(out_root / mnist_key(width) / "paths.json", address) is None:
+            todo.append((width, address, saved))
+            shared[width] = saved["thetas"]
+            jobs += _mnist_path_jobs(cfg, width, address, saved, data, rule, params.runtime.device)
+    outputs = executor.map(mnist_path_job, jobs, shared=shared, cache=cache, description=f"{EXPERIMENT} MNIST paths",
+                           progress=params.runtime.progress)
+    for width, address, saved in todo:
+        mine = [output for job, output in zip(jobs, outputs) if job.spec.width == width]
+        _save_mnist_paths(width, address, saved, mine, dataset, minima_root / mnist_key(width),
+                          out_root / mnist_key(width))
 
 
 def run_paths(config: PermutationBarrierConfig, params: Params, root: Path = ARTIFACTS) -> None:
     """Toy: every pair of hidden neurons; MNIST: per teacher, the most cosine-similar pair of layer 2."""
-    device = resolve_device(params.runtime.device)
     out_root, minima_root = stage_dir(EXPERIMENT, "paths", root), stage_dir(EXPERIMENT, "minima", root)
     _prune(out_root, set(variant_keys(config)))
     rule = convergence_rule(config.convergence)
-    data = DataCache(params, device, ["mnist"])
-    with tracking.stage_run(EXPERIMENT, "paths", profile=params.profile, device=str(device),
+    data = stage_data(params, ["mnist"])
+    executor, cache = stage_jobs(params, EXPERIMENT, "paths", root)
+    with tracking.stage_run(EXPERIMENT, "paths", profile=params.profile,
+                            device=str(resolve_device(params.runtime.device)),
                             params={"data": as_dict(params.data), "toy": as_dict(config.toy),
                                     "mnist": as_dict(config.mnist), "convergence": dataclasses.asdict(rule),
                                     "mnist_dtype": str(MNIST_DTYPE)}):
-        _paths_toy(config, minima_root / TOY_KEY, out_root / TOY_KEY, rule, params.runtime.progress)
-        for width in config.mnist.widths:
-            _paths_mnist(config, width, minima_root / mnist_key(width), out_root / mnist_key(width), data, device,
-                         rule, params.runtime.progress)
+        _paths_toy(config, minima_root / TOY_KEY, out_root / TOY_KEY, rule, executor, cache, params.runtime.progress)
+        _paths_mnist(config, minima_root, out_root, data, rule, executor, cache, params)
+    cache.clear()
 
 
 # ---------------------------------------------------------------- topology: the numbers behind the claims

@@ -18,25 +18,21 @@ the labelled synthetic stand-in, and every artifact and claim carries the data s
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from benchmarks.cnn_channels import accuracy_note, training_note
-from benchmarks.stages import (ARTIFACTS, DataCache, Variant, _prune, path_max_matrix, path_schedule, resolve_device,
-                               save_minima_metrics, train_variant,
-                               stage_dir)
+from benchmarks.stages import (ARTIFACTS, DataRequest, MinimaTask, PathsTask, Variant, _prune, job_dataset,
+                               optimize_variant_paths, path_max_matrix, path_schedule, resolve_device,
+                               save_minima_metrics, stage_data, stage_dir, stage_jobs, train_variants)
 from losstopo import plots, tracking
-from losstopo.config import LRTypeRuns, Params, ResNetLRConfig, as_dict
+from losstopo.config import DataConfig, LRTypeRuns, Params, ResNetLRConfig, as_dict
 from losstopo.errors import DataError
 from losstopo.io import load_json, save_json
 from losstopo.models import build_model, parameter_count
-from losstopo.paths import evaluate_in_chunks, optimize_paths
 from losstopo.report import Claim, Section
-from losstopo.stacked import DatasetLoss, StackedModel
 from losstopo.stats import group_test, rank_correlation_test, verdict
 from losstopo.topology import barcode_of_minima, segment_lengths, to_score
 
@@ -84,99 +80,116 @@ def pair_kind(type_a: int, type_b: int) -> str:
 # --- stage 1: minima ------------------------------------------------------------------------------
 
 def run_minima(config: ResNetLRConfig, params: Params, root: Path = ARTIFACTS) -> None:
-    device = resolve_device(params.runtime.device)
     out_root = stage_dir(EXPERIMENT, "minima", root)
     all_variants = variants(config)
     _prune(out_root, {v.key for v in all_variants})
-    data = DataCache(params, device, config.datasets)
-    summary = {}
+    data = stage_data(params, config.datasets)
+    executor, cache = stage_jobs(params, EXPERIMENT, "minima", root)
     stage_params = {"data": as_dict(params.data), "model": config.model,
                     **{f"{d}.{kind}": as_dict(getattr(config.runs(d), kind)) for d in config.datasets for kind in TYPES}}
-    with tracking.stage_run(EXPERIMENT, "minima", profile=params.profile, device=str(device), params=stage_params):
-        for variant in tqdm(all_variants, desc=f"{EXPERIMENT} minima", disable=not params.runtime.progress):
+    with tracking.stage_run(EXPERIMENT, "minima", profile=params.profile,
+                            device=str(resolve_device(params.runtime.device)), params=stage_params):
+        tasks = []
+        for variant in all_variants:
             runs = config.runs(variant.dataset)
             kind = f"type{variant.labels['type']}"
             cfg, seed = getattr(runs, kind), data_seed(runs)
-            dataset = data.get(variant.dataset, cfg.train_subset, cfg.test_subset, seed)
-            summary[variant.key] = train_variant(
-                variant, dataset, cfg, out_root / variant.key, device, params.runtime.progress,
-                address_parts=(kind, seed), extra={"type": kind, "data_seed": seed})
+            tasks.append(MinimaTask(variant, DataRequest(variant.dataset, cfg.train_subset, cfg.test_subset, seed), cfg,
+                                    out_root / variant.key, address_parts=(kind, seed),
+                                    extra={"type": kind, "data_seed": seed}))
+        summary = train_variants(tasks, params, data, executor, cache, f"{EXPERIMENT} minima")
         save_minima_metrics(summary, stage_dir(EXPERIMENT, "minima_metrics.json", root))
+    cache.clear()
 
 
 # --- stage 2: paths between all pairs -------------------------------------------------------------
 
-def _load_minima(config: ResNetLRConfig, dataset: str, root: Path, device) -> tuple[torch.Tensor, list[dict]]:
-    """All minima of a dataset, type 1 first: (n, d) weights and one summary per type."""
+def _load_minima(dataset: str, root: Path) -> tuple[torch.Tensor, list[dict]]:
+    """All minima of a dataset on the CPU, type 1 first: (n, d) weights and one summary per type."""
     thetas, summaries = [], []
     for kind in TYPES:
         out = stage_dir(EXPERIMENT, "minima", root) / f"{dataset}-{kind}"
-        thetas.append(torch.load(out / "minima.pt", map_location=device)["thetas"].to(device))
+        thetas.append(torch.load(out / "minima.pt", map_location="cpu")["thetas"])
         summaries.append(load_json(out / "minima.json")["summary"])
     return torch.cat(thetas), summaries
 
 
+def _paths_task(config: ResNetLRConfig, name: str, data: DataConfig, root: Path) -> tuple[PathsTask, list[dict]]:
+    """One dataset's paths between all its minima, after checking they were trained on the paths' data."""
+    runs = config.runs(name)
+    cfg, seed = runs.paths, data_seed(runs)
+    thetas, summaries = _load_minima(name, root)
+    # The minima's seed: the path subset is a prefix of the permutation their training sets come from.
+    request = DataRequest(name, cfg.train_subset, 0, seed)
+    source = job_dataset(data, request).source
+    trained_on = {s["data_source"] for s in summaries}
+    if trained_on != {source}:
+        raise DataError(f"{EXPERIMENT} {name}: the minima were trained on {sorted(trained_on)} but the paths "
+                        f"would use {source!r}; rerun the minima stage")
+    return PathsTask(name, config.model, thetas, request, cfg, seed), summaries
+
+
 def run_paths(config: ResNetLRConfig, params: Params, root: Path = ARTIFACTS) -> None:
-    device = resolve_device(params.runtime.device)
     out_root = stage_dir(EXPERIMENT, "paths", root)
     _prune(out_root, set(config.datasets))
-    data = DataCache(params, device, config.datasets)
+    data = stage_data(params, config.datasets)
+    executor, cache = stage_jobs(params, EXPERIMENT, "paths", root)
     metrics = {}
-    with tracking.stage_run(EXPERIMENT, "paths", profile=params.profile, device=str(device),
+    with tracking.stage_run(EXPERIMENT, "paths", profile=params.profile,
+                            device=str(resolve_device(params.runtime.device)),
                             params={"data": as_dict(params.data),
                                     **{f"{d}.paths": as_dict(config.runs(d).paths) for d in config.datasets}}):
-        for name in tqdm(config.datasets, desc=f"{EXPERIMENT} paths", disable=not params.runtime.progress):
-            runs = config.runs(name)
-            cfg, seed = runs.paths, data_seed(runs)
-            thetas, summaries = _load_minima(config, name, root, device)
-            # The minima's seed: the path subset is a prefix of the permutation their training sets come from.
-            dataset = data.get(name, cfg.train_subset, 0, seed=seed)
-            trained_on = {s["data_source"] for s in summaries}
-            if trained_on != {dataset.source}:
-                raise DataError(f"{EXPERIMENT} {name}: the minima were trained on {sorted(trained_on)} but the paths "
-                                f"would use {dataset.source!r}; rerun the minima stage")
-            types = [int(kind[-1]) for s, kind in zip(summaries, TYPES) for _ in s["train_loss"]]
-            per_minimum = {q: [v for s in summaries for v in s[q]] for q in QUANTITIES}
-            pairs = list(itertools.combinations(range(len(thetas)), 2))
-            module = build_model(config.model, dataset.x_train.shape[1:], dataset.n_classes).to(device)
-            loss_fn = DatasetLoss(StackedModel(module), dataset.x_train, dataset.y_train, batch_size=cfg.batch_size)
-            with tracking.variant_run(name, data_source=dataset.source,
-                                      params={"n_minima": len(thetas), "n_paths": len(pairs),
-                                              "n_path_samples": len(dataset.y_train)}):
-                schedule = path_schedule(cfg, len(dataset.y_train))
-                results = optimize_paths(
-                    loss_fn, thetas[[i for i, _ in pairs]], thetas[[j for _, j in pairs]],
-                    n_points=cfg.n_points, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                    clip_norm=cfg.clip_norm, alphas=cfg.alphas, max_models=cfg.max_models, seed=seed,
-                    progress=params.runtime.progress, description=f"{name} paths", **schedule,
-                )
-                minima_losses = evaluate_in_chunks(loss_fn, thetas, cfg.max_models).tolist()
-                endpoint_error = [max(float((r.points[0] - thetas[i]).abs().max()),
-                                      float((r.points[-1] - thetas[j]).abs().max()))
-                                  for (i, j), r in zip(pairs, results)]
-                record = {
-                    "dataset": name, "model": config.model, "data_source": dataset.source,
-                    "data_kind": dataset.source_kind, "data_seed": seed, "n_path_samples": len(dataset.y_train),
-                    "path_subset_nested": len(dataset.y_train) <= min(s["n_train"] for s in summaries),
-                    "steps": schedule["steps"], "types": types, **{f"minima_{q}": v for q, v in per_minimum.items()},
-                    "minima_losses": minima_losses, "pairs": pairs,
-                    "pair_kinds": [pair_kind(types[i], types[j]) for i, j in pairs],
-                    "max_loss": [r.max_loss for r in results], "argmax_position": [r.argmax_position for r in results],
-                    "n_points": [len(r.points) for r in results], "endpoint_error": endpoint_error,
-                    "positions": [r.positions for r in results], "dense_losses": [r.dense_losses for r in results],
-                    "history": [r.history for r in results],
-                }
-                save_json(record, out_root / name / "paths.json")
-                tracking.log_metrics({f"path_{i}_{j}_max": r.max_loss for (i, j), r in zip(pairs, results)}
-                                     | {f"path_{i}_{j}_points": len(r.points) for (i, j), r in zip(pairs, results)})
-                for index, values in enumerate(zip(*[r.history for r in results])):  # one per record_every steps
-                    tracking.log_metrics({"mean_interior_max": float(np.mean(values))},
-                                         step=min(index * schedule["record_every"], schedule["steps"] - 1))
-                by_kind = {kind: [m for m, k in zip(record["max_loss"], record["pair_kinds"]) if k == kind]
-                           for kind in ("1-1", "2-2", "1-2")}
-                metrics[name] = {f"mean_path_max_{kind}": float(np.mean(v)) for kind, v in by_kind.items() if v}
-                metrics[name] |= {"n_paths": len(pairs), "data_source": dataset.source}
+        prepared = [_paths_task(config, name, data, root) for name in config.datasets]
+        tasks = [task for task, _ in prepared]
+        results = optimize_variant_paths(tasks, params, data, executor, cache, f"{EXPERIMENT} paths")
+        for task, minima in prepared:
+            dataset = job_dataset(data, task.request)
+            schedule = path_schedule(task.config, len(dataset.y_train))
+            record = _paths_record(config, task, minima, results[task.key], dataset, schedule["steps"])
+            save_json(record, out_root / task.key / "paths.json")
+            _log_paths(record, schedule)
+            metrics[task.key] = _paths_metrics(record)
         save_json(metrics, stage_dir(EXPERIMENT, "paths_metrics.json", root))
+    cache.clear()
+
+
+def _paths_record(config: ResNetLRConfig, task: PathsTask, summaries: list[dict], result: dict, dataset,
+                  steps: int) -> dict:
+    """paths.json of one dataset: the merged paths of all pairs with their types and the minima's characteristics."""
+    types = [int(kind[-1]) for s, kind in zip(summaries, TYPES) for _ in s["train_loss"]]
+    pairs = result["pairs"]
+    return {
+        "dataset": task.key, "model": config.model, "data_source": dataset.source, "data_kind": dataset.source_kind,
+        "data_seed": task.seed, "n_path_samples": len(dataset.y_train),
+        "path_subset_nested": len(dataset.y_train) <= min(s["n_train"] for s in summaries),
+        "steps": steps, "types": types,
+        **{f"minima_{q}": [v for s in summaries for v in s[q]] for q in QUANTITIES},
+        "minima_losses": result["minima_losses"], "pairs": pairs,
+        "pair_kinds": [pair_kind(types[i], types[j]) for i, j in pairs],
+        **{key: result[key] for key in ("max_loss", "argmax_position", "n_points", "endpoint_error", "positions",
+                                        "dense_losses", "history")},
+    }
+
+
+def _log_paths(record: dict, schedule: dict) -> None:
+    """One nested MLflow run per dataset: each path's maximum and size, and the mean interior maximum
+    over training (one history entry per ``record_every`` steps)."""
+    pairs = record["pairs"]
+    with tracking.variant_run(record["dataset"], data_source=record["data_source"],
+                              params={"n_minima": len(record["minima_losses"]), "n_paths": len(pairs),
+                                      "n_path_samples": record["n_path_samples"]}):
+        tracking.log_metrics({f"path_{i}_{j}_max": m for (i, j), m in zip(pairs, record["max_loss"])}
+                             | {f"path_{i}_{j}_points": n for (i, j), n in zip(pairs, record["n_points"])})
+        for index, values in enumerate(zip(*record["history"])):
+            tracking.log_metrics({"mean_interior_max": float(np.mean(values))},
+                                 step=min(index * schedule["record_every"], schedule["steps"] - 1))
+
+
+def _paths_metrics(record: dict) -> dict:
+    by_kind = {kind: [m for m, k in zip(record["max_loss"], record["pair_kinds"]) if k == kind]
+               for kind in ("1-1", "2-2", "1-2")}
+    return ({f"mean_path_max_{kind}": float(np.mean(v)) for kind, v in by_kind.items() if v}
+            | {"n_paths": len(record["pairs"]), "data_source": record["data_source"]})
 
 
 # --- stage 3: barcodes -----------------------------------------------------------------------------

@@ -8,11 +8,13 @@ Two studies, each a stack of minima trained with SGD and the Garipov schedule (T
 - ``lenet``: LeNet on Fashion-MNIST (Appendix I, Table 14, Fig. 16); offline only a partial real
   copy (2,557 images) exists.
 
-Paths stage: a polygonal chain with one bend between every pair of minima, all pairs trained in one
-batch with a random t per minibatch (Garipov et al. 2018) under the minima's schedule (Appendix C);
-dense evaluation gives each curve's maximum. Then a triangle over every triple of minima in each
-regime of Appendix I: ``sides_fixed`` keeps the trained curves as the sides (their bends are the side
-centres D = AB, E = BC, F = CA) and trains only the centre O; ``vertices_fixed`` trains D, E, F and O.
+Paths stage: a polygonal chain with one bend between every pair of minima, the pairs of a job
+(``curves.pairs_per_job``; default all) trained in one batch with a random t per minibatch (Garipov
+et al. 2018) under the minima's schedule (Appendix C); dense evaluation gives each curve's maximum.
+Then, once the curves are done, a triangle over every triple of minima in each regime of Appendix I
+(``curves.triangles_per_job`` per job): ``sides_fixed`` keeps the trained curves as the sides (their
+bends are the side centres D = AB, E = BC, F = CA) and trains only the centre O; ``vertices_fixed``
+trains D, E, F and O.
 
 Topology stage: the barcode of minima (Fig. 6a, Algorithm 1), the 1-saddle barcode of the complex of
 minima, curves and triangles (Fig. 6b, Algorithm 2), and the robustness of the minima barcode to the
@@ -25,22 +27,26 @@ parameter vector (see :mod:`losstopo.stacked`), which is "BN statistics recomput
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import gudhi
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from benchmarks.cnn_channels import accuracy_note
-from benchmarks.stages import (ARTIFACTS, DataCache, Variant, _prune, path_max_matrix, resolve_device, stage_dir,
-                               train_variant)
+from benchmarks.stages import (ARTIFACTS, DataRequest, MinimaTask, Variant, _prune, job_dataset, pair_chunks,
+                               path_max_matrix, resolve_device, stage_data, stage_dir, stage_jobs, tensor_digest,
+                               train_variants)
 from losstopo import plots, tracking
-from losstopo.config import Params, TriangleStudyConfig, WRNRobustnessConfig, as_dict, content_hash
+from losstopo.config import (CurveConfig, DataConfig, Params, TriangleStudyConfig, WRNRobustnessConfig, as_dict,
+                             content_hash)
 from losstopo.curves import CurveTraining, evaluate_curves, evaluate_triangles, train_curves, train_triangles
 from losstopo.errors import ConfigError, DataError
+from losstopo.executor import Executor, Job, JobCache, job_address
 from losstopo.io import load_json, save_json
 from losstopo.models import build_model
 from losstopo.paths import evaluate_in_chunks
@@ -91,23 +97,27 @@ def _eval_loss(stacked: StackedModel, x: torch.Tensor, y: torch.Tensor) -> Datas
 # --- stage 1: minima --------------------------------------------------------------------------------
 
 def run_minima(config: WRNRobustnessConfig, params: Params, root: Path = ARTIFACTS) -> None:
-    device = resolve_device(params.runtime.device)
     out_root = stage_dir(EXPERIMENT, "minima", root)
     _prune(out_root, set(STUDIES))
-    data = DataCache(params, device, [study_config(config, s).dataset for s in STUDIES])
+    data = stage_data(params, [study_config(config, s).dataset for s in STUDIES])
+    executor, cache = stage_jobs(params, EXPERIMENT, "minima", root)
     stage_params = {"data": as_dict(params.data),
                     **{s: {"dataset": study_config(config, s).dataset, "model": study_config(config, s).model,
                            "minima": as_dict(study_config(config, s).minima)} for s in STUDIES}}
-    with tracking.stage_run(EXPERIMENT, "minima", profile=params.profile, device=str(device), params=stage_params):
-        for study in tqdm(STUDIES, desc=f"{EXPERIMENT} minima", disable=not params.runtime.progress):
+    with tracking.stage_run(EXPERIMENT, "minima", profile=params.profile,
+                            device=str(resolve_device(params.runtime.device)), params=stage_params):
+        tasks = []
+        for study in STUDIES:
             sc = study_config(config, study)
             cfg = sc.minima
-            dataset = data.get(sc.dataset, cfg.train_subset, cfg.test_subset, cfg.seed)
-            train_variant(Variant(study, sc.dataset, sc.model), dataset, cfg, out_root / study, device,
-                          params.runtime.progress,
-                          extra={"study": study, "max_epochs": cfg.max_epochs, "batch_size": cfg.batch_size,
-                                 "lr": cfg.lr_max, "weight_decay": cfg.weight_decay, "augment": cfg.augment,
-                                 "profile": params.profile})
+            tasks.append(MinimaTask(Variant(study, sc.dataset, sc.model),
+                                    DataRequest(sc.dataset, cfg.train_subset, cfg.test_subset, cfg.seed), cfg,
+                                    out_root / study,
+                                    extra={"study": study, "max_epochs": cfg.max_epochs, "batch_size": cfg.batch_size,
+                                           "lr": cfg.lr_max, "weight_decay": cfg.weight_decay,
+                                           "augment": cfg.augment, "profile": params.profile}))
+        train_variants(tasks, params, data, executor, cache, f"{EXPERIMENT} minima")
+    cache.clear()
 
 
 # --- stage 2: curves and triangles ------------------------------------------------------------------
@@ -118,6 +128,14 @@ def garipov_training(epochs: int, batches_per_epoch: int, lr: float, momentum: f
     return CurveTraining(steps=epochs * batches_per_epoch,
                          lr=lambda step: garipov_lr(step // batches_per_epoch, epochs, lr),
                          momentum=momentum, weight_decay=weight_decay)
+
+
+def _batches_per_epoch(cfg: CurveConfig, n_samples: int) -> int:
+    return max(n_samples // cfg.batch_size, 1)  # as train_minima counts an epoch
+
+
+def _training(cfg: CurveConfig, epochs: int, n_samples: int) -> CurveTraining:
+    return garipov_training(epochs, _batches_per_epoch(cfg, n_samples), cfg.lr, cfg.momentum, cfg.weight_decay)
 
 
 def side_bends(bends: torch.Tensor, pairs: list[tuple[int, int]], triples: list[tuple[int, int, int]]) -> torch.Tensor:
@@ -145,110 +163,245 @@ def side_grid_indices(grid: np.ndarray, resolution: int) -> list[list[int]]:
     return out
 
 
+def triple_chunks(n_minima: int, per_job: int | None) -> list[tuple[tuple[int, int, int], ...]]:
+    """All triples i < j < k, cut into jobs of ``per_job`` triangles (None: one job)."""
+    triples = list(itertools.combinations(range(n_minima), 3))
+    size = per_job or max(len(triples), 1)
+    return [tuple(triples[s:s + size]) for s in range(0, len(triples), size)]
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """What every curves and triangles job of one study needs besides its minima (``shared[name]``)."""
+
+    name: str
+    model: str
+    data: DataConfig
+    request: DataRequest
+    config: CurveConfig
+    mixed_precision: bool
+    seed: int
+    device: str
+
+
+@dataclass(frozen=True)
+class CurvesJob:
+    """The curves of some pairs of the study's minima; ``minima``: also their losses and accuracies (first job)."""
+
+    study: StudySpec
+    pairs: tuple[tuple[int, int], ...]
+    minima: bool
+    progress: bool
+
+
+@dataclass(frozen=True)
+class TrianglesJob:
+    """The triangles of some triples in one regime; sides_fixed takes its sides from the study's curve bends."""
+
+    study: StudySpec
+    regime: str
+    triples: tuple[tuple[int, int, int], ...]
+    progress: bool
+
+
+def _study_losses(spec: StudySpec) -> tuple[DatasetLoss, DatasetLoss, int]:
+    """The loss to train on (minibatches, bf16 on CUDA if the minima used it), the loss to evaluate with,
+    and the number of training images."""
+    device = resolve_device(spec.device)
+    dataset = job_dataset(spec.data, spec.request, device)
+    stacked = StackedModel(build_model(spec.model, dataset.x_train.shape[1:], dataset.n_classes).to(device))
+    bf16 = torch.bfloat16 if device.type == "cuda" and spec.mixed_precision else None
+    train_loss = DatasetLoss(stacked, dataset.x_train, dataset.y_train, chunk_size=EVAL_CHUNK,
+                             max_models=EVAL_MODELS, batch_size=spec.config.batch_size, autocast_dtype=bf16)
+    return train_loss, _eval_loss(stacked, dataset.x_train, dataset.y_train), len(dataset.y_train)
+
+
+def curves_job(shared: dict[str, dict], job: CurvesJob) -> dict:
+    """Trains and evaluates the curves of ``job.pairs``: bends (P, d) on the CPU, t and losses (P, n_eval)."""
+    cfg = job.study.config
+    train_loss, eval_loss, n_samples = _study_losses(job.study)
+    thetas = shared[job.study.name]["thetas"].to(resolve_device(job.study.device))
+    start, end = thetas[[i for i, _ in job.pairs]], thetas[[j for _, j in job.pairs]]
+    bends = train_curves(train_loss, start, end, cfg.kind, _training(cfg, cfg.epochs, n_samples),
+                         seed=job.study.seed, progress=job.progress)
+    t, losses = None, []
+    for group in _groups(len(job.pairs), cfg.n_eval, thetas.shape[1]):
+        t, part = evaluate_curves(eval_loss, start[group], bends[group], end[group], cfg.kind, cfg.n_eval,
+                                  max_models=EVAL_MODELS)
+        losses.append(part)
+    out = {"bends": bends.cpu(), "t": t, "losses": np.concatenate(losses)}
+    if job.minima:
+        out |= {"minima_losses": evaluate_in_chunks(eval_loss, thetas, EVAL_MODELS).tolist(),
+                "minima_train_acc": eval_loss.accuracy(thetas).tolist()}
+    return out
+
+
+def triangles_job(shared: dict[str, dict], job: TrianglesJob) -> dict:
+    """Trains and evaluates the triangles of ``job.triples``: the barycentric grid and losses (T, grid points)."""
+    cfg = job.study.config
+    train_loss, eval_loss, n_samples = _study_losses(job.study)
+    device = resolve_device(job.study.device)
+    thetas = shared[job.study.name]["thetas"].to(device)
+    vertices = torch.stack([thetas[list(triple)] for triple in job.triples])  # (T, 3, d): A, B, C
+    fixed_sides = None
+    if job.regime == "sides_fixed":
+        pairs = list(itertools.combinations(range(len(thetas)), 2))
+        fixed_sides = side_bends(shared[job.study.name]["bends"], pairs, list(job.triples)).to(device)
+    sides, centre = train_triangles(train_loss, vertices, fixed_sides, _training(cfg, cfg.triangle_epochs, n_samples),
+                                    seed=job.study.seed, progress=job.progress)
+    grid, losses = None, []
+    m = (cfg.triangle_resolution + 1) * (cfg.triangle_resolution + 2) // 2
+    for group in _groups(len(job.triples), m, thetas.shape[1]):
+        grid, part = evaluate_triangles(eval_loss, vertices[group], sides[group], centre[group],
+                                        cfg.triangle_resolution, max_models=EVAL_MODELS)
+        losses.append(part)
+    return {"grid": grid, "losses": np.concatenate(losses)}
+
+
+@dataclass
+class _Study:
+    """One study whose curves and triangles are (re)computed in this run."""
+
+    spec: StudySpec
+    thetas: torch.Tensor  # (n, d) minima on the CPU
+    record: dict  # what paths.json says about the study besides the curves and triangles
+    out: Path
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+def _study(config: WRNRobustnessConfig, study: str, params: Params, data: DataConfig, root: Path) -> _Study | None:
+    """A study to compute, after checking its settings and data; None when its paths.json is up to date."""
+    sc = study_config(config, study)
+    cfg = sc.curves
+    if "sides_fixed" in cfg.triangle_regimes and cfg.kind != "polychain":
+        raise ConfigError(f"params: {EXPERIMENT}.{study}.curves.kind is {cfg.kind!r}, but the sides_fixed "
+                          f"triangle regime needs polychain curves (a triangle's side is the polygonal chain "
+                          f"through its side centre, Appendix I)")
+    minima_dir = stage_dir(EXPERIMENT, "minima", root) / study
+    minima = torch.load(minima_dir / "minima.pt", map_location="cpu")
+    summary = load_json(minima_dir / "minima.json")["summary"]
+    # The minima's seed: the curve subset is a prefix of the permutation of the minima's training set.
+    request = DataRequest(sc.dataset, cfg.train_subset, 0, sc.minima.seed)
+    dataset = job_dataset(data, request)
+    if summary["data_source"] != dataset.source:
+        raise DataError(f"{EXPERIMENT} {study}: the minima were trained on {summary['data_source']!r} but "
+                        f"the curves would use {dataset.source!r}; rerun the minima stage")
+    address = content_hash(minima["address"], cfg, dataset.source)
+    out = stage_dir(EXPERIMENT, "paths", root) / study / "paths.json"
+    if out.is_file() and load_json(out).get("address") == address:
+        return None
+    spec = StudySpec(study, sc.model, data, request, cfg, sc.minima.mixed_precision, sc.minima.seed,
+                     params.runtime.device)
+    record = {"address": address, "minima_address": minima["address"], "study": study, "model": sc.model,
+              "dataset": sc.dataset, "data_source": dataset.source, "data_kind": dataset.source_kind,
+              "minima_n_train": summary["n_train"], "profile": params.profile, "n_curve_samples": len(dataset.y_train)}
+    return _Study(spec, minima["thetas"], record, out)
+
+
+def _run_curves(studies: list[_Study], params: Params, executor: Executor, cache: JobCache) -> dict[str, dict]:
+    """Every study's curves, chunks of all studies balanced together; per study the chunks merged in pair order."""
+    jobs, owners = [], []
+    for study in studies:
+        digest = tensor_digest(study.thetas)
+        for n, chunk in enumerate(pair_chunks(len(study.thetas), study.spec.config.pairs_per_job)):
+            spec = CurvesJob(study.spec, chunk, minima=n == 0, progress=params.runtime.progress)
+            jobs.append(Job(job_address("curves", dataclasses.replace(spec, progress=False), digest), spec))
+            owners.append(study.name)
+    outputs = executor.map(curves_job, jobs, shared={s.name: {"thetas": s.thetas} for s in studies}, cache=cache,
+                           description=f"{EXPERIMENT} curves", progress=params.runtime.progress)
+    merged = {}
+    for study in studies:
+        mine = [out for out, owner in zip(outputs, owners) if owner == study.name]
+        merged[study.name] = {"bends": torch.cat([out["bends"] for out in mine]), "t": mine[0]["t"],
+                              "losses": np.concatenate([out["losses"] for out in mine]),
+                              "minima_losses": mine[0]["minima_losses"],
+                              "minima_train_acc": mine[0]["minima_train_acc"]}
+    return merged
+
+
+def _run_triangles(studies: list[_Study], curves: dict[str, dict], params: Params, executor: Executor,
+                   cache: JobCache) -> dict[str, dict[str, dict]]:
+    """Every study's triangles per regime (after the curves: sides_fixed needs their bends); per study and
+    regime the chunks' grid and losses merged in triple order."""
+    jobs, owners, shared = [], [], {}
+    for study in studies:
+        cfg = study.spec.config
+        bends = curves[study.name]["bends"] if "sides_fixed" in cfg.triangle_regimes else None
+        shared[study.name] = {"thetas": study.thetas, "bends": bends}
+        for regime in cfg.triangle_regimes:
+            digests = (tensor_digest(study.thetas),) + ((tensor_digest(bends),) if regime == "sides_fixed" else ())
+            for chunk in triple_chunks(len(study.thetas), cfg.triangles_per_job):
+                spec = TrianglesJob(study.spec, regime, chunk, progress=params.runtime.progress)
+                address = job_address("triangles", dataclasses.replace(spec, progress=False), *digests)
+                jobs.append(Job(address, spec))
+                owners.append((study.name, regime))
+    outputs = executor.map(triangles_job, jobs, shared=shared, cache=cache, description=f"{EXPERIMENT} triangles",
+                           progress=params.runtime.progress)
+    merged: dict[str, dict[str, dict]] = {study.name: {} for study in studies}
+    for (name, regime), out in zip(owners, outputs):
+        part = merged[name].setdefault(regime, {"grid": out["grid"], "losses": []})
+        part["losses"].append(out["losses"])
+    return merged
+
+
 def run_paths(config: WRNRobustnessConfig, params: Params, root: Path = ARTIFACTS) -> None:
-    device = resolve_device(params.runtime.device)
     out_root = stage_dir(EXPERIMENT, "paths", root)
     _prune(out_root, set(STUDIES))
-    data = DataCache(params, device, [study_config(config, s).dataset for s in STUDIES])
+    data = stage_data(params, [study_config(config, s).dataset for s in STUDIES])
+    executor, cache = stage_jobs(params, EXPERIMENT, "paths", root)
     stage_params = {"data": as_dict(params.data), **{f"{s}.curves": as_dict(study_config(config, s).curves)
                                                      for s in STUDIES}}
-    with tracking.stage_run(EXPERIMENT, "paths", profile=params.profile, device=str(device), params=stage_params):
-        for study in tqdm(STUDIES, desc=f"{EXPERIMENT} paths", disable=not params.runtime.progress):
-            sc = study_config(config, study)
-            cfg = sc.curves
-            if "sides_fixed" in cfg.triangle_regimes and cfg.kind != "polychain":
-                raise ConfigError(f"params: {EXPERIMENT}.{study}.curves.kind is {cfg.kind!r}, but the sides_fixed "
-                                  f"triangle regime needs polychain curves (a triangle's side is the polygonal chain "
-                                  f"through its side centre, Appendix I)")
-            minima_dir = stage_dir(EXPERIMENT, "minima", root) / study
-            minima = torch.load(minima_dir / "minima.pt", map_location=device)
-            summary = load_json(minima_dir / "minima.json")["summary"]
-            # The minima's seed: the curve subset is a prefix of the permutation of the minima's training set.
-            dataset = data.get(sc.dataset, cfg.train_subset, 0, seed=sc.minima.seed)
-            if summary["data_source"] != dataset.source:
-                raise DataError(f"{EXPERIMENT} {study}: the minima were trained on {summary['data_source']!r} but "
-                                f"the curves would use {dataset.source!r}; rerun the minima stage")
-            address = content_hash(minima["address"], cfg, dataset.source)
-            out = out_root / study / "paths.json"
-            if out.is_file() and load_json(out).get("address") == address:
-                continue
-            record = _curves_and_triangles(study, sc, minima["thetas"].to(device), dataset, device, params)
-            record |= {"address": address, "minima_address": minima["address"], "study": study, "model": sc.model,
-                       "dataset": sc.dataset, "data_source": dataset.source, "data_kind": dataset.source_kind,
-                       "minima_n_train": summary["n_train"], "profile": params.profile}
-            save_json(record, out)
-            with tracking.variant_run(study, data_source=dataset.source,
-                                      params={"model": sc.model, "n_minima": len(record["minima_losses"]),
-                                              "n_curves": len(record["pairs"]), "n_curve_samples": record["n_curve_samples"],
-                                              "curve_steps": record["curve_steps"]}):
-                metrics = {f"curve_{i}_{j}_max": m for (i, j), m in zip(record["pairs"], record["curve_max"])}
-                metrics |= {"mean_curve_max": float(np.mean(record["curve_max"]))}
-                for regime, tri in record["triangles"].items():
-                    metrics |= {f"triangle_{regime}_{i}_{j}_{k}_max": m
-                                for (i, j, k), m in zip(record["triples"], tri["max"])}
-                    metrics |= {f"mean_triangle_{regime}_max": float(np.mean(tri["max"]))}
-                tracking.log_metrics(metrics)
-                tracking.log_artifact(out)
+    with tracking.stage_run(EXPERIMENT, "paths", profile=params.profile,
+                            device=str(resolve_device(params.runtime.device)), params=stage_params):
+        studies = [s for s in (_study(config, name, params, data, root) for name in STUDIES) if s is not None]
+        curves = _run_curves(studies, params, executor, cache)
+        triangles = _run_triangles(studies, curves, params, executor, cache)
+        for study in studies:
+            record = study.record | _curves_and_triangles(study, curves[study.name], triangles[study.name])
+            save_json(record, study.out)
+            _log_paths(study.name, record, study.out)
+    cache.clear()
 
 
-def _curves_and_triangles(study: str, sc: TriangleStudyConfig, thetas: torch.Tensor, dataset, device,
-                          params: Params) -> dict:
-    cfg = sc.curves
-    n = len(thetas)
-    module = build_model(sc.model, dataset.x_train.shape[1:], dataset.n_classes).to(device)
-    stacked = StackedModel(module)
-    bf16 = torch.bfloat16 if device.type == "cuda" and sc.minima.mixed_precision else None
-    train_loss = DatasetLoss(stacked, dataset.x_train, dataset.y_train, chunk_size=EVAL_CHUNK,
-                             max_models=EVAL_MODELS, batch_size=cfg.batch_size, autocast_dtype=bf16)
-    eval_loss = _eval_loss(stacked, dataset.x_train, dataset.y_train)
-    n_samples = len(dataset.y_train)
-    batches_per_epoch = max(n_samples // cfg.batch_size, 1)  # as train_minima counts an epoch
-    seed = sc.minima.seed
-    progress = params.runtime.progress
-
-    pairs = list(itertools.combinations(range(n), 2))
-    start, end = thetas[[i for i, _ in pairs]], thetas[[j for _, j in pairs]]
-    curve_training = garipov_training(cfg.epochs, batches_per_epoch, cfg.lr, cfg.momentum, cfg.weight_decay)
-    bends = train_curves(train_loss, start, end, cfg.kind, curve_training, seed=seed, progress=progress)
-    t, curve_losses = None, []
-    for group in _groups(len(pairs), cfg.n_eval, thetas.shape[1]):
-        t, losses = evaluate_curves(eval_loss, start[group], bends[group], end[group], cfg.kind, cfg.n_eval,
-                                    max_models=EVAL_MODELS)
-        curve_losses.append(losses)
-    curve_losses = np.concatenate(curve_losses)
-    minima_losses = evaluate_in_chunks(eval_loss, thetas, EVAL_MODELS).tolist()
-    minima_acc = eval_loss.accuracy(thetas).tolist()
-
-    triples = list(itertools.combinations(range(n), 3))
-    triangles = {}
-    if triples:
-        vertices = torch.stack([thetas[list(triple)] for triple in triples])  # (T, 3, d): A, B, C
-        for regime in cfg.triangle_regimes:
-            fixed_sides = side_bends(bends, pairs, triples) if regime == "sides_fixed" else None
-            training = garipov_training(cfg.triangle_epochs, batches_per_epoch, cfg.lr, cfg.momentum,
-                                        cfg.weight_decay)
-            sides, centre = train_triangles(train_loss, vertices, fixed_sides, training, seed=seed, progress=progress)
-            grid, losses = None, []
-            m = (cfg.triangle_resolution + 1) * (cfg.triangle_resolution + 2) // 2
-            for group in _groups(len(triples), m, thetas.shape[1]):
-                grid, part = evaluate_triangles(eval_loss, vertices[group], sides[group], centre[group],
-                                                cfg.triangle_resolution, max_models=EVAL_MODELS)
-                losses.append(part)
-            losses = np.concatenate(losses)
-            on_sides = side_grid_indices(grid, cfg.triangle_resolution)
-            triangles[regime] = {
-                "steps": training.steps, "epochs": cfg.triangle_epochs, "resolution": cfg.triangle_resolution,
-                "grid": grid, "side_rows": on_sides, "losses": losses, "max": losses.max(axis=1),
-                "side_max": [[float(row[rows].max()) for rows in on_sides] for row in losses],
-                "trainable": "centre O" if regime == "sides_fixed" else "side centres D, E, F and centre O",
-            }
-    return {
-        "kind": cfg.kind, "n_curve_samples": n_samples, "batches_per_epoch": batches_per_epoch,
-        "curve_epochs": cfg.epochs, "curve_batch_size": cfg.batch_size, "curve_steps": curve_training.steps, "curve_lr": cfg.lr,
-        "minima_losses": minima_losses, "minima_train_acc": minima_acc,
-        "pairs": pairs, "t": t, "curve_losses": curve_losses, "curve_max": curve_losses.max(axis=1),
-        "triples": triples, "triangles": triangles,
+def _curves_and_triangles(study: _Study, curves: dict, triangles: dict[str, dict]) -> dict:
+    """The record of a study's curves and triangles from its merged job outputs."""
+    cfg, n_samples = study.spec.config, study.record["n_curve_samples"]
+    curve_training = _training(cfg, cfg.epochs, n_samples)
+    record = {
+        "kind": cfg.kind, "batches_per_epoch": _batches_per_epoch(cfg, n_samples), "curve_epochs": cfg.epochs,
+        "curve_batch_size": cfg.batch_size, "curve_steps": curve_training.steps, "curve_lr": cfg.lr,
+        "minima_losses": curves["minima_losses"], "minima_train_acc": curves["minima_train_acc"],
+        "pairs": list(itertools.combinations(range(len(study.thetas)), 2)), "t": curves["t"],
+        "curve_losses": curves["losses"], "curve_max": curves["losses"].max(axis=1),
+        "triples": list(itertools.combinations(range(len(study.thetas)), 3)), "triangles": {},
     }
+    for regime, part in triangles.items():
+        grid, losses = part["grid"], np.concatenate(part["losses"])
+        on_sides = side_grid_indices(grid, cfg.triangle_resolution)
+        record["triangles"][regime] = {
+            "steps": _training(cfg, cfg.triangle_epochs, n_samples).steps, "epochs": cfg.triangle_epochs,
+            "resolution": cfg.triangle_resolution, "grid": grid, "side_rows": on_sides, "losses": losses,
+            "max": losses.max(axis=1), "side_max": [[float(row[rows].max()) for rows in on_sides] for row in losses],
+            "trainable": "centre O" if regime == "sides_fixed" else "side centres D, E, F and centre O",
+        }
+    return record
+
+
+def _log_paths(study: str, record: dict, out: Path) -> None:
+    with tracking.variant_run(study, data_source=record["data_source"],
+                              params={"model": record["model"], "n_minima": len(record["minima_losses"]),
+                                      "n_curves": len(record["pairs"]), "n_curve_samples": record["n_curve_samples"],
+                                      "curve_steps": record["curve_steps"]}):
+        metrics = {f"curve_{i}_{j}_max": m for (i, j), m in zip(record["pairs"], record["curve_max"])}
+        metrics |= {"mean_curve_max": float(np.mean(record["curve_max"]))}
+        for regime, tri in record["triangles"].items():
+            metrics |= {f"triangle_{regime}_{i}_{j}_{k}_max": m for (i, j, k), m in zip(record["triples"], tri["max"])}
+            metrics |= {f"mean_triangle_{regime}_max": float(np.mean(tri["max"]))}
+        tracking.log_metrics(metrics)
+        tracking.log_artifact(out)
 
 
 # --- stage 3: barcodes and robustness ---------------------------------------------------------------

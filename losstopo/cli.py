@@ -5,6 +5,10 @@
     losstopo config [--profile NAME]        # print the resolved settings
     losstopo repro [--profile NAME]         # set params.yaml's profile, then `dvc repro`
 
+``stage`` and ``repro`` take ``--executor {local,ray}`` and ``--ray-address ADDRESS``: they override
+params.yaml's ``executor`` and ``ray.address`` (through LOSSTOPO_EXECUTOR / LOSSTOPO_RAY_ADDRESS, which
+``dvc repro`` passes on to every stage). The executor never changes results, so DVC does not track it.
+
 Errors a user can fix (bad params, missing data, divergence) print one line and exit with 2.
 """
 
@@ -13,11 +17,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-from losstopo.config import as_dict, load_params, set_profile
+from losstopo.config import EXECUTORS, as_dict, load_params, set_profile
 from losstopo.errors import LosstopoError
 
 STAGES = ("minima", "paths", "topology")
@@ -64,7 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     for p in (stage, report, config, repro):
         p.add_argument("--params", default="params.yaml")
         p.add_argument("--profile", default=None, help="override the profile named in params.yaml")
+    for p in (stage, repro):
+        p.add_argument("--executor", choices=EXECUTORS, default=None,
+                       help="where the stage's jobs run (overrides params.yaml's executor)")
+        p.add_argument("--ray-address", default=None,
+                       help="Ray cluster to join, e.g. auto or HOST:6379 (overrides params.yaml's ray.address)")
     args = parser.parse_args(argv)
+    for option, variable in (("executor", "LOSSTOPO_EXECUTOR"), ("ray_address", "LOSSTOPO_RAY_ADDRESS")):
+        if getattr(args, option, None):
+            os.environ[variable] = getattr(args, option)
     try:
         if args.command == "stage":
             run_stage(args.experiment, args.stage, args.params, args.profile)
@@ -79,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             params = load_params(args.params, args.profile)
             print(json.dumps({"profile": params.profile, "data": as_dict(params.data),
-                              "runtime": as_dict(params.runtime),
+                              "runtime": as_dict(params.runtime), "executor": params.executor,
+                              "ray": as_dict(params.ray),
                               **{k: as_dict(v) for k, v in params.experiments.items()}}, indent=2))
     except LosstopoError as error:
         print(f"losstopo: error: {error}", file=sys.stderr)

@@ -34,6 +34,9 @@ class RuntimeConfig:
     progress: bool = True
 
 
+EXECUTORS = ("local", "ray")
+
+
 @dataclass(frozen=True)
 class RayConfig:
     """Used when ``executor: ray`` (see :mod:`losstopo.executor`)."""
@@ -195,11 +198,16 @@ class CurveConfig:
     triangle_epochs: int = 200
     triangle_resolution: int = 12  # barycentric grid for the triangle maximum
     triangle_regimes: list[str] = field(default_factory=lambda: ["vertices_fixed", "sides_fixed"])
+    pairs_per_job: int | None = None  # curves per job (the unit an executor schedules); None: one job per study
+    triangles_per_job: int | None = None  # triangles per job, per regime; None: one job per study and regime
 
     def validate(self, where: str) -> None:
         _require(self.kind in ("polychain", "bezier"), where, "kind", "must be 'polychain' or 'bezier'")
         _require(set(self.triangle_regimes) <= {"vertices_fixed", "sides_fixed"}, where, "triangle_regimes",
                  "must be among vertices_fixed, sides_fixed")
+        _require(self.pairs_per_job is None or self.pairs_per_job >= 1, where, "pairs_per_job", "must be >= 1")
+        _require(self.triangles_per_job is None or self.triangles_per_job >= 1, where, "triangles_per_job",
+                 "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -374,8 +382,8 @@ def resolve(raw: dict, profile: str | None = None) -> Params:
         raise ConfigError(f"params: unknown section {unknown[0]!r}; allowed: data, runtime, executor, ray, "
                           f"{', '.join(sorted(EXPERIMENTS))}")
     executor = merged.get("executor", "local")
-    if executor not in ("local", "ray"):
-        raise ConfigError(f"params: executor must be 'local' or 'ray', got {executor!r}")
+    if executor not in EXECUTORS:
+        raise ConfigError(f"params: executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     experiments = {name: build(cls, merged[name], name) for name, cls in EXPERIMENTS.items() if name in merged}
     return Params(active, build(DataConfig, merged.get("data"), "data"),
                   build(RuntimeConfig, merged.get("runtime"), "runtime"), experiments,

@@ -26,11 +26,10 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from losstopo.config import RayConfig, content_hash
+from losstopo.config import EXECUTORS, RayConfig, content_hash
 from losstopo.errors import LosstopoError
 from losstopo.io import save_torch
 
-EXECUTORS = ("local", "ray")
 JobFn = Callable[[Any, Any], Any]
 
 

@@ -6,6 +6,8 @@ import math
 import mlflow
 import numpy as np
 import pytest
+from conftest import resolve_tiny
+from executors import use_pickling_executor
 from scipy import stats as scipy_stats
 
 from benchmarks import resnet_lr
@@ -206,3 +208,31 @@ def test_mlflow_runs_per_stage_and_variant(pipeline):
     paths = runs[(runs["tags.stage"] == "resnet_lr_paths") & runs["tags.variant"].notna()]
     assert set(paths["tags.variant"]) == {"cifar10", "svhn"}
     assert paths[f"metrics.path_0_{2 * N_MINIMA - 1}_max"].notna().all()
+
+
+# --- executors ----------------------------------------------------------------------------------------
+
+def _minima_and_paths(params, root):
+    config = params.experiment("resnet_lr")
+    resnet_lr.run_minima(config, params, root)
+    resnet_lr.run_paths(config, params, root)
+    return root / "resnet_lr"
+
+
+def test_stages_write_the_same_outputs_whichever_executor_runs_the_jobs(tmp_path, mlflow_store, monkeypatch):
+    raw = json.loads(json.dumps(TINY))
+    raw["resnet_lr"]["datasets"] = ["cifar10"]
+    raw["resnet_lr"]["cifar10"]["paths"]["pairs_per_job"] = 1
+    params = resolve_tiny(raw, tmp_path)
+    monkeypatch.setattr(data_module, "SYNTHETIC_SIZES", {"cifar10": (64, 32)})
+    local = _minima_and_paths(params, tmp_path / "local")
+    executor = use_pickling_executor(monkeypatch)  # jobs pickled and run in reverse order
+    remote = _minima_and_paths(params, tmp_path / "pickling")
+    assert executor.calls == 2 + N_PATHS  # one minima job per type, one paths job per pair
+    for kind in ("type1", "type2"):
+        name = f"minima/cifar10-{kind}/minima.json"
+        assert json.loads((local / name).read_text()) == json.loads((remote / name).read_text())
+    paths = [json.loads((base / "paths/cifar10/paths.json").read_text()) for base in (local, remote)]
+    assert paths[0] == paths[1] and len(paths[0]["max_loss"]) == N_PATHS
+    assert max(paths[0]["endpoint_error"]) == 0.0
+    assert not list((tmp_path / "pickling" / ".jobs").rglob("*.pt"))  # job caches cleared

@@ -6,6 +6,8 @@ from itertools import combinations
 
 import numpy as np
 import pytest
+from conftest import resolve_tiny
+from executors import use_pickling_executor
 
 from benchmarks import wrn_robustness as wr
 from losstopo import data
@@ -89,23 +91,30 @@ def test_curves_start_and_end_at_their_minima(run, study):
     assert np.all(np.isfinite(curves)) and np.asarray(paths["curve_max"]) == pytest.approx(curves.max(axis=1))
 
 
+def _side_mismatch(paths: dict, regime: str) -> float:
+    """Largest relative difference between the loss on a triangle's sides and on the curves of the same pairs."""
+    curves = {tuple(p): np.asarray(c) for p, c in zip(paths["pairs"], paths["curve_losses"])}
+    tri = paths["triangles"][regime]
+    grid, steps = np.asarray(tri["grid"]), np.rint(np.asarray(tri["grid"]) * RESOLUTION).astype(int)
+    mismatch = 0.0
+    for (i, j, k), losses in zip(paths["triples"], np.asarray(tri["losses"])):
+        # Side AB from A to B is the curve (i, j); BC is (j, k); CA from C to A is the curve (i, k) backwards.
+        for (first, second), curve in (((0, 1), curves[(i, j)]), ((1, 2), curves[(j, k)]), ((0, 2), curves[(i, k)])):
+            opposite = 3 - first - second
+            for s in range(RESOLUTION + 1):
+                row = np.flatnonzero((steps[:, opposite] == 0) & (steps[:, second] == s))[0]
+                assert grid[row, first] == pytest.approx(1 - s / RESOLUTION)
+                mismatch = max(mismatch, abs(losses[row] - curve[s]) / abs(curve[s]))
+    return mismatch
+
+
 @pytest.mark.parametrize("study", wr.STUDIES)
 def test_sides_fixed_triangles_have_the_trained_curves_as_sides(run, study):
     paths = _load(run, "paths", study, "paths.json")
     curves = {tuple(p): np.asarray(c) for p, c in zip(paths["pairs"], paths["curve_losses"])}
     for regime in ("sides_fixed", "vertices_fixed"):
         tri = paths["triangles"][regime]
-        grid, steps = np.asarray(tri["grid"]), np.rint(np.asarray(tri["grid"]) * RESOLUTION).astype(int)
-        mismatch = 0.0
-        for (i, j, k), losses in zip(paths["triples"], np.asarray(tri["losses"])):
-            # Side AB from A to B is the curve (i, j); BC is (j, k); CA from C to A is the curve (i, k) backwards.
-            for (first, second), curve in (((0, 1), curves[(i, j)]), ((1, 2), curves[(j, k)]),
-                                           ((0, 2), curves[(i, k)])):
-                opposite = 3 - first - second
-                for s in range(RESOLUTION + 1):
-                    row = np.flatnonzero((steps[:, opposite] == 0) & (steps[:, second] == s))[0]
-                    assert grid[row, first] == pytest.approx(1 - s / RESOLUTION)
-                    mismatch = max(mismatch, abs(losses[row] - curve[s]) / abs(curve[s]))
+        mismatch = _side_mismatch(paths, regime)
         if regime == "sides_fixed":
             assert mismatch < 1e-4
             assert np.asarray(tri["side_max"]).max(axis=1) == pytest.approx(
@@ -222,3 +231,31 @@ def test_finished_work_is_not_redone(run):
     wr.run_minima(config, params, root)
     wr.run_paths(config, params, root)
     assert [f.stat().st_mtime_ns for f in files] == stamps
+
+
+def _minima_and_paths(params, root) -> dict:
+    config = params.experiment("wrn_robustness")
+    wr.run_minima(config, params, root)
+    wr.run_paths(config, params, root)
+    return {(stage, study): json.loads((root / "wrn_robustness" / stage / study / name).read_text())
+            for stage, name in (("minima", "minima.json"), ("paths", "paths.json")) for study in wr.STUDIES}
+
+
+def test_stages_write_the_same_outputs_whichever_executor_runs_the_jobs(tmp_path, mlflow_store, monkeypatch):
+    raw = json.loads(json.dumps(TINY))
+    for study in wr.STUDIES:  # uneven chunks: wrn 3 pairs -> 2 + 1, lenet 4 triples -> 3 + 1
+        raw["wrn_robustness"][study]["curves"] |= {"pairs_per_job": 2, "triangles_per_job": 3}
+    params = resolve_tiny(raw, tmp_path)
+    for name in ("cifar100", "fashion_mnist"):
+        monkeypatch.setitem(data.SYNTHETIC_SIZES, name, (64, 32))
+    local = _minima_and_paths(params, tmp_path / "local")
+    executor = use_pickling_executor(monkeypatch)  # jobs pickled and run in reverse order
+    remote = _minima_and_paths(params, tmp_path / "pickling")
+    assert executor.calls == 2 + (2 + 3) + 2 * (1 + 2)  # minima; curves of wrn, lenet; triangles per regime
+    assert local == remote
+    for study in wr.STUDIES:
+        paths = local[("paths", study)]
+        assert np.asarray(paths["curve_losses"]).shape == (math.comb(N_MINIMA[study], 2), N_EVAL)
+        assert len(paths["triangles"]["vertices_fixed"]["max"]) == math.comb(N_MINIMA[study], 3)
+        assert _side_mismatch(paths, "sides_fixed") < 1e-4  # each triangle job got the bends of its own sides
+    assert not list((tmp_path / "pickling" / ".jobs").rglob("*.pt"))  # job caches cleared

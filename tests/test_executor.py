@@ -1,0 +1,113 @@
+"""The executor contract: results in job order, finished jobs cached and never redone, executor
+chosen by params or the command line, and Ray tasks (a local Ray instance) equal to in-process runs."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from losstopo.config import RayConfig, resolve
+from losstopo.errors import ConfigError, LosstopoError
+from losstopo.executor import Job, JobCache, LocalExecutor, make_executor
+
+
+def square_job(shared, spec):
+    if spec == shared.get("fail_on"):
+        raise LosstopoError(f"job {spec} failed on purpose")
+    return {"value": spec * spec + shared["offset"]}
+
+
+def jobs_for(values):
+    return [Job(f"job-{v}", v) for v in values]
+
+
+class CountingExecutor(LocalExecutor):
+    def __init__(self):
+        self.ran = []
+
+    def _run(self, fn, shared, jobs, gpu):
+        for index, spec in jobs:
+            self.ran.append(spec)
+            yield index, fn(shared, spec)
+
+
+def test_local_executor_returns_results_in_job_order():
+    results = LocalExecutor().map(square_job, jobs_for([3, 1, 2]), shared={"offset": 10}, progress=False)
+    assert [r["value"] for r in results] == [19, 11, 14]
+
+
+def test_a_rerun_after_a_failure_does_only_the_unfinished_jobs(tmp_path):
+    cache = JobCache(tmp_path / "jobs")
+    first = CountingExecutor()
+    with pytest.raises(LosstopoError, match="job 3 failed"):
+        first.map(square_job, jobs_for([1, 2, 3, 4]), shared={"offset": 0, "fail_on": 3}, cache=cache, progress=False)
+    assert first.ran == [1, 2, 3]
+    assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == ["job-1.pt", "job-2.pt"]  # nothing half-written
+
+    second = CountingExecutor()
+    results = second.map(square_job, jobs_for([1, 2, 3, 4]), shared={"offset": 0}, cache=cache, progress=False)
+    assert second.ran == [3, 4]
+    assert [r["value"] for r in results] == [1, 4, 9, 16]
+    cache.clear()
+    assert not (tmp_path / "jobs").exists()
+
+
+def test_executor_comes_from_params_and_the_environment_wins(monkeypatch):
+    params = resolve({"executor": "local", "ray": {"address": "auto", "cpus_per_job": 0.5}})
+    assert params.executor == "local" and params.ray == RayConfig(address="auto", cpus_per_job=0.5)
+    monkeypatch.delenv("LOSSTOPO_EXECUTOR", raising=False)
+    assert isinstance(make_executor(params.executor, params.ray), LocalExecutor)
+    monkeypatch.setenv("LOSSTOPO_EXECUTOR", "dask")
+    with pytest.raises(LosstopoError, match="unknown executor 'dask'; allowed: local, ray"):
+        make_executor(params.executor, params.ray)
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"executor": "threads"}, "executor must be one of local, ray"),
+    ({"ray": {"max_retries": -1}}, "ray.max_retries must be >= 0"),
+    ({"ray": {"adress": "auto"}}, "unknown key ray.adress"),
+])
+def test_bad_executor_settings_are_one_line_errors(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve(raw)
+
+
+def test_command_line_executor_reaches_the_stage_through_the_environment(monkeypatch):
+    from losstopo import cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "run_stage", lambda *args: seen.update(
+        executor=__import__("os").environ.get("LOSSTOPO_EXECUTOR"),
+        address=__import__("os").environ.get("LOSSTOPO_RAY_ADDRESS")))
+    monkeypatch.setenv("LOSSTOPO_EXECUTOR", "local")  # restored after the test, whatever the CLI sets
+    monkeypatch.setenv("LOSSTOPO_RAY_ADDRESS", "")
+    assert cli.main(["stage", "fc_depth", "paths", "--executor", "ray", "--ray-address", "10.0.0.1:6379"]) == 0
+    assert seen == {"executor": "ray", "address": "10.0.0.1:6379"}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.ray
+def test_ray_executor_returns_the_local_results_in_job_order(local_ray, tmp_path):
+    jobs = jobs_for([5, 1, 4, 2, 3])
+    executor = make_executor("ray", RayConfig())
+    assert executor.name == "ray"
+    cache = JobCache(tmp_path / "jobs")
+    got = executor.map(square_job, jobs, shared={"offset": 1}, cache=cache, progress=False, gpu=False)
+    assert got == LocalExecutor().map(square_job, jobs, shared={"offset": 1}, progress=False)
+    assert len(list((tmp_path / "jobs").iterdir())) == 5
+
+
+@pytest.mark.ray
+def test_a_failing_ray_job_fails_the_stage_with_its_message(local_ray):
+    with pytest.raises(LosstopoError, match="job 4 failed on purpose"):
+        make_executor("ray", RayConfig()).map(square_job, jobs_for([1, 4]), shared={"offset": 0, "fail_on": 4},
+                                              progress=False)
