@@ -71,7 +71,8 @@ class DataCache:
         stage with its one-line error before any training."""
         self.data, self._full = data, {}
         for name in sorted(set(names)):
-            check_available(name, root=data.root, allow_partial=data.allow_partial, allow_synthetic=data.allow_synthetic)
+            check_available(name, root=data.root, allow_partial=data.allow_partial,
+                            allow_synthetic=data.allow_synthetic)
 
     def get(self, request: DataRequest, device: torch.device | str = "cpu") -> Dataset:
         cached = self._full.get(request.name)
@@ -168,7 +169,6 @@ def train_variants(tasks: list[MinimaTask], params: Params, data: DataConfig, ex
     skipped (content address in ``out/minima.json``); an interrupted job resumes from its epoch checkpoint.
     Writes ``out/minima.pt`` (weights) and ``out/minima.json`` (summary), logs a nested MLflow run per
     variant, and returns the summaries by variant key."""
-    device = str(resolve_device(params.runtime.device))
     summaries, jobs, todo = {}, [], []
     for task in tasks:
         source = job_dataset(data, task.request).source
@@ -185,14 +185,14 @@ def train_variants(tasks: list[MinimaTask], params: Params, data: DataConfig, ex
                          str(checkpoint.resolve()), params.runtime.progress, task.variant.key)
         jobs.append(Job(job_address("minima", address, dataclasses.replace(spec, checkpoint=None, progress=False)),
                         spec))
-        todo.append((task, address, source))
+        todo.append((task, address))
     outputs = executor.map(minima_job, jobs, cache=cache, description=description, progress=params.runtime.progress)
-    for (task, address, source), output in zip(todo, outputs):
-        summaries[task.variant.key] = _save_minima(task, address, job_dataset(data, task.request), output, device)
+    for (task, address), output in zip(todo, outputs):
+        summaries[task.variant.key] = _save_minima(task, address, job_dataset(data, task.request), output)
     return summaries
 
 
-def _save_minima(task: MinimaTask, address: str, dataset: Dataset, output: dict, device: str) -> dict:
+def _save_minima(task: MinimaTask, address: str, dataset: Dataset, output: dict) -> dict:
     variant, result, cfg = task.variant, output["result"], task.config
     sizes = {"n_train": len(dataset.y_train), "n_test": len(dataset.y_test)}
     with tracking.variant_run(variant.key, data_source=dataset.source,
@@ -224,7 +224,8 @@ def run_minima(experiment: str, variants: list[Variant], config, params: Params,
     data = stage_data(params, [v.dataset for v in variants])
     executor, cache = stage_jobs(params, experiment, "minima", root)
     cfg = config.minima
-    with tracking.stage_run(experiment, "minima", profile=params.profile, device=str(resolve_device(params.runtime.device)),
+    with tracking.stage_run(experiment, "minima", profile=params.profile,
+                            device=str(resolve_device(params.runtime.device)),
                             params={"data": as_dict(params.data), "minima": as_dict(cfg)}):
         tasks = [MinimaTask(v, DataRequest(v.dataset, cfg.train_subset, cfg.test_subset, cfg.seed), cfg,
                             out_root / v.key) for v in variants]
@@ -272,8 +273,8 @@ def paths_job(shared: dict[str, torch.Tensor], job: PathsJob) -> dict:
         "max_loss": [r.max_loss for r in results], "argmax_position": [r.argmax_position for r in results],
         "n_points": [len(r.points) for r in results], "positions": [r.positions for r in results],
         "dense_losses": [r.dense_losses for r in results], "history": [r.history for r in results],
-        "endpoint_error": [max(float((r.points[0] - thetas[i]).abs().max()), float((r.points[-1] - thetas[j]).abs().max()))
-                           for (i, j), r in zip(job.pairs, results)],
+        "endpoint_error": [max(float((r.points[0] - thetas[i]).abs().max()),
+                               float((r.points[-1] - thetas[j]).abs().max())) for (i, j), r in zip(job.pairs, results)],
         "straight_max_loss": [r.max_loss for r in straight],
         "minima_losses": dict(zip(ends_used, end_losses)),
     }
@@ -342,7 +343,8 @@ def run_paths(experiment: str, variants: list[Variant], config, params: Params, 
     executor, cache = stage_jobs(params, experiment, "paths", root)
     cfg = config.paths
     metrics = {}
-    with tracking.stage_run(experiment, "paths", profile=params.profile, device=str(resolve_device(params.runtime.device)),
+    with tracking.stage_run(experiment, "paths", profile=params.profile,
+                            device=str(resolve_device(params.runtime.device)),
                             params={"data": as_dict(params.data), "paths": as_dict(cfg)}):
         # Same seed as the minima's subset: the path subset is nested in the minima's training set.
         request = {v.key: DataRequest(v.dataset, cfg.train_subset, 0, config.minima.seed) for v in variants}

@@ -158,3 +158,46 @@ def test_a_missing_dataset_stops_the_stage_before_any_training(tmp_path, mlflow_
     with pytest.raises(DataError, match="no offline copy of fashion_mnist"):
         run_minima("fc_depth", fc_depth.variants(config), config, params, tmp_path / "artifacts")
     assert not list((tmp_path / "artifacts").rglob("minima.pt"))  # mnist was not trained first
+
+
+def test_an_interrupted_paths_stage_reruns_only_unfinished_jobs(tiny_params, tmp_path, monkeypatch):
+    """A job that fails leaves no paths.json; the rerun does only the jobs that had not finished, and its
+    outputs equal those of an uninterrupted run. Jobs are pickled and run out of order, as on Ray."""
+    import dataclasses
+    import shutil
+
+    from executors import use_pickling_executor
+
+    import benchmarks.stages as stages
+
+    config = tiny_params.experiment("fc_depth")
+    config = dataclasses.replace(config, paths=dataclasses.replace(config.paths, pairs_per_job=1))
+    variants = fc_depth.variants(config)
+    clean, broken = tmp_path / "clean", tmp_path / "broken"
+    run_minima("fc_depth", variants, config, tiny_params, clean)
+    shutil.copytree(clean / "fc_depth/minima", broken / "fc_depth/minima")
+    run_paths("fc_depth", variants, config, tiny_params, clean)
+
+    executor = use_pickling_executor(monkeypatch)
+    real_optimize, calls = stages.optimize_paths, []
+
+    def fails_on_the_fourth_job(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise RuntimeError("worker lost")
+        return real_optimize(*args, **kwargs)
+
+    monkeypatch.setattr(stages, "optimize_paths", fails_on_the_fourth_job)
+    with pytest.raises(RuntimeError, match="worker lost"):
+        run_paths("fc_depth", variants, config, tiny_params, broken)
+    assert not list((broken / "fc_depth/paths").rglob("paths.json"))  # nothing half-written
+    assert len(list((broken / ".jobs").rglob("*.pt"))) == 3
+
+    monkeypatch.setattr(stages, "optimize_paths", real_optimize)
+    executor.calls = 0
+    run_paths("fc_depth", variants, config, tiny_params, broken)
+    assert executor.calls == 2 * 3 - 3  # 2 variants x 3 pairs, 3 finished before the failure
+    for variant in variants:
+        name = f"fc_depth/paths/{variant.key}/paths.json"
+        assert (broken / name).read_text() == (clean / name).read_text()
+    assert not list((broken / ".jobs").rglob("*.pt"))

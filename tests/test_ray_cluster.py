@@ -4,7 +4,6 @@ killed mid-job: the stage still finishes, and its files equal the local executor
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import signal
@@ -16,11 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 ray = pytest.importorskip("ray")
 psutil = pytest.importorskip("psutil")
 
-from benchmarks import fc_depth, stages  # noqa: E402
+from benchmarks import fc_depth  # noqa: E402
 from losstopo.config import load_params  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +49,6 @@ def two_node_cluster(monkeypatch):
                        check=True, env=env, capture_output=True, timeout=120)
         yield f"127.0.0.1:{port}"
     finally:
-        ray.shutdown()
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
@@ -75,38 +74,66 @@ class WorkerKiller(threading.Thread):
             time.sleep(0.2)
 
 
-def ci_params(shared_data):
-    params = load_params(REPO / "params.yaml", "ci")
-    return dataclasses.replace(params, data=dataclasses.replace(params.data, root=str(shared_data)))
+def stage_command(workdir: Path, stage: str, *options: str) -> None:
+    """``losstopo stage fc_depth STAGE --profile ci`` in its own process, as ``dvc repro`` runs it."""
+    done = subprocess.run([sys.executable, "-m", "losstopo.cli", "stage", fc_depth.EXPERIMENT, stage, "--profile", "ci",
+                           *options], cwd=workdir, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def ci_workdir(path: Path, shared_data: Path) -> Path:
+    """A working directory with the repository's params.yaml, its data root made absolute."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["data"]["root"] = str(shared_data)
+    path.mkdir(parents=True)
+    (path / "params.yaml").write_text(yaml.safe_dump(raw))
+    return path
 
 
 def test_ci_paths_on_a_two_node_ray_cluster_survive_a_killed_worker(two_node_cluster, shared_data, tmp_path,
                                                                      mlflow_store, monkeypatch):
-    params = ci_params(shared_data)
-    config = params.experiment(fc_depth.EXPERIMENT)
-    variants = fc_depth.variants(config)
-    local, remote = tmp_path / "local", tmp_path / "ray"
+    local, remote = ci_workdir(tmp_path / "local", shared_data), ci_workdir(tmp_path / "ray", shared_data)
     monkeypatch.delenv("LOSSTOPO_EXECUTOR", raising=False)
-    stages.run_minima(fc_depth.EXPERIMENT, variants, config, params, root=local)
-    shutil.copytree(local / fc_depth.EXPERIMENT / "minima", remote / fc_depth.EXPERIMENT / "minima")
-    stages.run_paths(fc_depth.EXPERIMENT, variants, config, params, root=local)
+    stage_command(local, "minima")
+    minima = Path("artifacts") / fc_depth.EXPERIMENT / "minima"
+    shutil.copytree(local / minima, remote / minima)
+    stage_command(local, "paths")
 
-    monkeypatch.setenv("LOSSTOPO_EXECUTOR", "ray")
-    monkeypatch.setenv("LOSSTOPO_RAY_ADDRESS", two_node_cluster)
     killer = WorkerKiller()
     killer.start()
     try:
-        stages.run_paths(fc_depth.EXPERIMENT, variants, config, params, root=remote)
+        stage_command(remote, "paths", "--executor", "ray", "--ray-address", two_node_cluster)
     finally:
         killer.stop.set()
         killer.join()
-    nodes = [n for n in ray.nodes() if n["Alive"]]
-    assert len(nodes) == 2
+    assert alive_nodes(two_node_cluster) == 2
     assert killer.killed is not None, "no Ray worker was seen running a job"
 
+    variants = fc_depth.variants(load_params(local / "params.yaml", "ci").experiment(fc_depth.EXPERIMENT))
     for variant in variants:
-        name = f"{fc_depth.EXPERIMENT}/paths/{variant.key}/paths.json"
+        name = f"artifacts/{fc_depth.EXPERIMENT}/paths/{variant.key}/paths.json"
         assert (remote / name).read_text() == (local / name).read_text(), name
-    metrics = f"{fc_depth.EXPERIMENT}/paths_metrics.json"
+    metrics = f"artifacts/{fc_depth.EXPERIMENT}/paths_metrics.json"
     assert (remote / metrics).read_text() == (local / metrics).read_text()
-    assert not list((remote / ".jobs").rglob("*.pt"))  # the job cache is cleared once the stage's files are written
+    assert not list((remote / "artifacts" / ".jobs").rglob("*.pt"))
+    local_runs, ray_runs = logged_path_metrics()
+    assert ray_runs == local_runs and len(ray_runs) == len(variants)
+
+
+def alive_nodes(address: str) -> int:
+    script = f"import ray; ray.init(address={address!r}); print(sum(n['Alive'] for n in ray.nodes()))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    return int(done.stdout.strip().splitlines()[-1])
+
+
+def logged_path_metrics() -> list[dict]:
+    """Per fc_depth paths stage run (oldest first): {variant: {metric: value}} of its nested variant runs."""
+    import mlflow
+
+    runs = mlflow.search_runs(experiment_names=[fc_depth.EXPERIMENT], filter_string="tags.stage = 'fc_depth_paths'")
+    children = runs[runs["tags.variant"].notna()]
+    metric_columns = [c for c in runs.columns if c.startswith("metrics.")]
+    stages_in_order = runs[runs["tags.variant"].isna()].sort_values("start_time")["run_id"]
+    return [{row["tags.variant"]: {c: row[c] for c in metric_columns if row[c] == row[c]}
+             for _, row in children[children["tags.mlflow.parentRunId"] == parent].iterrows()}
+            for parent in stages_in_order]  # the job cache is cleared once the stage's files are written
