@@ -66,6 +66,8 @@ class WorkerKiller(threading.Thread):
                 if title.startswith("ray::_call"):
                     time.sleep(self.after)
                     try:
+                        if not " ".join(proc.cmdline()).startswith("ray::_call"):
+                            continue  # its job finished meanwhile: wait for one that is mid-job
                         proc.send_signal(signal.SIGKILL)
                         self.killed = proc.pid
                     except psutil.NoSuchProcess:
@@ -74,11 +76,12 @@ class WorkerKiller(threading.Thread):
             time.sleep(0.2)
 
 
-def stage_command(workdir: Path, stage: str, *options: str) -> None:
+def stage_command(workdir: Path, stage: str, *options: str) -> str:
     """``losstopo stage fc_depth STAGE --profile ci`` in its own process, as ``dvc repro`` runs it."""
     done = subprocess.run([sys.executable, "-m", "losstopo.cli", "stage", fc_depth.EXPERIMENT, stage, "--profile", "ci",
                            *options], cwd=workdir, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout + done.stderr
 
 
 def ci_workdir(path: Path, shared_data: Path) -> Path:
@@ -102,12 +105,13 @@ def test_ci_paths_on_a_two_node_ray_cluster_survive_a_killed_worker(two_node_clu
     killer = WorkerKiller()
     killer.start()
     try:
-        stage_command(remote, "paths", "--executor", "ray", "--ray-address", two_node_cluster)
+        output = stage_command(remote, "paths", "--executor", "ray", "--ray-address", two_node_cluster)
     finally:
         killer.stop.set()
         killer.join()
     assert alive_nodes(two_node_cluster) == 2
     assert killer.killed is not None, "no Ray worker was seen running a job"
+    assert "will be retried" in output  # Ray's report that the killed worker's job was resubmitted
 
     variants = fc_depth.variants(load_params(local / "params.yaml", "ci").experiment(fc_depth.EXPERIMENT))
     for variant in variants:
