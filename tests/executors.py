@@ -28,3 +28,18 @@ def use_pickling_executor(monkeypatch) -> PicklingExecutor:
     executor = PicklingExecutor()
     monkeypatch.setattr(benchmarks.stages, "make_executor", lambda kind, ray_config: executor)
     return executor
+
+
+def run_minima_and_paths_both_ways(module, params, tmp_path, monkeypatch):
+    """An experiment module's minima and paths stages run twice, in ``tmp_path/local`` with the local
+    executor and in ``tmp_path/pickling`` with a PicklingExecutor; returns both experiment folders and
+    the PicklingExecutor (its ``calls``: the jobs it ran)."""
+    def run(root):
+        config = params.experiment(module.EXPERIMENT)
+        module.run_minima(config, params, root)
+        module.run_paths(config, params, root)
+        return root / module.EXPERIMENT
+
+    local = run(tmp_path / "local")
+    executor = use_pickling_executor(monkeypatch)
+    return local, run(tmp_path / "pickling"), executor

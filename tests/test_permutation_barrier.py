@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 from conftest import resolve_tiny
-from executors import use_pickling_executor
+from executors import run_minima_and_paths_both_ways
 import torch
 
 from benchmarks import permutation_barrier as pb
@@ -112,17 +112,8 @@ def test_stages_paths_summary_and_report_section(tiny_params, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
-def _minima_and_paths(params, root):
-    config = params.experiment("permutation_barrier")
-    pb.run_minima(config, params, root)
-    pb.run_paths(config, params, root)
-    return root / "permutation_barrier"
-
-
 def test_stages_write_the_same_outputs_whichever_executor_runs_the_jobs(tiny_params, tmp_path, monkeypatch):
-    local = _minima_and_paths(tiny_params, tmp_path / "local")
-    executor = use_pickling_executor(monkeypatch)  # jobs pickled and run in reverse order
-    remote = _minima_and_paths(tiny_params, tmp_path / "pickling")
+    local, remote, executor = run_minima_and_paths_both_ways(pb, tiny_params, tmp_path, monkeypatch)
     assert executor.calls == 2 + math.comb(4, 2) + 2 * 2  # teachers per width, toy pairs, MNIST teachers
     for name in ("minima/summary.json", "minima/toy/minima.json", "minima/mnist-H4/minima.json",
                  "minima/mnist-H6/minima.json", "paths/toy/paths.json", "paths/mnist-H4/paths.json",

@@ -7,7 +7,7 @@ import mlflow
 import numpy as np
 import pytest
 from conftest import resolve_tiny
-from executors import use_pickling_executor
+from executors import run_minima_and_paths_both_ways
 from scipy import stats as scipy_stats
 
 from benchmarks import resnet_lr
@@ -212,22 +212,13 @@ def test_mlflow_runs_per_stage_and_variant(pipeline):
 
 # --- executors ----------------------------------------------------------------------------------------
 
-def _minima_and_paths(params, root):
-    config = params.experiment("resnet_lr")
-    resnet_lr.run_minima(config, params, root)
-    resnet_lr.run_paths(config, params, root)
-    return root / "resnet_lr"
-
-
 def test_stages_write_the_same_outputs_whichever_executor_runs_the_jobs(tmp_path, mlflow_store, monkeypatch):
     raw = json.loads(json.dumps(TINY))
     raw["resnet_lr"]["datasets"] = ["cifar10"]
     raw["resnet_lr"]["cifar10"]["paths"]["pairs_per_job"] = 1
     params = resolve_tiny(raw, tmp_path)
     monkeypatch.setattr(data_module, "SYNTHETIC_SIZES", {"cifar10": (64, 32)})
-    local = _minima_and_paths(params, tmp_path / "local")
-    executor = use_pickling_executor(monkeypatch)  # jobs pickled and run in reverse order
-    remote = _minima_and_paths(params, tmp_path / "pickling")
+    local, remote, executor = run_minima_and_paths_both_ways(resnet_lr, params, tmp_path, monkeypatch)
     assert executor.calls == 2 + N_PATHS  # one minima job per type, one paths job per pair
     for kind in ("type1", "type2"):
         name = f"minima/cifar10-{kind}/minima.json"
