@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.stages import (ARTIFACTS, DataRequest, MinimaJob, _prune, job_dataset, minima_job, resolve_device,
-                               stage_data, stage_dir, stage_jobs, tensor_digest)
+from benchmarks.stages import (ARTIFACTS, DataRequest, MinimaJob, _prune, compute_stage, job_dataset, minima_job,
+                               resolve_device, stage_dir, tensor_digest)
 from losstopo import plots, tracking
 from losstopo.config import (ConvergenceConfig, DataConfig, MinimaConfig, MNISTTeachersConfig, Params,
                              PermutationBarrierConfig, ToyConfig, as_dict, content_hash)
@@ -206,12 +206,8 @@ def run_minima(config: PermutationBarrierConfig, params: Params, root: Path = AR
     """The toy teacher and the MNIST teachers of every width (all seeds of one width trained stacked)."""
     out_root = stage_dir(EXPERIMENT, "minima", root)
     _prune(out_root, set(variant_keys(config)))
-    data = stage_data(params, ["mnist"])
-    executor, cache = stage_jobs(params, EXPERIMENT, "minima", root)
-    with tracking.stage_run(EXPERIMENT, "minima", profile=params.profile,
-                            device=str(resolve_device(params.runtime.device)),
-                            params={"data": as_dict(params.data), "toy": as_dict(config.toy),
-                                    "mnist": as_dict(config.mnist)}):
+    logged = {"data": as_dict(params.data), "toy": as_dict(config.toy), "mnist": as_dict(config.mnist)}
+    with compute_stage(params, EXPERIMENT, "minima", ["mnist"], logged, root) as (data, executor, cache):
         toy = _minima_toy(config.toy, out_root / TOY_KEY)
         summary = {TOY_KEY: {"data_source": toy["data_source"]}}
         teachers = _minima_mnist(config.mnist, data, params, out_root, executor, cache)
@@ -219,7 +215,6 @@ def run_minima(config: PermutationBarrierConfig, params: Params, root: Path = AR
             summary[mnist_key(width)] = {key: teachers[width][key] for key in
                                          ("H", "data_source", "train_acc", "test_acc", "train_loss", "n_train")}
         save_json(summary, out_root / "summary.json")
-    cache.clear()
 
 
 # ---------------------------------------------------------------- paths
@@ -397,16 +392,11 @@ def run_paths(config: PermutationBarrierConfig, params: Params, root: Path = ART
     out_root, minima_root = stage_dir(EXPERIMENT, "paths", root), stage_dir(EXPERIMENT, "minima", root)
     _prune(out_root, set(variant_keys(config)))
     rule = convergence_rule(config.convergence)
-    data = stage_data(params, ["mnist"])
-    executor, cache = stage_jobs(params, EXPERIMENT, "paths", root)
-    with tracking.stage_run(EXPERIMENT, "paths", profile=params.profile,
-                            device=str(resolve_device(params.runtime.device)),
-                            params={"data": as_dict(params.data), "toy": as_dict(config.toy),
-                                    "mnist": as_dict(config.mnist), "convergence": dataclasses.asdict(rule),
-                                    "mnist_dtype": str(MNIST_DTYPE)}):
+    logged = {"data": as_dict(params.data), "toy": as_dict(config.toy), "mnist": as_dict(config.mnist),
+              "convergence": dataclasses.asdict(rule), "mnist_dtype": str(MNIST_DTYPE)}
+    with compute_stage(params, EXPERIMENT, "paths", ["mnist"], logged, root) as (data, executor, cache):
         _paths_toy(config, minima_root / TOY_KEY, out_root / TOY_KEY, rule, executor, cache, params.runtime.progress)
         _paths_mnist(config, minima_root, out_root, data, rule, executor, cache, params)
-    cache.clear()
 
 
 # ---------------------------------------------------------------- topology: the numbers behind the claims

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from benchmarks.cnn_channels import accuracy_note, training_note
-from benchmarks.stages import (ARTIFACTS, DataRequest, MinimaTask, PathsTask, Variant, _prune, job_dataset,
-                               optimize_variant_paths, path_max_matrix, path_schedule, resolve_device,
-                               save_minima_metrics, stage_data, stage_dir, stage_jobs, train_variants)
+from benchmarks.stages import (ARTIFACTS, DataRequest, MinimaTask, PathsTask, Variant, _prune, compute_stage,
+                               job_dataset, optimize_variant_paths, path_max_matrix, path_schedule,
+                               save_minima_metrics, stage_dir, train_variants)
 from losstopo import plots, tracking
 from losstopo.config import DataConfig, LRTypeRuns, Params, ResNetLRConfig, as_dict
 from losstopo.errors import DataError
@@ -83,12 +83,9 @@ def run_minima(config: ResNetLRConfig, params: Params, root: Path = ARTIFACTS) -
     out_root = stage_dir(EXPERIMENT, "minima", root)
     all_variants = variants(config)
     _prune(out_root, {v.key for v in all_variants})
-    data = stage_data(params, config.datasets)
-    executor, cache = stage_jobs(params, EXPERIMENT, "minima", root)
     stage_params = {"data": as_dict(params.data), "model": config.model,
                     **{f"{d}.{kind}": as_dict(getattr(config.runs(d), kind)) for d in config.datasets for kind in TYPES}}
-    with tracking.stage_run(EXPERIMENT, "minima", profile=params.profile,
-                            device=str(resolve_device(params.runtime.device)), params=stage_params):
+    with compute_stage(params, EXPERIMENT, "minima", config.datasets, stage_params, root) as (data, executor, cache):
         tasks = []
         for variant in all_variants:
             runs = config.runs(variant.dataset)
@@ -99,7 +96,6 @@ def run_minima(config: ResNetLRConfig, params: Params, root: Path = ARTIFACTS) -
                                     extra={"type": kind, "data_seed": seed}))
         summary = train_variants(tasks, params, data, executor, cache, f"{EXPERIMENT} minima")
         save_minima_metrics(summary, stage_dir(EXPERIMENT, "minima_metrics.json", root))
-    cache.clear()
 
 
 # --- stage 2: paths between all pairs -------------------------------------------------------------
@@ -132,13 +128,9 @@ def _paths_task(config: ResNetLRConfig, name: str, data: DataConfig, root: Path)
 def run_paths(config: ResNetLRConfig, params: Params, root: Path = ARTIFACTS) -> None:
     out_root = stage_dir(EXPERIMENT, "paths", root)
     _prune(out_root, set(config.datasets))
-    data = stage_data(params, config.datasets)
-    executor, cache = stage_jobs(params, EXPERIMENT, "paths", root)
     metrics = {}
-    with tracking.stage_run(EXPERIMENT, "paths", profile=params.profile,
-                            device=str(resolve_device(params.runtime.device)),
-                            params={"data": as_dict(params.data),
-                                    **{f"{d}.paths": as_dict(config.runs(d).paths) for d in config.datasets}}):
+    logged = {"data": as_dict(params.data), **{f"{d}.paths": as_dict(config.runs(d).paths) for d in config.datasets}}
+    with compute_stage(params, EXPERIMENT, "paths", config.datasets, logged, root) as (data, executor, cache):
         prepared = [_paths_task(config, name, data, root) for name in config.datasets]
         tasks = [task for task, _ in prepared]
         results = optimize_variant_paths(tasks, params, data, executor, cache, f"{EXPERIMENT} paths")
@@ -150,7 +142,6 @@ def run_paths(config: ResNetLRConfig, params: Params, root: Path = ARTIFACTS) ->
             _log_paths(record, schedule)
             metrics[task.key] = _paths_metrics(record)
         save_json(metrics, stage_dir(EXPERIMENT, "paths_metrics.json", root))
-    cache.clear()
 
 
 def _paths_record(config: ResNetLRConfig, task: PathsTask, summaries: list[dict], result: dict, dataset,

@@ -12,9 +12,10 @@ import dataclasses
 import hashlib
 import itertools
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -110,9 +111,19 @@ def stage_data(params: Params, names: Iterable[str]) -> DataConfig:
     return data
 
 
-def stage_jobs(params: Params, experiment: str, stage: str, root: Path = ARTIFACTS) -> tuple[Executor, JobCache]:
-    """The executor chosen in params (or on the command line) and the stage's cache of finished jobs."""
-    return make_executor(params.executor, params.ray), JobCache(root / ".jobs" / experiment / stage)
+@contextmanager
+def compute_stage(params: Params, experiment: str, stage: str, datasets: Iterable[str], logged: dict,
+                  root: Path = ARTIFACTS) -> Iterator[tuple[DataConfig, Executor, JobCache]]:
+    """The frame of a compute stage: checks every dataset it needs, opens its MLflow stage run (logging
+    ``logged``) and yields the data settings for its jobs, the executor chosen in params (or on the command
+    line) and the stage's cache of finished jobs. The cache is cleared once the stage's outputs are written;
+    a stage that raises keeps it, so that a rerun does only the unfinished jobs."""
+    data = stage_data(params, datasets)
+    executor, cache = make_executor(params.executor, params.ray), JobCache(root / ".jobs" / experiment / stage)
+    device = str(resolve_device(params.runtime.device))
+    with tracking.stage_run(experiment, stage, profile=params.profile, device=device, params=logged):
+        yield data, executor, cache
+    cache.clear()
 
 
 def _prune(directory: Path, keep: set[str]) -> None:
@@ -171,11 +182,13 @@ def train_variants(tasks: list[MinimaTask], params: Params, data: DataConfig, ex
     variant, and returns the summaries by variant key."""
     summaries, jobs, todo = {}, [], []
     for task in tasks:
-        source = job_dataset(data, task.request).source
-        address = content_hash(task.variant.model, task.variant.dataset, task.config, source, *task.address_parts)
+        dataset = job_dataset(data, task.request)
+        address = content_hash(task.variant.model, task.variant.dataset, task.config, dataset.source,
+                               *task.address_parts)
         done = task.out / "minima.json"
-        if done.is_file() and load_json(done).get("address") == address:
-            summaries[task.variant.key] = load_json(done)["summary"]
+        finished = load_json(done) if done.is_file() else {}
+        if finished.get("address") == address:
+            summaries[task.variant.key] = finished["summary"]
             continue
         checkpoint = task.out / f"checkpoint-{address}.pt"
         for stale in task.out.glob("checkpoint-*.pt"):
@@ -185,10 +198,10 @@ def train_variants(tasks: list[MinimaTask], params: Params, data: DataConfig, ex
                          str(checkpoint.resolve()), params.runtime.progress, task.variant.key)
         jobs.append(Job(job_address("minima", address, dataclasses.replace(spec, checkpoint=None, progress=False)),
                         spec))
-        todo.append((task, address))
+        todo.append((task, address, dataset))
     outputs = executor.map(minima_job, jobs, cache=cache, description=description, progress=params.runtime.progress)
-    for (task, address), output in zip(todo, outputs):
-        summaries[task.variant.key] = _save_minima(task, address, job_dataset(data, task.request), output)
+    for (task, address, dataset), output in zip(todo, outputs):
+        summaries[task.variant.key] = _save_minima(task, address, dataset, output)
     return summaries
 
 
@@ -221,17 +234,13 @@ def save_minima_metrics(summary: dict[str, dict], path: Path) -> None:
 def run_minima(experiment: str, variants: list[Variant], config, params: Params, root: Path = ARTIFACTS) -> None:
     out_root = stage_dir(experiment, "minima", root)
     _prune(out_root, {v.key for v in variants})
-    data = stage_data(params, [v.dataset for v in variants])
-    executor, cache = stage_jobs(params, experiment, "minima", root)
     cfg = config.minima
-    with tracking.stage_run(experiment, "minima", profile=params.profile,
-                            device=str(resolve_device(params.runtime.device)),
-                            params={"data": as_dict(params.data), "minima": as_dict(cfg)}):
+    with compute_stage(params, experiment, "minima", [v.dataset for v in variants],
+                       {"data": as_dict(params.data), "minima": as_dict(cfg)}, root) as (data, executor, cache):
         tasks = [MinimaTask(v, DataRequest(v.dataset, cfg.train_subset, cfg.test_subset, cfg.seed), cfg,
                             out_root / v.key) for v in variants]
         summary = train_variants(tasks, params, data, executor, cache, f"{experiment} minima")
         save_minima_metrics(summary, stage_dir(experiment, "minima_metrics.json", root))
-    cache.clear()
 
 
 # --- paths -----------------------------------------------------------------------------------------
@@ -316,10 +325,11 @@ def optimize_variant_paths(tasks: list[PathsTask], params: Params, data: DataCon
     together; returns per task key the merged record (``pairs`` plus per-pair lists and ``minima_losses``)."""
     jobs, owners = [], []
     for task in tasks:
+        digest = tensor_digest(task.thetas)
         for chunk in pair_chunks(len(task.thetas), task.config.pairs_per_job):
             spec = PathsJob(task.key, task.model, data, task.request, task.config, chunk, task.seed,
                             params.runtime.device, params.runtime.progress, f"{task.key} paths")
-            address = job_address("paths", dataclasses.replace(spec, progress=False), tensor_digest(task.thetas))
+            address = job_address("paths", dataclasses.replace(spec, progress=False), digest)
             jobs.append(Job(address, spec))
             owners.append(task.key)
     outputs = executor.map(paths_job, jobs, shared={t.key: t.thetas.cpu() for t in tasks}, cache=cache,
@@ -339,13 +349,10 @@ def tensor_digest(tensor: torch.Tensor) -> str:
 def run_paths(experiment: str, variants: list[Variant], config, params: Params, root: Path = ARTIFACTS) -> None:
     out_root = stage_dir(experiment, "paths", root)
     _prune(out_root, {v.key for v in variants})
-    data = stage_data(params, [v.dataset for v in variants])
-    executor, cache = stage_jobs(params, experiment, "paths", root)
     cfg = config.paths
     metrics = {}
-    with tracking.stage_run(experiment, "paths", profile=params.profile,
-                            device=str(resolve_device(params.runtime.device)),
-                            params={"data": as_dict(params.data), "paths": as_dict(cfg)}):
+    with compute_stage(params, experiment, "paths", [v.dataset for v in variants],
+                       {"data": as_dict(params.data), "paths": as_dict(cfg)}, root) as (data, executor, cache):
         # Same seed as the minima's subset: the path subset is nested in the minima's training set.
         request = {v.key: DataRequest(v.dataset, cfg.train_subset, 0, config.minima.seed) for v in variants}
         tasks = [PathsTask(v.key, v.model, torch.load(stage_dir(experiment, "minima", root) / v.key / "minima.pt",
@@ -370,7 +377,6 @@ def run_paths(experiment: str, variants: list[Variant], config, params: Params, 
             metrics[variant.key] = {"mean_path_max": float(np.mean(record["max_loss"])),
                                     "mean_straight_max": float(np.mean(record["straight_max_loss"]))}
         save_json(metrics, stage_dir(experiment, "paths_metrics.json", root))
-    cache.clear()
 
 
 def path_schedule(cfg, n_samples: int) -> dict:

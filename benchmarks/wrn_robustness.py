@@ -28,6 +28,7 @@ parameter vector (see :mod:`losstopo.stacked`), which is "BN statistics recomput
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -38,9 +39,8 @@ import numpy as np
 import torch
 
 from benchmarks.cnn_channels import accuracy_note
-from benchmarks.stages import (ARTIFACTS, DataRequest, MinimaTask, Variant, _prune, job_dataset, pair_chunks,
-                               path_max_matrix, resolve_device, stage_data, stage_dir, stage_jobs, tensor_digest,
-                               train_variants)
+from benchmarks.stages import (ARTIFACTS, DataRequest, MinimaTask, Variant, _prune, compute_stage, job_dataset,
+                               pair_chunks, path_max_matrix, resolve_device, stage_dir, tensor_digest, train_variants)
 from losstopo import plots, tracking
 from losstopo.config import (CurveConfig, DataConfig, Params, TriangleStudyConfig, WRNRobustnessConfig, as_dict,
                              content_hash)
@@ -99,13 +99,11 @@ def _eval_loss(stacked: StackedModel, x: torch.Tensor, y: torch.Tensor) -> Datas
 def run_minima(config: WRNRobustnessConfig, params: Params, root: Path = ARTIFACTS) -> None:
     out_root = stage_dir(EXPERIMENT, "minima", root)
     _prune(out_root, set(STUDIES))
-    data = stage_data(params, [study_config(config, s).dataset for s in STUDIES])
-    executor, cache = stage_jobs(params, EXPERIMENT, "minima", root)
     stage_params = {"data": as_dict(params.data),
                     **{s: {"dataset": study_config(config, s).dataset, "model": study_config(config, s).model,
                            "minima": as_dict(study_config(config, s).minima)} for s in STUDIES}}
-    with tracking.stage_run(EXPERIMENT, "minima", profile=params.profile,
-                            device=str(resolve_device(params.runtime.device)), params=stage_params):
+    datasets = [study_config(config, s).dataset for s in STUDIES]
+    with compute_stage(params, EXPERIMENT, "minima", datasets, stage_params, root) as (data, executor, cache):
         tasks = []
         for study in STUDIES:
             sc = study_config(config, study)
@@ -117,7 +115,6 @@ def run_minima(config: WRNRobustnessConfig, params: Params, root: Path = ARTIFAC
                                            "lr": cfg.lr_max, "weight_decay": cfg.weight_decay,
                                            "augment": cfg.augment, "profile": params.profile}))
         train_variants(tasks, params, data, executor, cache, f"{EXPERIMENT} minima")
-    cache.clear()
 
 
 # --- stage 2: curves and triangles ------------------------------------------------------------------
@@ -271,6 +268,11 @@ class _Study:
     def name(self) -> str:
         return self.spec.name
 
+    @functools.cached_property
+    def digest(self) -> str:
+        """Of the minima: part of every job address (hashing ~10 WRN-16-10 minima takes seconds)."""
+        return tensor_digest(self.thetas)
+
 
 def _study(config: WRNRobustnessConfig, study: str, params: Params, data: DataConfig, root: Path) -> _Study | None:
     """A study to compute, after checking its settings and data; None when its paths.json is up to date."""
@@ -305,10 +307,9 @@ def _run_curves(studies: list[_Study], params: Params, executor: Executor, cache
     """Every study's curves, chunks of all studies balanced together; per study the chunks merged in pair order."""
     jobs, owners = [], []
     for study in studies:
-        digest = tensor_digest(study.thetas)
         for n, chunk in enumerate(pair_chunks(len(study.thetas), study.spec.config.pairs_per_job)):
             spec = CurvesJob(study.spec, chunk, minima=n == 0, progress=params.runtime.progress)
-            jobs.append(Job(job_address("curves", dataclasses.replace(spec, progress=False), digest), spec))
+            jobs.append(Job(job_address("curves", dataclasses.replace(spec, progress=False), study.digest), spec))
             owners.append(study.name)
     outputs = executor.map(curves_job, jobs, shared={s.name: {"thetas": s.thetas} for s in studies}, cache=cache,
                            description=f"{EXPERIMENT} curves", progress=params.runtime.progress)
@@ -331,8 +332,9 @@ def _run_triangles(studies: list[_Study], curves: dict[str, dict], params: Param
         cfg = study.spec.config
         bends = curves[study.name]["bends"] if "sides_fixed" in cfg.triangle_regimes else None
         shared[study.name] = {"thetas": study.thetas, "bends": bends}
+        bends_digest = tensor_digest(bends) if bends is not None else None
         for regime in cfg.triangle_regimes:
-            digests = (tensor_digest(study.thetas),) + ((tensor_digest(bends),) if regime == "sides_fixed" else ())
+            digests = (study.digest,) + ((bends_digest,) if regime == "sides_fixed" else ())
             for chunk in triple_chunks(len(study.thetas), cfg.triangles_per_job):
                 spec = TrianglesJob(study.spec, regime, chunk, progress=params.runtime.progress)
                 address = job_address("triangles", dataclasses.replace(spec, progress=False), *digests)
@@ -350,12 +352,10 @@ def _run_triangles(studies: list[_Study], curves: dict[str, dict], params: Param
 def run_paths(config: WRNRobustnessConfig, params: Params, root: Path = ARTIFACTS) -> None:
     out_root = stage_dir(EXPERIMENT, "paths", root)
     _prune(out_root, set(STUDIES))
-    data = stage_data(params, [study_config(config, s).dataset for s in STUDIES])
-    executor, cache = stage_jobs(params, EXPERIMENT, "paths", root)
     stage_params = {"data": as_dict(params.data), **{f"{s}.curves": as_dict(study_config(config, s).curves)
                                                      for s in STUDIES}}
-    with tracking.stage_run(EXPERIMENT, "paths", profile=params.profile,
-                            device=str(resolve_device(params.runtime.device)), params=stage_params):
+    datasets = [study_config(config, s).dataset for s in STUDIES]
+    with compute_stage(params, EXPERIMENT, "paths", datasets, stage_params, root) as (data, executor, cache):
         studies = [s for s in (_study(config, name, params, data, root) for name in STUDIES) if s is not None]
         curves = _run_curves(studies, params, executor, cache)
         triangles = _run_triangles(studies, curves, params, executor, cache)
@@ -363,7 +363,6 @@ def run_paths(config: WRNRobustnessConfig, params: Params, root: Path = ARTIFACT
             record = study.record | _curves_and_triangles(study, curves[study.name], triangles[study.name])
             save_json(record, study.out)
             _log_paths(study.name, record, study.out)
-    cache.clear()
 
 
 def _curves_and_triangles(study: _Study, curves: dict, triangles: dict[str, dict]) -> dict:
