@@ -16,6 +16,7 @@ whose worker dies is retried (``ray.max_retries``); a job that raises fails the 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import shutil
@@ -46,20 +47,15 @@ def job_address(*parts: Any) -> str:
     return content_hash(code_version(), *parts)
 
 
-_CODE_VERSION: str | None = None
-
-
+@functools.cache
 def code_version() -> str:
     """Hash of the package and benchmark sources, so a cached job result never outlives a code change."""
-    global _CODE_VERSION
-    if _CODE_VERSION is None:
-        digest = hashlib.sha256()
-        here = Path(__file__).resolve().parent
-        for folder in (here, here.parent / "benchmarks"):
-            for source in sorted(folder.rglob("*.py")):
-                digest.update(source.read_bytes())
-        _CODE_VERSION = digest.hexdigest()[:12]
-    return _CODE_VERSION
+    digest = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for folder in (here, here.parent / "benchmarks"):
+        for source in sorted(folder.rglob("*.py")):
+            digest.update(source.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 class JobCache:
@@ -162,8 +158,8 @@ class RayExecutor(Executor):
         ray = self.ray
         task = self._remote.options(num_cpus=self.config.cpus_per_job, num_gpus=self._gpus(gpu),
                                     max_retries=self.config.max_retries, retry_exceptions=False)
-        fn_ref, shared_ref = ray.put(fn), ray.put(shared)
-        running = {task.remote(fn_ref, shared_ref, spec): index for index, spec in jobs}
+        shared_ref = ray.put(shared)  # sent to the object store once, not with every job
+        running = {task.remote(fn, shared_ref, spec): index for index, spec in jobs}
         try:
             while running:
                 done, _ = ray.wait(list(running), num_returns=1)
