@@ -34,7 +34,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import gudhi
 import numpy as np
 import torch
 
@@ -425,6 +424,8 @@ def appendix_i_bar(triple, edges: dict[tuple[int, int], float], triangle_max: fl
 def saddle_to_score(bars) -> float:
     """Index-1 TO-score (section 1.4): bottleneck distance to the empty barcode of the ideal function."""
     points = np.array([(b, d) for b, d in bars], dtype=float).reshape(-1, 2)
+    import gudhi  # on first use: compute-only machines lack it
+
     return float(gudhi.bottleneck_distance(points, np.empty((0, 2)), e=0)) if len(points) else 0.0
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import gudhi
 import numpy as np
 
 Bar = tuple[float, float]
@@ -62,6 +61,8 @@ def _graph_persistence(losses: np.ndarray, path_max: np.ndarray) -> list[Bar]:
     # reported values are the exact, un-offset ones.
     offset = np.empty(len(losses))
     offset[order] = np.spacing(np.abs(losses).max() + 1.0) * 4 * np.arange(len(losses))
+    import gudhi  # on first use: compute-only machines lack it
+
     tree = gudhi.SimplexTree()
     for v in range(len(losses)):
         tree.insert([v], filtration=losses[v] + offset[v])
@@ -92,6 +93,8 @@ def to_score(bars: Sequence[Bar]) -> float:
     if len(finite_deaths) != 1:
         raise ValueError(f"a barcode of minima has exactly one infinite bar, got {len(finite_deaths)}")
     global_min = min(b for b, _ in bars)
+    import gudhi
+
     return float(gudhi.bottleneck_distance(np.array(bars), np.array([[global_min, math.inf]]), e=0))
 
 
@@ -109,6 +112,8 @@ def higher_barcodes(vertex_losses: Sequence[float], edge_max: dict[tuple[int, in
     so a triangle's 1-bar runs from the maximum of its sides to its own maximum (Appendix I).
     Bars of zero length are dropped; infinite deaths are ``inf``.
     """
+    import gudhi  # on first use: compute-only machines lack it
+
     tree = gudhi.SimplexTree()
     values = {}
     for v, loss in enumerate(vertex_losses):

@@ -4,6 +4,8 @@ With ``MLFLOW_TRACKING_URI`` unset MLflow uses its embedded default store (``sql
 in the working directory, artifacts under ``./mlruns``): no server is needed to log.
 Every run carries the tags ``git_commit``, ``stage``, ``profile``, ``device`` and, where a
 dataset is involved, ``data_source``; a run whose stage raises ends with status FAILED.
+MLflow is imported on first use, so code that never logs (the speed benchmarks) runs where it is
+not installed, e.g. on a compute-only GPU machine.
 """
 
 from __future__ import annotations
@@ -17,7 +19,12 @@ from typing import Any, Iterator
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 warnings.filterwarnings("ignore", message=".*noload.*")  # SQLAlchemy 2.1 deprecation inside MLflow's store
 
-import mlflow  # noqa: E402
+
+
+def _mlflow():
+    import mlflow
+
+    return mlflow
 
 
 def git_commit() -> str:
@@ -41,6 +48,7 @@ def flatten(prefix: str, value: Any) -> dict[str, Any]:
 
 @contextmanager
 def stage_run(experiment: str, stage: str, *, profile: str, device: str, params: dict) -> Iterator[Any]:
+    mlflow = _mlflow()
     mlflow.set_experiment(experiment)
     tags = {"git_commit": git_commit(), "stage": f"{experiment}_{stage}", "profile": profile, "device": device}
     with mlflow.start_run(run_name=f"{stage} [{profile}]", tags=tags) as run:
@@ -50,6 +58,7 @@ def stage_run(experiment: str, stage: str, *, profile: str, device: str, params:
 
 @contextmanager
 def variant_run(variant: str, *, data_source: str | None = None, params: dict | None = None) -> Iterator[Any]:
+    mlflow = _mlflow()
     parent = mlflow.active_run()
     tags = dict(parent.data.tags) if parent else {}
     tags = {k: v for k, v in tags.items() if not k.startswith("mlflow.")}
@@ -65,12 +74,12 @@ def variant_run(variant: str, *, data_source: str | None = None, params: dict | 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     clean = {k: float(v) for k, v in metrics.items() if v is not None}
     if clean:
-        mlflow.log_metrics(clean, step=step)
+        _mlflow().log_metrics(clean, step=step)
 
 
 def log_artifact(path: str | os.PathLike, folder: str | None = None) -> None:
-    mlflow.log_artifact(str(path), artifact_path=folder)
+    _mlflow().log_artifact(str(path), artifact_path=folder)
 
 
 def set_tags(tags: dict[str, str]) -> None:
-    mlflow.set_tags(tags)
+    _mlflow().set_tags(tags)

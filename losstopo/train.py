@@ -73,11 +73,7 @@ def train_minima(
             "rng": torch.Generator().manual_seed(config.seed).get_state(),
         }
     params = torch.nn.Parameter(state["thetas"].to(device))
-    if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD([params], lr=config.lr_max, momentum=config.momentum,
-                                    weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.Adam([params], lr=config.lr_base, weight_decay=config.weight_decay)
+    optimizer = make_optimizer(params, config)
     if state["optimizer"] is not None:
         optimizer.load_state_dict(state["optimizer"])
     generator = torch.Generator()
@@ -127,6 +123,12 @@ def train_minima(
             history=state["history"],
         )
     return result
+
+
+def make_optimizer(params: torch.nn.Parameter, config: MinimaConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD([params], lr=config.lr_max, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.Adam([params], lr=config.lr_base, weight_decay=config.weight_decay)
 
 
 def train_epoch(stacked: StackedModel, params: torch.nn.Parameter, optimizer: torch.optim.Optimizer, data: Dataset,

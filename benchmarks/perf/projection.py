@@ -1,0 +1,240 @@
+"""Projected wall time of a profile's compute stages on this device.
+
+``python -m benchmarks.perf.projection [--profile paper] [--device auto] [--experiments ...]``
+
+Every distinct :class:`~benchmarks.perf.workload.Op` of the profile is timed once here, at the
+stage's shapes, on synthetic tensors (the time of a forward/backward depends on shapes, not on
+pixel values), and multiplied by the number of calls the stage makes. Prints one row per stage
+and writes ``benchmarks/perf/projection-<profile>.json`` (per-op timings included).
+
+``--probe-images`` / ``--probe-models`` time a smaller call and scale it linearly, for machines
+where the stage's own call takes too long to time (the default on CPU). Scaling in models is what
+the chunked evaluators do anyway (chunks run one after another); scaling in images overestimates on
+a GPU, where small batches under-use the device. On CUDA the default is no probing: exact shapes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import platform
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from benchmarks import permutation_barrier as perm
+from benchmarks.perf.timing import seconds_per_call
+from benchmarks.perf.wrn_throughput import bf16_matmul_peak, forward_macs_per_image
+from benchmarks.perf.workload import Op, Work, full_sizes, loaded_sizes, profile_work
+from benchmarks.stages import resolve_device
+from losstopo.config import ToyConfig, load_params
+from losstopo.data import REGISTRY, Dataset
+from losstopo.io import save_json
+from losstopo.models import build_model
+from losstopo.paths import evaluate_in_chunks, losses_and_grads
+from losstopo.permutation import MLPParams, merge_candidates, merge_neurons, quadratic_loss
+from losstopo.stacked import DatasetLoss, StackedModel
+from losstopo.train import make_optimizer, train_epoch
+
+TRAIN_STEPS = 3  # optimiser steps per timed call of a training op
+DESCENT_ITERATIONS = 3  # iterations per timed descent (two descents per call)
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    images: int | None = None  # time at most this many images per call, scale linearly
+    models: int | None = None
+    repeats: int = 3
+
+    def shrink(self, op: Op) -> tuple[int, int, float]:
+        """(models, images) to time and the factor that scales the timed call to ``op``."""
+        models = min(op.models, self.models or op.models)
+        images = min(op.images, self.images or op.images)
+        return models, images, (op.models / models) * (op.images / images)
+
+
+def _synthetic(dataset: str, images: int, device: torch.device) -> Dataset:
+    spec = REGISTRY[dataset]
+    x = torch.randn(images, *spec.image_shape, device=device)
+    y = torch.randint(spec.n_classes, (images,), device=device)
+    return Dataset(dataset, x, y, x, y, spec.n_classes, "timing tensors", "synthetic")
+
+
+def _stacked(op: Op, data: Dataset, channels_last: bool = False) -> StackedModel:
+    module = build_model(op.model, tuple(data.x_train.shape[1:]), data.n_classes).to(data.x_train.device)
+    return StackedModel(module, channels_last=channels_last)
+
+
+def time_train(op: Op, device: torch.device, probe: Probe) -> float:
+    """One stacked optimiser step of ``op.models`` minima, as ``train_minima`` takes it."""
+    models, images, scale = probe.shrink(op)
+    config = dataclasses.replace(op.minima, n_minima=models, batch_size=images)
+    data = _synthetic(op.dataset, images, device)
+    stacked = _stacked(op, data, config.channels_last and device.type == "cuda")
+    params = torch.nn.Parameter(stacked.init_thetas(list(range(models)), device=device))
+    optimizer = make_optimizer(params, config)
+    order = torch.randint(images, (models, TRAIN_STEPS * images), device=device)
+    augment = torch.Generator(device=device).manual_seed(0) if config.augment else None
+
+    def steps():
+        train_epoch(stacked, params, optimizer, data, order, config, lambda _b: config.lr_base, augment)
+
+    return seconds_per_call(steps, device, probe.repeats) / TRAIN_STEPS * scale
+
+
+def time_loss(op: Op, device: torch.device, probe: Probe) -> float:
+    """One chunk of a batched loss (``eval``) or loss-and-gradient (``grad``) evaluation."""
+    models, images, scale = probe.shrink(op)
+    data = _synthetic(op.dataset, images, device)
+    stacked = _stacked(op, data)
+    thetas = stacked.init_thetas(list(range(models)), device=device)
+    bf16 = torch.bfloat16 if op.bf16 and device.type == "cuda" else None
+    loss_fn = DatasetLoss(stacked, data.x_train, data.y_train, chunk_size=images, max_models=models,
+                          autocast_dtype=bf16)
+    if op.kind == "grad":
+        return seconds_per_call(lambda: losses_and_grads(loss_fn, thetas, models), device, probe.repeats) * scale
+    return seconds_per_call(lambda: evaluate_in_chunks(loss_fn, thetas, models), device, probe.repeats) * scale
+
+
+def time_descent(op: Op, device: torch.device, probe: Probe) -> float:
+    """One iteration of the permutation-path descent at a fixed distance (``merge_neurons``), from a teacher
+    that is also its own target, as in the stage."""
+    if op.dataset == "toy":  # the stage runs the toy on the CPU
+        device = torch.device("cpu")
+        teacher, inputs = perm.draw_toy_teacher(ToyConfig(hidden=int(op.model.split("-")[1]), n_inputs=op.images))
+        layer, normalise = perm.TOY_LAYER, False
+    else:
+        module = build_model(op.model, REGISTRY[op.dataset].image_shape, REGISTRY[op.dataset].n_classes)
+        sizes = [m.in_features for m in module.modules() if isinstance(m, torch.nn.Linear)]
+        theta = StackedModel(module).init_thetas([0])[0]
+        teacher = MLPParams.from_flat(theta, (*sizes, REGISTRY[op.dataset].n_classes), flatten_input=True)
+        inputs = torch.randn(op.images, sizes[0], dtype=perm.MNIST_DTYPE)
+        layer, normalise = perm.MNIST_LAYER, True
+    teacher, inputs = teacher.to(device=device), inputs.to(device)
+    with torch.no_grad():
+        targets = teacher.forward(inputs)
+    loss_fn = quadratic_loss(inputs, targets, normalise=normalise)
+    l, m = merge_candidates(teacher, layer)
+    # No early stop: every timed descent runs all its iterations.
+    rule = dataclasses.replace(op.rule, max_iter=DESCENT_ITERATIONS, grad_tol=0.0, rel_tol=0.0, abs_tol=-1.0)
+    seconds = seconds_per_call(lambda: merge_neurons(teacher, layer, l, m, loss_fn, 2, rule=rule), device,
+                               probe.repeats)
+    return seconds / (2 * DESCENT_ITERATIONS)
+
+
+TIMERS: dict[str, Callable[[Op, torch.device, Probe], float]] = {
+    "train": time_train, "grad": time_loss, "eval": time_loss, "descent": time_descent}
+
+
+def _shape_key(op: Op) -> Op:
+    """Ops on datasets of the same shape take the same time: time them once."""
+    spec = REGISTRY.get(op.dataset)
+    return dataclasses.replace(op, dataset=op.dataset if spec is None else f"{spec.image_shape}x{spec.n_classes}")
+
+
+def time_ops(works: list[Work], device: torch.device, probe: Probe, progress: bool = True) -> dict[Op, float]:
+    """Seconds per call of every distinct op of ``works``."""
+    by_shape: dict[Op, float] = {}
+    seconds = {}
+    for op in tqdm(list(dict.fromkeys(w.op for w in works)), desc="timing", disable=not progress):
+        key = _shape_key(op)
+        if key not in by_shape:
+            by_shape[key] = TIMERS[op.kind](op, device, probe)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        seconds[op] = by_shape[key]
+    return seconds
+
+
+@functools.cache
+def forward_macs(model: str, dataset: str) -> int:
+    """Multiply-accumulates of one image's forward pass (convolutions and linear layers)."""
+    if dataset == "toy":  # 2 inputs -> hidden ReLU -> 1
+        hidden = int(model.split("-")[1])
+        return 2 * hidden + hidden
+    spec = REGISTRY[dataset]
+    return forward_macs_per_image(build_model(model, spec.image_shape, spec.n_classes), spec.image_shape)
+
+
+def op_flops(op: Op) -> float:
+    """Floating-point operations of one call: 2 per MAC, x3 with the backward pass (one closure per descent
+    iteration, a lower count: a line search may evaluate more)."""
+    return 2 * forward_macs(op.model, op.dataset) * (1 if op.kind == "eval" else 3) * op.models * op.images
+
+
+def project(works: list[Work], seconds: dict[Op, float]) -> list[dict]:
+    """One row per (experiment, stage): projected seconds, the FLOPs they do, and what the count is
+    (exact / upper / lower bound)."""
+    totals: dict[tuple[str, str], float] = defaultdict(float)
+    flops: dict[tuple[str, str], float] = defaultdict(float)
+    bounds: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for work in works:
+        key = (work.experiment, work.stage)
+        totals[key] += work.calls * seconds[work.op]
+        flops[key] += work.calls * op_flops(work.op)
+        bounds[key].add(work.bound)
+    return [{"experiment": e, "stage": s, "seconds": totals[(e, s)], "flops": flops[(e, s)],
+             "bound": _combined(bounds[(e, s)])} for e, s in totals]
+
+
+def _combined(bounds: set[str]) -> str:
+    if bounds <= {"exact"}:
+        return "exact"
+    if "upper" in bounds and "lower" in bounds:
+        return "mixed"
+    return "upper" if "upper" in bounds else "lower"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="paper")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--experiments", nargs="*", default=None)
+    parser.add_argument("--probe-images", type=int, default=None, help="default: none on CUDA, 256 on CPU")
+    parser.add_argument("--probe-models", type=int, default=None, help="default: none on CUDA, 8 on CPU")
+    parser.add_argument("--repeats", type=int, default=None, help="default: 3 on CUDA, 1 on CPU")
+    parser.add_argument("--sizes", choices=("full", "here"), default="full",
+                        help="full: the real datasets' sizes; here: the copies params.data resolves to on this machine")
+    parser.add_argument("--reference-tflops", type=float, default=790.0,
+                        help="off CUDA, the rate for the 'h at peak' column (default: an H200's bf16 matrix rate)")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    params = load_params(args.params, args.profile)
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    probe = Probe(args.probe_images or (None if cuda else 256), args.probe_models or (None if cuda else 8),
+                  args.repeats or (3 if cuda else 1))
+    sizes = full_sizes if args.sizes == "full" else loaded_sizes(params.data)
+    works = profile_work(params, sizes, cuda, args.experiments)
+    seconds = time_ops(works, device, probe)
+    rows = project(works, seconds)
+    total = sum(r["seconds"] for r in rows)
+    peak = bf16_matmul_peak(device) if cuda else args.reference_tflops * 1e12
+    for r in rows:
+        r["hours_at_peak"] = r["flops"] / peak / 3600
+    print(f"{'experiment':22s} {'stage':8s} {'seconds':>12s} {'hours':>9s} {'PFLOP':>10s} {'h at peak':>9s}  count")
+    for r in rows:
+        print(f"{r['experiment']:22s} {r['stage']:8s} {r['seconds']:12.1f} {r['seconds'] / 3600:9.3f} "
+              f"{r['flops'] / 1e15:10.1f} {r['hours_at_peak']:9.3f}  {r['bound']}")
+    flops = sum(r["flops"] for r in rows)
+    print(f"{'total':31s} {total:12.1f} {total / 3600:9.3f} {flops / 1e15:10.1f} {flops / peak / 3600:9.3f}")
+    print(f"('h at peak': the FLOPs at {'the bf16 matmul peak measured now' if cuda else 'the reference rate'}, "
+          f"{peak / 1e12:.0f} TFLOP/s: a floor no implementation beats)")
+    meta = {"profile": args.profile, "sizes": args.sizes, "device": torch.cuda.get_device_name(device) if cuda else platform.processor()
+            or "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "probe": dataclasses.asdict(probe), "peak_flops": peak, "peak_measured": cuda}
+    ops = [{"op": {k: v for k, v in dataclasses.asdict(w.op).items() if k not in ("minima", "rule")},
+            "experiment": w.experiment, "stage": w.stage, "what": w.what, "calls": w.calls, "bound": w.bound,
+            "seconds_per_call": seconds[w.op], "seconds": w.calls * seconds[w.op]} for w in works]
+    out = Path(args.out or Path(__file__).with_name(f"projection-{args.profile}.json"))
+    save_json({"meta": meta, "stages": rows, "total_seconds": total, "total_flops": flops, "work": ops}, out)
+    print(f"written {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""The paper-scale cost projection: its call counts against hand counts and against the calls the
+library really makes, its arithmetic, and its timers (no wall time is asserted)."""
+
+import math
+
+import pytest
+import torch
+
+from benchmarks.perf import projection, workload
+from benchmarks.perf.workload import Op, Work, full_sizes, minima_work, paths_work, profile_work
+from losstopo.config import MinimaConfig, PathConfig, resolve
+from losstopo.data import REGISTRY, synthetic_dataset
+from losstopo.models import build_model
+from losstopo.paths import evaluate_in_chunks, evaluate_paths, optimize_paths, straight_path
+from losstopo.permutation import Convergence, merge_candidates, merge_neurons, quadratic_loss
+from losstopo.stacked import DatasetLoss, StackedModel
+from losstopo.train import train_minima
+
+MINIMA = MinimaConfig(n_minima=3, batch_size=100, max_epochs=4, patience=None, train_subset=1000, test_subset=500)
+PATHS = PathConfig(n_points=5, steps=7, batch_size=200, train_subset=1000, max_models=512)
+
+
+def _calls(works):
+    return [(w.op.kind, w.op.models, w.op.images, w.calls) for w in works]
+
+
+def test_minima_count_by_hand():
+    works = minima_work("fc_depth", "v", "fc-2-8", "mnist", MINIMA, full_sizes)
+    # 4 epochs x 1000 // 100 steps; one training-loss evaluation per epoch; final train (loss, accuracy)
+    # and test (loss, accuracy)
+    assert _calls(works) == [("train", 3, 100, 40), ("eval", 3, 1000, 4), ("eval", 3, 1000, 2), ("eval", 3, 500, 2)]
+    assert {w.bound for w in works} == {"exact"}
+    patient = minima_work("fc_depth", "v", "fc-2-8", "mnist", MinimaConfig(patience=2, max_epochs=4), full_sizes)
+    assert patient[0].bound == "upper"  # the patience rule may stop earlier: counted at max_epochs
+
+
+def test_paths_count_by_hand():
+    # 3 pairs x 3 interior points; dense evaluation: 5 points + 4 x 4 alphas = 21 per path, 3 end points
+    assert _calls(paths_work("fc_depth", "v", "fc-2-8", "mnist", PATHS, 3, full_sizes)) == [
+        ("grad", 9, 200, 7), ("eval", 63, 1000, 1), ("eval", 63, 1000, 1), ("eval", 3, 1000, 1)]
+    # two jobs: pairs (0,1),(0,2) and (1,2); 2 x 21 = 42 and 21 points; 64 models per chunk
+    split = PathConfig(n_points=5, steps=7, batch_size=200, train_subset=1000, pairs_per_job=2)
+    assert _calls(paths_work("fc_depth", "v", "fc-2-8", "mnist", split, 3, full_sizes)) == [
+        ("grad", 6, 200, 7), ("eval", 42, 1000, 1), ("eval", 42, 1000, 1), ("eval", 3, 1000, 1),
+        ("grad", 3, 200, 7), ("eval", 21, 1000, 1), ("eval", 21, 1000, 1), ("eval", 2, 1000, 1)]
+    # 105 pairs x 21 = 2205 dense points on 25,000 images: 35 model chunks x 3 image chunks of 10,000
+    many = PathConfig(n_points=5, steps=7, batch_size=None, train_subset=25000)
+    grad, optimised = paths_work("fc_depth", "v", "fc-2-8", "mnist", many, 15, full_sizes)[:2]
+    assert (grad.op.models, grad.op.images, grad.calls) == (64, 10000, 7 * math.ceil(315 / 64) * 3)
+    assert (optimised.op.models, optimised.op.images, optimised.calls) == (64, 10000, 35 * 3)
+
+
+def test_epoch_units_and_refinement_make_a_lower_bound():
+    cfg = PathConfig(n_points=5, batch_size=150, train_subset=1000, epochs=2, refine_every_epochs=1)
+    grad = paths_work("resnet_lr", "v", "fc-2-8", "mnist", cfg, 2, full_sizes)[0]
+    assert grad.calls == 2 * math.ceil(1000 / 150) and grad.bound == "lower"  # points are added while it runs
+
+
+class _CountingStacked(StackedModel):
+    """Counts the batched forwards (one per chunk of models and images) that the library makes."""
+
+    calls = {"logits": 0, "logits_per_model": 0}
+
+    def logits(self, thetas, x):
+        _CountingStacked.calls["logits"] += 1
+        return super().logits(thetas, x)
+
+    def logits_per_model(self, thetas, xs):
+        _CountingStacked.calls["logits_per_model"] += 1
+        return super().logits_per_model(thetas, xs)
+
+
+@pytest.fixture
+def counting():
+    _CountingStacked.calls.update(logits=0, logits_per_model=0)
+    return _CountingStacked
+
+
+def test_counts_equal_the_calls_train_minima_makes(counting):
+    data = synthetic_dataset(REGISTRY["mnist"], reason="test", sizes=(1000, 500))
+    train_minima(counting(build_model("fc-2-8", (1, 28, 28), 10)), data, MINIMA, progress=False)
+    works = minima_work("fc_depth", "v", "fc-2-8", "mnist", MINIMA, full_sizes)
+    assert counting.calls["logits_per_model"] == sum(w.calls for w in works if w.op.kind == "train")
+    assert counting.calls["logits"] == sum(w.calls for w in works if w.op.kind == "eval")
+
+
+def test_counts_equal_the_calls_a_paths_job_makes(counting):
+    cfg = PathConfig(n_points=5, steps=7, batch_size=200, train_subset=25000, max_models=512)
+    data = synthetic_dataset(REGISTRY["mnist"], reason="test", sizes=(25000, 10))
+    stacked = counting(build_model("fc-1-4", (1, 28, 28), 10))
+    loss_fn = DatasetLoss(stacked, data.x_train, data.y_train, batch_size=cfg.batch_size)  # as paths_job
+    thetas = stacked.init_thetas(list(range(8)))
+    pairs = [(i, j) for i in range(8) for j in range(i + 1, 8)]
+    starts, ends = thetas[[i for i, _ in pairs]], thetas[[j for _, j in pairs]]
+    optimize_paths(loss_fn, starts, ends, n_points=cfg.n_points, steps=cfg.steps, max_models=cfg.max_models)
+    evaluate_paths(loss_fn, list(straight_path(starts, ends, cfg.n_points)), cfg.alphas, cfg.max_models)
+    evaluate_in_chunks(loss_fn, thetas, cfg.max_models)
+    works = paths_work("fc_depth", "v", "fc-1-4", "mnist", cfg, 8, full_sizes)
+    assert counting.calls["logits"] == sum(w.calls for w in works)
+
+
+def test_descent_count_is_one_descent_per_distance():
+    rule = Convergence(max_iter=7)
+    [work] = [w for w in profile_work(resolve({"permutation_barrier": {
+        "toy": {"hidden": 4, "n_steps": 5}, "mnist": {"widths": [], "n_seeds": 2},
+        "convergence": {"max_iter": 7}}}), full_sizes) if w.op.dataset == "toy"]
+    assert work.calls == math.comb(4, 2) * 5 * 7 and work.bound == "upper"
+    # the library: a merge with n_steps distances makes n_steps descents after its start point
+    torch.manual_seed(0)
+    from benchmarks.permutation_barrier import draw_toy_teacher
+    from losstopo.config import ToyConfig
+    teacher, inputs = draw_toy_teacher(ToyConfig(hidden=4, n_inputs=50))
+    loss_fn = quadratic_loss(inputs, teacher.forward(inputs).detach())
+    merge = merge_neurons(teacher, 1, *merge_candidates(teacher, 1), loss_fn, n_steps=5, rule=rule)
+    assert len(merge.iterations) - 1 == 5 and max(merge.iterations) <= rule.max_iter
+
+
+def test_every_profile_has_work_for_every_experiment():
+    for profile in ("paper", "gpu-short", "ci"):
+        from losstopo.config import load_params
+        works = profile_work(load_params("params.yaml", profile))
+        assert {w.experiment for w in works} == {"fc_depth", "cnn_channels", "cnn_bn", "resnet_lr", "wrn_robustness",
+                                                  "permutation_barrier"}
+        assert all(w.calls > 0 and w.op.models > 0 and w.op.images > 0 for w in works)
+
+
+def test_projection_sums_calls_times_seconds():
+    a, b = Op("train", "fc-2-8", "mnist", 3, 100), Op("eval", "fc-2-8", "mnist", 3, 1000)
+    works = [Work("x", "minima", "", a, 40, "exact"), Work("x", "minima", "", b, 4, "upper"),
+             Work("x", "paths", "", b, 2, "lower")]
+    rows = projection.project(works, {a: 0.5, b: 2.0})
+    macs = 784 * 8 + 8 * 8 + 8 * 10  # fc-2-8: 784 -> 8 -> 8 -> 10
+    train, evaluate = 2 * macs * 3 * 3 * 100, 2 * macs * 3 * 1000  # x3 for the backward pass; 3 models
+    assert rows == [{"experiment": "x", "stage": "minima", "seconds": 40 * 0.5 + 4 * 2.0,
+                     "flops": 40 * train + 4 * evaluate, "bound": "upper"},
+                    {"experiment": "x", "stage": "paths", "seconds": 4.0, "flops": 2 * evaluate, "bound": "lower"}]
+
+
+def test_timers_run_every_kind_of_op_and_probes_scale_linearly():
+    works = (minima_work("fc_depth", "v", "fc-2-8", "mnist", MINIMA, full_sizes)
+             + paths_work("fc_depth", "v", "fc-2-8", "mnist", PATHS, 3, full_sizes)
+             + [workload.descent_work("p", "toy", "toy-3", "toy", 3, 4, 40, Convergence(max_iter=5)),
+                workload.descent_work("p", "H", "fc-2-5", "mnist", 1, 4, 64, Convergence(max_iter=5))])
+    seconds = projection.time_ops(works, torch.device("cpu"), projection.Probe(repeats=1), progress=False)
+    assert {w.op.kind for w in works} == {"train", "grad", "eval", "descent"}
+    assert all(0 < s < math.inf for s in seconds.values())
+    probe = projection.Probe(images=50, models=2)
+    assert probe.shrink(Op("eval", "fc-2-8", "mnist", 6, 200)) == (2, 50, 3 * 4)
+    assert probe.shrink(Op("eval", "fc-2-8", "mnist", 1, 20)) == (1, 20, 1)
+
+
+def test_benchmarks_import_on_a_machine_without_mlflow_or_gudhi():
+    """A lent GPU machine has torch but neither MLflow nor gudhi: the speed benchmarks must still run there."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules.update(mlflow=None, gudhi=None)\n"
+            "import benchmarks.perf.__main__, benchmarks.perf.projection, benchmarks.wrn_robustness")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
