@@ -5,8 +5,6 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
-import mlflow
-
 from losstopo import tracking
 from losstopo.config import Params
 from losstopo.report import render
@@ -39,6 +37,6 @@ def build_report(params: Params, out_dir: Path) -> Path:
             tracking.log_artifact(out_dir / name)
         for figure in sorted(figures.glob("*.png")):
             tracking.log_artifact(figure, "figures")
-        for i, claim in enumerate(c for s in sections for c in s.claims):
-            mlflow.log_metric(f"claim_{i}_p_value", claim.result.p_value)
+        tracking.log_metrics({f"claim_{i}_p_value": claim.result.p_value
+                              for i, claim in enumerate(c for s in sections for c in s.claims)})
     return path

@@ -261,13 +261,20 @@ class PathsJob:
     description: str
 
 
+def path_loss(stacked: StackedModel, dataset: Dataset, cfg: PathConfig) -> DatasetLoss:
+    """The loss paths are optimised and evaluated on: minibatches of ``cfg.batch_size`` images,
+    ``cfg.max_models`` path points per batched forward (one kernel per layer for all of them)."""
+    return DatasetLoss(stacked, dataset.x_train, dataset.y_train, batch_size=cfg.batch_size,
+                       max_models=cfg.max_models)
+
+
 def paths_job(shared: dict[str, torch.Tensor], job: PathsJob) -> dict:
     """The paths of ``job.pairs``, their straight-segment baselines and the losses of their end points."""
     device = resolve_device(job.device)
     cfg = job.config
     dataset = job_dataset(job.data, job.request, device)
     module = build_model(job.model, dataset.x_train.shape[1:], dataset.n_classes).to(device)
-    loss_fn = DatasetLoss(StackedModel(module), dataset.x_train, dataset.y_train, batch_size=cfg.batch_size)
+    loss_fn = path_loss(StackedModel(module), dataset, cfg)
     thetas = shared[job.minima_key].to(device)
     starts, ends = thetas[[i for i, _ in job.pairs]], thetas[[j for _, j in job.pairs]]
     schedule = path_schedule(cfg, len(dataset.y_train))

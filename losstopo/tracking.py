@@ -5,7 +5,8 @@ in the working directory, artifacts under ``./mlruns``): no server is needed to 
 Every run carries the tags ``git_commit``, ``stage``, ``profile``, ``device`` and, where a
 dataset is involved, ``data_source``; a run whose stage raises ends with status FAILED.
 MLflow is imported on first use, so code that never logs (the speed benchmarks) runs where it is
-not installed, e.g. on a compute-only GPU machine.
+not installed. ``LOSSTOPO_TRACKING=off`` turns logging off altogether, for compute-only machines
+without MLflow (a lent GPU): the stages then write their artefacts only, and say so once.
 """
 
 from __future__ import annotations
@@ -19,6 +20,13 @@ from typing import Any, Iterator
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 warnings.filterwarnings("ignore", message=".*noload.*")  # SQLAlchemy 2.1 deprecation inside MLflow's store
 
+
+
+TRACKING_ENV = "LOSSTOPO_TRACKING"
+
+
+def enabled() -> bool:
+    return os.environ.get(TRACKING_ENV, "on").strip().lower() not in ("off", "0", "false", "no")
 
 
 def _mlflow():
@@ -48,6 +56,10 @@ def flatten(prefix: str, value: Any) -> dict[str, Any]:
 
 @contextmanager
 def stage_run(experiment: str, stage: str, *, profile: str, device: str, params: dict) -> Iterator[Any]:
+    if not enabled():
+        print(f"{experiment} {stage}: MLflow tracking is off ({TRACKING_ENV}=off); results go to artifacts/ only")
+        yield None
+        return
     mlflow = _mlflow()
     mlflow.set_experiment(experiment)
     tags = {"git_commit": git_commit(), "stage": f"{experiment}_{stage}", "profile": profile, "device": device}
@@ -58,6 +70,9 @@ def stage_run(experiment: str, stage: str, *, profile: str, device: str, params:
 
 @contextmanager
 def variant_run(variant: str, *, data_source: str | None = None, params: dict | None = None) -> Iterator[Any]:
+    if not enabled():
+        yield None
+        return
     mlflow = _mlflow()
     parent = mlflow.active_run()
     tags = dict(parent.data.tags) if parent else {}
@@ -73,13 +88,15 @@ def variant_run(variant: str, *, data_source: str | None = None, params: dict | 
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     clean = {k: float(v) for k, v in metrics.items() if v is not None}
-    if clean:
+    if clean and enabled():
         _mlflow().log_metrics(clean, step=step)
 
 
 def log_artifact(path: str | os.PathLike, folder: str | None = None) -> None:
-    _mlflow().log_artifact(str(path), artifact_path=folder)
+    if enabled():
+        _mlflow().log_artifact(str(path), artifact_path=folder)
 
 
 def set_tags(tags: dict[str, str]) -> None:
-    _mlflow().set_tags(tags)
+    if enabled():
+        _mlflow().set_tags(tags)

@@ -7,13 +7,14 @@ import pytest
 import torch
 
 from benchmarks.perf import projection, workload
+from benchmarks.stages import path_loss
 from benchmarks.perf.workload import Op, Work, full_sizes, minima_work, paths_work, profile_work
 from losstopo.config import MinimaConfig, PathConfig, resolve
 from losstopo.data import REGISTRY, synthetic_dataset
 from losstopo.models import build_model
 from losstopo.paths import evaluate_in_chunks, evaluate_paths, optimize_paths, straight_path
 from losstopo.permutation import Convergence, merge_candidates, merge_neurons, quadratic_loss
-from losstopo.stacked import DatasetLoss, StackedModel
+from losstopo.stacked import StackedModel
 from losstopo.train import train_minima
 
 MINIMA = MinimaConfig(n_minima=3, batch_size=100, max_epochs=4, patience=None, train_subset=1000, test_subset=500)
@@ -44,7 +45,7 @@ def test_paths_count_by_hand():
         ("grad", 6, 200, 7), ("eval", 42, 1000, 1), ("eval", 42, 1000, 1), ("eval", 3, 1000, 1),
         ("grad", 3, 200, 7), ("eval", 21, 1000, 1), ("eval", 21, 1000, 1), ("eval", 2, 1000, 1)]
     # 105 pairs x 21 = 2205 dense points on 25,000 images: 35 model chunks x 3 image chunks of 10,000
-    many = PathConfig(n_points=5, steps=7, batch_size=None, train_subset=25000)
+    many = PathConfig(n_points=5, steps=7, batch_size=None, train_subset=25000, max_models=64)
     grad, optimised = paths_work("fc_depth", "v", "fc-2-8", "mnist", many, 15, full_sizes)[:2]
     assert (grad.op.models, grad.op.images, grad.calls) == (64, 10000, 7 * math.ceil(315 / 64) * 3)
     assert (optimised.op.models, optimised.op.images, optimised.calls) == (64, 10000, 35 * 3)
@@ -88,7 +89,7 @@ def test_counts_equal_the_calls_a_paths_job_makes(counting):
     cfg = PathConfig(n_points=5, steps=7, batch_size=200, train_subset=25000, max_models=512)
     data = synthetic_dataset(REGISTRY["mnist"], reason="test", sizes=(25000, 10))
     stacked = counting(build_model("fc-1-4", (1, 28, 28), 10))
-    loss_fn = DatasetLoss(stacked, data.x_train, data.y_train, batch_size=cfg.batch_size)  # as paths_job
+    loss_fn = path_loss(stacked, data, cfg)
     thetas = stacked.init_thetas(list(range(8)))
     pairs = [(i, j) for i in range(8) for j in range(i + 1, 8)]
     starts, ends = thetas[[i for i, _ in pairs]], thetas[[j for _, j in pairs]]

@@ -54,6 +54,18 @@ def test_stages_write_barcodes_and_report_section(tiny_params, tmp_path):
     assert (tmp_path / "figures" / "fc_depth_barcodes_svhn.png").stat().st_size > 1000
 
 
+def test_stages_run_without_mlflow_when_tracking_is_off(tiny_params, tmp_path, monkeypatch):
+    """LOSSTOPO_TRACKING=off: a machine without MLflow (a lent GPU) runs the stages; nothing is logged."""
+    import mlflow
+
+    monkeypatch.setenv("LOSSTOPO_TRACKING", "off")
+    with monkeypatch.context() as blocked:
+        blocked.setitem(sys.modules, "mlflow", None)  # `import mlflow` now raises ImportError
+        _run_all(tiny_params, tmp_path / "artifacts")
+    assert (tmp_path / "artifacts/fc_depth/topology/svhn-fc-2-8/topology.json").is_file()
+    assert len(mlflow.search_runs(search_all_experiments=True)) == 0
+
+
 def test_finished_variants_are_not_retrained(tiny_params, tmp_path):
     root = tmp_path / "artifacts"
     config, variants = _run_all(tiny_params, root)

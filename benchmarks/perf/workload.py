@@ -127,7 +127,7 @@ def paths_work(experiment: str, what: str, model: str, dataset: str, cfg: PathCo
     batch = n_images if cfg.batch_size is None else min(cfg.batch_size, n_images)
     steps = path_schedule(cfg, n_images)["steps"]
     bound = "lower" if cfg.refine_every_epochs is not None else "exact"
-    inner = min(cfg.max_models, INNER_MODELS)
+    inner = cfg.max_models  # stages.path_loss
     dense = len(dense_positions(cfg.n_points, cfg.alphas))
     works = []
     for pairs in pair_chunks(n_minima, cfg.pairs_per_job):
