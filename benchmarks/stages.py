@@ -263,9 +263,11 @@ class PathsJob:
 
 def path_loss(stacked: StackedModel, dataset: Dataset, cfg: PathConfig) -> DatasetLoss:
     """The loss paths are optimised and evaluated on: minibatches of ``cfg.batch_size`` images,
-    ``cfg.max_models`` path points per batched forward (one kernel per layer for all of them)."""
+    ``cfg.max_models`` path points per batched forward (one kernel per layer for all of them), bf16
+    steps on CUDA with ``cfg.mixed_precision`` (the losses over the whole subset stay fp32)."""
+    bf16 = cfg.mixed_precision and dataset.x_train.device.type == "cuda"
     return DatasetLoss(stacked, dataset.x_train, dataset.y_train, batch_size=cfg.batch_size,
-                       max_models=cfg.max_models)
+                       max_models=cfg.max_models, minibatch_autocast_dtype=torch.bfloat16 if bf16 else None)
 
 
 def paths_job(shared: dict[str, torch.Tensor], job: PathsJob) -> dict:

@@ -109,6 +109,7 @@ class PathConfig:
     refine_criterion: str = "distance"  # distance | loss
     refine_threshold: float = 1.2  # T of Algorithm 4
     pairs_per_job: int | None = None  # pairs per job (the unit an executor schedules); None: one job per variant
+    mixed_precision: bool = False  # bf16 autocast for the path steps on CUDA; reported losses stay fp32
 
     def validate(self, where: str) -> None:
         _require(self.n_points >= 3, where, "n_points", "must be >= 3")

@@ -137,10 +137,13 @@ class DatasetLoss:
 
     def __init__(self, stacked: StackedModel, x: torch.Tensor, y: torch.Tensor, *,
                  chunk_size: int = 10000, max_models: int = 64, batch_size: int | None = None,
-                 autocast_dtype: torch.dtype | None = None):
+                 autocast_dtype: torch.dtype | None = None, minibatch_autocast_dtype: torch.dtype | None = None):
+        """``minibatch_autocast_dtype`` (default: ``autocast_dtype``) applies to the minibatch losses
+        only, e.g. bf16 optimisation steps while the losses reported over the whole data stay fp32."""
         self.stacked, self.x, self.y = stacked, x, y
         self.chunk_size, self.max_models, self.batch_size = chunk_size, max_models, batch_size
         self.autocast_dtype = autocast_dtype
+        self.minibatch_autocast_dtype = minibatch_autocast_dtype or autocast_dtype
 
     def __call__(self, thetas: torch.Tensor) -> torch.Tensor:
         return self._evaluate(thetas, self.x, self.y, per_sample=False)
@@ -154,15 +157,17 @@ class DatasetLoss:
             return self
         idx = torch.randint(len(self.y), (self.batch_size,), generator=generator).to(self.y.device)
         x, y = self.x[idx], self.y[idx]
-        return lambda thetas: self._evaluate(thetas, x, y, per_sample=False)
+        return lambda thetas: self._evaluate(thetas, x, y, per_sample=False, autocast_dtype=self.minibatch_autocast_dtype)
 
-    def _evaluate(self, thetas: torch.Tensor, x: torch.Tensor, y: torch.Tensor, per_sample: bool) -> torch.Tensor:
+    def _evaluate(self, thetas: torch.Tensor, x: torch.Tensor, y: torch.Tensor, per_sample: bool,
+                  autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+        autocast_dtype = autocast_dtype or self.autocast_dtype
         out = []
         for model_rows in torch.split(thetas, self.max_models):
             total = torch.zeros(len(model_rows), device=thetas.device)
             for start in range(0, len(y), self.chunk_size):
                 xb, yb = x[start:start + self.chunk_size], y[start:start + self.chunk_size]
-                with torch.autocast(xb.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+                with torch.autocast(xb.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                     logits = self.stacked.logits(model_rows, xb)
                 if per_sample:
                     total = total + (logits.argmax(-1) == yb).float().sum(dim=1)

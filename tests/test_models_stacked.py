@@ -59,3 +59,23 @@ def test_stacked_gradients_equal_separate_gradients():
         torch.nn.functional.cross_entropy(module(x), y).backward()
         grad = torch.cat([p.grad.reshape(-1) for p in module.parameters()])
         assert torch.allclose(thetas.grad[k], grad, atol=1e-6)
+
+
+def test_minibatch_autocast_applies_to_the_steps_only():
+    """bf16 minibatch losses (path steps) while the losses over the whole data stay fp32."""
+    from benchmarks.stages import path_loss
+    from losstopo.config import PathConfig
+    from losstopo.data import REGISTRY, synthetic_dataset
+
+    data = synthetic_dataset(REGISTRY["mnist"], reason="test", sizes=(256, 8))
+    stacked = StackedModel(build_model("fc-2-16", (1, 28, 28), 10))
+    thetas = stacked.init_thetas([0, 1])
+    plain = DatasetLoss(stacked, data.x_train, data.y_train, batch_size=64)
+    mixed = DatasetLoss(stacked, data.x_train, data.y_train, batch_size=64, minibatch_autocast_dtype=torch.bfloat16)
+    assert torch.equal(mixed(thetas), plain(thetas))
+    step_plain = plain.minibatch(torch.Generator().manual_seed(3))(thetas)
+    step_mixed = mixed.minibatch(torch.Generator().manual_seed(3))(thetas)
+    assert not torch.equal(step_mixed, step_plain)  # bf16 matmuls: not the fp32 numbers ...
+    assert torch.allclose(step_mixed, step_plain, rtol=0.02)  # ... but close to them
+    # the stages ask for bf16 steps on CUDA only
+    assert path_loss(stacked, data, PathConfig(mixed_precision=True)).minibatch_autocast_dtype is None

@@ -11,6 +11,7 @@ def test_benchmarks_report_positive_times_and_ratio():
     mnist = synthetic_dataset(REGISTRY["mnist"], reason="test", sizes=(256, 8))
     results = [path_step_benchmark("fc-2-8", mnist, n_points=5, repeats=1),  # asserts equal gradients inside
                path_step_benchmark("cnn-1-4", cifar, n_points=4, repeats=1),
+               path_step_benchmark("fc-2-8", mnist, n_points=5, repeats=1, bf16=True),  # bf16 on CPU: code path only
                training_benchmark("fc-1-8", mnist, k=2),
                data_loading_benchmark(cifar, batch_size=16)]
     for r in results:

@@ -47,6 +47,10 @@ def main() -> None:
         *[path_step_benchmark(name, cifar.subset(sizes[size], 0).to(device), strategy=strategy)
           for name, size in (("cnn-2-64", "cifar_path"), ("resnet-t11-code", "resnet_path"))
           for strategy in ("vmap", "loop")],
+        # bf16 path steps (paths.mixed_precision): CUDA only, where they are meant to pay off
+        *[path_step_benchmark(name, data.subset(sizes[size], 0).to(device), bf16=True)
+          for name, data, size in (("fc-4-32", mnist, "mnist_path"), ("cnn-2-64", cifar, "cifar_path"),
+                                   ("resnet-t11-code", cifar, "resnet_path")) if device.type == "cuda"],
         training_benchmark("fc-4-32", mnist.subset(sizes["mnist_train"], 0).to(device)),
         training_benchmark("fc-2-25", mnist.subset(sizes["mnist_train"], 0).to(device), k=6),  # H=25 teachers
         training_benchmark("cnn-2-64", cifar.subset(sizes["cifar_train"], 0).to(device)),

@@ -120,7 +120,7 @@ def minima_work(experiment: str, what: str, model: str, dataset: str, cfg: Minim
 
 
 def paths_work(experiment: str, what: str, model: str, dataset: str, cfg: PathConfig, n_minima: int,
-               sizes: Sizes) -> list[Work]:
+               sizes: Sizes, cuda: bool = False) -> list[Work]:
     """``paths_job`` per chunk of pairs: Algorithm 3 steps on all interior points, then the dense
     evaluation of the optimised and the straight paths and of the end points."""
     n_images = sizes(dataset, cfg.train_subset, "train")
@@ -134,7 +134,7 @@ def paths_work(experiment: str, what: str, model: str, dataset: str, cfg: PathCo
         points = len(pairs) * (cfg.n_points - 2)
         ends = len({k for pair in pairs for k in pair})
         works.append(_eval_work(experiment, "paths", f"{what}: {len(pairs)} paths x {steps} steps", model, dataset,
-                                points, batch, steps, bound, inner, kind="grad"))
+                                points, batch, steps, bound, inner, bf16=cuda and cfg.mixed_precision, kind="grad"))
         for label, models in (("optimised paths", len(pairs) * dense), ("straight paths", len(pairs) * dense),
                               ("end points", ends)):
             works.append(_eval_work(experiment, "paths", f"{what}: dense evaluation of the {label}", model, dataset,
@@ -177,15 +177,15 @@ def descent_work(experiment: str, what: str, model: str, dataset: str, n_paths: 
                 Op("descent", model, dataset, 1, n_inputs, rule=rule), n_paths * n_steps * rule.max_iter, "upper")
 
 
-def barcode_study_work(experiment: str, config, variants, sizes: Sizes) -> list[Work]:
+def barcode_study_work(experiment: str, config, variants, sizes: Sizes, cuda: bool) -> list[Work]:
     works = []
     for v in variants:
         works += minima_work(experiment, v.key, v.model, v.dataset, config.minima, sizes)
-        works += paths_work(experiment, v.key, v.model, v.dataset, config.paths, config.minima.n_minima, sizes)
+        works += paths_work(experiment, v.key, v.model, v.dataset, config.paths, config.minima.n_minima, sizes, cuda)
     return works
 
 
-def resnet_work(config, sizes: Sizes) -> list[Work]:
+def resnet_work(config, sizes: Sizes, cuda: bool) -> list[Work]:
     works = []
     for dataset in config.datasets:
         runs = config.runs(dataset)
@@ -193,7 +193,7 @@ def resnet_work(config, sizes: Sizes) -> list[Work]:
             works += minima_work(resnet_lr.EXPERIMENT, f"{dataset}-{kind}", config.model, dataset,
                                  getattr(runs, kind), sizes)
         n_minima = runs.type1.n_minima + runs.type2.n_minima  # paths join the minima of both types
-        works += paths_work(resnet_lr.EXPERIMENT, dataset, config.model, dataset, runs.paths, n_minima, sizes)
+        works += paths_work(resnet_lr.EXPERIMENT, dataset, config.model, dataset, runs.paths, n_minima, sizes, cuda)
     return works
 
 
@@ -224,10 +224,10 @@ def profile_work(params: Params, sizes: Sizes = full_sizes, cuda: bool = False,
                  experiments: list[str] | None = None) -> list[Work]:
     """Every compute stage's work under ``params`` (topology and report take seconds and are left out)."""
     builders = {
-        "fc_depth": lambda c: barcode_study_work("fc_depth", c, fc_depth.variants(c), sizes),
-        "cnn_channels": lambda c: barcode_study_work("cnn_channels", c, cnn_channels.variants(c), sizes),
-        "cnn_bn": lambda c: barcode_study_work("cnn_bn", c, cnn_bn.variants(c), sizes),
-        "resnet_lr": lambda c: resnet_work(c, sizes),
+        "fc_depth": lambda c: barcode_study_work("fc_depth", c, fc_depth.variants(c), sizes, cuda),
+        "cnn_channels": lambda c: barcode_study_work("cnn_channels", c, cnn_channels.variants(c), sizes, cuda),
+        "cnn_bn": lambda c: barcode_study_work("cnn_bn", c, cnn_bn.variants(c), sizes, cuda),
+        "resnet_lr": lambda c: resnet_work(c, sizes, cuda),
         "wrn_robustness": lambda c: wrn_work(c, sizes, cuda),
         "permutation_barrier": lambda c: permutation_work(c, sizes),
     }
