@@ -178,6 +178,7 @@ class StudySpec:
     mixed_precision: bool
     seed: int
     device: str
+    augment: bool = False  # crop + flip of the training batches, as the study's minima (Appendix C: "trained like the minima")
 
 
 @dataclass(frozen=True)
@@ -208,7 +209,8 @@ def _study_losses(spec: StudySpec) -> tuple[DatasetLoss, DatasetLoss, int]:
     stacked = StackedModel(build_model(spec.model, dataset.x_train.shape[1:], dataset.n_classes).to(device))
     bf16 = torch.bfloat16 if device.type == "cuda" and spec.mixed_precision else None
     train_loss = DatasetLoss(stacked, dataset.x_train, dataset.y_train, chunk_size=EVAL_CHUNK,
-                             max_models=EVAL_MODELS, batch_size=spec.config.batch_size, autocast_dtype=bf16)
+                             max_models=EVAL_MODELS, batch_size=spec.config.batch_size, autocast_dtype=bf16,
+                             augment=spec.augment)
     return train_loss, _eval_loss(stacked, dataset.x_train, dataset.y_train), len(dataset.y_train)
 
 
@@ -290,13 +292,14 @@ def _study(config: WRNRobustnessConfig, study: str, params: Params, data: DataCo
     if summary["data_source"] != dataset.source:
         raise DataError(f"{EXPERIMENT} {study}: the minima were trained on {summary['data_source']!r} but "
                         f"the curves would use {dataset.source!r}; rerun the minima stage")
-    address = content_hash(minima["address"], cfg, dataset.source)
+    address = content_hash(minima["address"], cfg, dataset.source, {"augment": sc.minima.augment})
     out = stage_dir(EXPERIMENT, "paths", root) / study / "paths.json"
     if out.is_file() and load_json(out).get("address") == address:
         return None
     spec = StudySpec(study, sc.model, data, request, cfg, sc.minima.mixed_precision, sc.minima.seed,
-                     params.runtime.device)
+                     params.runtime.device, sc.minima.augment)
     record = {"address": address, "minima_address": minima["address"], "study": study, "model": sc.model,
+              "curve_augment": sc.minima.augment,
               "dataset": sc.dataset, "data_source": dataset.source, "data_kind": dataset.source_kind,
               "minima_n_train": summary["n_train"], "profile": params.profile, "n_curve_samples": len(dataset.y_train)}
     return _Study(spec, minima["thetas"], record, out)
@@ -676,7 +679,8 @@ def report_section(config: WRNRobustnessConfig, figures: Path, root: Path = ARTI
                  f"- Scale: {scale_words(summary, paths)}.",
                  f"- Curves: {len(paths['pairs'])} {paths['kind']} curves, {paths['curve_epochs']} epochs = "
                  f"{paths['curve_steps']} steps of batch {paths['curve_batch_size']} on {paths['n_curve_samples']:,} "
-                 f"training images (a prefix of the minima's {paths['minima_n_train']:,}), evaluated at "
+                 f"training images (a prefix of the minima's {paths['minima_n_train']:,}"
+                 f"{'; crop+flip, as the minima' if paths.get('curve_augment') else ''}), evaluated at "
                  f"{len(paths['t'])} points; triangles: {len(paths['triples'])} per regime, "
                  + ", ".join(f"{r} {t['epochs']} epochs ({t['steps']} steps, trains {t['trainable']}), "
                              f"grid of resolution {t['resolution']}" for r, t in paths["triangles"].items())

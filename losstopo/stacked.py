@@ -25,6 +25,8 @@ import torch.func
 from torch import nn
 from torch.func import functional_call, vmap
 
+from losstopo.augment import random_crop_flip
+
 
 @dataclass(frozen=True)
 class ParameterLayout:
@@ -137,13 +139,17 @@ class DatasetLoss:
 
     def __init__(self, stacked: StackedModel, x: torch.Tensor, y: torch.Tensor, *,
                  chunk_size: int = 10000, max_models: int = 64, batch_size: int | None = None,
-                 autocast_dtype: torch.dtype | None = None, minibatch_autocast_dtype: torch.dtype | None = None):
+                 autocast_dtype: torch.dtype | None = None, minibatch_autocast_dtype: torch.dtype | None = None,
+                 augment: bool = False):
         """``minibatch_autocast_dtype`` (default: ``autocast_dtype``) applies to the minibatch losses
-        only, e.g. bf16 optimisation steps while the losses reported over the whole data stay fp32."""
+        only, e.g. bf16 optimisation steps while the losses reported over the whole data stay fp32.
+        ``augment``: random crop + flip of every minibatch, on the data's device (training as the minima
+        were trained); the losses over the whole data are never augmented."""
         self.stacked, self.x, self.y = stacked, x, y
         self.chunk_size, self.max_models, self.batch_size = chunk_size, max_models, batch_size
         self.autocast_dtype = autocast_dtype
         self.minibatch_autocast_dtype = minibatch_autocast_dtype or autocast_dtype
+        self.augment = augment
 
     def __call__(self, thetas: torch.Tensor) -> torch.Tensor:
         return self._evaluate(thetas, self.x, self.y, per_sample=False)
@@ -153,10 +159,16 @@ class DatasetLoss:
             return self._evaluate(thetas, self.x, self.y, per_sample=True)
 
     def minibatch(self, generator: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
-        if self.batch_size is None or self.batch_size >= len(self.y):
+        full = self.batch_size is None or self.batch_size >= len(self.y)
+        if full and not self.augment:
             return self
-        idx = torch.randint(len(self.y), (self.batch_size,), generator=generator).to(self.y.device)
-        x, y = self.x[idx], self.y[idx]
+        x, y = self.x, self.y
+        if not full:
+            idx = torch.randint(len(self.y), (self.batch_size,), generator=generator).to(self.y.device)
+            x, y = x[idx], y[idx]
+        if self.augment:  # crops and flips drawn on the device, seeded from the (CPU) minibatch generator
+            seed = int(torch.randint(2 ** 62, (1,), generator=generator))
+            x = random_crop_flip(x, generator=torch.Generator(device=x.device).manual_seed(seed))
         return lambda thetas: self._evaluate(thetas, x, y, per_sample=False, autocast_dtype=self.minibatch_autocast_dtype)
 
     def _evaluate(self, thetas: torch.Tensor, x: torch.Tensor, y: torch.Tensor, per_sample: bool,

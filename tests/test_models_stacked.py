@@ -79,3 +79,23 @@ def test_minibatch_autocast_applies_to_the_steps_only():
     assert torch.allclose(step_mixed, step_plain, rtol=0.02)  # ... but close to them
     # the stages ask for bf16 steps on CUDA only
     assert path_loss(stacked, data, PathConfig(mixed_precision=True)).minibatch_autocast_dtype is None
+
+
+def test_augmented_minibatches_crop_and_flip_only_the_training_batches():
+    from losstopo.data import REGISTRY, synthetic_dataset
+
+    data = synthetic_dataset(REGISTRY["cifar10"], reason="test", sizes=(64, 8))
+    stacked = StackedModel(build_model("cnn-1-4", (3, 32, 32), 10))
+    thetas = stacked.init_thetas([0, 1])
+    plain = DatasetLoss(stacked, data.x_train, data.y_train, batch_size=16)
+    augmented = DatasetLoss(stacked, data.x_train, data.y_train, batch_size=16, augment=True)
+    assert torch.equal(augmented(thetas), plain(thetas))  # whole-data losses: the images as they are
+
+    def step(loss, seed):
+        return loss.minibatch(torch.Generator().manual_seed(seed))(thetas)
+
+    assert torch.equal(step(augmented, 5), step(augmented, 5))  # reproducible from the minibatch generator
+    assert not torch.allclose(step(augmented, 5), step(plain, 5))  # same images, cropped and flipped
+    # full-batch steps are augmented too (a plain full batch is the whole-data loss itself)
+    full = DatasetLoss(stacked, data.x_train, data.y_train, augment=True)
+    assert not torch.allclose(full.minibatch(torch.Generator().manual_seed(1))(thetas), plain(thetas))

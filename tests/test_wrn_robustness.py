@@ -31,6 +31,7 @@ TINY = {
     "profiles": {"tiny": {"data": {"root": "EMPTY", "allow_synthetic": True}}},
 }
 TINY["wrn_robustness"]["lenet"]["minima"]["n_minima"] = 4  # 4 minima: two subset sizes below the full set
+TINY["wrn_robustness"]["wrn"]["minima"]["augment"] = True  # curves then train with crop+flip too, lenet's not
 N_MINIMA = {"wrn": 3, "lenet": 4}
 
 
@@ -186,6 +187,7 @@ def test_data_sources_are_carried_through_every_stage(run):
         assert _load(run, "paths", study, "paths.json")["data_source"] == minima["data_source"]
         assert _load(run, "topology", study, "topology.json")["data_source"] == minima["data_source"]
         assert len(minima["train_loss"]) == N_MINIMA[study]
+        assert _load(run, "paths", study, "paths.json")["curve_augment"] == (study == "wrn")  # as the minima
 
 
 def test_report_section_tables_claims_and_figures(run):
