@@ -20,8 +20,6 @@ from typing import Any, Iterator
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 warnings.filterwarnings("ignore", message=".*noload.*")  # SQLAlchemy 2.1 deprecation inside MLflow's store
 
-
-
 TRACKING_ENV = "LOSSTOPO_TRACKING"
 
 

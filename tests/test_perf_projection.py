@@ -2,14 +2,17 @@
 library really makes, its arithmetic, and its timers (no wall time is asserted)."""
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from benchmarks.perf import projection, workload
+from benchmarks.perf.workload import Op, Work, curves_work, full_sizes, minima_work, paths_work, profile_work
+from benchmarks.permutation_barrier import draw_toy_teacher
 from benchmarks.stages import path_loss
-from benchmarks.perf.workload import Op, Work, full_sizes, minima_work, paths_work, profile_work
-from losstopo.config import MinimaConfig, PathConfig, resolve
+from losstopo.config import MinimaConfig, PathConfig, ToyConfig, load_params, resolve
 from losstopo.data import REGISTRY, synthetic_dataset
 from losstopo.models import build_model
 from losstopo.paths import evaluate_in_chunks, evaluate_paths, optimize_paths, straight_path
@@ -49,6 +52,19 @@ def test_paths_count_by_hand():
     grad, optimised = paths_work("fc_depth", "v", "fc-2-8", "mnist", many, 15, full_sizes)[:2]
     assert (grad.op.models, grad.op.images, grad.calls) == (64, 10000, 7 * math.ceil(315 / 64) * 3)
     assert (optimised.op.models, optimised.op.images, optimised.calls) == (64, 10000, 35 * 3)
+
+
+def test_curves_and_triangles_count_by_hand():
+    study = resolve({"wrn_robustness": {"wrn": {
+        "minima": {"n_minima": 4},
+        "curves": {"epochs": 2, "batch_size": 32, "train_subset": 100, "n_eval": 5, "triangle_epochs": 1,
+                   "triangle_resolution": 2, "triangle_regimes": ["vertices_fixed", "sides_fixed"]}}}}
+                    ).experiments["wrn_robustness"].wrn
+    # 6 curves, 2 epochs x 100 // 32 = 3 steps; 30 curve points and the 4 minima (loss, accuracy) on 100
+    # images, 8 models per forward; 4 triangles x 1 epoch, a grid of 6 points each, in both regimes
+    triangles = [("grad", 4, 32, 3), ("eval", 8, 100, 3)]
+    assert _calls(curves_work("w", "s", "wrn-10-1", "cifar100", study, full_sizes, cuda=False)) == [
+        ("grad", 6, 32, 6), ("eval", 8, 100, 4), ("eval", 4, 100, 2), *triangles, *triangles]
 
 
 def test_epoch_units_and_refinement_make_a_lower_bound():
@@ -107,9 +123,6 @@ def test_descent_count_is_one_descent_per_distance():
         "convergence": {"max_iter": 7}}}), full_sizes) if w.op.dataset == "toy"]
     assert work.calls == math.comb(4, 2) * 5 * 7 and work.bound == "upper"
     # the library: a merge with n_steps distances makes n_steps descents after its start point
-    torch.manual_seed(0)
-    from benchmarks.permutation_barrier import draw_toy_teacher
-    from losstopo.config import ToyConfig
     teacher, inputs = draw_toy_teacher(ToyConfig(hidden=4, n_inputs=50))
     loss_fn = quadratic_loss(inputs, teacher.forward(inputs).detach())
     merge = merge_neurons(teacher, 1, *merge_candidates(teacher, 1), loss_fn, n_steps=5, rule=rule)
@@ -118,7 +131,6 @@ def test_descent_count_is_one_descent_per_distance():
 
 def test_every_profile_has_work_for_every_experiment():
     for profile in ("paper", "gpu-short", "ci"):
-        from losstopo.config import load_params
         works = profile_work(load_params("params.yaml", profile))
         assert {w.experiment for w in works} == {"fc_depth", "cnn_channels", "cnn_bn", "resnet_lr", "wrn_robustness",
                                                   "permutation_barrier"}
@@ -140,7 +152,7 @@ def test_projection_sums_calls_times_seconds():
 def test_timers_run_every_kind_of_op_and_probes_scale_linearly():
     works = (minima_work("fc_depth", "v", "fc-2-8", "mnist", MINIMA, full_sizes)
              + paths_work("fc_depth", "v", "fc-2-8", "mnist", PATHS, 3, full_sizes)
-             + [workload.descent_work("p", "toy", "toy-3", "toy", 3, 4, 40, Convergence(max_iter=5)),
+             + [workload.descent_work("p", "toy", workload.toy_model(3), "toy", 3, 4, 40, Convergence(max_iter=5)),
                 workload.descent_work("p", "H", "fc-2-5", "mnist", 1, 4, 64, Convergence(max_iter=5))])
     seconds = projection.time_ops(works, torch.device("cpu"), projection.Probe(repeats=1), progress=False)
     assert {w.op.kind for w in works} == {"train", "grad", "eval", "descent"}
@@ -152,9 +164,6 @@ def test_timers_run_every_kind_of_op_and_probes_scale_linearly():
 
 def test_benchmarks_import_on_a_machine_without_mlflow_or_gudhi():
     """A lent GPU machine has torch but neither MLflow nor gudhi: the speed benchmarks must still run there."""
-    import subprocess
-    import sys
-
     code = ("import sys; sys.modules.update(mlflow=None, gudhi=None)\n"
             "import benchmarks.perf.__main__, benchmarks.perf.projection, benchmarks.wrn_robustness")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from benchmarks import permutation_barrier as perm
 from benchmarks.perf.timing import seconds_per_call
 from benchmarks.perf.wrn_throughput import bf16_matmul_peak, forward_macs_per_image
-from benchmarks.perf.workload import Op, Work, full_sizes, loaded_sizes, profile_work
+from benchmarks.perf.workload import Op, Work, full_sizes, loaded_sizes, profile_work, toy_hidden
 from benchmarks.stages import resolve_device
 from losstopo.config import ToyConfig, load_params
 from losstopo.data import REGISTRY, Dataset
@@ -105,7 +105,7 @@ def time_descent(op: Op, device: torch.device, probe: Probe) -> float:
     that is also its own target, as in the stage."""
     if op.dataset == "toy":  # the stage runs the toy on the CPU
         device = torch.device("cpu")
-        teacher, inputs = perm.draw_toy_teacher(ToyConfig(hidden=int(op.model.split("-")[1]), n_inputs=op.images))
+        teacher, inputs = perm.draw_toy_teacher(ToyConfig(hidden=toy_hidden(op.model), n_inputs=op.images))
         layer, normalise = perm.TOY_LAYER, False
     else:
         module = build_model(op.model, REGISTRY[op.dataset].image_shape, REGISTRY[op.dataset].n_classes)
@@ -154,8 +154,7 @@ def time_ops(works: list[Work], device: torch.device, probe: Probe, progress: bo
 def forward_macs(model: str, dataset: str) -> int:
     """Multiply-accumulates of one image's forward pass (convolutions and linear layers)."""
     if dataset == "toy":  # 2 inputs -> hidden ReLU -> 1
-        hidden = int(model.split("-")[1])
-        return 2 * hidden + hidden
+        return 3 * toy_hidden(model)
     spec = REGISTRY[dataset]
     return forward_macs_per_image(build_model(model, spec.image_shape, spec.n_classes), spec.image_shape)
 

@@ -50,7 +50,7 @@ class Op:
     models: int
     images: int
     minima: MinimaConfig | None = None  # train: optimiser, augmentation, precision, layout
-    bf16: bool = False  # grad/eval: bf16 autocast on CUDA (as the curve jobs do)
+    bf16: bool = False  # grad/eval: bf16 autocast on CUDA (curve jobs; path steps with paths.mixed_precision)
     rule: Convergence | None = None  # descent
 
 
@@ -147,6 +147,7 @@ def curves_work(experiment: str, what: str, model: str, dataset: str, study, siz
     cfg, n_minima = study.curves, study.minima.n_minima
     n_images = sizes(dataset, cfg.train_subset, "train")
     batches = max(n_images // cfg.batch_size, 1)
+    batch = min(cfg.batch_size, n_images)  # a batch as large as the subset is the whole subset
     bf16 = cuda and study.minima.mixed_precision
     n_curves = math.comb(n_minima, 2)
     n_triangles = math.comb(n_minima, 3)
@@ -154,19 +155,30 @@ def curves_work(experiment: str, what: str, model: str, dataset: str, study, siz
     shape = {"inner": wrn.EVAL_MODELS, "chunk": wrn.EVAL_CHUNK}
     works = [
         _eval_work(experiment, "paths", f"{what}: {n_curves} curves x {cfg.epochs * batches} steps", model, dataset,
-                   n_curves, cfg.batch_size, cfg.epochs * batches, bf16=bf16, kind="grad", **shape),
+                   n_curves, batch, cfg.epochs * batches, bf16=bf16, kind="grad", **shape),
         _eval_work(experiment, "paths", f"{what}: curves on {cfg.n_eval} points", model, dataset,
-                   n_curves * cfg.n_eval + n_minima, n_images, 1, **shape),
+                   n_curves * cfg.n_eval, n_images, 1, **shape),
+        _eval_work(experiment, "paths", f"{what}: loss and accuracy of the minima", model, dataset,
+                   n_minima, n_images, 2, **shape),
     ]
     for regime in cfg.triangle_regimes:
         steps = cfg.triangle_epochs * batches
         works += [
             _eval_work(experiment, "paths", f"{what}: {n_triangles} triangles ({regime}) x {steps} steps", model,
-                       dataset, n_triangles, cfg.batch_size, steps, bf16=bf16, kind="grad", **shape),
+                       dataset, n_triangles, batch, steps, bf16=bf16, kind="grad", **shape),
             _eval_work(experiment, "paths", f"{what}: triangles ({regime}) on {grid} grid points", model, dataset,
                        n_triangles * grid, n_images, 1, **shape),
         ]
     return works
+
+
+def toy_model(hidden: int) -> str:
+    """The name an Op gives the toy teacher 2 -> ``hidden`` -> 1 (dataset "toy")."""
+    return f"toy-{hidden}"
+
+
+def toy_hidden(model: str) -> int:
+    return int(model.removeprefix("toy-"))
 
 
 def descent_work(experiment: str, what: str, model: str, dataset: str, n_paths: int, n_steps: int, n_inputs: int,
@@ -215,7 +227,7 @@ def permutation_work(config, sizes: Sizes) -> list[Work]:
         works.append(descent_work(perm.EXPERIMENT, f"H={width}", f"fc-2-{width}", "mnist", cfg.n_seeds, cfg.n_steps,
                                   sizes("mnist", cfg.path_subset, "train"), rule))
     toy = config.toy
-    works.append(descent_work(perm.EXPERIMENT, "toy", f"toy-{toy.hidden}", "toy", math.comb(toy.hidden, 2),
+    works.append(descent_work(perm.EXPERIMENT, "toy", toy_model(toy.hidden), "toy", math.comb(toy.hidden, 2),
                               toy.n_steps, toy.n_inputs, rule))
     return works
 
