@@ -38,7 +38,7 @@ from losstopo.data import Dataset
 from losstopo.executor import Executor, Job, JobCache, job_address
 from losstopo.io import load_json, save_json, save_torch
 from losstopo.permutation import (Convergence, MLPParams, PermutationPath, incoming_cosine_similarity,
-                                  incoming_vectors, merge_candidates, permutation_path, quadratic_loss)
+                                  incoming_vectors, merge_candidates, permutation_paths, quadratic_loss)
 from losstopo.report import Claim, Section
 from losstopo.stats import (below_threshold_test, binomial_test, bootstrap_ci, theil_sen_slope, trend_test,
                             verdict)
@@ -255,26 +255,28 @@ def active_fraction(params: MLPParams, layer: int, inputs: torch.Tensor) -> torc
 
 @dataclass(frozen=True)
 class ToyPathJob:
-    """The permutation path of one pair of the toy teacher's hidden neurons (teacher and inputs in ``shared``)."""
+    """The permutation paths of pairs of the toy teacher's hidden neurons, descended together (teacher and
+    inputs in ``shared``)."""
 
-    pair: tuple[int, int]
+    pairs: tuple[tuple[int, int], ...]
     n_steps: int
     final_ratio: float
     rule: Convergence
 
 
-def toy_path_job(shared: dict, job: ToyPathJob) -> dict:
-    """The path's record, with the incoming vectors at the minimum and at the permutation point."""
+def toy_path_job(shared: dict, job: ToyPathJob) -> list[dict]:
+    """Each path's record, with the incoming vectors at the minimum and at the permutation point."""
     teacher = MLPParams.from_flat(shared["teacher"].clone(), tuple(shared["layer_sizes"]))
     inputs = shared["inputs"]
     with torch.no_grad():
         targets = teacher.forward(inputs)
-    loss_fn = quadratic_loss(inputs, targets)  # the toy's plain quadratic loss (Fig. 2)
-    l, m = job.pair
-    path = permutation_path(teacher, TOY_LAYER, l, m, loss_fn, job.n_steps, job.final_ratio, job.rule)
-    return path_record(path) | {
+    loss_fn = quadratic_loss(inputs, targets)  # the toy's plain quadratic loss (Fig. 2), shared by every pair
+    paths = permutation_paths([teacher] * len(job.pairs), TOY_LAYER, list(job.pairs), loss_fn, job.n_steps,
+                              job.final_ratio, job.rule)
+    return [path_record(path) | {
         "start_vectors": incoming_vectors(teacher, TOY_LAYER).tolist(),
         "permutation_vectors": incoming_vectors(path.params[path.permutation_index], TOY_LAYER).tolist()}
+        for path in paths]
 
 
 def _paths_toy(config: PermutationBarrierConfig, minima: Path, out: Path, rule: Convergence, executor: Executor,
@@ -284,11 +286,11 @@ def _paths_toy(config: PermutationBarrierConfig, minima: Path, out: Path, rule: 
     address = content_hash(saved["address"], cfg.n_steps, cfg.final_ratio, rule)
     if _done(out / "paths.json", address) is not None:
         return
-    pairs = list(itertools.combinations(range(cfg.hidden), 2))
-    specs = [ToyPathJob(pair, cfg.n_steps, cfg.final_ratio, rule) for pair in pairs]
-    records = executor.map(toy_path_job, [Job(job_address("toy-path", address, spec), spec) for spec in specs],
-                           shared={k: saved[k] for k in ("teacher", "layer_sizes", "inputs")}, cache=cache,
-                           description=f"{EXPERIMENT} toy paths", progress=progress, gpu=False)
+    pairs = tuple(itertools.combinations(range(cfg.hidden), 2))
+    spec = ToyPathJob(pairs, cfg.n_steps, cfg.final_ratio, rule)
+    (records,) = executor.map(toy_path_job, [Job(job_address("toy-paths", address, spec), spec)],
+                              shared={k: saved[k] for k in ("teacher", "layer_sizes", "inputs")}, cache=cache,
+                              description=f"{EXPERIMENT} toy paths", progress=progress, gpu=False)
     with tracking.variant_run(TOY_KEY, data_source=toy_source(cfg)):
         for (l, m), record in zip(pairs, records):
             tracking.log_metrics({f"barrier_{l}_{m}": record["barrier"],
@@ -299,11 +301,10 @@ def _paths_toy(config: PermutationBarrierConfig, minima: Path, out: Path, rule: 
 
 @dataclass(frozen=True)
 class MnistPathJob:
-    """The permutation path of teacher ``index`` of width ``width`` (``shared[width]``: that width's stacked
-    teachers): the most cosine-similar pair of layer 2 merged."""
+    """The permutation paths of all teachers of width ``width`` (``shared[width]``: their stacked parameters),
+    descended together: in each, the most cosine-similar pair of layer 2 merged."""
 
     width: int
-    index: int
     layer_sizes: tuple[int, ...]
     data: DataConfig
     request: DataRequest
@@ -313,35 +314,34 @@ class MnistPathJob:
     device: str
 
 
-def mnist_path_job(shared: dict[int, torch.Tensor], job: MnistPathJob) -> dict:
-    """The path's record (loss of §5 against the teacher's outputs, MNIST accuracy along it) and its
-    permutation point (flat, on the CPU)."""
+def mnist_path_job(shared: dict[int, torch.Tensor], job: MnistPathJob) -> list[dict]:
+    """Per teacher: the path's record (loss of §5 against the teacher's outputs, MNIST accuracy along it)
+    and its permutation point (flat, on the CPU)."""
     device = resolve_device(job.device)
     dataset = job_dataset(job.data, job.request, device)
     inputs, labels = dataset.x_train.to(MNIST_DTYPE).flatten(1), dataset.y_train
-    thetas = shared[job.width][job.index:job.index + 1].to(device, MNIST_DTYPE)
-    teacher = teachers_from_thetas(thetas, list(job.layer_sizes))[0]
+    teachers = teachers_from_thetas(shared[job.width].to(device, MNIST_DTYPE), list(job.layer_sizes))
     with torch.no_grad():
-        targets = teacher.forward(inputs)  # pre-softmax outputs y of the teacher
-    loss_fn = quadratic_loss(inputs, targets, normalise=True)  # L of §5
-    l, m = merge_candidates(teacher, MNIST_LAYER)
-    path = permutation_path(teacher, MNIST_LAYER, l, m, loss_fn, job.n_steps, job.final_ratio, job.rule)
-    record = path_record(path) | {
-        "cosine_similarity": float(incoming_cosine_similarity(teacher, MNIST_LAYER)[l, m]),
-        "active_fraction": active_fraction(teacher, MNIST_LAYER, inputs)[[l, m]].tolist(),
-        "accuracy": accuracy_along(path, inputs, labels)}
-    record["accuracy_drop"] = record["accuracy"][0] - record["accuracy"][path.permutation_index]
-    return {"record": record, "point": path.params[path.permutation_index].flat().cpu()}
+        targets = torch.stack([teacher.forward(inputs) for teacher in teachers])  # pre-softmax outputs y of each
+    loss_fn = quadratic_loss(inputs, targets, normalise=True)  # L of §5, each teacher's own
+    pairs = [merge_candidates(teacher, MNIST_LAYER) for teacher in teachers]
+    paths = permutation_paths(teachers, MNIST_LAYER, pairs, loss_fn, job.n_steps, job.final_ratio, job.rule)
+    outputs = []
+    for teacher, (l, m), path in zip(teachers, pairs, paths):
+        record = path_record(path) | {
+            "cosine_similarity": float(incoming_cosine_similarity(teacher, MNIST_LAYER)[l, m]),
+            "active_fraction": active_fraction(teacher, MNIST_LAYER, inputs)[[l, m]].tolist(),
+            "accuracy": accuracy_along(path, inputs, labels)}
+        record["accuracy_drop"] = record["accuracy"][0] - record["accuracy"][path.permutation_index]
+        outputs.append({"record": record, "point": path.params[path.permutation_index].flat().cpu()})
+    return outputs
 
 
-def _mnist_path_jobs(cfg: MNISTTeachersConfig, width: int, address: str, saved: dict, data: DataConfig,
-                     rule: Convergence, device: str) -> list[Job]:
-    jobs = []
-    for k, theta in enumerate(saved["thetas"]):
-        spec = MnistPathJob(width, k, tuple(saved["layer_sizes"]), data, path_request(cfg), cfg.n_steps,
-                            cfg.final_ratio, rule, device)
-        jobs.append(Job(job_address("mnist-path", address, spec, tensor_digest(theta)), spec))
-    return jobs
+def _mnist_path_job(cfg: MNISTTeachersConfig, width: int, address: str, saved: dict, data: DataConfig,
+                    rule: Convergence, device: str) -> Job:
+    spec = MnistPathJob(width, tuple(saved["layer_sizes"]), data, path_request(cfg), cfg.n_steps, cfg.final_ratio,
+                        rule, device)
+    return Job(job_address("mnist-paths", address, spec, tensor_digest(saved["thetas"])), spec)
 
 
 def _save_mnist_paths(width: int, address: str, saved: dict, outputs: list[dict], dataset: Dataset, minima: Path,
@@ -367,7 +367,8 @@ def _save_mnist_paths(width: int, address: str, saved: dict, outputs: list[dict]
 
 def _paths_mnist(config: PermutationBarrierConfig, minima_root: Path, out_root: Path, data: DataConfig,
                  rule: Convergence, executor: Executor, cache: JobCache, params: Params) -> None:
-    """One job per teacher, all widths together; a width already done with the same settings is skipped."""
+    """One job per width (its teachers' paths descended together); a width already done with the same settings
+    is skipped."""
     cfg = config.mnist
     dataset = job_dataset(data, path_request(cfg))
     todo, shared, jobs = [], {}, []
@@ -378,11 +379,10 @@ def _paths_mnist(config: PermutationBarrierConfig, minima_root: Path, out_root: 
         if _done(out_root / mnist_key(width) / "paths.json", address) is None:
             todo.append((width, address, saved))
             shared[width] = saved["thetas"]
-            jobs += _mnist_path_jobs(cfg, width, address, saved, data, rule, params.runtime.device)
+            jobs.append(_mnist_path_job(cfg, width, address, saved, data, rule, params.runtime.device))
     outputs = executor.map(mnist_path_job, jobs, shared=shared, cache=cache, description=f"{EXPERIMENT} MNIST paths",
                            progress=params.runtime.progress)
-    for width, address, saved in todo:
-        mine = [output for job, output in zip(jobs, outputs) if job.spec.width == width]
+    for (width, address, saved), mine in zip(todo, outputs):
         _save_mnist_paths(width, address, saved, mine, dataset, minima_root / mnist_key(width),
                           out_root / mnist_key(width))
 

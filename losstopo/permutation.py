@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from losstopo.descent import Convergence, descend_batch
 from losstopo.errors import LosstopoError
 
 
@@ -48,13 +49,30 @@ class MLPParams:
     @property
     def layer_sizes(self) -> tuple[int, ...]:
         """(n_0, n_1, ..., n_d)."""
-        return (self.weights[0].shape[1],) + tuple(w.shape[0] for w in self.weights)
+        return (self.weights[0].shape[-1],) + tuple(w.shape[-2] for w in self.weights)
+
+    @property
+    def batch_shape(self) -> torch.Size:
+        """() for one network; (n,) for a stack of n networks of the same architecture (:meth:`stack`)."""
+        return self.weights[0].shape[:-2]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Pre-softmax outputs f(x; θ), shape (B, n_d)."""
+        """Pre-softmax outputs f(x; θ): (T, n_d) for inputs (T, ...); (n, T, n_d) for a stack of n networks.
+
+        A stack of one computes exactly what the network alone does (a teacher's loss against its own
+        outputs is exactly 0 either way)."""
+        if self.batch_shape == (1,):
+            return self.select(0).forward(x)[None]
         h = x.flatten(1) if self.flatten_input else x
         for k, (w, b) in enumerate(zip(self.weights, self.biases), start=1):
-            h = nn.functional.linear(h, w, b)
+            if w.dim() == 2:
+                h = nn.functional.linear(h, w, b)
+            elif h.dim() == 2:  # shared inputs: one matrix product for the whole stack
+                n, n_out, n_in = w.shape
+                h = nn.functional.linear(h, w.reshape(n * n_out, n_in), b.reshape(n * n_out))
+                h = h.view(len(h), n, n_out).transpose(0, 1)
+            else:
+                h = torch.baddbmm(b[:, None], h, w.transpose(1, 2))
             if k < self.depth:
                 h = torch.relu(h)
         return h
@@ -71,24 +89,36 @@ class MLPParams:
                          [b.to(device=device, dtype=dtype) for b in self.biases], self.flatten_input)
 
     def flat(self) -> torch.Tensor:
-        """(dim,) vector ordered W_1, b_1, W_2, b_2, ... -- the ``named_parameters`` order of :meth:`to_module`."""
+        """(dim,) vector ordered W_1, b_1, W_2, b_2, ... -- the ``named_parameters`` order of :meth:`to_module`
+        ((n, dim) for a stack)."""
         pieces = []
         for w, b in zip(self.weights, self.biases):
-            pieces += [w.reshape(-1), b]
-        return torch.cat(pieces)
+            pieces += [w.flatten(-2), b]
+        return torch.cat(pieces, dim=-1)
 
     @classmethod
     def from_flat(cls, theta: torch.Tensor, layer_sizes: tuple[int, ...], flatten_input: bool = False) -> "MLPParams":
-        """Inverse of :meth:`flat` for the architecture ``layer_sizes = (n_0, ..., n_d)``."""
+        """Inverse of :meth:`flat` for the architecture ``layer_sizes = (n_0, ..., n_d)``; rows of a
+        (n, dim) ``theta`` give a stack of n networks. The tensors are views of ``theta``."""
         weights, biases, start = [], [], 0
         for n_in, n_out in zip(layer_sizes[:-1], layer_sizes[1:]):
-            weights.append(theta[start:start + n_out * n_in].view(n_out, n_in))
+            weights.append(theta[..., start:start + n_out * n_in].unflatten(-1, (n_out, n_in)))
             start += n_out * n_in
-            biases.append(theta[start:start + n_out])
+            biases.append(theta[..., start:start + n_out])
             start += n_out
-        if start != theta.numel():
-            raise LosstopoError(f"flat vector has {theta.numel()} entries, architecture {layer_sizes} needs {start}")
+        if start != theta.shape[-1]:
+            raise LosstopoError(f"flat vector has {theta.shape[-1]} entries, architecture {layer_sizes} needs {start}")
         return cls(weights, biases, flatten_input)
+
+    @classmethod
+    def stack(cls, networks: "list[MLPParams]") -> "MLPParams":
+        """n networks of the same architecture as one stack (leading dimension n)."""
+        return cls([torch.stack(ws) for ws in zip(*(p.weights for p in networks))],
+                   [torch.stack(bs) for bs in zip(*(p.biases for p in networks))], networks[0].flatten_input)
+
+    def select(self, i: int) -> "MLPParams":
+        """Network ``i`` of a stack (views)."""
+        return MLPParams([w[i] for w in self.weights], [b[i] for b in self.biases], self.flatten_input)
 
     @classmethod
     def from_module(cls, module: nn.Sequential) -> "MLPParams":
@@ -120,16 +150,45 @@ class MLPParams:
 
 
 LossFn = Callable[[MLPParams], torch.Tensor]
+# A loss of many problems at once: (a stack of n networks, the problem each one belongs to (n,)) -> (n,) losses.
+BatchLossFn = Callable[[MLPParams, torch.Tensor], torch.Tensor]
 
 
-def quadratic_loss(inputs: torch.Tensor, targets: torch.Tensor, normalise: bool = False) -> LossFn:
-    """``L(θ) = 1/T Σ_μ |y_μ - f(x_μ; θ)|²``, divided by ``<(y^μ_i)²>`` if ``normalise`` (the MNIST loss of §5)."""
-    scale = targets.pow(2).mean() if normalise else torch.ones((), dtype=targets.dtype)
+class QuadraticLoss:
+    """``L(θ) = 1/T Σ_μ |y_μ - f(x_μ; θ)|²``, divided by ``<(y^μ_i)²>`` if ``normalise`` (the MNIST loss of §5).
 
-    def loss(params: MLPParams) -> torch.Tensor:
-        return (targets - params.forward(inputs)).pow(2).sum(dim=1).mean() / scale
+    Called on one network: the scalar loss. Called on a stack of n networks with ``index`` (n,): the
+    n losses, network i against the targets of problem ``index[i]`` -- ``targets`` is (T, n_d) for
+    targets every problem shares, or (B, T, n_d) for one set per problem (each normalised by its own
+    ``<y²>``).
+    """
 
-    return loss
+    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, normalise: bool = False):
+        self.inputs, self.targets = inputs, targets
+        self.scale = targets.pow(2).mean(dim=(-2, -1)) if normalise else torch.ones(targets.shape[:-2],
+                                                                                    dtype=targets.dtype,
+                                                                                    device=targets.device)
+
+    def __call__(self, params: MLPParams, index: torch.Tensor | None = None) -> torch.Tensor:
+        targets, scale = self.targets, self.scale
+        if targets.dim() == 3:
+            if index is None:
+                raise LosstopoError("targets of several problems: say which problem each network belongs to")
+            targets, scale = targets[index], scale[index]
+        return (targets - params.forward(self.inputs)).pow(2).sum(dim=-1).mean(dim=-1) / scale
+
+
+def quadratic_loss(inputs: torch.Tensor, targets: torch.Tensor, normalise: bool = False) -> QuadraticLoss:
+    """The quadratic loss of §4.3 (toy) and §5 (MNIST, ``normalise``): see :class:`QuadraticLoss`."""
+    return QuadraticLoss(inputs, targets, normalise)
+
+
+def one_problem(loss_fn: LossFn) -> BatchLossFn:
+    """A loss of one network as a batch loss of a single problem (each network of the stack in turn)."""
+    def batch_loss(params: MLPParams, index: torch.Tensor) -> torch.Tensor:
+        return torch.stack([loss_fn(params.select(i)) for i in range(len(index))])
+
+    return batch_loss
 
 
 # ---------------------------------------------------------------- neurons of a hidden layer
@@ -137,16 +196,16 @@ def quadratic_loss(inputs: torch.Tensor, targets: torch.Tensor, normalise: bool 
 def _check_hidden(params: MLPParams, layer: int, *neurons: int) -> None:
     if not 1 <= layer < params.depth:
         raise LosstopoError(f"layer must be a hidden layer 1..{params.depth - 1}, got {layer}")
-    width = params.weights[layer - 1].shape[0]
+    width = params.weights[layer - 1].shape[-2]
     for n in neurons:
         if not 0 <= n < width:
             raise LosstopoError(f"neuron {n} out of range for layer {layer} of {width} neurons")
 
 
 def incoming_vectors(params: MLPParams, layer: int) -> torch.Tensor:
-    """(n_k, n_{k-1}+1): row m is the parameter vector ϑ_m^(k) (Definition 1)."""
+    """(n_k, n_{k-1}+1): row m is the parameter vector ϑ_m^(k) (Definition 1); (n, n_k, n_{k-1}+1) for a stack."""
     _check_hidden(params, layer)
-    return torch.cat([params.weights[layer - 1], params.biases[layer - 1][:, None]], dim=1)
+    return torch.cat([params.weights[layer - 1], params.biases[layer - 1][..., None]], dim=-1)
 
 
 def outgoing_weights(params: MLPParams, layer: int, neuron: int) -> torch.Tensor:
@@ -177,16 +236,6 @@ def swap_neurons(params: MLPParams, layer: int, l: int, m: int) -> MLPParams:
     order = torch.arange(params.weights[layer - 1].shape[0], device=params.weights[layer - 1].device)
     order[l], order[m] = m, l
     return permute_neurons(params, layer, order)
-
-
-def with_incoming_vector(params: MLPParams, layer: int, neuron: int, vector: torch.Tensor) -> MLPParams:
-    """``params`` with ϑ_neuron replaced by ``vector`` (out of place, differentiable in both)."""
-    _check_hidden(params, layer, neuron)
-    index = torch.tensor([neuron], device=vector.device)
-    weights, biases = list(params.weights), list(params.biases)
-    weights[layer - 1] = weights[layer - 1].index_copy(0, index, vector[None, :-1])
-    biases[layer - 1] = biases[layer - 1].index_copy(0, index, vector[-1:])
-    return MLPParams(weights, biases, params.flatten_input)
 
 
 def redistribute_output_weights(params: MLPParams, layer: int, l: int, m: int, shift: torch.Tensor) -> MLPParams:
@@ -222,97 +271,15 @@ def merge_candidates(params: MLPParams, layer: int) -> tuple[int, int]:
 
 # ---------------------------------------------------------------- descent "until convergence"
 
-@dataclass(frozen=True)
-class Convergence:
-    """The rule for "gradient descent until convergence" at one fixed distance d (§4.1, Fig. 2).
-
-    Each iteration is one step of ``method``: ``"gd"`` (full-batch gradient descent with step
-    ``lr``; the paper's choice), ``"adam"`` (Adam, ``lr``) or ``"lbfgs"`` (one L-BFGS iteration
-    with a strong-Wolfe line search of at most ``line_search_evals`` evaluations, initial step
-    ``lr``, ``history_size`` curvature pairs). Before each iteration the
-    loss L and the gradient norm |∇L| over all free variables are evaluated; descent stops
-
-    * converged, as soon as ``|∇L| <= grad_tol``, or after an iteration that changed the loss by
-      ``|L_prev - L| <= rel_tol * |L_prev| + abs_tol`` (so a point at exactly zero loss stops at
-      once; ``abs_tol`` stops the chase of relative progress on losses that are already ~0);
-    * not converged, after ``max_iter`` iterations (reported in ``MergePath.converged``).
-    """
-
-    method: str = "lbfgs"
-    lr: float = 1.0
-    max_iter: int = 200
-    grad_tol: float = 1e-9
-    rel_tol: float = 1e-9
-    abs_tol: float = 0.0
-    history_size: int = 50
-    line_search_evals: int = 10
-
-    def optimizer(self, variables: list[torch.Tensor]) -> torch.optim.Optimizer:
-        if self.method == "gd":
-            return torch.optim.SGD(variables, lr=self.lr)
-        if self.method == "adam":
-            return torch.optim.Adam(variables, lr=self.lr)
-        if self.method == "lbfgs":
-            # tolerances 0: the stopping rule above is the only one; recent torch caps the line
-            # search at max_eval - 1 evaluations (a cap of 0 with the default max_eval stalls it)
-            return torch.optim.LBFGS(variables, lr=self.lr, max_iter=1, max_eval=self.line_search_evals + 1,
-                                     history_size=self.history_size,
-                                     tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe")
-        raise LosstopoError(f"unknown descent method {self.method!r}; use 'gd', 'adam' or 'lbfgs'")
-
-
-def _loss_and_grad_norm(objective: Callable[[], torch.Tensor], variables: list[torch.Tensor]) -> tuple[float, float]:
-    loss = objective()
-    grads = torch.autograd.grad(loss, variables, allow_unused=True)
-    norm = math.sqrt(sum(float(g.pow(2).sum()) for g in grads if g is not None))
-    return float(loss.detach()), norm
-
-
-def descend(objective: Callable[[], torch.Tensor], variables: list[torch.Tensor], rule: Convergence) -> tuple[int, bool]:
-    """Minimise ``objective()`` over the leaf tensors ``variables`` in place; returns (iterations, converged).
-
-    The loss and gradient norm that the stopping rule reads are those of the step's first closure
-    call, which every optimiser here makes at the current point: one evaluation per iteration
-    for gd and adam instead of two. The step after the last check is taken anyway (it cannot
-    raise the loss by more than the rule's tolerance for gd/adam near convergence, and L-BFGS's
-    line search never accepts an increase).
-    """
-    optimizer = rule.optimizer(variables)
-    at_current: list[tuple[float, float]] = []
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = objective()
-        loss.backward()
-        if not at_current:
-            norm = math.sqrt(sum(float(v.grad.pow(2).sum()) for v in variables if v.grad is not None))
-            at_current.append((float(loss.detach()), norm))
-        return loss
-
-    previous = None
-    for iteration in range(rule.max_iter):
-        at_current.clear()
-        optimizer.step(closure)
-        loss, grad_norm = at_current[0]
-        if grad_norm <= rule.grad_tol:
-            return iteration, True
-        if previous is not None and abs(previous - loss) <= rule.rel_tol * abs(previous) + rule.abs_tol:
-            return iteration, True
-        previous = loss
-    loss, grad_norm = _loss_and_grad_norm(objective, variables)
-    return rule.max_iter, grad_norm <= rule.grad_tol
-
-
 def minimise(params: MLPParams, loss_fn: LossFn, rule: Convergence = Convergence()) -> tuple[MLPParams, int, bool]:
     """Unconstrained descent of all parameters from ``params``; returns (params, iterations, converged)."""
-    variables = [t.detach().clone().requires_grad_(True) for t in params.weights + params.biases]
-    depth = params.depth
+    sizes, batch_loss = params.layer_sizes, one_problem(loss_fn)
 
-    def current() -> MLPParams:
-        return MLPParams(variables[:depth], variables[depth:], params.flatten_input)
+    def objective(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return batch_loss(MLPParams.from_flat(rows, sizes, params.flatten_input), index)
 
-    iterations, converged = descend(lambda: loss_fn(current()), variables, rule)
-    return current().detach(), iterations, converged
+    result = descend_batch(objective, params.detach().flat()[None], rule)
+    return MLPParams.from_flat(result.x[0], sizes, params.flatten_input), result.iterations[0], result.converged[0]
 
 
 # ---------------------------------------------------------------- the merge (first quarter of the path)
@@ -338,28 +305,75 @@ class MergePath:
     converged: list[bool]
 
 
-def _constrained(free: list[torch.Tensor], direction: torch.Tensor, distance: float,
-                 layer: int, l: int, m: int, flatten_input: bool) -> MLPParams:
-    """θ with ϑ_m = ϑ_l + d·e, e = direction/|direction|; row m of the free W_k, b_k is ignored."""
-    depth = len(free) // 2
-    params = MLPParams(free[:depth], free[depth:], flatten_input)
-    theta_l = incoming_vectors(params, layer)[l]
-    unit = direction / torch.linalg.vector_norm(direction)
-    return with_incoming_vector(params, layer, m, theta_l + distance * unit)
+def _constrained(free: MLPParams, direction: torch.Tensor, distance: torch.Tensor, layer: int, l: torch.Tensor,
+                 m: torch.Tensor) -> MLPParams:
+    """A stack of n networks: network i is ``free[i]`` with ϑ_m = ϑ_l + d·e, e = direction/|direction|
+    (``l[i]``, ``m[i]``, ``distance[i]``); row m of the free W_k, b_k is ignored."""
+    vectors = incoming_vectors(free, layer)
+    rows = torch.arange(len(l), device=vectors.device)
+    unit = direction / torch.linalg.vector_norm(direction, dim=-1, keepdim=True)
+    target = vectors[rows, l] + distance[:, None] * unit
+    is_m = torch.arange(vectors.shape[1], device=vectors.device) == m[:, None]
+    vectors = torch.where(is_m[..., None], target[:, None], vectors)
+    weights, biases = list(free.weights), list(free.biases)
+    weights[layer - 1], biases[layer - 1] = vectors[..., :-1], vectors[..., -1]
+    return MLPParams(weights, biases, free.flatten_input)
 
 
-def _descend_at_distance(free: list[torch.Tensor], direction: torch.Tensor, distance: float, layer: int,
-                         l: int, m: int, flatten_input: bool, loss_fn: LossFn, rule: Convergence):
-    """One step of the merge: descent at fixed d from (free, direction); returns the new ones and the outcome."""
-    variables = [t.detach().clone().requires_grad_(True) for t in free + [direction]]
+def merge_neurons_batch(starts: list[MLPParams], layer: int, pairs: list[tuple[int, int]], loss_fn: BatchLossFn,
+                        n_steps: int = 200, final_ratio: float = 1e-4,
+                        rule: Convergence = Convergence()) -> list[MergePath]:
+    """:func:`merge_neurons` of many problems at once: start ``starts[b]`` merges ``pairs[b]`` under
+    ``loss_fn(·, b)``. The starts share an architecture; every distance step descends all of them
+    together (:func:`losstopo.descent.descend_batch`), each until its own convergence."""
+    for start, (l, m) in zip(starts, pairs):
+        _check_hidden(start, layer, l, m)
+        if l == m:
+            raise LosstopoError("merging needs two different neurons")
+    start = MLPParams.stack([p.detach() for p in starts])
+    sizes, flatten_input, device = start.layer_sizes, start.flatten_input, start.weights[0].device
+    l, m = (torch.tensor(side, device=device) for side in zip(*pairs))
+    problems = torch.arange(len(pairs), device=device)
+    vectors = incoming_vectors(start, layer)
+    offset = vectors[problems, m] - vectors[problems, l]
+    initial = torch.linalg.vector_norm(offset, dim=-1)
+    if bool((initial == 0).any()):
+        b = int((initial == 0).nonzero()[0])
+        raise LosstopoError(f"neurons {pairs[b][0]} and {pairs[b][1]} of layer {layer} already coincide (start {b})")
+    n_free = start.flat().shape[-1]
+    x = torch.cat([start.flat(), offset / initial[:, None]], dim=-1)
 
-    def point() -> MLPParams:
-        return _constrained(variables[:-1], variables[-1], distance, layer, l, m, flatten_input)
+    def point(rows: torch.Tensor, index: torch.Tensor, distance: torch.Tensor) -> MLPParams:
+        free = MLPParams.from_flat(rows[:, :n_free], sizes, flatten_input)
+        return _constrained(free, rows[:, n_free:], distance[index], layer, l[index], m[index])
 
-    n_iter, ok = descend(lambda: loss_fn(point()), variables, rule)
-    new_direction = variables[-1].detach()
-    return [t.detach() for t in variables[:-1]], new_direction / torch.linalg.vector_norm(new_direction), \
-        point().detach(), n_iter, ok
+    ratios = distance_schedule(1.0, n_steps, final_ratio)[1:].tolist() + [0.0]
+    initial64 = initial.to(torch.float64).cpu()
+    distances, points, iterations, converged = [initial64], [start], [[0] * len(pairs)], [[True] * len(pairs)]
+    for ratio in ratios:
+        distance = (initial64 * ratio).to(device=device, dtype=x.dtype)
+        result = descend_batch(lambda rows, index: loss_fn(point(rows, index, distance), index), x, rule)
+        x = result.x
+        x[:, n_free:] /= torch.linalg.vector_norm(x[:, n_free:], dim=-1, keepdim=True)
+        distances.append(initial64 * ratio)
+        points.append(point(x, problems, distance).detach())
+        iterations.append(result.iterations)
+        converged.append(result.converged)
+    merges = []
+    for b, (pair_l, pair_m) in enumerate(pairs):
+        mine = [p.select(b) for p in points]
+        merges.append(MergePath(layer, pair_l, pair_m, torch.stack([d[b] for d in distances]),
+                                losses_along(mine, loss_fn, b), mine, [it[b] for it in iterations],
+                                [ok[b] for ok in converged]))
+    return merges
+
+
+def losses_along(points: list[MLPParams], loss_fn: BatchLossFn, problem: int) -> torch.Tensor:
+    """(n_points,) float64: the loss of problem ``problem`` at each of its points, one point at a time
+    (so each equals the loss of that network alone, bit for bit)."""
+    with torch.no_grad():
+        index = torch.tensor([problem], device=points[0].weights[0].device)
+        return torch.cat([loss_fn(MLPParams.stack([p]), index) for p in points]).to(torch.float64).cpu()
 
 
 def merge_neurons(start: MLPParams, layer: int, l: int, m: int, loss_fn: LossFn, n_steps: int = 200,
@@ -373,28 +387,7 @@ def merge_neurons(start: MLPParams, layer: int, l: int, m: int, loss_fn: LossFn,
     parametrising it as ``u/|u|`` -- descend from the previous point by ``rule``
     (:class:`Convergence`), so ``|ϑ_m - ϑ_l| = d`` holds exactly at every point.
     """
-    _check_hidden(start, layer, l, m)
-    if l == m:
-        raise LosstopoError("merging needs two different neurons")
-    start = start.detach()
-    initial = float(neuron_distance(start, layer, l, m))
-    if initial == 0.0:
-        raise LosstopoError(f"neurons {l} and {m} of layer {layer} already coincide")
-    vectors = incoming_vectors(start, layer)
-    direction = (vectors[m] - vectors[l]) / initial
-    free = start.weights + start.biases
-
-    distances, points, iterations, converged = [initial], [start], [0], [True]
-    for distance in distance_schedule(initial, n_steps, final_ratio)[1:].tolist() + [0.0]:
-        free, direction, reached, n_iter, ok = _descend_at_distance(
-            free, direction, distance, layer, l, m, start.flatten_input, loss_fn, rule)
-        distances.append(distance)
-        points.append(reached)
-        iterations.append(n_iter)
-        converged.append(ok)
-    with torch.no_grad():
-        losses = torch.tensor([float(loss_fn(p)) for p in points], dtype=torch.float64)
-    return MergePath(layer, l, m, torch.tensor(distances, dtype=torch.float64), losses, points, iterations, converged)
+    return merge_neurons_batch([start], layer, [(l, m)], one_problem(loss_fn), n_steps, final_ratio, rule)[0]
 
 
 # ---------------------------------------------------------------- equalisation and the mirrored half
@@ -452,19 +445,30 @@ def mirrored_half(first_half: list[MLPParams], layer: int, l: int, m: int) -> li
     return [swap_neurons(p, layer, l, m) for p in reversed(first_half[:-1])]
 
 
+def permutation_paths(starts: list[MLPParams], layer: int, pairs: list[tuple[int, int]], loss_fn: BatchLossFn,
+                      n_steps: int = 200, final_ratio: float = 1e-4, rule: Convergence = Convergence(),
+                      n_equalise: int = 11) -> list[PermutationPath]:
+    """:func:`permutation_path` of many problems at once (merges descended together, see :func:`merge_neurons_batch`)."""
+    paths = []
+    for b, merge in enumerate(merge_neurons_batch(starts, layer, pairs, loss_fn, n_steps, final_ratio, rule)):
+        l, m = merge.l, merge.m
+        segment = equalise_output_weights(merge.params[-1], layer, l, m, n_equalise)
+        first_half = merge.params + segment[1:]
+        path = first_half + mirrored_half(first_half, layer, l, m)
+        with torch.no_grad():
+            distances = torch.tensor([float(neuron_distance(p, layer, l, m)) for p in path], dtype=torch.float64)
+        middle = len(first_half) - 1
+        paths.append(PermutationPath(path, losses_along(path, loss_fn, b), distances, middle,
+                                     slice(len(merge.params) - 1, middle + 1), merge))
+    return paths
+
+
 def permutation_path(start: MLPParams, layer: int, l: int, m: int, loss_fn: LossFn, n_steps: int = 200,
                      final_ratio: float = 1e-4, rule: Convergence = Convergence(),
                      n_equalise: int = 11) -> PermutationPath:
     """The complete path from ``start`` through a permutation point to its partner σ_{l⇔m}(start) (§4.1)."""
-    merge = merge_neurons(start, layer, l, m, loss_fn, n_steps, final_ratio, rule)
-    segment = equalise_output_weights(merge.params[-1], layer, l, m, n_equalise)
-    first_half = merge.params + segment[1:]
-    path = first_half + mirrored_half(first_half, layer, l, m)
-    with torch.no_grad():
-        losses = torch.tensor([float(loss_fn(p)) for p in path], dtype=torch.float64)
-        distances = torch.tensor([float(neuron_distance(p, layer, l, m)) for p in path], dtype=torch.float64)
-    middle = len(first_half) - 1
-    return PermutationPath(path, losses, distances, middle, slice(len(merge.params) - 1, middle + 1), merge)
+    return permutation_paths([start], layer, [(l, m)], one_problem(loss_fn), n_steps, final_ratio, rule,
+                             n_equalise)[0]
 
 
 # ---------------------------------------------------------------- permutation points from a smaller network

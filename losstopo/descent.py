@@ -1,0 +1,219 @@
+"""Descent "until convergence" of many independent problems at once.
+
+Problem ``b`` minimises ``f_b`` over row ``b`` of a ``(B, D)`` tensor. The objective evaluates any
+subset of rows in one call (``objective(rows, index) -> (n,)`` losses, ``index`` naming the
+problems), so the B problems share every forward and backward pass instead of launching their
+own: the permutation paths of all teachers of one width, or of all pairs of the toy, descend
+together. Each problem stops on its own by the rule of :class:`Convergence`; a stopped problem
+drops out of the batch and is no longer evaluated.
+
+``lbfgs`` is the two-loop L-BFGS with a backtracking (Armijo) line search, run for every problem
+of the batch in the same tensor operations; ``gd`` and ``adam`` are the plain steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from losstopo.errors import LosstopoError
+
+BatchObjective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+METHODS = ("gd", "adam", "lbfgs")
+ARMIJO = 1e-4  # sufficient-decrease constant of the line search (Nocedal & Wright's usual c1)
+CURVATURE_FLOOR = 1e-10  # a pair (s, y) with y·s at or below this is not stored (as in torch.optim.LBFGS)
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults
+
+
+@dataclass(frozen=True)
+class Convergence:
+    """The rule for "gradient descent until convergence" at one fixed distance d (§4.1, Fig. 2).
+
+    Each iteration is one step of ``method``: ``"gd"`` (full-batch gradient descent with step
+    ``lr``; the paper's choice), ``"adam"`` (Adam, ``lr``) or ``"lbfgs"`` (one L-BFGS step over the
+    last ``history_size`` curvature pairs, backtracking from the step ``lr`` -- ``lr·min(1, 1/|g|₁)``
+    while no pair is stored -- by halves until the loss falls by the Armijo amount, at most
+    ``line_search_evals`` evaluations; a problem whose search fails stays put and forgets its
+    pairs). Before each iteration the loss L and the gradient norm |∇L| are read at the current
+    point; descent stops
+
+    * converged, as soon as ``|∇L| <= grad_tol``, or after an iteration that changed the loss by
+      ``|L_prev - L| <= rel_tol * |L_prev| + abs_tol`` (so a point at exactly zero loss stops at
+      once; ``abs_tol`` stops the chase of relative progress on losses that are already ~0);
+    * not converged, after ``max_iter`` iterations (reported in ``DescentResult.converged``).
+    """
+
+    method: str = "lbfgs"
+    lr: float = 1.0
+    max_iter: int = 200
+    grad_tol: float = 1e-9
+    rel_tol: float = 1e-9
+    abs_tol: float = 0.0
+    history_size: int = 50
+    line_search_evals: int = 10
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise LosstopoError(f"unknown descent method {self.method!r}; use one of {', '.join(METHODS)}")
+        if self.max_iter < 0 or self.history_size < 1 or self.line_search_evals < 1:
+            raise LosstopoError("descent needs max_iter >= 0, history_size >= 1 and line_search_evals >= 1")
+
+
+@dataclass
+class DescentResult:
+    x: torch.Tensor  # (B, D) end points
+    loss: torch.Tensor  # (B,) losses there
+    iterations: list[int]  # iterations each problem ran before its rule stopped it (max_iter if never)
+    converged: list[bool]
+
+
+def value_and_grad(objective: BatchObjective, rows: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Losses (n,) of ``rows`` (n, D) and their gradients (n, D): the problems are independent, so the
+    gradient of the summed losses is each row's own."""
+    with torch.enable_grad():
+        rows = rows.detach().requires_grad_(True)
+        loss = objective(rows, index)
+        (grad,) = torch.autograd.grad(loss.sum(), rows)
+    return loss.detach(), grad
+
+
+class _Steps:
+    """One method's iteration for a subset of the problems; keeps each problem's state by its index."""
+
+    def __init__(self, x: torch.Tensor, rule: Convergence):
+        self.rule = rule
+
+    def step(self, objective: BatchObjective, index: torch.Tensor, x: torch.Tensor, loss: torch.Tensor,
+             grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+class _GradientSteps(_Steps):
+    def step(self, objective, index, x, loss, grad):
+        moved = x - self.rule.lr * grad
+        return (moved, *value_and_grad(objective, moved, index))
+
+
+class _AdamSteps(_Steps):
+    def __init__(self, x, rule):
+        super().__init__(x, rule)
+        self.first, self.second = torch.zeros_like(x), torch.zeros_like(x)
+        self.count = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+
+    def step(self, objective, index, x, loss, grad):
+        (beta1, beta2), count = ADAM_BETAS, self.count[index] + 1
+        self.count[index] = count
+        first = self.first[index].mul_(beta1).add_(grad, alpha=1 - beta1)
+        second = self.second[index].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        self.first[index], self.second[index] = first, second
+        corrected = (second / (1 - beta2 ** count)[:, None]).sqrt_().add_(ADAM_EPS)
+        moved = x - (self.rule.lr / (1 - beta1 ** count))[:, None] * first / corrected
+        return (moved, *value_and_grad(objective, moved, index))
+
+
+class _LBFGSSteps(_Steps):
+    """L-BFGS with one history ring shared by the batch: a slot holds every problem's pair of that
+    iteration, or zeros (ρ = 0, which the two-loop recursion skips) for a problem that stored none."""
+
+    def __init__(self, x, rule):
+        super().__init__(x, rule)
+        shape = (rule.history_size, *x.shape)
+        self.s, self.y = torch.zeros(shape, dtype=x.dtype, device=x.device), torch.zeros(shape, dtype=x.dtype,
+                                                                                          device=x.device)
+        self.rho = torch.zeros(rule.history_size, x.shape[0], dtype=x.dtype, device=x.device)
+        self.gamma = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
+        self.next_slot, self.filled = 0, 0
+
+    def _direction(self, index: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """-H·g by the two-loop recursion over the stored pairs, newest first."""
+        size = self.rule.history_size
+        slots = [(self.next_slot - 1 - j) % size for j in range(self.filled)]
+        rows = slice(None) if len(index) == len(self.gamma) else index  # all problems: views, no copies
+        q, alphas = grad.clone(), {}
+        for k in slots:
+            s, y, rho = self.s[k, rows], self.y[k, rows], self.rho[k, rows]
+            alphas[k] = rho * (s * q).sum(1)
+            q.sub_(alphas[k][:, None] * y)
+        r = self.gamma[index][:, None] * q
+        for k in reversed(slots):
+            s, y, rho = self.s[k, rows], self.y[k, rows], self.rho[k, rows]
+            r.add_((alphas[k] - rho * (y * r).sum(1))[:, None] * s)
+        return -r
+
+    def step(self, objective, index, x, loss, grad):
+        direction = self._direction(index, grad)
+        slope = (grad * direction).sum(1)
+        uphill = slope >= 0  # rounding in a worn history: fall back on steepest descent
+        direction = torch.where(uphill[:, None], -grad, direction)
+        slope = torch.where(uphill, -(grad * grad).sum(1), slope)
+        fresh = (self.rho[:, index] == 0).all(0) | uphill
+        step = self.rule.lr * torch.where(fresh, (1 / grad.abs().sum(1)).clamp(max=1.0), torch.ones_like(slope))
+
+        new_x, new_loss, new_grad = x.clone(), loss.clone(), grad.clone()
+        accepted = torch.zeros_like(uphill)
+        pending = torch.arange(len(index), device=x.device)
+        for _ in range(self.rule.line_search_evals):
+            trial = x[pending] + step[pending, None] * direction[pending]
+            trial_loss, trial_grad = value_and_grad(objective, trial, index[pending])
+            ok = torch.isfinite(trial_loss) & (trial_loss <= loss[pending] + ARMIJO * step[pending] * slope[pending])
+            done = pending[ok]
+            new_x[done], new_loss[done], new_grad[done] = trial[ok], trial_loss[ok], trial_grad[ok]
+            accepted[done] = True
+            pending = pending[~ok]
+            if len(pending) == 0:
+                break
+            step[pending] = step[pending] / 2
+        self._remember(index, accepted, new_x - x, new_grad - grad)
+        return new_x, new_loss, new_grad
+
+    def _remember(self, index: torch.Tensor, accepted: torch.Tensor, s: torch.Tensor, y: torch.Tensor) -> None:
+        curvature = (s * y).sum(1)
+        keep = accepted & (curvature > CURVATURE_FLOOR)
+        k = self.next_slot
+        self.s[k].zero_()
+        self.y[k].zero_()
+        self.rho[k].zero_()
+        self.s[k, index] = torch.where(keep[:, None], s, 0.0)
+        self.y[k, index] = torch.where(keep[:, None], y, 0.0)
+        self.rho[k, index] = torch.where(keep, 1 / curvature.where(keep, 1.0), 0.0)
+        self.gamma[index] = torch.where(keep, curvature / (y * y).sum(1).where(keep, 1.0), self.gamma[index])
+        self.rho[:, index[~accepted]] = 0.0  # a failed search: start again from steepest descent
+        self.next_slot, self.filled = (k + 1) % self.rule.history_size, min(self.filled + 1, self.rule.history_size)
+
+
+STEPS: dict[str, type[_Steps]] = {"gd": _GradientSteps, "adam": _AdamSteps, "lbfgs": _LBFGSSteps}
+
+
+def descend_batch(objective: BatchObjective, x0: torch.Tensor, rule: Convergence = Convergence()) -> DescentResult:
+    """Minimise every problem of ``objective`` from its row of ``x0`` (B, D) until ``rule`` stops it.
+
+    The loss and gradient the rule reads at an iteration are those its step starts from (one
+    evaluation per gd/adam iteration); a problem the rule stops takes no further step.
+    """
+    x = x0.detach().clone()
+    everyone = torch.arange(x.shape[0], device=x.device)
+    loss, grad = value_and_grad(objective, x, everyone)
+    steps = STEPS[rule.method](x, rule)
+    iterations, converged = [rule.max_iter] * x.shape[0], [False] * x.shape[0]
+    active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    previous = None
+    for iteration in range(rule.max_iter):
+        stop = torch.linalg.vector_norm(grad, dim=1) <= rule.grad_tol
+        if previous is not None:
+            stop |= (previous - loss).abs() <= rule.rel_tol * previous.abs() + rule.abs_tol
+        for b in (stop & active).nonzero().flatten().tolist():
+            iterations[b], converged[b] = iteration, True
+        active &= ~stop
+        index = active.nonzero().flatten()
+        if len(index) == 0:
+            break
+        previous = loss.clone()
+        x[index], loss[index], grad[index] = steps.step(objective, index, x[index], loss[index], grad[index])
+    else:
+        final = active & (torch.linalg.vector_norm(grad, dim=1) <= rule.grad_tol)
+        for b in final.nonzero().flatten().tolist():
+            converged[b] = True
+    return DescentResult(x, loss, iterations, converged)
