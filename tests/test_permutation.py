@@ -20,6 +20,7 @@ from losstopo.permutation import (
     minimise,
     neuron_distance,
     permutation_path,
+    permutation_paths,
     permutation_point_from_smaller,
     permutation_points_lower_bound,
     quadratic_loss,
@@ -262,3 +263,48 @@ def test_T_rejects_orders_without_neurons_left():
         count_permutation_points(3, 3)
     with pytest.raises(ValueError):
         count_permutation_points(0, 4)
+
+
+# ---------------------------------------------------------------- stacks of networks, batched merges
+
+def test_a_stack_computes_each_networks_function_and_round_trips_flat():
+    networks = [random_mlp((3, 5, 4, 2), seed=s) for s in range(3)]
+    stack = MLPParams.stack(networks)
+    x = torch.randn(7, 3, generator=torch.Generator().manual_seed(1), dtype=F64)
+    outputs = stack.forward(x)
+    assert stack.batch_shape == (3,) and outputs.shape == (3, 7, 2)
+    for i, net in enumerate(networks):
+        torch.testing.assert_close(outputs[i], net.forward(x), rtol=1e-12, atol=1e-12)
+        assert torch.equal(stack.select(i).flat(), net.flat())
+    assert torch.equal(MLPParams.from_flat(stack.flat(), (3, 5, 4, 2)).flat(), stack.flat())
+    assert torch.equal(MLPParams.stack(networks[:1]).forward(x)[0], networks[0].forward(x))  # bit for bit
+
+
+def test_quadratic_loss_of_a_stack_uses_each_problems_own_targets():
+    teachers = [random_mlp((3, 4, 2), seed=s) for s in (1, 2)]
+    students = [random_mlp((3, 4, 2), seed=s) for s in (3, 4, 5)]
+    x = torch.randn(50, 3, generator=torch.Generator().manual_seed(2), dtype=F64)
+    targets = torch.stack([t.forward(x) for t in teachers])
+    batch = quadratic_loss(x, targets, normalise=True)(MLPParams.stack(students), torch.tensor([1, 0, 1]))
+    expected = [quadratic_loss(x, targets[p], normalise=True)(s) for p, s in zip((1, 0, 1), students)]
+    torch.testing.assert_close(batch, torch.stack(expected), rtol=1e-12, atol=0)
+    with pytest.raises(LosstopoError):
+        quadratic_loss(x, targets)(students[0])  # whose targets?
+
+
+def test_batched_merges_match_each_merge_alone():
+    teacher = random_mlp((2, 4, 1), seed=12, bias_scale=0.3)
+    x = torch.randn(300, 2, generator=torch.Generator().manual_seed(13), dtype=F64)
+    loss_fn = quadratic_loss(x, teacher.forward(x).detach())
+    pairs = [(0, 1), (1, 3), (0, 2)]
+    # Few iterations per distance: the batch's rounding (one matrix product for all three) stays at
+    # ~1e-13 instead of being amplified over hundreds of iterations on a ReLU network's kinks.
+    rule = Convergence(max_iter=10, rel_tol=1e-8, abs_tol=1e-14)
+    together = permutation_paths([teacher] * 3, 1, pairs, loss_fn, n_steps=6, rule=rule)
+    for (l, m), batched in zip(pairs, together):
+        alone = permutation_path(teacher, 1, l, m, loss_fn, n_steps=6, rule=rule)
+        assert batched.merge.iterations == alone.merge.iterations
+        assert batched.losses.max() > 1e-6  # a real barrier, not a trivial path
+        torch.testing.assert_close(batched.losses, alone.losses, rtol=1e-9, atol=1e-15)
+        torch.testing.assert_close(batched.flat(), alone.flat(), rtol=0, atol=1e-10)
+        assert torch.equal(batched.params[-1].flat(), swap_neurons(teacher, 1, l, m).flat())

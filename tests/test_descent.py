@@ -1,0 +1,105 @@
+"""Batched descent until convergence (losstopo.descent): minima known in closed form, the stopping
+rule, and independence of the problems that share a batch."""
+
+import pytest
+import torch
+
+from losstopo.descent import Convergence, descend_batch, value_and_grad
+from losstopo.errors import LosstopoError
+
+F64 = torch.float64
+
+
+def quadratics(n_problems, dim, seed=0):
+    """f_b(x) = ½ (x - c_b)ᵀ A_b (x - c_b) with A_b SPD of condition ~100: minimum c_b, value 0."""
+    generator = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(n_problems, dim, dim, generator=generator, dtype=F64))
+    eigen = torch.logspace(0, 2, dim, dtype=F64).expand(n_problems, dim)
+    a = q @ torch.diag_embed(eigen) @ q.transpose(1, 2)
+    centres = torch.randn(n_problems, dim, generator=generator, dtype=F64)
+    evaluated = []
+
+    def objective(rows, index):
+        evaluated.append(index.tolist())
+        d = rows - centres[index]
+        return 0.5 * torch.einsum("ni,nij,nj->n", d, a[index], d)
+
+    return objective, centres, evaluated
+
+
+def rosenbrock(rows, index):
+    x, y = rows[:, 0], rows[:, 1]
+    return (1 - x) ** 2 + 100 * (y - x ** 2) ** 2
+
+
+def test_lbfgs_finds_every_quadratics_minimum():
+    objective, centres, _ = quadratics(5, 8)
+    result = descend_batch(objective, torch.zeros(5, 8, dtype=F64), Convergence(max_iter=200, grad_tol=1e-10))
+    torch.testing.assert_close(result.x, centres, rtol=0, atol=1e-9)
+    assert all(result.converged) and max(result.iterations) < 60  # n = 8: L-BFGS is near-exact within ~2n steps
+    assert float(result.loss.max()) < 1e-18
+
+
+def test_lbfgs_solves_rosenbrock_from_the_classic_start():
+    start = torch.tensor([[-1.2, 1.0], [0.0, 0.0]], dtype=F64)
+    result = descend_batch(rosenbrock, start, Convergence(max_iter=500, grad_tol=1e-10, rel_tol=0.0))
+    torch.testing.assert_close(result.x, torch.ones(2, 2, dtype=F64), rtol=0, atol=1e-8)
+    assert all(result.converged)
+
+
+def test_a_problem_descends_the_same_alone_or_in_a_batch():
+    objective, centres, _ = quadratics(4, 6, seed=3)
+    start = torch.randn(4, 6, generator=torch.Generator().manual_seed(4), dtype=F64)
+    rule = Convergence(max_iter=40, grad_tol=1e-8, rel_tol=1e-12, history_size=5)
+    together = descend_batch(objective, start, rule)
+    for b in range(4):
+        alone = descend_batch(lambda rows, index: objective(rows, index + b), start[b:b + 1], rule)
+        assert alone.iterations[0] == together.iterations[b] and alone.converged[0] == together.converged[b]
+        torch.testing.assert_close(alone.x[0], together.x[b], rtol=0, atol=1e-12)
+
+
+def test_each_problem_stops_by_its_own_rule_and_is_not_evaluated_after():
+    objective, centres, evaluated = quadratics(3, 4, seed=1)
+    start = centres.clone()
+    start[1] += 1.0  # problems 0 and 2 start at their minima: |∇L| = 0 stops them before any step
+    result = descend_batch(objective, start, Convergence(max_iter=100, grad_tol=1e-9))
+    assert result.iterations[0] == result.iterations[2] == 0 and result.converged[0] and result.converged[2]
+    assert result.iterations[1] > 0 and result.converged[1]
+    assert all(index == [1] for index in evaluated[1:])  # after the first evaluation of all three, only problem 1
+    assert torch.equal(result.x[0], centres[0]) and torch.equal(result.x[2], centres[2])
+
+
+def test_max_iter_ends_unconverged_and_relative_change_ends_converged():
+    capped = descend_batch(rosenbrock, torch.tensor([[-1.2, 1.0]], dtype=F64),
+                           Convergence(max_iter=3, grad_tol=0.0, rel_tol=0.0))
+    assert capped.iterations == [3] and capped.converged == [False]
+    loose = descend_batch(rosenbrock, torch.tensor([[-1.2, 1.0]], dtype=F64),
+                          Convergence(max_iter=500, grad_tol=0.0, rel_tol=0.5))
+    assert loose.converged == [True] and 0 < loose.iterations[0] < 500  # stopped by |ΔL| <= 0.5·|L|
+
+
+def test_gradient_descent_step_is_x_minus_lr_times_gradient():
+    objective, centres, _ = quadratics(2, 3, seed=2)
+    start = torch.zeros(2, 3, dtype=F64)
+    _, grad = value_and_grad(objective, start, torch.arange(2))
+    one_step = descend_batch(objective, start, Convergence(method="gd", lr=0.003, max_iter=1, grad_tol=0.0))
+    torch.testing.assert_close(one_step.x, start - 0.003 * grad, rtol=0, atol=1e-15)
+    many = descend_batch(objective, start, Convergence(method="gd", lr=0.009, max_iter=20000, grad_tol=1e-9,
+                                                       rel_tol=0.0))  # lr < 2 / λ_max = 0.02
+    torch.testing.assert_close(many.x, centres, rtol=0, atol=1e-8)
+
+
+def test_adam_first_step_moves_every_coordinate_by_lr():
+    objective, centres, _ = quadratics(2, 3, seed=5)
+    start = torch.zeros(2, 3, dtype=F64)
+    _, grad = value_and_grad(objective, start, torch.arange(2))
+    one_step = descend_batch(objective, start, Convergence(method="adam", lr=0.01, max_iter=1, grad_tol=0.0))
+    # bias-corrected first moment g, second moment g²: the step is lr·g/(|g| + eps) ≈ lr·sign(g)
+    torch.testing.assert_close(one_step.x, start - 0.01 * grad.sign(), rtol=0, atol=1e-8)
+
+
+def test_unknown_method_and_bad_settings_are_refused():
+    with pytest.raises(LosstopoError, match="unknown descent method"):
+        Convergence(method="newton")
+    with pytest.raises(LosstopoError):
+        Convergence(line_search_evals=0)
