@@ -1,9 +1,14 @@
 """The benchmark code runs and compares equal work (no timing is asserted)."""
 
+import torch
+
 from benchmarks.perf.data_loading import data_loading_benchmark
 from benchmarks.perf.path_step import path_step_benchmark
+from benchmarks.perf.permutation_descent import permutation_descent_benchmark
 from benchmarks.perf.training import training_benchmark
 from losstopo.data import REGISTRY, synthetic_dataset
+
+CPU = torch.device("cpu")
 
 
 def test_benchmarks_report_positive_times_and_ratio():
@@ -13,7 +18,10 @@ def test_benchmarks_report_positive_times_and_ratio():
                path_step_benchmark("cnn-1-4", cifar, n_points=4, repeats=1),
                path_step_benchmark("fc-2-8", mnist, n_points=5, repeats=1, bf16=True),  # bf16 on CPU: code path only
                training_benchmark("fc-1-8", mnist, k=2),
-               data_loading_benchmark(cifar, batch_size=16)]
+               data_loading_benchmark(cifar, batch_size=16),
+               # both assert equal paths inside (batched vs one by one)
+               permutation_descent_benchmark("toy-4", "toy", 6, 100, CPU, iterations=2, repeats=1),
+               permutation_descent_benchmark("fc-2-6", "mnist", 3, 64, CPU, iterations=2, repeats=1)]
     for r in results:
         assert r["baseline_s"] > 0 and r["fast_s"] > 0
         assert abs(r["speedup"] - r["baseline_s"] / r["fast_s"]) < 1e-9

@@ -1,6 +1,7 @@
 """The paper-scale cost projection: its call counts against hand counts and against the calls the
 library really makes, its arithmetic, and its timers (no wall time is asserted)."""
 
+import itertools
 import math
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from losstopo.config import MinimaConfig, PathConfig, ToyConfig, load_params, re
 from losstopo.data import REGISTRY, synthetic_dataset
 from losstopo.models import build_model
 from losstopo.paths import evaluate_in_chunks, evaluate_paths, optimize_paths, straight_path
-from losstopo.permutation import Convergence, merge_candidates, merge_neurons, quadratic_loss
+from losstopo.permutation import Convergence, merge_neurons_batch, quadratic_loss
 from losstopo.stacked import StackedModel
 from losstopo.train import train_minima
 
@@ -121,12 +122,22 @@ def test_descent_count_is_one_descent_per_distance():
     [work] = [w for w in profile_work(resolve({"permutation_barrier": {
         "toy": {"hidden": 4, "n_steps": 5}, "mnist": {"widths": [], "n_seeds": 2},
         "convergence": {"max_iter": 7}}}), full_sizes) if w.op.dataset == "toy"]
-    assert work.calls == math.comb(4, 2) * 5 * 7 and work.bound == "upper"
-    # the library: a merge with n_steps distances makes n_steps descents after its start point
+    assert work.calls == 5 * 7 and work.op.models == math.comb(4, 2) and work.bound == "upper"
+    # the library: the paths' merges descend together, one batched objective call per iteration
+    # (its line search may add more), n_steps descents after the start point, each at most max_iter
     teacher, inputs = draw_toy_teacher(ToyConfig(hidden=4, n_inputs=50))
     loss_fn = quadratic_loss(inputs, teacher.forward(inputs).detach())
-    merge = merge_neurons(teacher, 1, *merge_candidates(teacher, 1), loss_fn, n_steps=5, rule=rule)
-    assert len(merge.iterations) - 1 == 5 and max(merge.iterations) <= rule.max_iter
+    pairs = list(itertools.combinations(range(4), 2))
+    calls = []
+
+    def counting_loss(params, index):
+        calls.append(len(index))
+        return loss_fn(params, index)
+
+    merges = merge_neurons_batch([teacher] * len(pairs), 1, pairs, counting_loss, n_steps=5, rule=rule)
+    assert all(len(m.iterations) - 1 == 5 and max(m.iterations) <= rule.max_iter for m in merges)
+    iterations = sum(max(m.iterations[i] for m in merges) for i in range(1, 6))
+    assert iterations <= work.calls and max(calls) == len(pairs)  # all pairs in one call
 
 
 def test_every_profile_has_work_for_every_experiment():

@@ -15,6 +15,7 @@ import torch
 
 from benchmarks.perf.data_loading import data_loading_benchmark
 from benchmarks.perf.path_step import path_step_benchmark
+from benchmarks.perf.permutation_descent import permutation_descent_benchmark
 from benchmarks.perf.training import training_benchmark
 from benchmarks.perf.wrn_throughput import wrn_throughput_benchmark
 from benchmarks.stages import resolve_device
@@ -55,6 +56,9 @@ def main() -> None:
         training_benchmark("fc-2-25", mnist.subset(sizes["mnist_train"], 0).to(device), k=6),  # H=25 teachers
         training_benchmark("cnn-2-64", cifar.subset(sizes["cifar_train"], 0).to(device)),
         data_loading_benchmark(cifar.subset(sizes["augment"], 0).to(device)),
+        # permutation paths: the toy's 10 pairs (on the CPU, as the stage runs them), 6 MNIST teachers of H = 25
+        permutation_descent_benchmark("toy-5", "toy", 10, 1000, device),
+        permutation_descent_benchmark("fc-2-25", "mnist", 6, sizes["mnist_path"], device),
     ]
     throughput = wrn_throughput_benchmark(sizes["wrn"], device)
     meta = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",

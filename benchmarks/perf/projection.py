@@ -26,17 +26,17 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from benchmarks import permutation_barrier as perm
+from benchmarks.perf.permutation_descent import descent_problems, fixed_iterations
 from benchmarks.perf.timing import seconds_per_call
 from benchmarks.perf.wrn_throughput import bf16_matmul_peak, forward_macs_per_image
 from benchmarks.perf.workload import Op, Work, full_sizes, loaded_sizes, profile_work, toy_hidden
 from benchmarks.stages import resolve_device
-from losstopo.config import ToyConfig, load_params
+from losstopo.config import load_params
 from losstopo.data import REGISTRY, Dataset
 from losstopo.io import save_json
 from losstopo.models import build_model
 from losstopo.paths import evaluate_in_chunks, losses_and_grads
-from losstopo.permutation import MLPParams, merge_candidates, merge_neurons, quadratic_loss
+from losstopo.permutation import merge_neurons_batch
 from losstopo.stacked import DatasetLoss, StackedModel
 from losstopo.train import make_optimizer, train_epoch
 
@@ -101,28 +101,14 @@ def time_loss(op: Op, device: torch.device, probe: Probe) -> float:
 
 
 def time_descent(op: Op, device: torch.device, probe: Probe) -> float:
-    """One iteration of the permutation-path descent at a fixed distance (``merge_neurons``), from a teacher
-    that is also its own target, as in the stage."""
+    """One batched iteration of ``op.models`` permutation-path descents at a fixed distance
+    (``merge_neurons_batch``), each from a teacher that is also its own target, as in the stage."""
     if op.dataset == "toy":  # the stage runs the toy on the CPU
         device = torch.device("cpu")
-        teacher, inputs = perm.draw_toy_teacher(ToyConfig(hidden=toy_hidden(op.model), n_inputs=op.images))
-        layer, normalise = perm.TOY_LAYER, False
-    else:
-        module = build_model(op.model, REGISTRY[op.dataset].image_shape, REGISTRY[op.dataset].n_classes)
-        sizes = [m.in_features for m in module.modules() if isinstance(m, torch.nn.Linear)]
-        theta = StackedModel(module).init_thetas([0])[0]
-        teacher = MLPParams.from_flat(theta, (*sizes, REGISTRY[op.dataset].n_classes), flatten_input=True)
-        inputs = torch.randn(op.images, sizes[0], dtype=perm.MNIST_DTYPE)
-        layer, normalise = perm.MNIST_LAYER, True
-    teacher, inputs = teacher.to(device=device), inputs.to(device)
-    with torch.no_grad():
-        targets = teacher.forward(inputs)
-    loss_fn = quadratic_loss(inputs, targets, normalise=normalise)
-    l, m = merge_candidates(teacher, layer)
-    # No early stop: every timed descent runs all its iterations.
-    rule = dataclasses.replace(op.rule, max_iter=DESCENT_ITERATIONS, grad_tol=0.0, rel_tol=0.0, abs_tol=-1.0)
-    seconds = seconds_per_call(lambda: merge_neurons(teacher, layer, l, m, loss_fn, 2, rule=rule), device,
-                               probe.repeats)
+    problems = descent_problems(op.model, op.dataset, op.models, op.images, device)
+    rule = fixed_iterations(op.rule, DESCENT_ITERATIONS)
+    seconds = seconds_per_call(lambda: merge_neurons_batch(problems.teachers, problems.layer, problems.pairs,
+                                                           problems.loss_fn, 2, rule=rule), device, probe.repeats)
     return seconds / (2 * DESCENT_ITERATIONS)
 
 

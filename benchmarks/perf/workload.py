@@ -4,7 +4,7 @@ A stage's work is a list of :class:`Work` items, each one :class:`Op` (one call 
 function at the stage's shapes: a stacked training step, a stacked gradient, a stacked loss
 evaluation, one descent iteration of a permutation path) and the number of times the stage calls
 it. The counts follow the stages' own code paths (``train_minima``, ``optimize_paths`` through
-``path_schedule``, the curve/triangle jobs, ``merge_neurons``); the batched evaluators split work
+``path_schedule``, the curve/triangle jobs, ``merge_neurons_batch``); the batched evaluators split work
 into chunks of ``inner`` models and ``images`` samples that run one after another, so an Op is one
 such chunk and the count is the number of chunks.
 
@@ -41,8 +41,8 @@ Sizes = Callable[[str, "int | None", str], int]  # (dataset, subset, "train" | "
 class Op:
     """One timed call. ``kind``: train (one stacked optimiser step of ``models`` minima, each on its own
     batch of ``images``), grad (loss and gradient of ``models`` parameter vectors on ``images`` shared
-    samples), eval (the loss only), descent (one iteration of a permutation-path descent on ``images``
-    inputs; ``model`` names the network, ``rule`` the descent)."""
+    samples), eval (the loss only), descent (one batched iteration of ``models`` permutation-path descents on
+    ``images`` inputs; ``model`` names the network, ``rule`` the descent)."""
 
     kind: str
     model: str
@@ -183,10 +183,11 @@ def toy_hidden(model: str) -> int:
 
 def descent_work(experiment: str, what: str, model: str, dataset: str, n_paths: int, n_steps: int, n_inputs: int,
                  rule: Convergence) -> Work:
-    """``merge_neurons``: ``n_steps`` descents per path (the distances after the first, then d = 0), each at
-    most ``rule.max_iter`` iterations."""
-    return Work(experiment, "paths", f"{what}: {n_paths} paths x {n_steps} distances x <= {rule.max_iter} iterations",
-                Op("descent", model, dataset, 1, n_inputs, rule=rule), n_paths * n_steps * rule.max_iter, "upper")
+    """``merge_neurons_batch``: the ``n_paths`` paths descend together, ``n_steps`` descents (the distances after
+    the first, then d = 0) of at most ``rule.max_iter`` batched iterations each."""
+    return Work(experiment, "paths", f"{what}: {n_paths} paths together x {n_steps} distances x <= {rule.max_iter} "
+                f"iterations", Op("descent", model, dataset, n_paths, n_inputs, rule=rule), n_steps * rule.max_iter,
+                "upper")
 
 
 def barcode_study_work(experiment: str, config, variants, sizes: Sizes, cuda: bool) -> list[Work]:

@@ -1,0 +1,89 @@
+"""Permutation-path merge descents: all paths of a batch descending together vs one path after another.
+
+The baseline is the library's own merge run path by path (``merge_neurons``: a problem alone, its
+own forward and backward per evaluation). The fast path descends every path in the same tensor
+operations (``merge_neurons_batch``): the toy's pairs of one teacher, or the teachers of one width.
+Both run a fixed number of iterations (no early stop) from the same starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import torch
+
+from benchmarks import permutation_barrier as perm
+from benchmarks.perf.timing import seconds_per_call
+from benchmarks.perf.workload import toy_hidden
+from losstopo.config import ToyConfig
+from losstopo.data import REGISTRY
+from losstopo.descent import Convergence
+from losstopo.models import build_model
+from losstopo.permutation import MLPParams, QuadraticLoss, merge_candidates, merge_neurons, merge_neurons_batch, \
+    quadratic_loss
+from losstopo.stacked import StackedModel
+
+
+@dataclasses.dataclass
+class DescentProblems:
+    """Teachers (each its own target, as in the stage), the pair each one merges, and their loss."""
+
+    teachers: list[MLPParams]
+    layer: int
+    pairs: list[tuple[int, int]]
+    loss_fn: QuadraticLoss
+
+
+def descent_problems(model: str, dataset: str, n_paths: int, n_inputs: int, device: torch.device) -> DescentProblems:
+    """``toy-H``: the first ``n_paths`` pairs of one toy teacher (float64); ``fc-2-H`` on ``dataset``: ``n_paths``
+    freshly initialised teachers on random inputs, each merging its most cosine-similar pair of layer 2."""
+    if dataset == "toy":
+        hidden = toy_hidden(model)
+        teacher, inputs = perm.draw_toy_teacher(ToyConfig(hidden=hidden, n_inputs=n_inputs))
+        teachers, layer, normalise = [teacher] * n_paths, perm.TOY_LAYER, False
+        pairs = list(itertools.islice(itertools.combinations(range(hidden), 2), n_paths))
+    else:
+        spec = REGISTRY[dataset]
+        module = build_model(model, spec.image_shape, spec.n_classes)
+        sizes = [m.in_features for m in module.modules() if isinstance(m, torch.nn.Linear)]
+        thetas = StackedModel(module).init_thetas(list(range(n_paths))).to(perm.MNIST_DTYPE)
+        teachers = perm.teachers_from_thetas(thetas, [*sizes, spec.n_classes])
+        inputs, layer, normalise = torch.randn(n_inputs, sizes[0], dtype=perm.MNIST_DTYPE), perm.MNIST_LAYER, True
+        pairs = [merge_candidates(t, layer) for t in teachers]
+    teachers, inputs = [t.to(device=device) for t in teachers], inputs.to(device)
+    with torch.no_grad():
+        targets = torch.stack([t.forward(inputs) for t in teachers])
+    return DescentProblems(teachers, layer, pairs, quadratic_loss(inputs, targets, normalise=normalise))
+
+
+def fixed_iterations(rule: Convergence, iterations: int) -> Convergence:
+    """``rule`` that runs exactly ``iterations`` iterations per descent (no stopping test can fire)."""
+    return dataclasses.replace(rule, max_iter=iterations, grad_tol=0.0, rel_tol=0.0, abs_tol=-1.0)
+
+
+def permutation_descent_benchmark(model: str, dataset: str, n_paths: int, n_inputs: int, device: torch.device,
+                                  iterations: int = 5, repeats: int = 3) -> dict:
+    if dataset == "toy":
+        device = torch.device("cpu")  # where the stage runs the toy
+    problems = descent_problems(model, dataset, n_paths, n_inputs, device)
+    rule = fixed_iterations(Convergence(), iterations)
+
+    def together():
+        return merge_neurons_batch(problems.teachers, problems.layer, problems.pairs, problems.loss_fn, 2, rule=rule)
+
+    def one_after_another():
+        return [merge_neurons(teacher, problems.layer, l, m, lambda p, b=b: problems.loss_fn(p, b), 2, rule=rule)
+                for b, (teacher, (l, m)) in enumerate(zip(problems.teachers, problems.pairs))]
+
+    # Same paths before timing anything (float32 products in another order differ by rounding only).
+    fast_paths, plain_paths = together(), one_after_another()
+    for fast, plain in zip(fast_paths, plain_paths):
+        scale = float(plain.losses.abs().max())
+        if float((fast.losses - plain.losses).abs().max()) > 1e-3 * scale:
+            raise AssertionError(f"batched and one-by-one merges differ: {fast.losses} vs {plain.losses}")
+    baseline = seconds_per_call(one_after_another, device, repeats)
+    fast = seconds_per_call(together, device, repeats)
+    return {"benchmark": f"permutation merge descent, {n_paths} paths, {model}, {n_inputs} inputs, "
+                         f"2 x {iterations} L-BFGS iterations",
+            "baseline_s": baseline, "fast_s": fast, "speedup": baseline / fast, "device": str(device)}
