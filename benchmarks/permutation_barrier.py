@@ -5,7 +5,8 @@ A student starts at a teacher (a global minimum, loss 0). Two hidden neurons l, 
 ``ϑ_m = ϑ_l + d·e`` with d going down a log-spaced schedule to 0 and all other parameters
 descending to convergence at each d; the output weights are then equalised at constant loss
 (a permutation point), and the mirrored half leads to the partner minimum σ_{l⇔m}(θ*). All of
-that is :func:`losstopo.permutation.permutation_path`; this module only supplies teachers and data.
+that is :func:`losstopo.permutation.permutation_paths` (the toy's pairs, or the teachers of one width,
+descending together); this module only supplies teachers and data.
 
 * Toy (Fig. 2): 2-D standard-normal inputs, teacher 2 -> 5 ReLU -> 1 linear, every pair of the
   five hidden neurons merged (quadratic loss, unnormalised).
