@@ -13,6 +13,7 @@ of the batch in the same tensor operations; ``gd`` and ``adam`` are the plain st
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -36,9 +37,10 @@ class Convergence:
     ``lr``; the paper's choice), ``"adam"`` (Adam, ``lr``) or ``"lbfgs"`` (one L-BFGS step over the
     last ``history_size`` curvature pairs, backtracking from the step ``lr`` -- ``lr·min(1, 1/|g|₁)``
     while no pair is stored -- by halves until the loss falls by the Armijo amount, at most
-    ``line_search_evals`` evaluations; a problem whose search fails stays put and forgets its
-    pairs). Before each iteration the loss L and the gradient norm |∇L| are read at the current
-    point; descent stops
+    ``line_search_evals`` evaluations; a problem whose search fails stays put, forgets its
+    pairs and retries from steepest descent; one that fails along steepest descent has stalled,
+    and its unchanged loss stops it by the relative rule below). Before each iteration the loss L
+    and the gradient norm |∇L| are read at the current point; descent stops
 
     * converged, as soon as ``|∇L| <= grad_tol``, or after an iteration that changed the loss by
       ``|L_prev - L| <= rel_tol * |L_prev| + abs_tol`` (so a point at exactly zero loss stops at
@@ -77,7 +79,7 @@ def value_and_grad(objective: BatchObjective, rows: torch.Tensor, index: torch.T
         rows = rows.detach().requires_grad_(True)
         loss = objective(rows, index)
         (grad,) = torch.autograd.grad(loss.sum(), rows)
-    return loss.detach(), grad
+    return loss.detach(), grad.contiguous()  # a sum's gradient can come back as an expanded view
 
 
 class _Steps:
@@ -87,14 +89,16 @@ class _Steps:
         self.rule = rule
 
     def step(self, objective: BatchObjective, index: torch.Tensor, x: torch.Tensor, loss: torch.Tensor,
-             grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+             grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The new points, their losses and gradients, and which problems stayed put only to retry
+        (their unchanged loss must not count as convergence)."""
         raise NotImplementedError
 
 
 class _GradientSteps(_Steps):
     def step(self, objective, index, x, loss, grad):
         moved = x - self.rule.lr * grad
-        return (moved, *value_and_grad(objective, moved, index))
+        return (moved, *value_and_grad(objective, moved, index), torch.zeros_like(loss, dtype=torch.bool))
 
 
 class _AdamSteps(_Steps):
@@ -111,7 +115,7 @@ class _AdamSteps(_Steps):
         self.first[index], self.second[index] = first, second
         corrected = (second / (1 - beta2 ** count)[:, None]).sqrt_().add_(ADAM_EPS)
         moved = x - (self.rule.lr / (1 - beta1 ** count))[:, None] * first / corrected
-        return (moved, *value_and_grad(objective, moved, index))
+        return (moved, *value_and_grad(objective, moved, index), torch.zeros_like(loss, dtype=torch.bool))
 
 
 class _LBFGSSteps(_Steps):
@@ -167,7 +171,9 @@ class _LBFGSSteps(_Steps):
                 break
             step[pending] = step[pending] / 2
         self._remember(index, accepted, new_x - x, new_grad - grad)
-        return new_x, new_loss, new_grad
+        # a failed search along an L-BFGS direction is retried from steepest descent; one along
+        # steepest descent means no step size down to lr·2^-(evals-1) lowers the loss: stalled
+        return new_x, new_loss, new_grad, ~accepted & ~fresh
 
     def _remember(self, index: torch.Tensor, accepted: torch.Tensor, s: torch.Tensor, y: torch.Tensor) -> None:
         curvature = (s * y).sum(1)
@@ -211,7 +217,8 @@ def descend_batch(objective: BatchObjective, x0: torch.Tensor, rule: Convergence
         if len(index) == 0:
             break
         previous = loss.clone()
-        x[index], loss[index], grad[index] = steps.step(objective, index, x[index], loss[index], grad[index])
+        x[index], loss[index], grad[index], retry = steps.step(objective, index, x[index], loss[index], grad[index])
+        previous[index[retry]] = math.nan
     else:
         final = active & (torch.linalg.vector_norm(grad, dim=1) <= rule.grad_tol)
         for b in final.nonzero().flatten().tolist():

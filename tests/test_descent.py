@@ -103,3 +103,16 @@ def test_unknown_method_and_bad_settings_are_refused():
         Convergence(method="newton")
     with pytest.raises(LosstopoError):
         Convergence(line_search_evals=0)
+
+
+def test_a_stalled_problem_stops_after_its_steepest_descent_search_fails():
+    start = torch.tensor([[0.5, -0.25]], dtype=F64)
+    evaluations = []
+
+    def cliff(rows, index):  # slope 1 everywhere, but every point other than the start costs 10 more
+        evaluations.append(rows.detach().clone())
+        return rows.sum(1) + 10.0 * (rows != start).any(1).to(F64)
+
+    result = descend_batch(cliff, start, Convergence(max_iter=50, grad_tol=0.0, line_search_evals=4))
+    assert result.iterations == [1] and result.converged == [True]  # no step lowers the loss: stalled
+    assert torch.equal(result.x, start) and len(evaluations) == 1 + 4
