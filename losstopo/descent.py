@@ -7,8 +7,8 @@ own: the permutation paths of all teachers of one width, or of all pairs of the 
 together. Each problem stops on its own by the rule of :class:`Convergence`; a stopped problem
 drops out of the batch and is no longer evaluated.
 
-``lbfgs`` is the two-loop L-BFGS with a backtracking (Armijo) line search, run for every problem
-of the batch in the same tensor operations; ``gd`` and ``adam`` are the plain steps.
+``lbfgs`` is the two-loop L-BFGS with a strong-Wolfe line search, run for every problem of the
+batch in the same tensor operations; ``gd`` and ``adam`` are the plain steps.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from losstopo.errors import LosstopoError
 BatchObjective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 METHODS = ("gd", "adam", "lbfgs")
-ARMIJO = 1e-4  # sufficient-decrease constant of the line search (Nocedal & Wright's usual c1)
+ARMIJO, WOLFE = 1e-4, 0.9  # the line search's sufficient-decrease and curvature constants (N&W's c1, c2)
+EXTRAPOLATE = 4.0  # step growth while the loss still falls steeply along the direction
 CURVATURE_FLOOR = 1e-10  # a pair (s, y) with y·s at or below this is not stored (as in torch.optim.LBFGS)
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults
 
@@ -35,9 +36,9 @@ class Convergence:
 
     Each iteration is one step of ``method``: ``"gd"`` (full-batch gradient descent with step
     ``lr``; the paper's choice), ``"adam"`` (Adam, ``lr``) or ``"lbfgs"`` (one L-BFGS step over the
-    last ``history_size`` curvature pairs, backtracking from the step ``lr`` -- ``lr·min(1, 1/|g|₁)``
-    while no pair is stored -- by halves until the loss falls by the Armijo amount, at most
-    ``line_search_evals`` evaluations; a problem whose search fails stays put, forgets its
+    last ``history_size`` curvature pairs with a strong-Wolfe line search from the step ``lr`` --
+    ``lr·min(1, 1/|g|₁)`` while no pair is stored -- of at most ``line_search_evals`` evaluations,
+    as ``torch.optim.LBFGS(line_search_fn="strong_wolfe")``; a problem whose search fails stays put, forgets its
     pairs and retries from steepest descent; one that fails along steepest descent has stalled,
     and its unchanged loss stops it by the relative rule below). Before each iteration the loss L
     and the gradient norm |∇L| are read at the current point; descent stops
@@ -156,23 +157,11 @@ class _LBFGSSteps(_Steps):
         fresh = (self.rho[:, index] == 0).all(0) | uphill
         step = self.rule.lr * torch.where(fresh, (1 / grad.abs().sum(1)).clamp(max=1.0), torch.ones_like(slope))
 
-        new_x, new_loss, new_grad = x.clone(), loss.clone(), grad.clone()
-        accepted = torch.zeros_like(uphill)
-        pending = torch.arange(len(index), device=x.device)
-        for _ in range(self.rule.line_search_evals):
-            trial = x[pending] + step[pending, None] * direction[pending]
-            trial_loss, trial_grad = value_and_grad(objective, trial, index[pending])
-            ok = torch.isfinite(trial_loss) & (trial_loss <= loss[pending] + ARMIJO * step[pending] * slope[pending])
-            done = pending[ok]
-            new_x[done], new_loss[done], new_grad[done] = trial[ok], trial_loss[ok], trial_grad[ok]
-            accepted[done] = True
-            pending = pending[~ok]
-            if len(pending) == 0:
-                break
-            step[pending] = step[pending] / 2
+        new_x, new_loss, new_grad, accepted = _wolfe_search(objective, index, x, loss, grad, direction, slope, step,
+                                                            self.rule.line_search_evals)
         self._remember(index, accepted, new_x - x, new_grad - grad)
         # a failed search along an L-BFGS direction is retried from steepest descent; one along
-        # steepest descent means no step size down to lr·2^-(evals-1) lowers the loss: stalled
+        # steepest descent means no step size it tried lowers the loss: stalled
         return new_x, new_loss, new_grad, ~accepted & ~fresh
 
     def _remember(self, index: torch.Tensor, accepted: torch.Tensor, s: torch.Tensor, y: torch.Tensor) -> None:
@@ -186,8 +175,62 @@ class _LBFGSSteps(_Steps):
         self.y[k, index] = torch.where(keep[:, None], y, 0.0)
         self.rho[k, index] = torch.where(keep, 1 / curvature.where(keep, 1.0), 0.0)
         self.gamma[index] = torch.where(keep, curvature / (y * y).sum(1).where(keep, 1.0), self.gamma[index])
-        self.rho[:, index[~accepted]] = 0.0  # a failed search: start again from steepest descent
+        failed = index[~accepted]  # start again from steepest descent, unscaled
+        self.rho[:, failed], self.gamma[failed] = 0.0, 1.0
         self.next_slot, self.filled = (k + 1) % self.rule.history_size, min(self.filled + 1, self.rule.history_size)
+
+
+def _cubic_minimum(t1, f1, d1, t2, f2, d2):
+    """The minimiser of the cubic through (t, f, f') at t1 and t2, clamped to the interval's middle
+    80% (Nocedal & Wright eq. 3.59; the safeguard keeps the bracket shrinking); its midpoint where the
+    cubic has no minimum or a loss is not finite."""
+    low, high = torch.minimum(t1, t2), torch.maximum(t1, t2)
+    a = d1 + d2 - 3 * (f1 - f2) / (t1 - t2)
+    root = (a * a - d1 * d2).clamp(min=0).sqrt()
+    cubic = t2 - (t2 - t1) * (d2 + root - a) / (d2 - d1 + 2 * root)
+    usable = torch.isfinite(cubic) & (a * a - d1 * d2 >= 0)
+    margin = 0.1 * (high - low)
+    return torch.where(usable, cubic.clamp(min=low + margin, max=high - margin), (low + high) / 2)
+
+
+def _wolfe_search(objective: BatchObjective, index: torch.Tensor, x: torch.Tensor, loss: torch.Tensor,
+                  grad: torch.Tensor, direction: torch.Tensor, slope: torch.Tensor, step: torch.Tensor,
+                  evaluations: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A strong-Wolfe line search along ``direction`` for every problem at once (Nocedal & Wright, Alg.
+    3.5-3.6, as in ``torch.optim.LBFGS``): each problem tries ``step``, extrapolates (x4) while the loss
+    keeps falling steeply, then zooms into the bracket by safeguarded cubic interpolation, and stops at a
+    step with sufficient decrease (Armijo) and a flattened slope (|φ'| <= 0.9 |φ'(0)|). Out of
+    evaluations, it keeps the lowest sufficient-decrease step found. Returns the new points, losses,
+    gradients and which problems moved."""
+    lo_t, lo_loss, lo_slope = torch.zeros_like(loss), loss.clone(), slope.clone()
+    hi_t, hi_loss, hi_slope = torch.full_like(loss, math.inf), loss.clone(), slope.clone()
+    lo_x, lo_grad = x.clone(), grad.clone()
+    t, pending = step.clone(), torch.arange(len(index), device=x.device)
+    for _ in range(evaluations):
+        trial = x[pending] + t[pending, None] * direction[pending]
+        trial_loss, trial_grad = value_and_grad(objective, trial, index[pending])
+        trial_slope = (trial_grad * direction[pending]).sum(1)
+        sufficient = (torch.isfinite(trial_loss) & (trial_loss < lo_loss[pending])
+                      & (trial_loss <= loss[pending] + ARMIJO * t[pending] * slope[pending]))
+        flat = trial_slope.abs() <= -WOLFE * slope[pending]
+        lo, hi = lo_t[pending], hi_t[pending]
+        past_minimum = sufficient & torch.where(hi.isinf(), trial_slope >= 0, trial_slope * (hi - lo) >= 0)
+        # the new far end of the bracket: this step if it was not good enough, the old near end if the
+        # minimum now lies between it and this step
+        for far, near, this in ((hi_t, lo_t, t), (hi_loss, lo_loss, trial_loss), (hi_slope, lo_slope, trial_slope)):
+            this = this[pending] if this is t else this
+            far[pending] = torch.where(~sufficient, this, torch.where(past_minimum, near[pending], far[pending]))
+        better = pending[sufficient]
+        lo_t[better], lo_loss[better], lo_slope[better] = t[better], trial_loss[sufficient], trial_slope[sufficient]
+        lo_x[better], lo_grad[better] = trial[sufficient], trial_grad[sufficient]
+        pending = pending[~(sufficient & flat)]
+        if len(pending) == 0:
+            break
+        p = pending
+        zoomed = _cubic_minimum(lo_t[p], lo_loss[p], lo_slope[p], hi_t[p].clamp(max=torch.finfo(x.dtype).max),
+                                hi_loss[p], hi_slope[p])
+        t[p] = torch.where(hi_t[p].isinf(), EXTRAPOLATE * lo_t[p], zoomed)
+    return lo_x, lo_loss, lo_grad, lo_t > 0
 
 
 STEPS: dict[str, type[_Steps]] = {"gd": _GradientSteps, "adam": _AdamSteps, "lbfgs": _LBFGSSteps}
