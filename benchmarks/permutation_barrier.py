@@ -38,8 +38,9 @@ from losstopo.config import (ConvergenceConfig, DataConfig, MinimaConfig, MNISTT
 from losstopo.data import Dataset
 from losstopo.executor import Executor, Job, JobCache, job_address
 from losstopo.io import load_json, save_json, save_torch
-from losstopo.permutation import (Convergence, MLPParams, PermutationPath, incoming_cosine_similarity,
-                                  incoming_vectors, merge_candidates, permutation_paths, quadratic_loss)
+from losstopo.permutation import (Convergence, MLPParams, PermutationPath, QuadraticLoss,
+                                  incoming_cosine_similarity, incoming_vectors, merge_candidates, permutation_paths,
+                                  quadratic_loss)
 from losstopo.report import Claim, Section
 from losstopo.stats import (below_threshold_test, binomial_test, bootstrap_ci, theil_sen_slope, trend_test,
                             verdict)
@@ -122,6 +123,13 @@ def teacher_minima_config(cfg: MNISTTeachersConfig) -> MinimaConfig:
 def teachers_from_thetas(thetas: torch.Tensor, layer_sizes: list[int]) -> list[MLPParams]:
     """Rows of the stacked (K, d) tensor as MLPParams (flat order = ``named_parameters`` of fc-2-H)."""
     return [MLPParams.from_flat(theta.clone(), tuple(layer_sizes), flatten_input=True) for theta in thetas]
+
+
+def own_outputs_loss(teachers: list[MLPParams], inputs: torch.Tensor, normalise: bool) -> QuadraticLoss:
+    """Problem b's quadratic loss against teacher b's own (pre-softmax) outputs: 0 at the teacher."""
+    with torch.no_grad():
+        targets = torch.stack([teacher.forward(inputs) for teacher in teachers])
+    return quadratic_loss(inputs, targets, normalise=normalise)
 
 
 def teacher_request(cfg: MNISTTeachersConfig) -> DataRequest:
@@ -322,9 +330,7 @@ def mnist_path_job(shared: dict[int, torch.Tensor], job: MnistPathJob) -> list[d
     dataset = job_dataset(job.data, job.request, device)
     inputs, labels = dataset.x_train.to(MNIST_DTYPE).flatten(1), dataset.y_train
     teachers = teachers_from_thetas(shared[job.width].to(device, MNIST_DTYPE), list(job.layer_sizes))
-    with torch.no_grad():
-        targets = torch.stack([teacher.forward(inputs) for teacher in teachers])  # pre-softmax outputs y of each
-    loss_fn = quadratic_loss(inputs, targets, normalise=True)  # L of §5, each teacher's own
+    loss_fn = own_outputs_loss(teachers, inputs, normalise=True)  # L of §5 against each teacher's outputs y
     pairs = [merge_candidates(teacher, MNIST_LAYER) for teacher in teachers]
     paths = permutation_paths(teachers, MNIST_LAYER, pairs, loss_fn, job.n_steps, job.final_ratio, job.rule)
     outputs = []

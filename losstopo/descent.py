@@ -125,11 +125,10 @@ class _LBFGSSteps(_Steps):
 
     def __init__(self, x, rule):
         super().__init__(x, rule)
-        shape = (rule.history_size, *x.shape)
-        self.s, self.y = torch.zeros(shape, dtype=x.dtype, device=x.device), torch.zeros(shape, dtype=x.dtype,
-                                                                                          device=x.device)
-        self.rho = torch.zeros(rule.history_size, x.shape[0], dtype=x.dtype, device=x.device)
-        self.gamma = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
+        self.s = x.new_zeros(rule.history_size, *x.shape)
+        self.y = x.new_zeros(rule.history_size, *x.shape)
+        self.rho = x.new_zeros(rule.history_size, x.shape[0])
+        self.gamma = x.new_ones(x.shape[0])
         self.next_slot, self.filled = 0, 0
 
     def _direction(self, index: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -213,12 +212,12 @@ def _wolfe_search(objective: BatchObjective, index: torch.Tensor, x: torch.Tenso
         sufficient = (torch.isfinite(trial_loss) & (trial_loss < lo_loss[pending])
                       & (trial_loss <= loss[pending] + ARMIJO * t[pending] * slope[pending]))
         flat = trial_slope.abs() <= -WOLFE * slope[pending]
-        lo, hi = lo_t[pending], hi_t[pending]
+        trial_t, lo, hi = t[pending], lo_t[pending], hi_t[pending]
         past_minimum = sufficient & torch.where(hi.isinf(), trial_slope >= 0, trial_slope * (hi - lo) >= 0)
         # the new far end of the bracket: this step if it was not good enough, the old near end if the
         # minimum now lies between it and this step
-        for far, near, this in ((hi_t, lo_t, t), (hi_loss, lo_loss, trial_loss), (hi_slope, lo_slope, trial_slope)):
-            this = this[pending] if this is t else this
+        for far, near, this in ((hi_t, lo_t, trial_t), (hi_loss, lo_loss, trial_loss),
+                                (hi_slope, lo_slope, trial_slope)):
             far[pending] = torch.where(~sufficient, this, torch.where(past_minimum, near[pending], far[pending]))
         better = pending[sufficient]
         lo_t[better], lo_loss[better], lo_slope[better] = t[better], trial_loss[sufficient], trial_slope[sufficient]

@@ -340,8 +340,9 @@ def merge_neurons_batch(starts: list[MLPParams], layer: int, pairs: list[tuple[i
     if bool((initial == 0).any()):
         b = int((initial == 0).nonzero()[0])
         raise LosstopoError(f"neurons {pairs[b][0]} and {pairs[b][1]} of layer {layer} already coincide (start {b})")
-    n_free = start.flat().shape[-1]
-    x = torch.cat([start.flat(), offset / initial[:, None]], dim=-1)
+    free_start = start.flat()
+    n_free = free_start.shape[-1]
+    x = torch.cat([free_start, offset / initial[:, None]], dim=-1)
 
     def point(rows: torch.Tensor, index: torch.Tensor, distance: torch.Tensor) -> MLPParams:
         free = MLPParams.from_flat(rows[:, :n_free], sizes, flatten_input)

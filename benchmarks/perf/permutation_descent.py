@@ -20,8 +20,8 @@ from losstopo.config import ToyConfig
 from losstopo.data import REGISTRY
 from losstopo.descent import Convergence
 from losstopo.models import build_model
-from losstopo.permutation import MLPParams, QuadraticLoss, merge_candidates, merge_neurons, merge_neurons_batch, \
-    quadratic_loss
+from losstopo.permutation import (MergePath, MLPParams, QuadraticLoss, merge_candidates, merge_neurons,
+                                  merge_neurons_batch)
 from losstopo.stacked import StackedModel
 
 
@@ -33,6 +33,10 @@ class DescentProblems:
     layer: int
     pairs: list[tuple[int, int]]
     loss_fn: QuadraticLoss
+
+    def merge(self, rule: Convergence) -> list[MergePath]:
+        """All merges descending together, one distance and then d = 0."""
+        return merge_neurons_batch(self.teachers, self.layer, self.pairs, self.loss_fn, 2, rule=rule)
 
 
 def descent_problems(model: str, dataset: str, n_paths: int, n_inputs: int, device: torch.device) -> DescentProblems:
@@ -52,9 +56,7 @@ def descent_problems(model: str, dataset: str, n_paths: int, n_inputs: int, devi
         inputs, layer, normalise = torch.randn(n_inputs, sizes[0], dtype=perm.MNIST_DTYPE), perm.MNIST_LAYER, True
         pairs = [merge_candidates(t, layer) for t in teachers]
     teachers, inputs = [t.to(device=device) for t in teachers], inputs.to(device)
-    with torch.no_grad():
-        targets = torch.stack([t.forward(inputs) for t in teachers])
-    return DescentProblems(teachers, layer, pairs, quadratic_loss(inputs, targets, normalise=normalise))
+    return DescentProblems(teachers, layer, pairs, perm.own_outputs_loss(teachers, inputs, normalise))
 
 
 def fixed_iterations(rule: Convergence, iterations: int) -> Convergence:
@@ -69,21 +71,18 @@ def permutation_descent_benchmark(model: str, dataset: str, n_paths: int, n_inpu
     problems = descent_problems(model, dataset, n_paths, n_inputs, device)
     rule = fixed_iterations(Convergence(), iterations)
 
-    def together():
-        return merge_neurons_batch(problems.teachers, problems.layer, problems.pairs, problems.loss_fn, 2, rule=rule)
-
     def one_after_another():
         return [merge_neurons(teacher, problems.layer, l, m, lambda p, b=b: problems.loss_fn(p, b), 2, rule=rule)
                 for b, (teacher, (l, m)) in enumerate(zip(problems.teachers, problems.pairs))]
 
     # Same paths before timing anything (float32 products in another order differ by rounding only).
-    fast_paths, plain_paths = together(), one_after_another()
+    fast_paths, plain_paths = problems.merge(rule), one_after_another()
     for fast, plain in zip(fast_paths, plain_paths):
         scale = float(plain.losses.abs().max())
         if float((fast.losses - plain.losses).abs().max()) > 1e-3 * scale:
             raise AssertionError(f"batched and one-by-one merges differ: {fast.losses} vs {plain.losses}")
     baseline = seconds_per_call(one_after_another, device, repeats)
-    fast = seconds_per_call(together, device, repeats)
+    fast = seconds_per_call(lambda: problems.merge(rule), device, repeats)
     return {"benchmark": f"permutation merge descent, {n_paths} paths, {model}, {n_inputs} inputs, "
                          f"2 x {iterations} L-BFGS iterations",
             "baseline_s": baseline, "fast_s": fast, "speedup": baseline / fast, "device": str(device)}

@@ -36,7 +36,6 @@ from losstopo.data import REGISTRY, Dataset
 from losstopo.io import save_json
 from losstopo.models import build_model
 from losstopo.paths import evaluate_in_chunks, losses_and_grads
-from losstopo.permutation import merge_neurons_batch
 from losstopo.stacked import DatasetLoss, StackedModel
 from losstopo.train import make_optimizer, train_epoch
 
@@ -107,8 +106,7 @@ def time_descent(op: Op, device: torch.device, probe: Probe) -> float:
         device = torch.device("cpu")
     problems = descent_problems(op.model, op.dataset, op.models, op.images, device)
     rule = fixed_iterations(op.rule, DESCENT_ITERATIONS)
-    seconds = seconds_per_call(lambda: merge_neurons_batch(problems.teachers, problems.layer, problems.pairs,
-                                                           problems.loss_fn, 2, rule=rule), device, probe.repeats)
+    seconds = seconds_per_call(lambda: problems.merge(rule), device, probe.repeats)
     return seconds / (2 * DESCENT_ITERATIONS)
 
 
