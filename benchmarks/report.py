@@ -7,6 +7,7 @@ from pathlib import Path
 
 from losstopo import tracking
 from losstopo.config import Params
+from losstopo.errors import ConfigError
 from losstopo.report import render
 
 PREAMBLE = """# losstopo reproduction report
@@ -23,14 +24,22 @@ data it used: real (torchvision), an offline copy, a partial offline copy, or a 
 """
 
 
-def build_report(params: Params, out_dir: Path) -> Path:
+def build_report(params: Params, out_dir: Path, experiments: list[str] | None = None) -> Path:
+    """The report of every experiment of ``params``, or of ``experiments`` only (a partial run: the
+    preamble names the ones left out)."""
     from losstopo.cli import experiment_module
 
+    unknown = sorted(set(experiments or ()) - set(params.experiments))
+    if unknown:
+        raise ConfigError(f"report: unknown experiment {unknown[0]!r}; known: {', '.join(params.experiments)}")
+    chosen = {name: config for name, config in params.experiments.items() if experiments is None or name in experiments}
     figures = out_dir / "figures"
-    sections = [experiment_module(name).report_section(config, figures)
-                for name, config in params.experiments.items()]
+    sections = [experiment_module(name).report_section(config, figures) for name, config in chosen.items()]
     preamble = PREAMBLE.format(profile=params.profile, commit=tracking.git_commit(),
                                when=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    left_out = [name for name in params.experiments if name not in chosen]
+    if left_out:
+        preamble += f"\n**Partial report**: not run at this profile, so not reported: {', '.join(left_out)}.\n"
     path = render(sections, out_dir, figures, preamble)
     with tracking.stage_run("report", "report", profile=params.profile, device="cpu", params={}):
         for name in ("report.md", "report.html", "claims.json"):

@@ -1,7 +1,7 @@
 """The ``losstopo`` command that the DVC stages call.
 
     losstopo stage EXPERIMENT {minima,paths,topology} [--params params.yaml] [--profile NAME]
-    losstopo report [--params params.yaml] [--profile NAME]
+    losstopo report [--params params.yaml] [--profile NAME] [--experiments NAME ...]
     losstopo config [--profile NAME]        # print the resolved settings
     losstopo repro [--profile NAME]         # set params.yaml's profile, then `dvc repro`
 
@@ -50,10 +50,11 @@ def run_stage(experiment: str, stage: str, params_path: str, profile: str | None
     runner(experiment, module.variants(config), config, params)
 
 
-def run_report(params_path: str, profile: str | None, out_dir: str = "reports") -> Path:
+def run_report(params_path: str, profile: str | None, out_dir: str = "reports",
+               experiments: list[str] | None = None) -> Path:
     from benchmarks.report import build_report
 
-    return build_report(load_params(params_path, profile), Path(out_dir))
+    return build_report(load_params(params_path, profile), Path(out_dir), experiments)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     stage.add_argument("stage", choices=STAGES)
     report = sub.add_parser("report", help="generate reports/ from the artifacts")
     report.add_argument("--out", default="reports")
+    report.add_argument("--experiments", nargs="+", default=None,
+                        help="report only these (a partial run, e.g. a GPU session's); default: all")
     config = sub.add_parser("config", help="print the resolved parameters")
     repro = sub.add_parser("repro", help="set the profile in params.yaml, then run `dvc repro`")
     for p in (stage, report, config, repro):
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             load_params(args.params)  # fail fast on invalid params before DVC starts
             return subprocess.call(["dvc", "repro"])
         elif args.command == "report":
-            print(run_report(args.params, args.profile, args.out))
+            print(run_report(args.params, args.profile, args.out, args.experiments))
         else:
             params = load_params(args.params, args.profile)
             print(json.dumps({"profile": params.profile, "data": as_dict(params.data),

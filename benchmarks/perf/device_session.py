@@ -1,0 +1,220 @@
+"""One prepared call for a lent GPU: everything issue 7 needs from it, inside a time budget.
+
+    python -m benchmarks.perf.device_session --out $OUT --budget-s 540 --data-root .devdata
+
+A lent machine gives a session one call of at most 10 minutes (device README), so this runs, in order:
+
+1. the speed benchmarks (``python -m benchmarks.perf``) -> ``results.json``;
+2. the projections of ``gpu-short`` and ``paper`` at exact shapes, with the bf16 peak measured in the
+   same run -> ``projection-<profile>.json``;
+3. the ``gpu-short`` compute stages (minima, then paths) of the experiments asked for. An experiment
+   starts only if the projection just measured, times ``--margin``, says both its stages fit in what
+   is left; otherwise it is skipped and ``session.json`` says why.
+
+Each step runs in its own process group and is killed when the budget runs out. The stage outputs
+without checkpoints (``*.pt``) are packed into ``artifacts.tgz``; ``session.json`` records every step
+(command, seconds, exit status, skipped and why) and ``session.log`` the whole output. Everything lands
+in ``--out`` (at most 6 files, as the device tool brings back 8). Bring them home with
+``python -m benchmarks.perf.device_ingest DIR``: topology, report and claims table run there, where
+gudhi and MLflow are installed. Stages run with ``LOSSTOPO_TRACKING=off``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from losstopo.config import EXPERIMENTS, load_params
+from losstopo.errors import LosstopoError
+from losstopo.io import save_json
+
+STAGES = ("minima", "paths")
+STAGE_OVERHEAD_S = 20.0  # imports, data loading and writing per stage process, not in the projection
+PACK_RESERVE_S = 20.0  # kept back at the end for artifacts.tgz and session.json
+
+
+@dataclass
+class Step:
+    name: str
+    argv: list[str]
+    status: str = "pending"  # ok | failed | timed out | skipped
+    seconds: float = 0.0
+    returncode: int | None = None
+    why: str = ""
+
+
+@dataclass
+class Session:
+    budget_s: float
+    started: float = field(default_factory=time.monotonic)
+    steps: list[Step] = field(default_factory=list)
+
+    def left(self) -> float:
+        return self.budget_s - (time.monotonic() - self.started)
+
+
+def stage_plan(projected: dict[tuple[str, str], float], experiments: list[str], seconds_left: float,
+               margin: float, overhead_s: float = STAGE_OVERHEAD_S) -> tuple[list[str], dict[str, str]]:
+    """Which experiments to run, in the order given: each needs its minima and paths stages, at
+    ``margin`` x their projected seconds plus ``overhead_s`` each, to fit in what the ones before
+    it left. Returns (chosen, {skipped experiment: why})."""
+    chosen, skipped = [], {}
+    for experiment in experiments:
+        missing = [s for s in STAGES if (experiment, s) not in projected]
+        if missing:
+            skipped[experiment] = f"no projection for its {' and '.join(missing)} stage"
+            continue
+        need = sum(margin * projected[(experiment, s)] + overhead_s for s in STAGES)
+        if need > seconds_left:
+            skipped[experiment] = f"needs ~{need:.0f} s ({margin}x projection + overhead), {seconds_left:.0f} s left"
+            continue
+        chosen.append(experiment)
+        seconds_left -= need
+    return chosen, skipped
+
+
+def projected_seconds(projection_json: Path) -> dict[tuple[str, str], float]:
+    rows = json.loads(projection_json.read_text())["stages"]
+    return {(r["experiment"], r["stage"]): r["seconds"] for r in rows}
+
+
+def run_step(session: Session, step: Step, log, env: dict[str, str], reserve_s: float = PACK_RESERVE_S) -> Step:
+    """Runs ``step`` in its own process group, its output copied to stdout and ``log``; kills the group
+    when the session's budget (less ``reserve_s``) runs out."""
+    session.steps.append(step)
+    limit = session.left() - reserve_s
+    if limit <= 0:
+        step.status, step.why = "skipped", "budget spent"
+        return step
+    header = f"\n== {step.name}: {' '.join(step.argv)} (at most {limit:.0f} s)\n"
+    for stream in (sys.stdout, log):
+        stream.write(header)
+        stream.flush()
+    start = time.monotonic()
+    process = subprocess.Popen(step.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                               start_new_session=True)
+    os.set_blocking(process.stdout.fileno(), False)
+    while process.poll() is None and time.monotonic() - start < limit:
+        _copy(process.stdout, log)
+        time.sleep(0.2)
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        step.status, step.why = "timed out", f"killed after {limit:.0f} s"
+    else:
+        step.status = "ok" if process.returncode == 0 else "failed"
+    _copy(process.stdout, log)
+    step.returncode, step.seconds = process.returncode, time.monotonic() - start
+    print(f"== {step.name}: {step.status} in {step.seconds:.1f} s", flush=True)
+    return step
+
+
+def _copy(stream, log) -> None:
+    chunk = stream.read()
+    if chunk:
+        text = chunk.decode(errors="replace")
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        log.write(text)
+        log.flush()
+
+
+def params_with_data_root(params: Path, data_root: str | None, directory: Path) -> Path:
+    """A copy of params.yaml whose ``data.root`` is ``data_root`` (absolute), or the file itself."""
+    if data_root is None:
+        return params
+    raw = yaml.safe_load(params.read_text())
+    raw.setdefault("data", {})["root"] = str(Path(data_root).resolve())
+    copy = directory / "params.yaml"
+    copy.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return copy
+
+
+def pack_artifacts(artifacts: Path, experiments: list[str], out: Path) -> list[str]:
+    """Packs ``artifacts/<experiment>`` of each experiment, without checkpoints, into ``out``."""
+    packed = [e for e in experiments if (artifacts / e).is_dir()]
+    with tarfile.open(out, "w:gz") as tar:
+        for experiment in packed:
+            tar.add(artifacts / experiment, arcname=f"artifacts/{experiment}",
+                    filter=lambda info: None if info.name.endswith(".pt") else info)
+    return packed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="folder for the files to bring back ($OUT on the device)")
+    parser.add_argument("--budget-s", type=float, default=540.0, help="wall time for the whole session")
+    parser.add_argument("--data-root", default=None, help="offline data root (default: params.yaml's data.root)")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--profile", default="gpu-short", help="profile of the compute stages")
+    parser.add_argument("--experiments", nargs="*", default=list(EXPERIMENTS),
+                        help="compute stages to try, in this order (default: all)")
+    parser.add_argument("--margin", type=float, default=1.5, help="x the projected seconds an experiment must fit")
+    parser.add_argument("--skip", nargs="*", default=[], choices=("benchmarks", "projections"),
+                        help="steps already measured in an earlier session")
+    parser.add_argument("--scale", default=None, help="passed to benchmarks.perf (default: by device)")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.experiments) - set(EXPERIMENTS))
+    if unknown:
+        parser.error(f"unknown experiment {unknown[0]!r}; known: {', '.join(EXPERIMENTS)}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    session = Session(args.budget_s)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", LOSSTOPO_TRACKING="off")
+    python = sys.executable
+    with tempfile.TemporaryDirectory() as tmp, open(out / "session.log", "w") as log:
+        params = params_with_data_root(Path(args.params), args.data_root, Path(tmp))
+        try:
+            for profile in (args.profile, "paper"):
+                load_params(params, profile)  # a bad params file fails here, in one line, not in every step
+        except LosstopoError as error:
+            print(f"device_session: error: {error}", file=sys.stderr)
+            return 2
+        if "benchmarks" not in args.skip:
+            run_step(session, Step("benchmarks", [python, "-m", "benchmarks.perf", "--out", str(out / "results.json"),
+                                                  *(["--data-root", args.data_root] if args.data_root else []),
+                                                  *(["--scale", args.scale] if args.scale else [])]), log, env)
+        projection = out / f"projection-{args.profile}.json"
+        for profile in dict.fromkeys([args.profile, "paper"]):
+            if "projections" not in args.skip:
+                run_step(session, Step(f"projection {profile}", [
+                    python, "-m", "benchmarks.perf.projection", "--profile", profile, "--params", str(params),
+                    "--out", str(out / f"projection-{profile}.json")]), log, env)
+        if projection.is_file():
+            chosen, skipped = stage_plan(projected_seconds(projection), args.experiments,
+                                         session.left() - PACK_RESERVE_S, args.margin)
+        else:
+            chosen, skipped = [], dict.fromkeys(args.experiments, f"no {projection.name} to plan with")
+        for experiment, why in skipped.items():
+            session.steps.append(Step(f"{experiment} stages", [], status="skipped", why=why))
+        for experiment in chosen:
+            for stage in STAGES:
+                step = run_step(session, Step(f"{experiment} {stage}", [
+                    python, "-m", "losstopo.cli", "stage", experiment, stage, "--profile", args.profile,
+                    "--params", str(params)]), log, env)
+                if step.status != "ok":
+                    break
+        done = [e for e in chosen if all(s.status == "ok" for s in session.steps if s.name.startswith(f"{e} "))]
+        packed = pack_artifacts(Path("artifacts"), done, out / "artifacts.tgz") if done else []
+    summary = {"profile": args.profile, "budget_s": args.budget_s, "seconds": args.budget_s - session.left(),
+               "experiments_done": packed, "steps": [asdict(s) for s in session.steps]}
+    save_json(summary, out / "session.json")
+    print(f"{'step':32s} {'status':10s} {'seconds':>8s}  why")
+    for step in session.steps:
+        print(f"{step.name:32s} {step.status:10s} {step.seconds:8.1f}  {step.why}")
+    return 0 if all(s.status in ("ok", "skipped") for s in session.steps) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""The one-call GPU session (benchmarks.perf.device_session) and bringing its files home (device_ingest)."""
+
+import json
+import sys
+import tarfile
+import time
+
+import pytest
+import yaml
+
+from benchmarks.perf import device_ingest, device_session
+from benchmarks.perf.device_session import Session, Step, pack_artifacts, run_step, stage_plan
+
+
+def test_stage_plan_keeps_the_order_and_skips_what_does_not_fit():
+    projected = {("a", "minima"): 10, ("a", "paths"): 20, ("b", "minima"): 100, ("b", "paths"): 100,
+                 ("c", "minima"): 5, ("c", "paths"): 5, ("d", "minima"): 1}
+    # a needs 2 x 30 + 2 x 10 = 80 s, b 420 s, c 40 s; d has no paths projection
+    chosen, skipped = stage_plan(projected, ["a", "b", "c", "d"], seconds_left=130, margin=2, overhead_s=10)
+    assert chosen == ["a", "c"]
+    assert "needs ~420 s" in skipped["b"] and "50 s left" in skipped["b"]
+    assert "paths" in skipped["d"]
+    chosen, _ = stage_plan(projected, ["a", "c"], seconds_left=119, margin=2, overhead_s=10)
+    assert chosen == ["a"]  # 80 + 40 = 120 > 119
+
+
+def test_a_step_that_outruns_the_budget_is_killed_with_its_children(tmp_path):
+    session = Session(budget_s=1.5)
+    code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); " \
+           "print('started', flush=True); time.sleep(60)"
+    with open(tmp_path / "log", "w") as log:
+        start = time.monotonic()
+        step = run_step(session, Step("sleeper", [sys.executable, "-c", code]), log, {}, reserve_s=0)
+    assert step.status == "timed out" and time.monotonic() - start < 10
+    assert "started" in (tmp_path / "log").read_text()
+    with open(tmp_path / "log", "w") as log:  # nothing left: the next step does not start
+        assert run_step(session, Step("next", [sys.executable, "-c", "pass"]), log, {}).status == "skipped"
+
+
+def test_a_failing_step_is_recorded_with_its_exit_status(tmp_path):
+    with open(tmp_path / "log", "w") as log:
+        step = run_step(Session(60), Step("fails", [sys.executable, "-c", "raise SystemExit(3)"]), log, {}, 0)
+    assert (step.status, step.returncode) == ("failed", 3)
+
+
+def test_pack_leaves_checkpoints_out(tmp_path):
+    (tmp_path / "artifacts/e1/minima/v").mkdir(parents=True)
+    (tmp_path / "artifacts/e1/minima/v/minima.json").write_text("{}")
+    (tmp_path / "artifacts/e1/minima/v/minimum_0.pt").write_bytes(b"x" * 100)
+    packed = pack_artifacts(tmp_path / "artifacts", ["e1", "e2"], tmp_path / "a.tgz")
+    assert packed == ["e1"]
+    with tarfile.open(tmp_path / "a.tgz") as tar:
+        assert sorted(n for n in tar.getnames() if n.endswith((".json", ".pt"))) == ["artifacts/e1/minima/v/minima.json"]
+
+
+TINY = {
+    "profile": "tiny",
+    "data": {"root": "EMPTY", "allow_synthetic": True, "allow_partial": True},
+    "runtime": {"device": "cpu", "progress": False},
+    "fc_depth": {"datasets": ["svhn"], "depths": [1, 2], "width": 8,
+                 "minima": {"n_minima": 3, "max_epochs": 2, "train_subset": 256, "test_subset": 64, "batch_size": 64},
+                 "paths": {"n_points": 5, "steps": 5, "train_subset": 128}},
+    "cnn_channels": {"datasets": ["cifar10"], "models": ["cnn-1-4", "cnn-1-8"],
+                     "minima": {"n_minima": 2, "max_epochs": 1, "train_subset": 64, "test_subset": 16, "batch_size": 32},
+                     "paths": {"n_points": 3, "steps": 2, "train_subset": 64}},
+    "profiles": {"tiny": {}},
+}
+
+
+@pytest.mark.slow
+def test_session_then_ingest_end_to_end(tmp_path, monkeypatch):
+    """A session on tiny settings (CPU, synthetic data): projections, fc_depth stages, packed outputs;
+    then the files brought home give topology, a partial report naming what was left out, and the claims."""
+    (tmp_path / "data" / "offline").mkdir(parents=True)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(TINY))
+    device = tmp_path / "device"
+    device.mkdir()
+    monkeypatch.chdir(device)
+    out = tmp_path / "out"
+    code = device_session.main(["--out", str(out), "--budget-s", "400", "--params", str(params), "--profile", "tiny",
+                                "--data-root", str(tmp_path / "data"), "--skip", "benchmarks",
+                                "--experiments", "fc_depth"])
+    session = json.loads((out / "session.json").read_text())
+    assert code == 0, session
+    assert [s["name"] for s in session["steps"]] == ["projection tiny", "projection paper", "fc_depth minima",
+                                                     "fc_depth paths"]
+    assert session["experiments_done"] == ["fc_depth"]
+    assert {p.name for p in out.iterdir()} == {"session.json", "session.log", "projection-tiny.json",
+                                               "projection-paper.json", "artifacts.tgz"}
+    assert (device / "artifacts/fc_depth/minima").is_dir()  # the stages ran where the session was started
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    perf = tmp_path / "perf"
+    perf.mkdir()
+    home = tmp_path / "home"
+    assert device_ingest.main([str(out), "--workdir", str(home), "--params", str(params), "--tag", "test",
+                               "--perf-dir", str(perf)]) == 0
+    assert {p.name for p in perf.iterdir()} == {"projection-tiny-test.json", "projection-paper-test.json"}
+    topology = json.loads((home / "artifacts/fc_depth/topology/svhn-fc-2-8/topology.json").read_text())
+    assert len(topology["bars"]) == 3
+    report = (home / "reports/report.md").read_text()
+    assert "Partial report" in report and "cnn_channels" in report.split("## Claims")[0]
+    assert "TO-score decreases with depth (svhn)" in device_ingest.claims_table(report)
+
+
+def test_ingest_says_what_is_wrong_with_a_folder_that_is_not_a_session(tmp_path, capsys):
+    assert device_ingest.main([str(tmp_path)]) == 2
+    assert "session.json" in capsys.readouterr().err
