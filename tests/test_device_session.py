@@ -24,17 +24,40 @@ def test_stage_plan_keeps_the_order_and_skips_what_does_not_fit():
     assert chosen == ["a"]  # 80 + 40 = 120 > 119
 
 
+def test_the_plan_ignores_stages_the_projection_left_untimed(tmp_path):
+    rows = [{"experiment": "a", "stage": "minima", "seconds": 1.0, "bound": "exact"},
+            {"experiment": "a", "stage": "paths", "seconds": 0.0, "bound": "untimed"}]
+    (tmp_path / "p.json").write_text(json.dumps({"stages": rows}))
+    projected = device_session.projected_seconds(tmp_path / "p.json")
+    assert projected == {("a", "minima"): 1.0}
+    assert "no projection for its paths stage" in stage_plan(projected, ["a"], 1000, 1.5)[1]["a"]
+
+
 def test_a_step_that_outruns_the_budget_is_killed_with_its_children(tmp_path):
     session = Session(budget_s=1.5)
-    code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); " \
-           "print('started', flush=True); time.sleep(60)"
+    child = tmp_path / "child.pid"
+    code = ("import subprocess, sys, time; c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+            f"open({str(child)!r}, 'w').write(str(c.pid)); print('started', flush=True); time.sleep(60)")
     with open(tmp_path / "log", "w") as log:
         start = time.monotonic()
         step = run_step(session, Step("sleeper", [sys.executable, "-c", code]), log, {}, reserve_s=0)
     assert step.status == "timed out" and time.monotonic() - start < 10
     assert "started" in (tmp_path / "log").read_text()
+    time.sleep(0.5)
+    assert not _running(int(child.read_text()))  # the whole process group went
+    with open(tmp_path / "log", "w") as log:  # a step's own cap
+        step = run_step(Session(60), Step("capped", [sys.executable, "-c", code]), log, {}, reserve_s=0, max_s=1)
+    assert step.status == "timed out" and step.why == "killed after 1 s"
     with open(tmp_path / "log", "w") as log:  # nothing left: the next step does not start
         assert run_step(session, Step("next", [sys.executable, "-c", "pass"]), log, {}).status == "skipped"
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")  # a zombie has ended
 
 
 def test_a_failing_step_is_recorded_with_its_exit_status(tmp_path):

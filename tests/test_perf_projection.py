@@ -173,6 +173,20 @@ def test_timers_run_every_kind_of_op_and_probes_scale_linearly():
     assert probe.shrink(Op("eval", "fc-2-8", "mnist", 1, 20)) == (1, 20, 1)
 
 
+def test_ops_left_untimed_by_the_deadline_mark_their_stage_untimed():
+    works = (minima_work("fc_depth", "v", "fc-2-8", "mnist", MINIMA, full_sizes)
+             + paths_work("fc_depth", "v", "fc-2-8", "mnist", PATHS, 3, full_sizes))
+    seconds = projection.time_ops(works, torch.device("cpu"), projection.Probe(repeats=1), progress=False,
+                                  max_seconds=0)
+    assert seconds == {}
+    rows = projection.project(works, seconds)
+    assert {r["bound"] for r in rows} == {"untimed"} and all(r["seconds"] == 0 and r["flops"] > 0 for r in rows)
+    minima_only = [w for w in works if w.stage == "minima"]
+    timed = projection.time_ops(minima_only, torch.device("cpu"), projection.Probe(repeats=1), progress=False)
+    rows = {r["stage"]: r["bound"] for r in projection.project(works, timed)}
+    assert rows == {"minima": "exact", "paths": "untimed"}
+
+
 def test_benchmarks_import_on_a_machine_without_mlflow_or_gudhi():
     """A lent GPU machine has torch but neither MLflow nor gudhi: the speed benchmarks must still run there."""
     code = ("import sys; sys.modules.update(mlflow=None, gudhi=None)\n"

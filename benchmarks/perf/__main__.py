@@ -7,6 +7,7 @@ Prints a table and writes ``benchmarks/perf/results.json``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 from pathlib import Path
@@ -43,33 +44,48 @@ def main() -> None:
     # Timings depend on shapes, not pixels: a partial copy or a labelled stand-in times the same work.
     mnist, cifar = (load_dataset(name, root=args.data_root, allow_partial=True, allow_synthetic=True)
                     for name in ("mnist", "cifar10"))
-    results = [
-        path_step_benchmark("fc-4-32", mnist.subset(sizes["mnist_path"], 0).to(device)),
-        *[path_step_benchmark(name, cifar.subset(sizes[size], 0).to(device), strategy=strategy)
+    cuda = device.type == "cuda"
+    # One thunk per row, run in this order: each row is printed and results.json rewritten as soon as
+    # it is measured, so a run stopped by a time limit keeps every row it finished.
+    benchmarks = [
+        lambda: path_step_benchmark("fc-4-32", mnist.subset(sizes["mnist_path"], 0).to(device)),
+        *[functools.partial(path_step_benchmark, name, cifar.subset(sizes[size], 0).to(device), strategy=strategy)
           for name, size in (("cnn-2-64", "cifar_path"), ("resnet-t11-code", "resnet_path"))
           for strategy in ("vmap", "loop")],
         # bf16 path steps (paths.mixed_precision): CUDA only, where they are meant to pay off
-        *[path_step_benchmark(name, data.subset(sizes[size], 0).to(device), bf16=True)
+        *[functools.partial(path_step_benchmark, name, data.subset(sizes[size], 0).to(device), bf16=True)
           for name, data, size in (("fc-4-32", mnist, "mnist_path"), ("cnn-2-64", cifar, "cifar_path"),
-                                   ("resnet-t11-code", cifar, "resnet_path")) if device.type == "cuda"],
-        training_benchmark("fc-4-32", mnist.subset(sizes["mnist_train"], 0).to(device)),
-        training_benchmark("fc-2-25", mnist.subset(sizes["mnist_train"], 0).to(device), k=6),  # H=25 teachers
-        training_benchmark("cnn-2-64", cifar.subset(sizes["cifar_train"], 0).to(device)),
-        data_loading_benchmark(cifar.subset(sizes["augment"], 0).to(device)),
+                                   ("resnet-t11-code", cifar, "resnet_path")) if cuda],
+        lambda: training_benchmark("fc-4-32", mnist.subset(sizes["mnist_train"], 0).to(device)),
+        lambda: training_benchmark("fc-2-25", mnist.subset(sizes["mnist_train"], 0).to(device), k=6),  # H=25 teachers
+        lambda: training_benchmark("cnn-2-64", cifar.subset(sizes["cifar_train"], 0).to(device)),
+        lambda: data_loading_benchmark(cifar.subset(sizes["augment"], 0).to(device)),
         # permutation paths: the toy's 10 pairs (on the CPU, as the stage runs them), 6 MNIST teachers of H = 25
-        permutation_descent_benchmark("toy-5", "toy", 10, 1000, device),
-        permutation_descent_benchmark("fc-2-25", "mnist", 6, sizes["mnist_path"], device),
+        lambda: permutation_descent_benchmark("toy-5", "toy", 10, 1000, device),
+        lambda: permutation_descent_benchmark("fc-2-25", "mnist", 6, sizes["mnist_path"], device),
     ]
-    throughput = wrn_throughput_benchmark(sizes["wrn"], device)
-    meta = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+    meta = {"device": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
             "threads": torch.get_num_threads(), "torch": torch.__version__, "sizes": sizes,
             "data": {d.name: d.source for d in (mnist, cifar)}}
-    print(f"{'benchmark':72s} {'baseline s':>11s} {'fast s':>9s} {'speed-up':>9s}")
-    for r in results:
-        print(f"{r['benchmark']:72s} {r['baseline_s']:11.4f} {r['fast_s']:9.4f} {r['speedup']:8.2f}x")
+    results = []
+
+    def save() -> None:  # after every row
+        save_json({"meta": meta, "results": results, "wrn_throughput": throughput}, Path(args.out))
+
+    throughput = wrn_throughput_benchmark(sizes["wrn"], device)  # first: a target row, kept if a time limit stops the rest
     extra = f", {throughput['fraction_of_peak']:.1%} of measured bf16 peak" if "fraction_of_peak" in throughput else ""
     print(f"{throughput['benchmark']}: {throughput['images_per_s']:.1f} images/s{extra}")
-    save_json({"meta": meta, "results": results, "wrn_throughput": throughput}, Path(args.out))
+    save()
+    if cuda:
+        torch.cuda.empty_cache()
+    print(f"{'benchmark':72s} {'baseline s':>11s} {'fast s':>9s} {'speed-up':>9s}", flush=True)
+    for benchmark in benchmarks:
+        r = benchmark()
+        results.append(r)
+        print(f"{r['benchmark']:72s} {r['baseline_s']:11.4f} {r['fast_s']:9.4f} {r['speedup']:8.2f}x", flush=True)
+        save()
+        if cuda:
+            torch.cuda.empty_cache()
     print(json.dumps(meta))
 
 

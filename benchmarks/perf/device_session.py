@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import subprocess
@@ -85,15 +86,17 @@ def stage_plan(projected: dict[tuple[str, str], float], experiments: list[str], 
 
 
 def projected_seconds(projection_json: Path) -> dict[tuple[str, str], float]:
+    """Projected seconds per (experiment, stage), of the stages whose every op was timed."""
     rows = json.loads(projection_json.read_text())["stages"]
-    return {(r["experiment"], r["stage"]): r["seconds"] for r in rows}
+    return {(r["experiment"], r["stage"]): r["seconds"] for r in rows if r["bound"] != "untimed"}
 
 
-def run_step(session: Session, step: Step, log, env: dict[str, str], reserve_s: float = PACK_RESERVE_S) -> Step:
+def run_step(session: Session, step: Step, log, env: dict[str, str], reserve_s: float = PACK_RESERVE_S,
+             max_s: float = math.inf) -> Step:
     """Runs ``step`` in its own process group, its output copied to stdout and ``log``; kills the group
-    when the session's budget (less ``reserve_s``) runs out."""
+    after ``max_s`` or when the session's budget (less ``reserve_s``) runs out."""
     session.steps.append(step)
-    limit = session.left() - reserve_s
+    limit = min(max_s, session.left() - reserve_s)
     if limit <= 0:
         step.status, step.why = "skipped", "budget spent"
         return step
@@ -161,8 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiments", nargs="*", default=list(EXPERIMENTS),
                         help="compute stages to try, in this order (default: all)")
     parser.add_argument("--margin", type=float, default=1.5, help="x the projected seconds an experiment must fit")
+    parser.add_argument("--benchmarks-max-s", type=float, default=200.0,
+                        help="cap on the speed benchmarks (they keep every row finished before it)")
+    parser.add_argument("--projection-max-s", type=float, default=75.0,
+                        help="per projection: time ops for this long (stages left out are marked untimed)")
     parser.add_argument("--skip", nargs="*", default=[], choices=("benchmarks", "projections"),
                         help="steps already measured in an earlier session")
+    parser.add_argument("--projection", type=Path, default=None,
+                        help="plan the stages with this projection JSON (one measured on this device earlier); "
+                             "default: the one this session measures")
     parser.add_argument("--scale", default=None, help="passed to benchmarks.perf (default: by device)")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.experiments) - set(EXPERIMENTS))
@@ -171,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     session = Session(args.budget_s)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", LOSSTOPO_TRACKING="off")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", LOSSTOPO_TRACKING="off", TQDM_MININTERVAL="10")  # short logs
     python = sys.executable
     with tempfile.TemporaryDirectory() as tmp, open(out / "session.log", "w") as log:
         params = params_with_data_root(Path(args.params), args.data_root, Path(tmp))
@@ -184,13 +194,15 @@ def main(argv: list[str] | None = None) -> int:
         if "benchmarks" not in args.skip:
             run_step(session, Step("benchmarks", [python, "-m", "benchmarks.perf", "--out", str(out / "results.json"),
                                                   *(["--data-root", args.data_root] if args.data_root else []),
-                                                  *(["--scale", args.scale] if args.scale else [])]), log, env)
-        projection = out / f"projection-{args.profile}.json"
+                                                  *(["--scale", args.scale] if args.scale else [])]), log, env,
+                     max_s=args.benchmarks_max_s)
+        projection = args.projection or out / f"projection-{args.profile}.json"
         for profile in dict.fromkeys([args.profile, "paper"]):
             if "projections" not in args.skip:
                 run_step(session, Step(f"projection {profile}", [
                     python, "-m", "benchmarks.perf.projection", "--profile", profile, "--params", str(params),
-                    "--out", str(out / f"projection-{profile}.json")]), log, env)
+                    "--max-seconds", str(args.projection_max_s), "--out", str(out / f"projection-{profile}.json")]),
+                         log, env, max_s=args.projection_max_s + 60)  # + imports, the peak and the last op
         if projection.is_file():
             chosen, skipped = stage_plan(projected_seconds(projection), args.experiments,
                                          session.left() - PACK_RESERVE_S, args.margin)

@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import functools
 import platform
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Callable
@@ -120,13 +121,18 @@ def _shape_key(op: Op) -> Op:
     return dataclasses.replace(op, dataset=op.dataset if spec is None else f"{spec.image_shape}x{spec.n_classes}")
 
 
-def time_ops(works: list[Work], device: torch.device, probe: Probe, progress: bool = True) -> dict[Op, float]:
-    """Seconds per call of every distinct op of ``works``."""
+def time_ops(works: list[Work], device: torch.device, probe: Probe, progress: bool = True,
+             max_seconds: float | None = None) -> dict[Op, float]:
+    """Seconds per call of every distinct op of ``works``, in their order; after ``max_seconds`` no new
+    shape is timed (the ops left out are missing from the result)."""
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
     by_shape: dict[Op, float] = {}
     seconds = {}
     for op in tqdm(list(dict.fromkeys(w.op for w in works)), desc="timing", disable=not progress):
         key = _shape_key(op)
         if key not in by_shape:
+            if deadline is not None and time.monotonic() > deadline:
+                continue
             by_shape[key] = TIMERS[op.kind](op, device, probe)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -151,20 +157,23 @@ def op_flops(op: Op) -> float:
 
 def project(works: list[Work], seconds: dict[Op, float]) -> list[dict]:
     """One row per (experiment, stage): projected seconds, the FLOPs they do, and what the count is
-    (exact / upper / lower bound)."""
+    (exact / upper / lower bound; ``untimed`` where some of its ops have no timing: its seconds are
+    then a part only)."""
     totals: dict[tuple[str, str], float] = defaultdict(float)
     flops: dict[tuple[str, str], float] = defaultdict(float)
     bounds: dict[tuple[str, str], set[str]] = defaultdict(set)
     for work in works:
         key = (work.experiment, work.stage)
-        totals[key] += work.calls * seconds[work.op]
+        totals[key] += work.calls * seconds.get(work.op, 0.0)
         flops[key] += work.calls * op_flops(work.op)
-        bounds[key].add(work.bound)
+        bounds[key].add(work.bound if work.op in seconds else "untimed")
     return [{"experiment": e, "stage": s, "seconds": totals[(e, s)], "flops": flops[(e, s)],
              "bound": _combined(bounds[(e, s)])} for e, s in totals]
 
 
 def _combined(bounds: set[str]) -> str:
+    if "untimed" in bounds:
+        return "untimed"
     if bounds <= {"exact"}:
         return "exact"
     if "upper" in bounds and "lower" in bounds:
@@ -185,6 +194,8 @@ def main() -> None:
                         help="full: the real datasets' sizes; here: the copies params.data resolves to on this machine")
     parser.add_argument("--reference-tflops", type=float, default=790.0,
                         help="off CUDA, the rate for the 'h at peak' column (default: an H200's bf16 matrix rate)")
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="stop timing new ops after this long; stages left out are marked 'untimed'")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     params = load_params(args.params, args.profile)
@@ -194,9 +205,9 @@ def main() -> None:
                   args.repeats or (3 if cuda else 1))
     sizes = full_sizes if args.sizes == "full" else loaded_sizes(params.data)
     works = profile_work(params, sizes, cuda, args.experiments)
-    seconds = time_ops(works, device, probe)
+    seconds = time_ops(works, device, probe, max_seconds=args.max_seconds)
     rows = project(works, seconds)
-    total = sum(r["seconds"] for r in rows)
+    total = sum(r["seconds"] for r in rows)  # a part only where a row is untimed: the table says so
     peak = bf16_matmul_peak(device) if cuda else args.reference_tflops * 1e12
     for r in rows:
         r["hours_at_peak"] = r["flops"] / peak / 3600
@@ -205,7 +216,9 @@ def main() -> None:
         print(f"{r['experiment']:22s} {r['stage']:8s} {r['seconds']:12.1f} {r['seconds'] / 3600:9.3f} "
               f"{r['flops'] / 1e15:10.1f} {r['hours_at_peak']:9.3f}  {r['bound']}")
     flops = sum(r["flops"] for r in rows)
-    print(f"{'total':31s} {total:12.1f} {total / 3600:9.3f} {flops / 1e15:10.1f} {flops / peak / 3600:9.3f}")
+    untimed = sum(r["bound"] == "untimed" for r in rows)
+    print(f"{'total':31s} {total:12.1f} {total / 3600:9.3f} {flops / 1e15:10.1f} {flops / peak / 3600:9.3f}"
+          + (f"  (seconds a part only: {untimed} stages untimed, --max-seconds ran out)" if untimed else ""))
     print(f"('h at peak': the FLOPs at {'the bf16 matmul peak measured now' if cuda else 'the reference rate'}, "
           f"{peak / 1e12:.0f} TFLOP/s: a floor no implementation beats)")
     meta = {"profile": args.profile, "sizes": args.sizes, "device": torch.cuda.get_device_name(device) if cuda else platform.processor()
@@ -213,9 +226,10 @@ def main() -> None:
             "probe": dataclasses.asdict(probe), "peak_flops": peak, "peak_measured": cuda}
     ops = [{"op": {k: v for k, v in dataclasses.asdict(w.op).items() if k not in ("minima", "rule")},
             "experiment": w.experiment, "stage": w.stage, "what": w.what, "calls": w.calls, "bound": w.bound,
-            "seconds_per_call": seconds[w.op], "seconds": w.calls * seconds[w.op]} for w in works]
+            "seconds_per_call": seconds.get(w.op), "seconds": w.calls * seconds[w.op] if w.op in seconds else None}
+           for w in works]
     out = Path(args.out or Path(__file__).with_name(f"projection-{args.profile}.json"))
-    save_json({"meta": meta, "stages": rows, "total_seconds": total, "total_flops": flops, "work": ops}, out)
+    save_json({"meta": meta, "stages": rows, "total_seconds": total, "untimed_stages": untimed, "total_flops": flops, "work": ops}, out)
     print(f"written {out}")
 
 
