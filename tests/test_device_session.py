@@ -9,19 +9,14 @@ import pytest
 import yaml
 
 from benchmarks.perf import device_ingest, device_session
-from benchmarks.perf.device_session import Session, Step, pack_artifacts, run_step, stage_plan
+from benchmarks.perf.device_session import Session, Step, pack_artifacts, run_step, seconds_needed
 
 
-def test_stage_plan_keeps_the_order_and_skips_what_does_not_fit():
-    projected = {("a", "minima"): 10, ("a", "paths"): 20, ("b", "minima"): 100, ("b", "paths"): 100,
-                 ("c", "minima"): 5, ("c", "paths"): 5, ("d", "minima"): 1}
-    # a needs 2 x 30 + 2 x 10 = 80 s, b 420 s, c 40 s; d has no paths projection
-    chosen, skipped = stage_plan(projected, ["a", "b", "c", "d"], seconds_left=130, margin=2, overhead_s=10)
-    assert chosen == ["a", "c"]
-    assert "needs ~420 s" in skipped["b"] and "50 s left" in skipped["b"]
-    assert "paths" in skipped["d"]
-    chosen, _ = stage_plan(projected, ["a", "c"], seconds_left=119, margin=2, overhead_s=10)
-    assert chosen == ["a"]  # 80 + 40 = 120 > 119
+def test_an_experiment_needs_both_stages_projected_with_margin_and_overhead():
+    projected = {("a", "minima"): 10, ("a", "paths"): 20, ("d", "minima"): 1}
+    assert seconds_needed(projected, "a", margin=2, overhead_s=10) == 2 * 30 + 2 * 10
+    assert seconds_needed(projected, "d", margin=2) is None  # no paths projection
+    assert seconds_needed(projected, "e", margin=2) is None
 
 
 def test_the_plan_ignores_stages_the_projection_left_untimed(tmp_path):
@@ -30,13 +25,14 @@ def test_the_plan_ignores_stages_the_projection_left_untimed(tmp_path):
     (tmp_path / "p.json").write_text(json.dumps({"stages": rows}))
     projected = device_session.projected_seconds(tmp_path / "p.json")
     assert projected == {("a", "minima"): 1.0}
-    assert "no projection for its paths stage" in stage_plan(projected, ["a"], 1000, 1.5)[1]["a"]
+    assert seconds_needed(projected, "a", 1.5) is None
 
 
 def test_a_step_that_outruns_the_budget_is_killed_with_its_children(tmp_path):
     session = Session(budget_s=1.5)
     child = tmp_path / "child.pid"
-    code = ("import subprocess, sys, time; c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+    code = ("import subprocess, sys, time; "
+            "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
             f"open({str(child)!r}, 'w').write(str(c.pid)); print('started', flush=True); time.sleep(60)")
     with open(tmp_path / "log", "w") as log:
         start = time.monotonic()
@@ -73,7 +69,8 @@ def test_pack_leaves_checkpoints_out(tmp_path):
     packed = pack_artifacts(tmp_path / "artifacts", ["e1", "e2"], tmp_path / "a.tgz")
     assert packed == ["e1"]
     with tarfile.open(tmp_path / "a.tgz") as tar:
-        assert sorted(n for n in tar.getnames() if n.endswith((".json", ".pt"))) == ["artifacts/e1/minima/v/minima.json"]
+        files = sorted(n for n in tar.getnames() if n.endswith((".json", ".pt")))
+    assert files == ["artifacts/e1/minima/v/minima.json"]
 
 
 TINY = {
@@ -84,7 +81,8 @@ TINY = {
                  "minima": {"n_minima": 3, "max_epochs": 2, "train_subset": 256, "test_subset": 64, "batch_size": 64},
                  "paths": {"n_points": 5, "steps": 5, "train_subset": 128}},
     "cnn_channels": {"datasets": ["cifar10"], "models": ["cnn-1-4", "cnn-1-8"],
-                     "minima": {"n_minima": 2, "max_epochs": 1, "train_subset": 64, "test_subset": 16, "batch_size": 32},
+                     "minima": {"n_minima": 2, "max_epochs": 1, "train_subset": 64, "test_subset": 16,
+                                "batch_size": 32},
                      "paths": {"n_points": 3, "steps": 2, "train_subset": 64}},
     "profiles": {"tiny": {}},
 }
@@ -112,6 +110,19 @@ def test_session_then_ingest_end_to_end(tmp_path, monkeypatch):
     assert {p.name for p in out.iterdir()} == {"session.json", "session.log", "projection-tiny.json",
                                                "projection-paper.json", "artifacts.tgz"}
     assert (device / "artifacts/fc_depth/minima").is_dir()  # the stages ran where the session was started
+
+    # planned from an earlier projection: an experiment that does not fit is skipped, the next one runs
+    rows = [{"experiment": e, "stage": st, "seconds": sec, "bound": "exact"}
+            for e, sec in (("cnn_channels", 1e6), ("fc_depth", 1.0)) for st in ("minima", "paths")]
+    (tmp_path / "earlier.json").write_text(json.dumps({"stages": rows}))
+    assert device_session.main(["--out", str(tmp_path / "again"), "--budget-s", "300", "--params", str(params),
+                                "--profile", "tiny", "--data-root", str(tmp_path / "data"),
+                                "--skip", "benchmarks", "projections", "--projection", str(tmp_path / "earlier.json"),
+                                "--experiments", "cnn_channels", "fc_depth"]) == 0
+    again = json.loads((tmp_path / "again" / "session.json").read_text())
+    assert [(s["name"], s["status"]) for s in again["steps"]] == [
+        ("cnn_channels stages", "skipped"), ("fc_depth minima", "ok"), ("fc_depth paths", "ok")]
+    assert "needs ~" in again["steps"][0]["why"] and again["experiments_done"] == ["fc_depth"]
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     perf = tmp_path / "perf"

@@ -72,7 +72,8 @@ def main() -> None:
     def save() -> None:  # after every row
         save_json({"meta": meta, "results": results, "wrn_throughput": throughput}, Path(args.out))
 
-    throughput = wrn_throughput_benchmark(sizes["wrn"], device)  # first: a target row, kept if a time limit stops the rest
+    # first: a target row, kept if a time limit stops the rest
+    throughput = wrn_throughput_benchmark(sizes["wrn"], device)
     extra = f", {throughput['fraction_of_peak']:.1%} of measured bf16 peak" if "fraction_of_peak" in throughput else ""
     print(f"{throughput['benchmark']}: {throughput['images_per_s']:.1f} images/s{extra}")
     save()

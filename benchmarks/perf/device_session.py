@@ -65,24 +65,13 @@ class Session:
         return self.budget_s - (time.monotonic() - self.started)
 
 
-def stage_plan(projected: dict[tuple[str, str], float], experiments: list[str], seconds_left: float,
-               margin: float, overhead_s: float = STAGE_OVERHEAD_S) -> tuple[list[str], dict[str, str]]:
-    """Which experiments to run, in the order given: each needs its minima and paths stages, at
-    ``margin`` x their projected seconds plus ``overhead_s`` each, to fit in what the ones before
-    it left. Returns (chosen, {skipped experiment: why})."""
-    chosen, skipped = [], {}
-    for experiment in experiments:
-        missing = [s for s in STAGES if (experiment, s) not in projected]
-        if missing:
-            skipped[experiment] = f"no projection for its {' and '.join(missing)} stage"
-            continue
-        need = sum(margin * projected[(experiment, s)] + overhead_s for s in STAGES)
-        if need > seconds_left:
-            skipped[experiment] = f"needs ~{need:.0f} s ({margin}x projection + overhead), {seconds_left:.0f} s left"
-            continue
-        chosen.append(experiment)
-        seconds_left -= need
-    return chosen, skipped
+def seconds_needed(projected: dict[tuple[str, str], float], experiment: str, margin: float,
+                   overhead_s: float = STAGE_OVERHEAD_S) -> float | None:
+    """What an experiment's minima and paths stages need: ``margin`` x their projected seconds plus
+    ``overhead_s`` each; None where a stage has no projection."""
+    if any((experiment, s) not in projected for s in STAGES):
+        return None
+    return sum(margin * projected[(experiment, s)] + overhead_s for s in STAGES)
 
 
 def projected_seconds(projection_json: Path) -> dict[tuple[str, str], float]:
@@ -201,16 +190,21 @@ def main(argv: list[str] | None = None) -> int:
             if "projections" not in args.skip:
                 run_step(session, Step(f"projection {profile}", [
                     python, "-m", "benchmarks.perf.projection", "--profile", profile, "--params", str(params),
+                    # the stages to plan run on the data carried here; paper scale means the full sets
+                    "--sizes", "full" if profile == "paper" else "here",
                     "--max-seconds", str(args.projection_max_s), "--out", str(out / f"projection-{profile}.json")]),
                          log, env, max_s=args.projection_max_s + 60)  # + imports, the peak and the last op
-        if projection.is_file():
-            chosen, skipped = stage_plan(projected_seconds(projection), args.experiments,
-                                         session.left() - PACK_RESERVE_S, args.margin)
-        else:
-            chosen, skipped = [], dict.fromkeys(args.experiments, f"no {projection.name} to plan with")
-        for experiment, why in skipped.items():
-            session.steps.append(Step(f"{experiment} stages", [], status="skipped", why=why))
-        for experiment in chosen:
+        projected = projected_seconds(projection) if projection.is_file() else {}
+        chosen = []
+        for experiment in args.experiments:  # planned one at a time, with the time really left
+            need, left = seconds_needed(projected, experiment, args.margin), session.left() - PACK_RESERVE_S
+            why = (f"no projection of its stages in {projection.name}" if need is None
+                   else f"needs ~{need:.0f} s ({args.margin}x projection + overhead), {left:.0f} s left"
+                   if need > left else "")
+            if why:
+                session.steps.append(Step(f"{experiment} stages", [], status="skipped", why=why))
+                continue
+            chosen.append(experiment)
             for stage in STAGES:
                 step = run_step(session, Step(f"{experiment} {stage}", [
                     python, "-m", "losstopo.cli", "stage", experiment, stage, "--profile", args.profile,
