@@ -173,6 +173,26 @@ def test_timers_run_every_kind_of_op_and_probes_scale_linearly():
     assert probe.shrink(Op("eval", "fc-2-8", "mnist", 1, 20)) == (1, 20, 1)
 
 
+def test_kernel_counter_counts_computations_not_views():
+    a, b = torch.randn(4, 3), torch.randn(3, 5)
+    with projection.KernelCounter() as counter:
+        c = a @ b  # 1
+        c.t().reshape(-1)[:3].unsqueeze(0)  # views only (the reshape of a transposed tensor copies: 1)
+        (c + 1).relu_()  # 2
+    assert counter.kernels == 4
+
+
+def test_kernels_per_call_do_not_grow_with_stacked_models_and_make_a_launch_floor():
+    cpu = torch.device("cpu")
+    counts = {k: projection.count_op_kernels(Op("grad", "cnn-1-4", "cifar10", k, 64), cpu) for k in (2, 16)}
+    assert counts[2] == counts[16] > 10  # vmapped as on CUDA: one kernel per layer for all models
+    train = {k: projection.count_op_kernels(Op("train", "fc-2-8", "mnist", k, 32, minima=MINIMA), cpu) for k in (2, 6)}
+    assert train[2] == train[6] > counts[2] / 2
+    op = Op("eval", "fc-2-8", "mnist", 3, 100)
+    rows = projection.project([Work("x", "paths", "", op, 7, "exact")], {op: 1.0}, {op: 20.0}, launch_s=1e-3)
+    assert rows[0]["kernels"] == 140 and rows[0]["launch_floor_s"] == pytest.approx(0.14)
+
+
 def test_ops_left_untimed_by_the_deadline_mark_their_stage_untimed():
     works = (minima_work("fc_depth", "v", "fc-2-8", "mnist", MINIMA, full_sizes)
              + paths_work("fc_depth", "v", "fc-2-8", "mnist", PATHS, 3, full_sizes))
