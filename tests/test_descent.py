@@ -116,3 +116,46 @@ def test_a_stalled_problem_stops_after_its_steepest_descent_search_fails():
     result = descend_batch(cliff, start, Convergence(max_iter=50, grad_tol=0.0, line_search_evals=4))
     assert result.iterations == [1] and result.converged == [True]  # no step lowers the loss: stalled
     assert torch.equal(result.x, start) and len(evaluations) == 1 + 4
+
+
+def bfgs_inverse_hessian(pairs, gamma, dim):
+    """H from γI by the BFGS inverse update for each (s, y), oldest first (Nocedal & Wright eq. 6.17)."""
+    h = gamma * torch.eye(dim, dtype=F64)
+    for s, y in pairs:
+        rho, left = 1 / (s @ y), torch.eye(dim, dtype=F64) - torch.outer(s, y) / (s @ y)
+        h = left @ h @ left.T + rho * torch.outer(s, s)
+    return h
+
+
+def test_lbfgs_direction_is_minus_the_bfgs_matrix_of_the_pairs_each_problem_kept():
+    """The shared history ring against a dense BFGS matrix per problem: pairs kept in the last m
+    iterations only, none after a rejected curvature, all forgotten after a failed line search."""
+    from losstopo.descent import _LBFGSSteps
+
+    n, dim, m = 3, 6, 4
+    generator = torch.Generator().manual_seed(7)
+    steps = _LBFGSSteps(torch.zeros(n, dim, dtype=F64), Convergence(history_size=m))
+    kept = [[] for _ in range(n)]  # (iteration, s, y) each problem still remembers
+    gamma = [1.0] * n
+    for iteration in range(9):
+        s = torch.randn(n, dim, generator=generator, dtype=F64)
+        y = s + 0.4 * torch.randn(n, dim, generator=generator, dtype=F64)
+        if iteration == 7:
+            y[2] = -s[2]  # negative curvature: problem 2 stores nothing this iteration
+        accepted = torch.tensor([True, iteration != 5, True])  # problem 1's search fails once
+        index = torch.arange(n) if iteration != 8 else torch.tensor([0, 2])  # problem 1 not in the last step
+        steps._remember(index, accepted[index], s[index], y[index])
+        for b in index.tolist():
+            if not accepted[b]:
+                kept[b], gamma[b] = [], 1.0
+            elif s[b] @ y[b] > 0:
+                kept[b].append((iteration, s[b], y[b]))
+                gamma[b] = float(s[b] @ y[b] / (y[b] @ y[b]))
+    grad = torch.randn(n, dim, generator=generator, dtype=F64)
+    expected = torch.stack([-bfgs_inverse_hessian([(s, y) for i, s, y in kept[b] if i > 8 - m], gamma[b], dim)
+                            @ grad[b] for b in range(n)])
+    torch.testing.assert_close(steps._direction(torch.arange(n), grad), expected, rtol=1e-10, atol=1e-12)
+    subset = torch.tensor([0, 2])
+    torch.testing.assert_close(steps._direction(subset, grad[subset]), expected[subset], rtol=1e-10, atol=1e-12)
+    # the cases above all fall in the last m iterations: 4, 2 and 3 pairs remembered
+    assert [len([p for p in kept[b] if p[0] > 8 - m]) for b in range(n)] == [4, 2, 3]

@@ -7,6 +7,12 @@ stage's shapes, on synthetic tensors (the time of a forward/backward depends on 
 pixel values), and multiplied by the number of calls the stage makes. Prints one row per stage
 and writes ``benchmarks/perf/projection-<profile>.json`` (per-op timings included).
 
+Off CUDA it also counts the kernels each op would launch on a GPU (every model batched as there) and
+gives each stage a launch floor: kernels x ``--launch-us`` of host time, what eager PyTorch cannot go
+under however fast the GPU. A stage's GPU time is at least the larger of that and its FLOP floor; the
+small, many-step stages (fc_depth minima, permutation descents) are bound by launches, not FLOPs.
+``--max-seconds 0`` gives the counts and floors without timing anything.
+
 ``--probe-images`` / ``--probe-models`` time a smaller call and scale it linearly, for machines
 where the stage's own call takes too long to time (the default on CPU). Scaling in models is what
 the chunked evaluators do anyway (chunks run one after another); scaling in images overestimates on
