@@ -4,14 +4,17 @@
 
 A lent machine gives a session one call of at most 10 minutes (device README), so this runs, in order:
 
-1. the speed benchmarks (``python -m benchmarks.perf``) -> ``results.json``;
-2. the projections of ``gpu-short`` and ``paper`` at exact shapes, with the bf16 peak measured in the
-   same run -> ``projection-<profile>.json``;
-3. the ``gpu-short`` compute stages (minima, then paths) of the experiments asked for. An experiment
-   starts only if the projection just measured, times ``--margin``, says both its stages fit in what
-   is left; otherwise it is skipped and ``session.json`` says why.
+1. the speed benchmarks (``python -m benchmarks.perf``, at most ``--benchmarks-max-s``; every row is
+   written as it is measured) -> ``results.json``;
+2. the projections of ``gpu-short`` (at the carried data's sizes) and ``paper`` at exact shapes, with
+   the bf16 peak measured in the same run, each timing ops for at most ``--projection-max-s`` (stages
+   left out are marked untimed) -> ``projection-<profile>.json``;
+3. the ``gpu-short`` compute stages (minima, then paths) of the experiments asked for, in order. An
+   experiment starts only if its projection (this session's, or ``--projection`` from an earlier one),
+   times ``--margin`` plus a fixed overhead, fits in the time really left; otherwise it is skipped and
+   ``session.json`` says why.
 
-Each step runs in its own process group and is killed when the budget runs out. The stage outputs
+Each step runs in its own process group and is killed at its cap or when the budget runs out. The stage outputs
 without checkpoints (``*.pt``) are packed into ``artifacts.tgz``; ``session.json`` records every step
 (command, seconds, exit status, skipped and why) and ``session.log`` the whole output. Everything lands
 in ``--out`` (at most 6 files, as the device tool brings back 8). Bring them home with
