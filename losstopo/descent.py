@@ -138,31 +138,35 @@ class _LBFGSSteps(_Steps):
         self.sy = x.new_zeros(batch, size, size)  # sy[b, i, j] = s_iᵀ y_j of problem b (slot order)
         self.yy = x.new_zeros(batch, size, size)
         self.gamma = x.new_ones(batch)
-        self.next_slot = 0
+        self.next_slot, self.filled = 0, 0  # slots 0..filled-1 hold pairs (the ring wraps once full)
 
     def _direction(self, index: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         """-H·g with H = γI + [S γY] [[R⁻ᵀ(Dg + γYᵀY)R⁻¹, -R⁻ᵀ], [-R⁻¹, 0]] [Sᵀ; γYᵀ] over each
         problem's stored pairs, oldest first (R: the upper triangle of SᵀY, Dg its diagonal). A slot
         without a pair gets R's diagonal 1 and zeros elsewhere, which leaves it out exactly."""
-        size = self.rule.history_size
+        n = self.filled
         # every problem's rows take part (a stopped one with g = 0): no copy of the (B, m, D) history
         everyone = len(index) == len(self.gamma)
         g = grad if everyone else grad.new_zeros(len(self.gamma), grad.shape[1]).index_copy_(0, index, grad)
         gamma = self.gamma[:, None]  # (B, 1)
-        order = (torch.arange(size, device=grad.device) + self.next_slot) % size  # slots, oldest first
-        stored = (self.rho[order] != 0).T.to(grad.dtype)  # (B, m) chronological
+        if n == 0:
+            return -(gamma * g if everyone else (gamma * g)[index])
+        s, y = self.s[:, :n], self.y[:, :n]  # the filled slots: views
+        start = self.next_slot if n == self.rule.history_size else 0
+        order = (torch.arange(n, device=grad.device) + start) % n  # slots, oldest first
+        stored = (self.rho[order] != 0).T.to(grad.dtype)  # (B, n) chronological
         both = stored[:, :, None] * stored[:, None, :]
         sy = self.sy[:, order][:, :, order] * both
         yy = self.yy[:, order][:, :, order] * both
         r = sy.triu() + torch.diag_embed(1 - stored)
-        s_g = (self.s @ g[:, :, None])[:, order] * stored[:, :, None]  # Sᵀg (B, m, 1)
-        y_g = (self.y @ g[:, :, None])[:, order] * stored[:, :, None]
+        s_g = (s @ g[:, :, None])[:, order] * stored[:, :, None]  # Sᵀg (B, n, 1)
+        y_g = (y @ g[:, :, None])[:, order] * stored[:, :, None]
         u = torch.linalg.solve_triangular(r, s_g, upper=True)  # R⁻¹Sᵀg
         inner = sy.diagonal(dim1=1, dim2=2)[:, :, None] * u + gamma[:, :, None] * (yy @ u - y_g)
         top = torch.linalg.solve_triangular(r.transpose(1, 2), inner, upper=False)[:, :, 0]
         coefficients_s, coefficients_y = torch.empty_like(top), torch.empty_like(top)
         coefficients_s[:, order], coefficients_y[:, order] = top, -gamma * u[:, :, 0]  # back to slot order
-        hg = gamma * g + (coefficients_s[:, None, :] @ self.s)[:, 0] + (coefficients_y[:, None, :] @ self.y)[:, 0]
+        hg = gamma * g + (coefficients_s[:, None, :] @ s)[:, 0] + (coefficients_y[:, None, :] @ y)[:, 0]
         return -(hg if everyone else hg[index])
 
     def step(self, objective, index, x, loss, grad):
@@ -191,11 +195,12 @@ class _LBFGSSteps(_Steps):
         self.s[index, k] = torch.where(keep[:, None], s, 0.0)
         self.y[index, k] = torch.where(keep[:, None], y, 0.0)
         self.rho[k, index] = torch.where(keep, 1 / curvature.where(keep, 1.0), 0.0)
-        # slot k's row and column of SᵀY and YᵀY (a problem without a pair there gets zeros)
-        with_y = self.y @ torch.stack([self.s[:, k], self.y[:, k]], 2)  # (B, m, 2): y_jᵀs_k, y_jᵀy_k (one read of Y)
-        self.sy[:, k, :], self.yy[:, k, :] = with_y[..., 0], with_y[..., 1]
-        self.yy[:, :, k] = with_y[..., 1]
-        self.sy[:, :, k] = (self.s @ self.y[:, k, :, None])[..., 0]
+        # slot k's row and column of SᵀY and YᵀY over the filled slots (zeros for a problem without a pair)
+        n = self.filled = min(self.filled + 1, self.rule.history_size)
+        with_y = self.y[:, :n] @ torch.stack([self.s[:, k], self.y[:, k]], 2)  # (B, n, 2): y_jᵀs_k, y_jᵀy_k
+        self.sy[:, k, :n], self.yy[:, k, :n] = with_y[..., 0], with_y[..., 1]
+        self.yy[:, :n, k] = with_y[..., 1]
+        self.sy[:, :n, k] = (self.s[:, :n] @ self.y[:, k, :, None])[..., 0]
         self.gamma[index] = torch.where(keep, curvature / (y * y).sum(1).where(keep, 1.0), self.gamma[index])
         failed = index[~accepted]  # start again from steepest descent, unscaled
         self.rho[:, failed], self.gamma[failed] = 0.0, 1.0

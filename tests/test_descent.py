@@ -127,7 +127,8 @@ def bfgs_inverse_hessian(pairs, gamma, dim):
     return h
 
 
-def test_lbfgs_direction_is_minus_the_bfgs_matrix_of_the_pairs_each_problem_kept():
+@pytest.mark.parametrize("iterations", [3, 9])  # the ring partly filled; wrapped round
+def test_lbfgs_direction_is_minus_the_bfgs_matrix_of_the_pairs_each_problem_kept(iterations):
     """The shared history ring against a dense BFGS matrix per problem: pairs kept in the last m
     iterations only, none after a rejected curvature, all forgotten after a failed line search."""
     from losstopo.descent import _LBFGSSteps
@@ -137,7 +138,7 @@ def test_lbfgs_direction_is_minus_the_bfgs_matrix_of_the_pairs_each_problem_kept
     steps = _LBFGSSteps(torch.zeros(n, dim, dtype=F64), Convergence(history_size=m))
     kept = [[] for _ in range(n)]  # (iteration, s, y) each problem still remembers
     gamma = [1.0] * n
-    for iteration in range(9):
+    for iteration in range(iterations):
         s = torch.randn(n, dim, generator=generator, dtype=F64)
         y = s + 0.4 * torch.randn(n, dim, generator=generator, dtype=F64)
         if iteration == 7:
@@ -152,10 +153,10 @@ def test_lbfgs_direction_is_minus_the_bfgs_matrix_of_the_pairs_each_problem_kept
                 kept[b].append((iteration, s[b], y[b]))
                 gamma[b] = float(s[b] @ y[b] / (y[b] @ y[b]))
     grad = torch.randn(n, dim, generator=generator, dtype=F64)
-    expected = torch.stack([-bfgs_inverse_hessian([(s, y) for i, s, y in kept[b] if i > 8 - m], gamma[b], dim)
-                            @ grad[b] for b in range(n)])
+    window = [[(s, y) for i, s, y in kept[b] if i >= iterations - m] for b in range(n)]
+    expected = torch.stack([-bfgs_inverse_hessian(window[b], gamma[b], dim) @ grad[b] for b in range(n)])
     torch.testing.assert_close(steps._direction(torch.arange(n), grad), expected, rtol=1e-10, atol=1e-12)
     subset = torch.tensor([0, 2])
     torch.testing.assert_close(steps._direction(subset, grad[subset]), expected[subset], rtol=1e-10, atol=1e-12)
-    # the cases above all fall in the last m iterations: 4, 2 and 3 pairs remembered
-    assert [len([p for p in kept[b] if p[0] > 8 - m]) for b in range(n)] == [4, 2, 3]
+    # the cases above all fall in the last m of 9 iterations: 4, 2 and 3 pairs remembered
+    assert [len(w) for w in window] == ([3, 3, 3] if iterations == 3 else [4, 2, 3])
