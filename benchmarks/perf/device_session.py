@@ -189,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
                                                   *(["--scale", args.scale] if args.scale else [])]), log, env,
                      max_s=args.benchmarks_max_s)
         projection = args.projection or out / f"projection-{args.profile}.json"
-        for profile in dict.fromkeys([args.profile, "paper"]):
-            if "projections" not in args.skip:
+        if "projections" not in args.skip:
+            for profile in dict.fromkeys([args.profile, "paper"]):
                 run_step(session, Step(f"projection {profile}", [
                     python, "-m", "benchmarks.perf.projection", "--profile", profile, "--params", str(params),
                     # the stages to plan run on the data carried here; paper scale means the full sets
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                     "--max-seconds", str(args.projection_max_s), "--out", str(out / f"projection-{profile}.json")]),
                          log, env, max_s=args.projection_max_s + 60)  # + imports, the peak and the last op
         projected = projected_seconds(projection) if projection.is_file() else {}
-        chosen = []
+        done = []
         for experiment in args.experiments:  # planned one at a time, with the time really left
             need, left = seconds_needed(projected, experiment, args.margin), session.left() - PACK_RESERVE_S
             why = (f"no projection of its stages in {projection.name}" if need is None
@@ -207,14 +207,14 @@ def main(argv: list[str] | None = None) -> int:
             if why:
                 session.steps.append(Step(f"{experiment} stages", [], status="skipped", why=why))
                 continue
-            chosen.append(experiment)
             for stage in STAGES:
                 step = run_step(session, Step(f"{experiment} {stage}", [
                     python, "-m", "losstopo.cli", "stage", experiment, stage, "--profile", args.profile,
                     "--params", str(params)]), log, env)
                 if step.status != "ok":
                     break
-        done = [e for e in chosen if all(s.status == "ok" for s in session.steps if s.name.startswith(f"{e} "))]
+            else:
+                done.append(experiment)
         packed = pack_artifacts(Path("artifacts"), done, out / "artifacts.tgz") if done else []
     summary = {"profile": args.profile, "budget_s": args.budget_s, "seconds": args.budget_s - session.left(),
                "experiments_done": packed, "steps": [asdict(s) for s in session.steps]}

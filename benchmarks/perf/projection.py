@@ -202,10 +202,9 @@ def time_ops(works: list[Work], device: torch.device, probe: Probe, progress: bo
     return measure_ops(works, lambda op: time_op(op, device, probe), "timing", progress, max_seconds)
 
 
-def count_kernels(works: list[Work], device: torch.device, progress: bool = True,
-                  max_seconds: float | None = None) -> dict[Op, float]:
+def count_kernels(works: list[Work], device: torch.device, progress: bool = True) -> dict[Op, float]:
     """Kernels per call of every distinct op of ``works`` (see :func:`count_op_kernels`)."""
-    return measure_ops(works, lambda op: count_op_kernels(op, device), "kernels", progress, max_seconds)
+    return measure_ops(works, lambda op: count_op_kernels(op, device), "kernels", progress)
 
 
 @functools.cache
