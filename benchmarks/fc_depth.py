@@ -11,63 +11,84 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.stages import ARTIFACTS, Variant, stage_dir
+from benchmarks.stages import ARTIFACTS, Variant, converged_fraction, stage_dir, zero_length_bars
 from losstopo import plots
 from losstopo.config import FCDepthConfig
 from losstopo.io import load_json
 from losstopo.report import Claim, Section
-from losstopo.stats import theil_sen_slope, trend_test, verdict
+from losstopo.evidence import NULL_DRAWS, trend_null_rate, trend_test
+from losstopo.stats import theil_sen_slope
 
 EXPERIMENT = "fc_depth"
 TITLE = "FC depth sweep (barcodes paper, Fig. 2, 3, 13)"
 
 
 def variants(config: FCDepthConfig) -> list[Variant]:
-    return [Variant(f"{dataset}-fc-{depth}-{config.width}", dataset, f"fc-{depth}-{config.width}",
-                    {"depth": depth, "width": config.width})
-            for dataset in config.datasets for depth in config.depths]
+    """One variant per dataset, depth and replicate; replicate r > 0 is an independent set of minima
+    (its own seeds) under the key suffix ``-r<r>``, so that the depth trend has replicated networks."""
+    return [Variant(f"{dataset}-fc-{depth}-{config.width}" + (f"-r{r}" if r else ""), dataset,
+                    f"fc-{depth}-{config.width}", {"depth": depth, "width": config.width, "replicate": r},
+                    replicate=r)
+            for dataset in config.datasets for depth in config.depths for r in range(config.replicates)]
 
 
 def report_section(config: FCDepthConfig, figures: Path, root: Path = ARTIFACTS) -> Section:
     section = Section(TITLE)
+    section.add_text(
+        "Unit of analysis: one **set of minima** (one barcode) per depth and replicate; replicates are "
+        "independent sets of minima (their own seeds). The depth trends are permutation tests that move whole "
+        "sets across depths; the bars of one barcode are never counted as independent samples.")
     minima_root, topology_root = stage_dir(EXPERIMENT, "minima", root), stage_dir(EXPERIMENT, "topology", root)
     for dataset in config.datasets:
         rows = [(v, load_json(topology_root / v.key / "topology.json"),
                  load_json(minima_root / v.key / "minima.json")["summary"])
                 for v in variants(config) if v.dataset == dataset]
         depths = [v.labels["depth"] for v, _, _ in rows]
-        source = rows[0][1]["data_source"]
+        source, profile = rows[0][1]["data_source"], rows[0][1]["profile"]
         section.add_text(f"### {dataset}\n\nData: **{source}**.")
         section.add_table(
-            ["depth", "train loss (mean)", "test acc (mean)", "converged", "TO-score", "TO-score (persistence)",
-             "mean path max", "mean straight-segment max"],
-            [[d, f"{np.mean(m['train_loss']):.4f}", f"{np.mean(m['test_acc']):.4f}",
-              f"{sum(m['converged'])}/{len(m['converged'])}", f"{t['to_score']:.4f}",
-              f"{t['to_score_persistence']:.4f}", f"{np.mean(t['path_max']):.4f}", f"{np.mean(t['straight_max']):.4f}"]
-             for d, (_, t, m) in zip(depths, rows)],
+            ["depth", "replicate", "train loss (mean)", "test acc (mean)", "minima converged", "paths converged",
+             "TO-score", "TO-score (persistence)", "zero-length bars", "mean path max", "mean straight-segment max"],
+            [[d, v.replicate, f"{np.mean(m['train_loss']):.4f}", f"{np.mean(m['test_acc']):.4f}",
+              f"{sum(m['converged'])}/{len(m['converged'])}",
+              "not recorded" if t.get("paths_converged") is None
+              else f"{sum(t['paths_converged'])}/{len(t['paths_converged'])}",
+              f"{t['to_score']:.4f}", f"{t['to_score_persistence']:.4f}",
+              f"{zero_length_bars(t['bars'])}/{len(t['bars']) - 1}", f"{np.mean(t['path_max']):.4f}",
+              f"{np.mean(t['straight_max']):.4f}"]
+             for d, (v, t, m) in zip(depths, rows)],
         )
-        section.add_figure(plots.barcodes({f"{d} layers": t["bars"] for d, (_, t, _) in zip(depths, rows)},
+        first = [(d, t) for d, (v, t, _) in zip(depths, rows) if not v.replicate]
+        section.add_figure(plots.barcodes({f"{d} layers": t["bars"] for d, t in first},
                                           figures / f"fc_depth_barcodes_{dataset}.png",
                                           f"Barcodes of minima, {dataset} (Fig. 2)"), f"Barcodes, {dataset} (Fig. 2)")
         to_scores = [t["to_score"] for _, t, _ in rows]
-        section.add_figure(plots.trend({dataset: (depths, to_scores)}, figures / f"fc_depth_to_score_{dataset}.png",
+        by_replicate = {f"replicate {r}": ([d for d, (v, _, _) in zip(depths, rows) if v.replicate == r],
+                                           [s for s, (v, _, _) in zip(to_scores, rows) if v.replicate == r])
+                        for r in range(config.replicates)}
+        section.add_figure(plots.trend(by_replicate, figures / f"fc_depth_to_score_{dataset}.png",
                                        f"TO-score vs depth, {dataset} (Fig. 3)", "hidden layers", "TO-score"),
-                           f"TO-score vs depth, {dataset} (Fig. 3)")
+                           f"TO-score vs depth, {dataset}, one line per replicate (Fig. 3)")
         section.add_figure(plots.trend({dataset: (depths, [np.mean(t["path_max"]) for _, t, _ in rows])},
                                        figures / f"fc_depth_path_max_{dataset}.png",
                                        f"Path maxima, mean ± std, {dataset} (Fig. 13)", "hidden layers", "max loss on path",
                                        errors={dataset: [np.std(t["path_max"]) for _, t, _ in rows]}),
                            f"Error bars of path maxima, {dataset} (Fig. 13)")
-        to_test = trend_test(depths, to_scores)
-        section.add_claim(Claim(
-            f"TO-score decreases with depth ({dataset})", "Fig. 3: monotone decrease over 2-8 layers",
-            to_test, verdict(to_test), source, rows[0][1]["profile"],
-            note=f"Theil-Sen slope {theil_sen_slope(depths, to_scores):.4g} per layer"))
-        bar_depths = [d for d, (_, t, _) in zip(depths, rows) for _, death in t["bars"] if np.isfinite(death)]
-        heights = [death for _, t, _ in rows for _, death in t["bars"] if np.isfinite(death)]
-        height_test = trend_test(bar_depths, heights)
-        section.add_claim(Claim(
-            f"Barcode heights h_p decrease with depth ({dataset})", "Fig. 2: bars lower for deeper networks",
-            height_test, verdict(height_test), source, rows[0][1]["profile"],
-            note=f"{len(heights)} finite bars; Theil-Sen slope {theil_sen_slope(bar_depths, heights):.4g} per layer"))
+        converged, convergence_words = converged_fraction([m for _, _, m in rows], [t for _, t, _ in rows])
+        null = trend_null_rate(depths)
+        null_words = (f"per-set values i.i.d. (exchangeable over depths) at this design ({len(depths)} sets, "
+                      f"{config.replicates} per depth), {NULL_DRAWS} draws")
+        heights = [float(np.mean([death for _, death in t["bars"] if np.isfinite(death)])) for _, t, _ in rows]
+        lengths = [float(np.mean([death - birth for birth, death in t["bars"] if np.isfinite(death)]))
+                   for _, t, _ in rows]
+        for name, evidence_words, values in (
+                (f"TO-score decreases with depth ({dataset})", "Fig. 3: monotone decrease over 2-8 layers", to_scores),
+                (f"Saddle heights h_p (mean per set of minima) decrease with depth ({dataset})",
+                 "Fig. 2: bars lower for deeper networks", heights),
+                (f"Barriers h_p - L(p) (mean bar length per set of minima) decrease with depth ({dataset})",
+                 "Fig. 2, 3: shorter bars for deeper networks", lengths)):
+            result = trend_test(depths, values, "decreasing")
+            section.add_claim(Claim(
+                name, evidence_words, result, source, profile, "set of minima", converged, null, null_words,
+                note=f"{convergence_words}; Theil-Sen slope {theil_sen_slope(depths, values):.4g} per layer."))
     return section

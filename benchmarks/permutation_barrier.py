@@ -42,8 +42,9 @@ from losstopo.permutation import (Convergence, MLPParams, PermutationPath, Quadr
                                   incoming_cosine_similarity, incoming_vectors, merge_candidates, permutation_paths,
                                   quadratic_loss)
 from losstopo.report import Claim, Section
-from losstopo.stats import (below_threshold_test, binomial_test, bootstrap_ci, theil_sen_slope, trend_test,
-                            verdict)
+from losstopo.evidence import (NULL_DRAWS, below_threshold_null_rate, below_threshold_test, binomial_null_rate,
+                               binomial_test, trend_null_rate, trend_test)
+from losstopo.stats import bootstrap_ci, theil_sen_slope
 
 EXPERIMENT = "permutation_barrier"
 TITLE = "Permutation barrier (weight-space symmetry paper, Fig. 2, 3)"
@@ -510,33 +511,40 @@ def _toy_panels(paths: list[dict]) -> list[dict]:
 
 
 def _claims(summary: dict) -> list[Claim]:
+    """Unit: one teacher (its own training run and its own permutation path), 24 at the paper's design."""
     paths, source, profile = summary["mnist"]["paths"], summary["data_source"], summary["profile"]
     widths = [p["H"] for p in paths]
     barriers = [p["barrier"] for p in paths]
     per_h = summary["mnist"]["per_H"]
+    n_paths = summary["mnist"]["n_paths"]
     barrier_test = trend_test(widths, barriers, "decreasing")
-    monotone_test = binomial_test(summary["mnist"]["n_monotone"], summary["mnist"]["n_paths"])
+    monotone_test = binomial_test(summary["mnist"]["n_monotone"], n_paths)
     drops_pp = [100 * p["accuracy_drop"] for p in paths]
-    drop_test = below_threshold_test(drops_pp, summary["accuracy_drop_threshold_pp"])
+    threshold = summary["accuracy_drop_threshold_pp"]
+    drop_test = below_threshold_test(drops_pp, threshold)
     low, high = summary["mnist"]["accuracy_drop_ci_pp"]
-    converged = np.mean([p["converged_fraction"] for p in paths])
+    converged = float(np.mean([p["converged_fraction"] for p in paths]))
+    steps = f"{converged:.0%} of the descent steps met the convergence rule"
     return [
         Claim("Barrier (max loss on the path) decreases with H", "§5, Fig. 3A: barrier height decreased with H",
-              barrier_test, verdict(barrier_test), source, profile,
-              note=f"{len(paths)} paths; mean barrier per H: "
+              barrier_test, source, profile, "teacher", converged, trend_null_rate(widths),
+              f"barriers i.i.d. over teachers (exchangeable across H) at this design, {NULL_DRAWS} draws",
+              note=f"{steps}; {len(paths)} paths; mean barrier per H: "
                    + ", ".join(f"{h}: {v['barrier_mean']:.3g}" for h, v in per_h.items())
-                   + f"; Theil-Sen slope {theil_sen_slope(widths, barriers):.3g} per neuron"),
+                   + f"; Theil-Sen slope {theil_sen_slope(widths, barriers):.3g} per neuron."),
         Claim("In most cases the loss rises monotonically up to the permutation point",
               "§5, Fig. 3A: 'in most cases the loss increased monotonically until the permutation point'",
-              monotone_test, verdict(monotone_test), source, profile,
-              note=f"{summary['mnist']['n_monotone']}/{summary['mnist']['n_paths']} paths; monotone = no step down by "
-                   f"more than {summary['monotone_tolerance']:g} x the path's barrier; "
-                   f"{converged:.0%} of descent steps met the convergence rule"),
+              monotone_test, source, profile, "teacher", converged, binomial_null_rate(n_paths),
+              f"each path monotone with probability 1/2, independently, {NULL_DRAWS} draws",
+              note=f"{steps}; {summary['mnist']['n_monotone']}/{n_paths} paths; monotone = no step down by "
+                   f"more than {summary['monotone_tolerance']:g} x the path's barrier."),
         Claim("Training accuracy drops only marginally at the permutation point",
-              "§5, Fig. 3B: accuracy 'decreases only marginally'", drop_test, verdict(drop_test), source, profile,
-              note=f"drop in percentage points, threshold {summary['accuracy_drop_threshold_pp']:g} pp (our reading of "
+              "§5, Fig. 3B: accuracy 'decreases only marginally'", drop_test, source, profile, "teacher",
+              converged, below_threshold_null_rate(len(drops_pp), threshold),
+              f"drops symmetric about the {threshold:g} pp threshold (normal), {NULL_DRAWS} draws",
+              note=f"{steps}; drop in percentage points, threshold {threshold:g} pp (our reading of "
                    f"'marginal'); mean {summary['mnist']['accuracy_drop_mean_pp']:.3f} pp (95% bootstrap CI "
-                   f"{low:.3f} to {high:.3f}), max {summary['mnist']['accuracy_drop_max_pp']:.3f} pp"),
+                   f"{low:.3f} to {high:.3f}), max {summary['mnist']['accuracy_drop_max_pp']:.3f} pp."),
     ]
 
 

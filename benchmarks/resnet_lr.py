@@ -26,14 +26,15 @@ import torch
 from benchmarks.cnn_channels import accuracy_note, training_note
 from benchmarks.stages import (ARTIFACTS, DataRequest, MinimaTask, PathsTask, Variant, _prune, compute_stage,
                                job_dataset, optimize_variant_paths, path_max_matrix, path_schedule,
-                               save_minima_metrics, stage_dir, train_variants)
+                               converged_fraction, save_minima_metrics, stage_dir, train_variants,
+                               zero_length_bars)
 from losstopo import plots, tracking
 from losstopo.config import DataConfig, LRTypeRuns, Params, ResNetLRConfig, as_dict
 from losstopo.errors import DataError
 from losstopo.io import load_json, save_json
 from losstopo.models import build_model, parameter_count
 from losstopo.report import Claim, Section
-from losstopo.stats import group_test, rank_correlation_test, verdict
+from losstopo.evidence import NULL_DRAWS, group_null_rate, group_test, trend_null_rate, trend_test
 from losstopo.topology import barcode_of_minima, segment_lengths, to_score
 
 EXPERIMENT = "resnet_lr"
@@ -158,7 +159,8 @@ def _paths_record(config: ResNetLRConfig, task: PathsTask, summaries: list[dict]
         "minima_losses": result["minima_losses"], "pairs": pairs,
         "pair_kinds": [pair_kind(types[i], types[j]) for i, j in pairs],
         **{key: result[key] for key in ("max_loss", "argmax_position", "n_points", "endpoint_error", "positions",
-                                        "dense_losses", "history")},
+                                        "dense_losses", "history", "relative_change", "orthogonal_grad_norm")},
+        "converged": [bool(c <= task.config.converge_tol) for c in result["relative_change"]],
     }
 
 
@@ -207,6 +209,7 @@ def run_topology(config: ResNetLRConfig, params: Params, root: Path = ARTIFACTS)
                 "test_error": [1 - a for a in record["minima_test_acc"]], "train_loss": record["minima_train_loss"],
                 "path_max": record["max_loss"], "pair_kinds": record["pair_kinds"], "n_points": record["n_points"],
                 "n_path_samples": record["n_path_samples"], "profile": params.profile,
+                "paths_converged": record.get("converged"),
             }
             out = out_root / name / "topology.json"
             save_json(result, out)
@@ -333,38 +336,55 @@ def _pair_rows(topo: dict) -> list[list]:
     return rows
 
 
+PREMISE_MAX_LOSS = 0.05  # "near-zero" training loss of both types (our reading of Tables 1, 2)
+PREMISE_MAX_GAP = 0.02  # "near-equal": the two types' mean training losses differ by at most this
+
+
 def claims(dataset: str, topo: dict, summaries: dict[str, dict], source: str, profile: str,
            test_note: str) -> list[Claim]:
+    """Unit: one minimum (an independent training run). Tests permute the type labels over the minima;
+    the saddle tests read the one joint barcode, which is valid under that null (label exchangeability)."""
     paper = PAPER_TABLES.get(dataset)
     table = PAPER_TABLE_NAMES.get(dataset, "the paper's table")
     acc = {kind: summaries[kind]["test_acc"] for kind in TYPES}
     loss = {kind: summaries[kind]["train_loss"] for kind in TYPES}
-    generalisation = group_test(acc["type2"], acc["type1"], ("type 2", "type 1"))
+    means = {kind: float(np.mean(loss[kind])) for kind in TYPES}
+    premise_ok = max(means.values()) <= PREMISE_MAX_LOSS and abs(means["type1"] - means["type2"]) <= PREMISE_MAX_GAP
+    premise = (f"near-zero, near-equal training loss of both types (both means <= {PREMISE_MAX_LOSS:g}, gap <= "
+               f"{PREMISE_MAX_GAP:g}; measured {means['type1']:.4g} vs {means['type2']:.4g})")
+    converged, words = converged_fraction([summaries[kind] for kind in TYPES], [topo])
+    n1, n2 = len(acc["type1"]), len(acc["type2"])
+    null_rate = group_null_rate(n2, n1)
+    null_words = f"{n1} + {n2} i.i.d. minima (type labels exchangeable), {NULL_DRAWS} draws"
     paper_words = (f"{table}: test acc {paper['type1']['test_acc'][0]}% vs {paper['type2']['test_acc'][0]}% at train loss "
                    f"{paper['type1']['train_loss'][0]} vs {paper['type2']['train_loss'][0]}") if paper else table
     out = [Claim(
         f"Type-1 minima (constant small LR) generalise worse than type-2 (annealed) at near-equal training loss ({dataset})",
-        paper_words, generalisation, verdict(generalisation), source, profile,
-        note=(f"test acc {100 * np.mean(acc['type1']):.2f}% vs {100 * np.mean(acc['type2']):.2f}%; train loss "
-              f"{np.mean(loss['type1']):.4g} vs {np.mean(loss['type2']):.4g} (difference "
-              f"{np.mean(loss['type1']) - np.mean(loss['type2']):+.4g}); {test_note}"))]
-    types, heights = topo["types"], topo["heights"]
-    global_min = [k for k, h in enumerate(heights) if not np.isfinite(h)]
-    saddles = group_test([h for h, t in zip(heights, types) if t == 1 and np.isfinite(h)],
-                         [h for h, t in zip(heights, types) if t == 2 and np.isfinite(h)], ("type 1", "type 2"))
-    out.append(Claim(
-        f"Saddle heights h_p of type-1 minima are higher than those of type-2 ({dataset})",
-        "section 3.2, Fig. 5: loss at the saddles of type-1 minima always higher", saddles, verdict(saddles),
-        source, profile,
-        note=(f"joint barcode ({topo['method']}) of {len(heights)} minima, {len(topo['path_max'])} paths; global minimum "
-              f"(type {types[global_min[0]] if global_min else '?'}, infinite bar) excluded")))
+        paper_words, group_test(acc["type2"], acc["type1"], ("type 2", "type 1")), source, profile, "minimum",
+        converged, null_rate, null_words, premise, premise_ok,
+        note=(f"{words}; test acc {100 * np.mean(acc['type1']):.2f}% vs {100 * np.mean(acc['type2']):.2f}%; "
+              f"{test_note}"))]
+    types = topo["types"]
     lengths = np.asarray(topo["segment_lengths"], float)
+    global_min = [k for k, h in enumerate(topo["heights"]) if not np.isfinite(h)]
+    out.append(Claim(
+        f"Barriers h_p - L(p) of type-1 minima are higher than those of type-2 ({dataset})",
+        "section 3.2, Fig. 5: loss at the saddles of type-1 minima always higher",
+        group_test([h for h, t in zip(lengths, types) if t == 1], [h for h, t in zip(lengths, types) if t == 2],
+                   ("type 1", "type 2")), source, profile, "minimum", converged,
+        group_null_rate(sum(t == 1 for t in types) - (types[global_min[0]] == 1 if global_min else 0),
+                        sum(t == 2 for t in types) - (types[global_min[0]] == 2 if global_min else 0)),
+        null_words, premise, premise_ok,
+        note=(f"{words}; joint barcode ({topo['method']}) of {len(lengths)} minima, {len(topo['path_max'])} paths; "
+              f"global minimum (type {types[global_min[0]] if global_min else '?'}, infinite bar) excluded; "
+              f"zero-length bars: {zero_length_bars(topo['bars'])}.")))
     errors = np.asarray(topo["test_error"], float)
     finite = np.isfinite(lengths)
-    correlation = rank_correlation_test(lengths[finite], errors[finite], "greater")
     out.append(Claim(
         f"Segment length h_p - L(p) correlates with test error across all minima ({dataset})",
         "section 3: segment height is correlated with the generalisation error (Fig. 5 with Tables 1, 2)",
-        correlation, verdict(correlation), source, profile,
-        note=f"{int(finite.sum())} finite segments; {test_note}"))
+        trend_test(lengths[finite], errors[finite], "increasing"), source, profile, "minimum", converged,
+        trend_null_rate(lengths[finite], "increasing"),
+        f"test errors i.i.d. over the {int(finite.sum())} minima with a finite segment, {NULL_DRAWS} draws",
+        note=f"{words}; {int(finite.sum())} finite segments; {test_note}"))
     return out

@@ -26,7 +26,8 @@ from losstopo.data import Dataset, check_available, load_dataset, resolve_root
 from losstopo.executor import Executor, Job, JobCache, job_address, make_executor
 from losstopo.io import load_json, save_json, save_torch
 from losstopo.models import build_model, parameter_count
-from losstopo.paths import Refinement, evaluate_in_chunks, evaluate_paths, optimize_paths, straight_path
+from losstopo.paths import (CONVERGENCE_WINDOW, Refinement, convergence_checkpoint, evaluate_in_chunks,
+                            evaluate_paths, optimize_paths, straight_path)
 from losstopo.schedules import piecewise_linear_lr
 from losstopo.stacked import DatasetLoss, StackedModel
 from losstopo.topology import barcode_of_minima, segment_lengths, to_score
@@ -41,6 +42,15 @@ class Variant:
     dataset: str
     model: str
     labels: dict = field(default_factory=dict, hash=False, compare=False)  # e.g. {"depth": 4}
+    replicate: int = 0  # independent set of minima: seeds offset by REPLICATE_SEED_STRIDE * replicate
+
+
+REPLICATE_SEED_STRIDE = 1000  # seeds seed + k (k < n_minima) of different replicates never overlap
+
+
+def replicate_config(config: MinimaConfig, variant: Variant) -> MinimaConfig:
+    return dataclasses.replace(config, seed=config.seed + REPLICATE_SEED_STRIDE * variant.replicate) \
+        if variant.replicate else config
 
 
 def resolve_device(name: str) -> torch.device:
@@ -237,8 +247,9 @@ def run_minima(experiment: str, variants: list[Variant], config, params: Params,
     cfg = config.minima
     with compute_stage(params, experiment, "minima", [v.dataset for v in variants],
                        {"data": as_dict(params.data), "minima": as_dict(cfg)}, root) as (data, executor, cache):
-        tasks = [MinimaTask(v, DataRequest(v.dataset, cfg.train_subset, cfg.test_subset, cfg.seed), cfg,
-                            out_root / v.key) for v in variants]
+        # Replicates differ in their seeds only; every variant trains on the same data subset.
+        tasks = [MinimaTask(v, DataRequest(v.dataset, cfg.train_subset, cfg.test_subset, cfg.seed),
+                            replicate_config(cfg, v), out_root / v.key) for v in variants]
         summary = train_variants(tasks, params, data, executor, cache, f"{experiment} minima")
         save_minima_metrics(summary, stage_dir(experiment, "minima_metrics.json", root))
 
@@ -283,7 +294,8 @@ def paths_job(shared: dict[str, torch.Tensor], job: PathsJob) -> dict:
     results = optimize_paths(
         loss_fn, starts, ends, n_points=cfg.n_points, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
         clip_norm=cfg.clip_norm, alphas=cfg.alphas, max_models=cfg.max_models, seed=job.seed,
-        progress=job.progress, description=job.description, **schedule)
+        progress=job.progress, description=job.description,
+        checkpoints=[convergence_checkpoint(schedule["steps"])], **schedule)
     straight = evaluate_paths(loss_fn, list(straight_path(starts, ends, cfg.n_points)), cfg.alphas, cfg.max_models)
     ends_used = sorted({k for pair in job.pairs for k in pair})
     end_losses = evaluate_in_chunks(loss_fn, thetas[ends_used], cfg.max_models).tolist()
@@ -291,6 +303,8 @@ def paths_job(shared: dict[str, torch.Tensor], job: PathsJob) -> dict:
         "max_loss": [r.max_loss for r in results], "argmax_position": [r.argmax_position for r in results],
         "n_points": [len(r.points) for r in results], "positions": [r.positions for r in results],
         "dense_losses": [r.dense_losses for r in results], "history": [r.history for r in results],
+        "relative_change": [r.relative_change() for r in results],
+        "orthogonal_grad_norm": [r.orthogonal_grad_norm for r in results],
         "endpoint_error": [max(float((r.points[0] - thetas[i]).abs().max()),
                                float((r.points[-1] - thetas[j]).abs().max())) for (i, j), r in zip(job.pairs, results)],
         "straight_max_loss": [r.max_loss for r in straight],
@@ -376,7 +390,10 @@ def run_paths(experiment: str, variants: list[Variant], config, params: Params, 
                 "data_kind": dataset.source_kind, "n_path_samples": len(dataset.y_train),
                 "minima_losses": result["minima_losses"], "pairs": pairs,
                 **{key: result[key] for key in ("max_loss", "straight_max_loss", "n_points", "positions",
-                                                "dense_losses", "history")},
+                                                "dense_losses", "history", "relative_change",
+                                                "orthogonal_grad_norm")},
+                "convergence_rule": f"|max(T) - max({1 - CONVERGENCE_WINDOW:g} T)| / max(T) <= {cfg.converge_tol:g}",
+                "converged": [bool(c <= cfg.converge_tol) for c in result["relative_change"]],
             }
             save_json(record, out_root / variant.key / "paths.json")
             with tracking.variant_run(variant.key, data_source=dataset.source):
@@ -384,7 +401,8 @@ def run_paths(experiment: str, variants: list[Variant], config, params: Params, 
                                      | {f"path_{i}_{j}_straight_max": s
                                         for (i, j), s in zip(pairs, record["straight_max_loss"])})
             metrics[variant.key] = {"mean_path_max": float(np.mean(record["max_loss"])),
-                                    "mean_straight_max": float(np.mean(record["straight_max_loss"]))}
+                                    "mean_straight_max": float(np.mean(record["straight_max_loss"])),
+                                    "converged_fraction": float(np.mean(record["converged"]))}
         save_json(metrics, stage_dir(experiment, "paths_metrics.json", root))
 
 
@@ -430,6 +448,8 @@ def run_topology(experiment: str, variants: list[Variant], config, params: Param
                 "to_score": to_score(chosen), "to_score_persistence": to_score(bars["persistence"]),
                 "segment_lengths": segment_lengths(chosen), "path_max": record["max_loss"],
                 "straight_max": record["straight_max_loss"], "profile": params.profile,
+                "paths_converged": record.get("converged"), "paths_relative_change": record.get("relative_change"),
+                "orthogonal_grad_norm": record.get("orthogonal_grad_norm"),
             }
             out = out_root / variant.key / "topology.json"
             save_json(result, out)
@@ -440,3 +460,25 @@ def run_topology(experiment: str, variants: list[Variant], config, params: Param
                 tracking.log_artifact(out)
             metrics[variant.key] = {"to_score": result["to_score"]}
         save_json(metrics, stage_dir(experiment, "topology_metrics.json", root))
+
+
+# --- what the reports need of every stage ----------------------------------------------------------
+
+def converged_fraction(minima: list[dict], topologies: list[dict]) -> tuple[float, str]:
+    """The smaller of the fractions of minima (patience rule) and of paths (their rule) that converged;
+    NaN when the paths' convergence was not recorded."""
+    minima_flags = [flag for m in minima for flag in m["converged"]]
+    path_flags = [flag for t in topologies for flag in (t.get("paths_converged") or [float("nan")])]
+    fm, fp = float(np.mean(minima_flags)), float(np.mean(path_flags))
+    return min(fm, fp), f"minima {sum(minima_flags)}/{len(minima_flags)} converged, paths {fp:.0%}"
+
+
+def zero_length_bars(bars) -> int:
+    """Finite bars with h_p = L(p): no path to a lower minimum rose above the minimum itself."""
+    return sum(1 for birth, death in bars if np.isfinite(death) and death - birth <= 1e-12)
+
+
+def mean_bar_length(bars) -> float:
+    """Mean h_p - L(p) over the finite bars (NaN when there is none)."""
+    lengths = [death - birth for birth, death in bars if np.isfinite(death)]
+    return float(np.mean(lengths)) if lengths else float("nan")

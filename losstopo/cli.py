@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from losstopo.config import EXECUTORS, as_dict, load_params, set_profile
+from losstopo.config import EXECUTORS, ExperimentNotInProfile, as_dict, load_params, set_profile
 from losstopo.errors import LosstopoError
 
 STAGES = ("minima", "paths", "topology")
@@ -36,12 +36,29 @@ def experiment_module(name: str):
     return importlib.import_module(f"benchmarks.{name}")
 
 
+def mark_not_run(experiment: str, stage: str, profile: str, root: Path = Path("artifacts")) -> None:
+    """A stage of an experiment that the profile leaves out: its DVC outputs say so, and hold nothing else
+    that the report could read as a result."""
+    from losstopo.io import save_json
+
+    reason = {"experiment": experiment, "stage": stage, "profile": profile,
+              "not_run": f"experiment {experiment!r} is not in profile {profile!r}'s experiments list"}
+    save_json(reason, root / experiment / stage / "NOT_RUN.json")
+    save_json({}, root / experiment / f"{stage}_metrics.json")
+    print(f"losstopo: {experiment} {stage}: not run at profile {profile!r} (marked NOT_RUN)", file=sys.stderr)
+
+
 def run_stage(experiment: str, stage: str, params_path: str, profile: str | None) -> None:
     from benchmarks import stages
 
     params = load_params(params_path, profile)
     module = experiment_module(experiment)
-    config = params.experiment(experiment)
+    try:
+        config = params.experiment(experiment)
+    except ExperimentNotInProfile:
+        mark_not_run(experiment, stage, params.profile)
+        return
+    (Path("artifacts") / experiment / stage / "NOT_RUN.json").unlink(missing_ok=True)
     own = getattr(module, f"run_{stage}", None)  # an experiment may define its own stage
     if own is not None:
         own(config, params)
@@ -50,11 +67,13 @@ def run_stage(experiment: str, stage: str, params_path: str, profile: str | None
     runner(experiment, module.variants(config), config, params)
 
 
-def run_report(params_path: str, profile: str | None, out_dir: str = "reports",
+def run_report(params_path: str, profile: str | None, out_dir: str | None = None,
                experiments: list[str] | None = None) -> Path:
+    """The report of the active profile, in ``reports/<profile>/`` unless ``out_dir`` says otherwise."""
     from benchmarks.report import build_report
 
-    return build_report(load_params(params_path, profile), Path(out_dir), experiments)
+    params = load_params(params_path, profile)
+    return build_report(params, Path(out_dir or f"reports/{params.profile}"), experiments)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     stage.add_argument("experiment")
     stage.add_argument("stage", choices=STAGES)
     report = sub.add_parser("report", help="generate reports/ from the artifacts")
-    report.add_argument("--out", default="reports")
+    report.add_argument("--out", default=None, help="output folder (default: reports/<profile>)")
     report.add_argument("--experiments", nargs="+", default=None,
                         help="report only these (a partial run, e.g. a GPU session's); default: all")
     config = sub.add_parser("config", help="print the resolved parameters")

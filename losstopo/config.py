@@ -21,6 +21,10 @@ import yaml
 from losstopo.errors import ConfigError
 
 
+class ExperimentNotInProfile(ConfigError):
+    """The active profile's ``experiments`` list leaves this experiment out."""
+
+
 @dataclass(frozen=True)
 class DataConfig:
     root: str | None = None  # offline copies (<root>/offline/*.npz); None: torchvision download
@@ -78,7 +82,8 @@ class MinimaConfig:
     channels_last: bool = False  # NHWC convolutions on CUDA, one model after another (big conv nets)
 
     def validate(self, where: str) -> None:
-        _require(self.n_minima >= 2, where, "n_minima", "must be >= 2 (a barcode needs two minima)")
+        _require(2 <= self.n_minima <= 1000, where, "n_minima",
+                 "must be between 2 (a barcode needs two minima) and 1000 (replicates' seeds are 1000 apart)")
         _require(0 < self.lr_base <= self.lr_max, where, "lr_base", "must satisfy 0 < lr_base <= lr_max")
         _require(self.max_epochs >= 1 and (self.patience is None or self.patience >= 1), where, "max_epochs",
                  "max_epochs and patience must be >= 1")
@@ -110,9 +115,11 @@ class PathConfig:
     refine_threshold: float = 1.2  # T of Algorithm 4
     pairs_per_job: int | None = None  # pairs per job (the unit an executor schedules); None: one job per variant
     mixed_precision: bool = False  # bf16 autocast for the path steps on CUDA; reported losses stay fp32
+    converge_tol: float = 0.01  # converged: the last 20% of steps moved the path maximum by <= this (relative)
 
     def validate(self, where: str) -> None:
         _require(self.n_points >= 3, where, "n_points", "must be >= 3")
+        _require(self.converge_tol > 0, where, "converge_tol", "must be > 0")
         _require(self.lr > 0 and self.steps >= 0, where, "lr", "lr must be > 0 and steps >= 0")
         _require(self.schedule in ("constant", "piecewise"), where, "schedule", "must be 'constant' or 'piecewise'")
         _require(self.refine_criterion in ("distance", "loss"), where, "refine_criterion",
@@ -143,9 +150,11 @@ class FCDepthConfig(BarcodeStudyConfig):
     datasets: list[str] = field(default_factory=lambda: ["mnist", "fashion_mnist"])
     depths: list[int] = field(default_factory=lambda: [2, 3, 4, 6, 8])
     width: int = 32
+    replicates: int = 1  # independent sets of minima per depth (seeds offset by REPLICATE_SEED_STRIDE)
 
     def validate(self, where: str) -> None:
         _require(len(self.depths) >= 2, where, "depths", "a depth trend needs at least two depths")
+        _require(self.replicates >= 1, where, "replicates", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -297,6 +306,8 @@ class Params:
 
     def experiment(self, name: str):
         if name not in self.experiments:
+            if name in EXPERIMENTS:
+                raise ExperimentNotInProfile(f"experiment {name!r} is not run at profile {self.profile!r}")
             raise ConfigError(f"params: no section for experiment {name!r}; known: {', '.join(sorted(EXPERIMENTS))}")
         return self.experiments[name]
 
@@ -378,6 +389,12 @@ def resolve(raw: dict, profile: str | None = None) -> Params:
     if active != "paper" and active not in profiles:
         raise ConfigError(f"params: unknown profile {active!r}; allowed: paper, {', '.join(sorted(profiles))}")
     merged = deep_merge({k: v for k, v in raw.items() if k not in ("profiles", "profile")}, profiles.get(active, {}))
+    chosen = merged.pop("experiments", None)  # a profile may run only some experiments
+    if chosen is not None:
+        if not isinstance(chosen, list) or not chosen or not set(chosen) <= set(EXPERIMENTS):
+            raise ConfigError(f"params: profiles.{active}.experiments must be a non-empty list of "
+                              f"{', '.join(sorted(EXPERIMENTS))}; got {chosen!r}")
+        merged = {k: v for k, v in merged.items() if k not in EXPERIMENTS or k in chosen}
     unknown = sorted(set(merged) - {"data", "runtime", "executor", "ray", *EXPERIMENTS})
     if unknown:
         raise ConfigError(f"params: unknown section {unknown[0]!r}; allowed: data, runtime, executor, ray, "

@@ -17,6 +17,11 @@ from tqdm.auto import tqdm
 
 LossFn = Callable[[torch.Tensor], torch.Tensor]
 PAPER_ALPHAS = (0.2, 0.4, 0.6, 0.8)  # section 3.2: evaluation between optimised points
+CONVERGENCE_WINDOW = 0.2  # a path has converged when its last 20% of steps move its maximum by < tol
+
+
+def convergence_checkpoint(steps: int, window: float = CONVERGENCE_WINDOW) -> int:
+    return int(round(steps * (1 - window)))
 
 
 @dataclass
@@ -26,10 +31,21 @@ class PathResult:
     positions: np.ndarray  # (m,) position along the polyline in point-index units (0 .. n-1)
     dense_losses: np.ndarray  # (m,) loss at each position
     history: list[float] = field(default_factory=list)  # max interior loss per recorded step
+    max_at_steps: dict[int, float] = field(default_factory=dict)  # dense maximum after so many steps
+    orthogonal_grad_norm: float = float("nan")  # |orthogonal gradient| at the highest interior point
 
     @property
     def argmax_position(self) -> float:
         return float(self.positions[int(np.argmax(self.dense_losses))])
+
+    def relative_change(self, window: float = CONVERGENCE_WINDOW) -> float:
+        """|max(T) - max((1 - window) T)| / |max(T)|: how much the last ``window`` of the steps still
+        moved the path maximum (NaN when that step was not checkpointed)."""
+        steps = max(self.max_at_steps, default=0)
+        earlier = self.max_at_steps.get(convergence_checkpoint(steps, window))
+        if not steps or earlier is None:
+            return float("nan")
+        return abs(self.max_loss - earlier) / max(abs(self.max_loss), 1e-12)
 
 
 def straight_path(theta_a: torch.Tensor, theta_b: torch.Tensor, n_points: int) -> torch.Tensor:
@@ -187,6 +203,7 @@ def optimize_paths(
     seed: int = 0,
     progress: bool = False,
     description: str = "paths",
+    checkpoints: Sequence[int] = (),
 ) -> list[PathResult]:
     """Algorithm 3 for P paths at once: theta_a, theta_b (P, d) -> P optimised polylines.
 
@@ -200,6 +217,11 @@ def optimize_paths(
     off (our addition, not in the paper; ``None`` disables it). ``refinement`` applies Algorithm 4
     every ``refinement.every`` steps (see :func:`insert_points`).
     The end points never move. Each path starts as the straight segment.
+
+    ``checkpoints``: step counts after which every path's maximum is evaluated densely on ``loss_fn``
+    (``PathResult.max_at_steps``; the final count is always included). With a constant ``lr`` the paths
+    after k steps are exactly those of a k-step run, so one run measures several budgets; the
+    checkpoint at 80% of ``steps`` gives the convergence rule of :meth:`PathResult.relative_change`.
     """
     if n_points < 3:
         raise ValueError(f"a path needs at least 3 points (one movable), got n_points={n_points}")
@@ -211,7 +233,12 @@ def optimize_paths(
     generator = torch.Generator().manual_seed(seed)
     minibatch = getattr(loss_fn, "minibatch", None)
     histories: list[list[float]] = [[] for _ in range(n_paths)]
+    wanted = {int(c) for c in checkpoints if 0 < c < steps}
+    at_steps: list[dict[int, float]] = [{} for _ in range(n_paths)]
     for step in tqdm(range(steps), desc=description, disable=not progress, leave=False):
+        if step in wanted:
+            for p, result in enumerate(evaluate_paths(loss_fn, flat.paths(), alphas, max_models)):
+                at_steps[p][step] = result.max_loss
         if refinement is not None and step > 0 and step % refinement.every == 0:
             flat, velocity = _refine(flat, velocity, refinement, loss_fn, max_models)
         step_loss = minibatch(generator) if minibatch is not None else loss_fn
@@ -229,7 +256,28 @@ def optimize_paths(
         if step % record_every == 0 or step == steps - 1:
             for p, values in enumerate(torch.split(losses, flat.interior_counts)):
                 histories[p].append(float(values.max()))
-    return evaluate_paths(loss_fn, flat.paths(), alphas, max_models, histories)
+    results = evaluate_paths(loss_fn, flat.paths(), alphas, max_models, histories)
+    norms = orthogonal_grad_at_highest(loss_fn, flat, weight_decay, max_models)
+    for result, at, norm in zip(results, at_steps, norms):
+        result.max_at_steps = {**at, steps: result.max_loss}
+        result.orthogonal_grad_norm = norm
+    return results
+
+
+def orthogonal_grad_at_highest(loss_fn: LossFn, flat: "_FlatPaths", weight_decay: float,
+                               max_models: int) -> list[float]:
+    """Per path, the norm of Algorithm 3's orthogonal gradient (on the full ``loss_fn``) at its highest
+    interior point: near zero where the path has settled on the saddle (barcodes paper, Fig. 12)."""
+    idx = flat.interior
+    if len(idx) == 0:
+        return [float("nan")] * len(flat.sizes)
+    centre = flat.points[idx]
+    losses, grads = losses_and_grads(loss_fn, centre, max_models)
+    if weight_decay:
+        grads = grads + weight_decay * centre
+    norms = orthogonal_step(flat.points[idx - 1], centre, flat.points[idx + 1], grads).norm(dim=-1)
+    return [float(n[int(torch.argmax(v))]) for v, n in zip(torch.split(losses, flat.interior_counts),
+                                                           torch.split(norms, flat.interior_counts))]
 
 
 def optimize_path(loss_fn: LossFn, theta_a: torch.Tensor, theta_b: torch.Tensor, **options) -> PathResult:
@@ -237,20 +285,82 @@ def optimize_path(loss_fn: LossFn, theta_a: torch.Tensor, theta_b: torch.Tensor,
     return optimize_paths(loss_fn, theta_a.reshape(1, -1), theta_b.reshape(1, -1), **options)[0]
 
 
+MAX_TOLERANCE = 1e-4  # a path maximum is refined until it moves by < this fraction of its loss range
+MAX_REFINEMENTS = 40  # bracket halvings at most (the bracket shrinks by 2**-40 of a segment)
+
+
+def adaptive_positions(points: torch.Tensor, alphas: Sequence[float]) -> np.ndarray:
+    """Every point plus probes between them, each segment probed at least as densely (in parameter
+    distance) as ``alphas`` probe a segment of an evenly spaced path of the same length: Algorithm 3
+    leaves segments uneven, and fixed alphas on a long segment miss its peak (section 3.2)."""
+    n = len(points)
+    lengths = (points[1:] - points[:-1]).norm(dim=-1).cpu().numpy()
+    spacing = lengths.sum() / ((n - 1) * (len(alphas) + 1)) if lengths.sum() > 0 else 1.0
+    inner = [[i + a for a in alphas] for i in range(n - 1)]
+    for i, length in enumerate(lengths):
+        m = int(np.ceil(length / spacing - 1e-9)) if spacing > 0 else 0
+        if m > len(alphas) + 1:
+            inner[i] += [i + k / m for k in range(1, m)]
+    return np.array(sorted(set(range(n)) | {x for row in inner for x in row}), dtype=float)
+
+
+def _refine_maxima(loss_fn: LossFn, paths: list[torch.Tensor], positions: list[np.ndarray],
+                   values: list[np.ndarray], tolerance: float, max_models: int) -> None:
+    """Bracket search around each path's highest probe (in place): the bracket [left, right] of probes
+    around the best position is halved each round, by probing between the best and both bracket ends,
+    until the best value moves by less than ``tolerance`` of the path's loss range."""
+    brackets = []
+    for pos, val in zip(positions, values):
+        k = int(np.argmax(val))
+        brackets.append([pos[max(k - 1, 0)], pos[k], pos[min(k + 1, len(pos) - 1)]])
+    active = list(range(len(paths)))
+    for _ in range(MAX_REFINEMENTS):
+        if not active:
+            break
+        probes = {p: [(brackets[p][0] + brackets[p][1]) / 2, (brackets[p][1] + brackets[p][2]) / 2] for p in active}
+        batch = torch.cat([interpolate_polyline(paths[p], np.array(probes[p])) for p in active])
+        new = evaluate_in_chunks(loss_fn, batch, max_models).cpu().numpy().reshape(len(active), 2)
+        still = []
+        for p, (left_value, right_value) in zip(active, new):
+            (lo, best, hi), before = brackets[p], float(values[p].max())
+            (left, right) = probes[p]
+            positions[p] = np.append(positions[p], [left, right])
+            values[p] = np.append(values[p], [left_value, right_value])
+            if left_value > before and left_value >= right_value:
+                brackets[p] = [lo, left, best]
+            elif right_value > before:
+                brackets[p] = [best, right, hi]
+            else:
+                brackets[p] = [left, best, right]
+            span = float(np.ptp(values[p])) or 1.0
+            if float(values[p].max()) - before > tolerance * span or hi - lo > 1e-3:
+                still.append(p)
+        active = still
+    for p in range(len(paths)):
+        order = np.argsort(positions[p], kind="stable")
+        positions[p], values[p] = positions[p][order], values[p][order]
+
+
 def evaluate_paths(loss_fn: LossFn, paths: list[torch.Tensor], alphas: Sequence[float] = PAPER_ALPHAS,
-                   max_models: int = 512, histories: list[list[float]] | None = None) -> list[PathResult]:
-    """Dense evaluation of polylines (each (n_i, d)) in one batched pass: every point, plus the
-    ``alphas`` between consecutive points (section 3.2)."""
-    positions = [dense_positions(len(points), alphas) for points in paths]
+                   max_models: int = 512, histories: list[list[float]] | None = None,
+                   tolerance: float | None = MAX_TOLERANCE) -> list[PathResult]:
+    """Each polyline's (n_i, d) maximum: every point and probes between them (:func:`adaptive_positions`,
+    at least the paper's ``alphas``, section 3.2) in one batched pass, then a bracket search around the
+    highest probe until the maximum moves by less than ``tolerance`` of the loss range along the path
+    (``None``: the probes only). ``positions`` / ``dense_losses`` hold every evaluated position."""
+    positions = [adaptive_positions(points, alphas) if tolerance is not None else dense_positions(len(points), alphas)
+                 for points in paths]
     dense_points = torch.cat([interpolate_polyline(points, pos) for points, pos in zip(paths, positions)])
     values = evaluate_in_chunks(loss_fn, dense_points, max_models).cpu().numpy()
-    splits = np.split(values, np.cumsum([len(pos) for pos in positions])[:-1])
+    splits = list(np.split(values, np.cumsum([len(pos) for pos in positions])[:-1]))
+    if tolerance is not None:
+        _refine_maxima(loss_fn, paths, positions, splits, tolerance, max_models)
     histories = histories or [[] for _ in paths]
     return [PathResult(points.detach().clone(), float(dense.max()), pos, dense, history)
             for points, pos, dense, history in zip(paths, positions, splits, histories)]
 
 
 def evaluate_path(loss_fn: LossFn, points: torch.Tensor, alphas: Sequence[float] = PAPER_ALPHAS,
-                  max_models: int = 512) -> PathResult:
+                  max_models: int = 512, tolerance: float | None = MAX_TOLERANCE) -> PathResult:
     """Dense evaluation of one existing polyline points (n, d), e.g. the unoptimised straight segment."""
-    return evaluate_paths(loss_fn, [points], alphas, max_models)[0]
+    return evaluate_paths(loss_fn, [points], alphas, max_models, tolerance=tolerance)[0]

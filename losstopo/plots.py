@@ -39,16 +39,18 @@ def barcodes(panels: dict[str, Sequence[tuple[float, float]]], path: Path, title
 
 
 def trend(data: dict[str, tuple[Sequence[float], Sequence[float]]], path: Path, title: str, xlabel: str,
-          ylabel: str, errors: dict[str, Sequence[float]] | None = None) -> Path:
+          ylabel: str, errors: dict[str, Sequence[float]] | None = None, logx: bool = False) -> Path:
     """Lines of y vs x per series, with optional standard-deviation error bars."""
-    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    fig, ax = plt.subplots(figsize=(4.6, 3.4) if len(data) < 5 else (7.5, 4.8))
     for name, (x, y) in data.items():
         err = None if errors is None else errors.get(name)
         ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=name)
+    if logx:
+        ax.set_xscale("log", base=2)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend()
+    ax.legend(fontsize="small" if len(data) < 5 else "x-small")
     return _save(fig, path)
 
 

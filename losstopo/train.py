@@ -8,7 +8,8 @@ experiments), the piecewise-linear S(m1, m2, lr_max, lr_min) per batch with SGD 
 Tables 4, 5) or Garipov's schedule (WRN, Table 6). A minimum counts as converged when its full
 training loss has not improved by a relative ``min_improvement`` for ``patience`` epochs; its
 best-epoch weights are the minimum returned. With ``patience=None`` every minimum trains for
-``max_epochs`` (the papers' fixed budgets) and its last weights are returned.
+``max_epochs`` (the papers' fixed budgets) and its last weights are returned; it counts as converged
+when its last 20% of epochs moved its training loss by less than 1% (:func:`fixed_budget_converged`).
 """
 
 from __future__ import annotations
@@ -119,10 +120,25 @@ def train_minima(
             train_loss=train_loss_fn(best).tolist(), train_acc=train_loss_fn.accuracy(best).tolist(),
             test_loss=test_loss_fn(best).tolist(), test_acc=test_loss_fn.accuracy(best).tolist(),
             epochs=list(state["best_epoch"]),
-            converged=[s >= patience or config.patience is None for s in state["stale"]],
+            converged=(fixed_budget_converged(state["history"], config.n_minima) if config.patience is None
+                       else [s >= patience for s in state["stale"]]),
             history=state["history"],
         )
     return result
+
+
+FIXED_BUDGET_TOLERANCE = 0.01  # fixed budgets: converged when the last 20% of epochs moved the loss by < 1%
+
+
+def fixed_budget_converged(history: list[dict], n_minima: int) -> list[bool]:
+    """For a fixed epoch budget (no patience rule), convergence measured, not assumed: the relative change
+    of each minimum's full training loss between 80% of the epochs and the last is below
+    :data:`FIXED_BUDGET_TOLERANCE`."""
+    if not history:
+        return [False] * n_minima
+    earlier = history[int(round(0.8 * len(history))) - 1 if len(history) > 1 else 0]["train_loss"]
+    last = history[-1]["train_loss"]
+    return [abs(b - a) / max(abs(b), 1e-12) < FIXED_BUDGET_TOLERANCE for a, b in zip(earlier, last)]
 
 
 def make_optimizer(params: torch.nn.Parameter, config: MinimaConfig) -> torch.optim.Optimizer:

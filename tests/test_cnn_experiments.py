@@ -7,12 +7,13 @@ import mlflow
 import numpy as np
 import pytest
 
+from losstopo import evidence
+
 from benchmarks import cnn_bn, cnn_channels
 from benchmarks.stages import run_minima, run_paths, run_topology
 from losstopo.config import resolve
 from losstopo.errors import ConfigError
 from losstopo.report import render
-from losstopo.stats import group_test, holm, verdict
 
 N_TRAIN, N_TEST = 64, 32
 TINY = {
@@ -31,26 +32,6 @@ OFFLINE_NOTE = f"test accuracy on the {N_TEST} test images of the offline copy"
 
 
 # --- stats helpers -------------------------------------------------------------------------------
-
-def test_holm_matches_a_hand_computed_example():
-    # sorted: 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, 0.04*1 = 0.04 -> made monotone: 0.06
-    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
-    assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1
-    adjusted = holm([0.02, float("nan"), 0.04])  # NaN stays NaN and is not counted in m
-    assert adjusted[0] == pytest.approx(0.04) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.04)
-    assert holm([]) == []
-
-
-def test_group_test_is_one_sided_mann_whitney_with_rank_biserial_effect():
-    result = group_test([3.0, 4.0, 5.0], [0.0, 1.0, 2.0], ("no BN", "BN"))
-    assert result.statistic == pytest.approx(9) and result.effect_size == pytest.approx(1.0)
-    assert result.p_value == pytest.approx(1 / 20)  # one of C(6, 3) rank splits puts all of a on top
-    assert result.n == 6 and "no BN > BN" in result.test
-    reverse = group_test([0.0, 1.0, 2.0], [3.0, 4.0, 5.0])
-    assert reverse.p_value == pytest.approx(1.0) and reverse.effect_size == pytest.approx(-1.0)
-    assert verdict(reverse) == "not supported"
-    assert group_test([], [1.0]).p_value == 1.0
-
 
 def test_accuracy_note_names_the_offline_test_images():
     source = "offline copy cifar10.npz (50000 train / 1000 test real images)"
@@ -117,7 +98,7 @@ def test_cnn_bn_refuses_networks_without_batchnorm():
 def _check_claim(claim):
     r = claim.result
     assert 0.0 <= r.p_value <= 1.0
-    assert claim.verdict in ("supported", "inconclusive", "not supported")
+    assert claim.verdict in evidence.VERDICTS and claim.unit in ("network", "minimum")
     assert claim.data_source.startswith("offline copy cifar10.npz") and claim.profile == "tiny"
     assert claim.claim and claim.paper_evidence and r.n >= 1
 
@@ -127,11 +108,14 @@ def test_channel_section_claims_tables_and_figures(pipeline):
     assert len(section.claims) == 2
     for claim in section.claims:
         _check_claim(claim)
-        assert claim.result.test.startswith("Kendall tau, one-sided (decreasing)")
+        assert claim.result.test.startswith("permutation test of Kendall's S, one-sided (decreasing)")
+        assert claim.unit == "network" and 0 <= claim.null_rate <= 0.1
     channels, parameters = section.claims
-    assert "channels" in channels.claim and channels.result.n == 2 * 2  # 2 finite bars each of cnn-1-4, cnn-1-8
-    assert "parameter count" in parameters.claim and parameters.result.n == 4 * 2
-    assert "log10(parameters)" in parameters.note and "3 conv layer(s): n/a" in parameters.note
+    assert "channels" in channels.claim and channels.result.n == 2  # one value per network: cnn-1-4, cnn-1-8
+    assert channels.result.min_attainable_p == pytest.approx(0.5)  # two networks: one of 2 orderings
+    assert "parameter count" in parameters.claim and parameters.result.n == 4
+    assert "zero-length bars" in parameters.note
+    assert "3 conv layer(s): n/a" in "\n".join(section.blocks)
     text = "\n".join(section.blocks)
     assert OFFLINE_NOTE in text and "CNN-3-4" in text and "mean h_p" in text
     for name in ("barcodes_channels", "heights_vs_channels", "barcodes_parameters", "heights_vs_parameters"):
@@ -139,18 +123,18 @@ def test_channel_section_claims_tables_and_figures(pipeline):
         assert figure in section.figures and figure.stat().st_size > 1000
 
 
-def test_batchnorm_section_holm_adjusts_six_one_sided_tests(pipeline):
+def test_batchnorm_section_tests_minima_over_minima_and_barriers_over_networks(pipeline):
     section = pipeline["sections"]["cnn_bn"]
     config = pipeline["params"].experiment("cnn_bn")
     comparisons, missing = cnn_bn.bn_comparison(config, pipeline["root"])
     assert missing == [] and len(comparisons) == 3 and len(section.claims) == 6
-    tests = [p["tests"][key] for p in comparisons for key in ("minima_losses", "heights")]
-    assert [t["holm_p"] for t in tests] == pytest.approx(holm([t["raw"].p_value for t in tests]))
-    for claim, test in zip(section.claims, tests):
+    for k, claim in enumerate(section.claims):
         _check_claim(claim)
-        assert "Mann-Whitney" in claim.result.test and "Holm over 6" in claim.result.test
-        assert claim.result.p_value == pytest.approx(test["holm_p"])
-        assert claim.result.p_value >= test["raw"].p_value
+        assert "Mann-Whitney" in claim.result.test
+        if k % 2 == 0:  # minima losses: 3 + 3 minima, C(6, 3) labellings
+            assert claim.unit == "minimum" and claim.result.min_attainable_p == pytest.approx(1 / 20)
+        else:  # barriers: one network against one, which no outcome could make significant
+            assert claim.unit == "network" and claim.result.min_attainable_p == pytest.approx(0.5)
     for p in comparisons:  # the groups are the barcodes' births and finite deaths
         assert len(p["plain"]["minima_losses"]) == 3 and len(p["bn"]["heights"]) == 2
         assert p["plain"]["variant"].labels["batch_norm"] is False and p["bn"]["variant"].labels["batch_norm"] is True
@@ -170,4 +154,3 @@ def test_missing_counterpart_is_reported_not_compared(pipeline):
     raw["cnn_bn"]["models"] = ["cnn-1-4-bn", "cnn-1-16-bn"]
     comparisons, missing = cnn_bn.bn_comparison(resolve(raw).experiment("cnn_bn"), pipeline["root"])
     assert len(comparisons) == 1 and len(missing) == 1 and "cnn-1-16" in missing[0]
-    assert comparisons[0]["tests"]["heights"]["holm_p"] >= comparisons[0]["tests"]["heights"]["raw"].p_value

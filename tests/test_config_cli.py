@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_repository_params_resolve_for_every_profile():
-    for profile in ("paper", "ci", "gpu-short"):
+    for profile in ("paper", "ci", "cpu", "gpu-short"):
         params = load_params(REPO / "params.yaml", profile)
         assert params.profile == profile
     paper, ci = load_params(REPO / "params.yaml", "paper"), load_params(REPO / "params.yaml", "ci")
@@ -32,6 +32,31 @@ def test_repository_params_resolve_for_every_profile():
 def test_invalid_params_name_the_key(raw, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         resolve(raw)
+
+
+def test_a_profile_may_run_only_some_experiments(tmp_path, monkeypatch, capsys):
+    raw = {"fc_depth": {}, "cnn_channels": {"models": ["cnn-1-4", "cnn-1-8"]},
+           "profiles": {"small": {"experiments": ["fc_depth"], "fc_depth": {"replicates": 2}}}}
+    params = resolve(raw, "small")
+    assert list(params.experiments) == ["fc_depth"]
+    with pytest.raises(ConfigError, match="not run at profile 'small'"):
+        params.experiment("cnn_channels")
+    with pytest.raises(ConfigError, match="experiments must be a non-empty list"):
+        resolve({"fc_depth": {}, "profiles": {"bad": {"experiments": ["fc_dpeth"]}}}, "bad")
+    from benchmarks import fc_depth
+    from benchmarks.stages import replicate_config
+
+    variants = fc_depth.variants(params.experiment("fc_depth"))
+    assert [v.key for v in variants[:2]] == ["mnist-fc-2-32", "mnist-fc-2-32-r1"]
+    seeds = [replicate_config(params.experiment("fc_depth").minima, v).seed for v in variants[:2]]
+    assert seeds == [0, 1000]  # independent sets: seeds 0..9 and 1000..1009
+    # a stage of a left-out experiment marks its outputs instead of failing
+    import yaml
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**raw, "profile": "small"}))
+    monkeypatch.chdir(tmp_path)
+    assert main(["stage", "cnn_channels", "paths"]) == 0
+    assert "not run at profile 'small'" in capsys.readouterr().err
+    assert (tmp_path / "artifacts/cnn_channels/paths/NOT_RUN.json").is_file()
 
 
 def test_cli_prints_one_line_error_without_traceback(tmp_path, capsys):

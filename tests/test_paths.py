@@ -136,3 +136,33 @@ def test_refinement_keeps_endpoints_and_grows_only_the_paths_that_need_it():
     for result, start, end in zip(results, a, b):
         assert torch.equal(result.points[0], start) and torch.equal(result.points[-1], end)
     assert results[0].positions[-1] == len(results[0].points) - 1
+
+
+def test_adaptive_maximum_finds_a_peak_between_the_fixed_probes():
+    """A long segment whose narrow smooth peak (height 1 at x = 0.53) lies between the paper's alphas:
+    the fixed probes see 0.7% of it, the adaptive estimate is within 0.1% of the true maximum."""
+    def bump(thetas):
+        return torch.exp(-((thetas[:, 0] - 0.53) ** 2) / 0.001)
+
+    points = torch.tensor([[0.0, 0.0], [0.1, 0.0], [1.0, 0.0], [1.1, 0.0]], dtype=torch.float64)
+    fixed = evaluate_path(bump, points, tolerance=None)
+    assert fixed.max_loss < 0.01
+    adaptive = evaluate_path(bump, points)
+    assert adaptive.max_loss == pytest.approx(1.0, rel=1e-3)
+    assert abs(adaptive.argmax_position - (1 + 0.43 / 0.9)) < 0.01
+    assert len(adaptive.positions) > len(fixed.positions) and np.all(np.diff(adaptive.positions) > 0)
+
+
+def test_checkpointed_maxima_are_those_of_shorter_runs_and_give_the_convergence_rule():
+    """With a constant step the path after k steps is the k-step path: one run measures several budgets."""
+    a, b = torch.tensor([[-1.0, 0.0]]), torch.tensor([[1.0, 0.0]])
+    options = dict(n_points=7, lr=0.05, momentum=0.5, clip_norm=1.0, alphas=(0.5,))
+    long = optimize_paths(wells_2d, a, b, steps=50, checkpoints=[10, 40], **options)[0]
+    short = optimize_paths(wells_2d, a, b, steps=10, **options)[0]
+    assert set(long.max_at_steps) == {10, 40, 50}
+    assert long.max_at_steps[10] == pytest.approx(short.max_loss, rel=1e-6)
+    assert long.max_at_steps[50] == long.max_loss
+    change = abs(long.max_loss - long.max_at_steps[40]) / abs(long.max_loss)
+    assert long.relative_change() == pytest.approx(change)
+    assert np.isnan(short.relative_change())  # 80% of 10 steps was not checkpointed
+    assert np.isfinite(long.orthogonal_grad_norm) and long.orthogonal_grad_norm >= 0

@@ -12,7 +12,8 @@ import torch
 from benchmarks import permutation_barrier as pb
 from losstopo.config import ConvergenceConfig, ToyConfig
 from losstopo.permutation import incoming_vectors, neuron_distance
-from losstopo.stats import below_threshold_test, binomial_test, bootstrap_ci, verdict
+from losstopo.evidence import below_threshold_test, binomial_test
+from losstopo.stats import bootstrap_ci
 
 TINY = {
     "profile": "tiny",
@@ -156,16 +157,15 @@ def test_convergence_rule_maps_params():
 def test_binomial_test_is_one_sided_exact():
     result = binomial_test(10, 10)
     assert result.p_value == pytest.approx(0.5 ** 10) and result.statistic == 1.0
-    assert verdict(result) == "supported"
-    assert verdict(binomial_test(3, 10)) == "not supported"
-    assert verdict(binomial_test(6, 10)) == "inconclusive"
+    assert result.min_attainable_p == pytest.approx(0.5 ** 10)
+    assert binomial_test(3, 10).p_opposite == pytest.approx(176 / 1024)  # P(X <= 3), X ~ Bin(10, 1/2)
 
 
 def test_below_threshold_test_and_bootstrap():
     small = [0.0, 0.1, 0.2, 0.05, 0.3, 0.0, 0.15, 0.1]
     result = below_threshold_test(small, 1.0)
     assert result.p_value == pytest.approx(0.5 ** 8)  # every value below: the most extreme signed-rank sum
-    assert verdict(result) == "supported" and result.effect_size > 0
-    assert verdict(below_threshold_test([2.0, 3.0, 1.5, 4.0], 1.0)) == "not supported"
+    assert result.effect_size > 0
+    assert below_threshold_test([2.0, 3.0, 1.5, 4.0], 1.0).p_opposite == pytest.approx(0.5 ** 4)
     low, high = bootstrap_ci(small)
     assert low <= np.mean(small) <= high and high - low < 0.2

@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 from conftest import resolve_tiny
 from executors import run_minima_and_paths_both_ways
-from scipy import stats as scipy_stats
 
 from benchmarks import resnet_lr
 from losstopo import data as data_module
 from losstopo.config import resolve
 from losstopo.report import render
-from losstopo.stats import rank_correlation_test, verdict
+from losstopo import evidence
 
 N_MINIMA = 2  # per type
 N_POINTS = 3
@@ -41,36 +40,6 @@ TINY = {
 }
 TINY["resnet_lr"]["svhn"] = TINY["resnet_lr"]["cifar10"]
 N_PATHS = math.comb(2 * N_MINIMA, 2)
-
-
-# --- the stats helper ----------------------------------------------------------------------------
-
-def test_rank_correlation_test_matches_scipy_one_sided_spearman():
-    rng = np.random.default_rng(3)
-    x = rng.normal(size=12)
-    y = x + rng.normal(scale=1.0, size=12)
-    expected = scipy_stats.spearmanr(x, y, alternative="greater")
-    result = rank_correlation_test(x, y, "greater")
-    assert result.statistic == pytest.approx(expected[0]) and result.p_value == pytest.approx(expected[1])
-    assert result.effect_size == pytest.approx(expected[0]) and result.n == 12 and "increasing" in result.test
-    less = rank_correlation_test(x, y, "less")
-    assert less.p_value == pytest.approx(scipy_stats.spearmanr(x, y, alternative="less")[1])
-    assert "decreasing" in less.test
-
-
-def test_rank_correlation_test_hand_computed_case_and_verdicts():
-    # ranks of y: 1 2 4 3 5 -> d^2 = 0 0 1 1 0 -> rho = 1 - 6 * 2 / (5 * 24) = 0.9
-    result = rank_correlation_test([1, 2, 3, 4, 5], [10, 20, 40, 30, 50], "greater")
-    assert result.statistic == pytest.approx(0.9) and result.p_value < 0.05 and verdict(result) == "supported"
-    opposite = rank_correlation_test([1, 2, 3, 4, 5], [50, 40, 30, 20, 10], "greater")
-    assert opposite.statistic == pytest.approx(-1.0) and verdict(opposite) == "not supported"
-    assert verdict(rank_correlation_test([1, 2, 3, 4, 5], [50, 40, 30, 20, 10], "less")) == "supported"
-    dropped = rank_correlation_test([1, 2, math.inf, 3, 4], [1, 2, 3, float("nan"), 4])
-    assert dropped.n == 3 and dropped.statistic == pytest.approx(1.0)
-    undefined = rank_correlation_test([1, 2], [2, 1])
-    assert undefined.p_value == 1.0 and math.isnan(undefined.statistic)
-    with pytest.raises(ValueError):
-        rank_correlation_test([1, 2, 3], [1, 2, 3], "two-sided")
 
 
 # --- the three stages and the report section ------------------------------------------------------
@@ -161,7 +130,8 @@ def test_report_section_tables_figures_and_claims(pipeline):
     assert len(section.claims) == 6  # three per dataset
     for claim, dataset in zip(section.claims, ["cifar10"] * 3 + ["svhn"] * 3):
         assert dataset in claim.claim and claim.data_source.startswith(f"SYNTHETIC stand-in of {dataset}")
-        assert claim.profile == "tiny" and claim.verdict in ("supported", "inconclusive", "not supported")
+        assert claim.profile == "tiny" and claim.verdict in evidence.VERDICTS and claim.unit == "minimum"
+        assert claim.premise_ok is not None and "near-equal" in claim.premise
         assert 0 <= claim.result.p_value <= 1
     tests = [c.result.test for c in section.claims[:3]]
     assert "Mann-Whitney" in tests[0] and "type 2 > type 1" in tests[0]

@@ -86,3 +86,11 @@ def test_augmented_training_runs_and_differs_from_plain():
                              progress=False)
     assert not torch.allclose(plain.thetas, augmented.thetas)
     assert all(math.isfinite(v) for v in augmented.train_loss)
+
+
+def test_fixed_budget_convergence_is_measured_on_the_last_fifth_of_the_epochs():
+    from losstopo.train import fixed_budget_converged
+
+    history = [{"train_loss": [1.0 / e, 1.0]} for e in range(1, 11)]  # model 0 still falls, model 1 flat
+    assert fixed_budget_converged(history, 2) == [False, True]
+    assert fixed_budget_converged([], 2) == [False, False]

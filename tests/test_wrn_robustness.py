@@ -198,11 +198,12 @@ def test_report_section_tables_claims_and_figures(run):
     assert "`wrn-10-1`" in text and "`lenet`" in text and "SYNTHETIC stand-in of cifar100" in text
     assert len(section.claims) == 2
     by_study = {("wrn" if "wrn-10-1" in c.claim else "lenet"): c for c in section.claims}
-    assert by_study["wrn"].verdict == "untestable"  # 3 minima: only subsets of size 2 have a spread
-    assert by_study["lenet"].verdict in ("supported", "inconclusive", "not supported")
-    assert by_study["lenet"].result.n == len(_load(run, "topology", "lenet", "topology.json")["robustness"]["trend_points"])
+    for claim in section.claims:  # curve convergence is not recorded: no verdict may be given
+        assert math.isnan(claim.converged_fraction) and "shuffled over pairs" in claim.claim
+        assert "Monte Carlo" in claim.result.test and 0 <= claim.null_rate <= 0.2
+    robust = _load(run, "topology", "lenet", "topology.json")["robustness"]
+    assert by_study["lenet"].result.statistic == pytest.approx(robust["mean_cv"])
     assert all(c.data_source.startswith("SYNTHETIC") for c in section.claims)
-    assert all("robust to the choice and number of minima" in c.claim for c in section.claims)
     for figure in section.figures:
         assert figure.is_file() and figure.stat().st_size > 1000
     names = {f.name for f in section.figures}

@@ -1,0 +1,105 @@
+"""The verdict rules and the calibrated tests of losstopo.evidence, on cases whose answer is known."""
+
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks.wrn_robustness import robustness_null_rate, robustness_test
+from losstopo import evidence
+from losstopo.evidence import (below_threshold_test, binomial_test, group_null_rate, group_test, trend_min_p,
+                               trend_null_rate, trend_test)
+from losstopo.report import Claim, finalise
+
+
+def test_perfect_decrease_is_one_of_n_factorial_orderings():
+    result = trend_test([1, 2, 3, 4, 5], [5, 4, 3, 2, 1])
+    assert result.effect_size == pytest.approx(-1.0)
+    assert result.p_value == pytest.approx(1 / 120) and result.min_attainable_p == pytest.approx(1 / 120)
+    assert result.p_opposite == pytest.approx(1.0)
+
+
+def test_ties_in_x_raise_the_attainable_p_by_the_replicate_orderings():
+    # 3 levels x 2 replicates: 2!^3 of the 6! orderings are perfectly decreasing.
+    x = [1, 1, 2, 2, 3, 3]
+    assert trend_min_p(np.asarray(x, float), 4000, exact=True) == pytest.approx(8 / 720)
+    result = trend_test(x, [6, 5, 4, 3, 2, 1])
+    assert result.p_value == pytest.approx(8 / 720)
+    # two sets at each of three depths cannot reach p < 0.05 with fewer levels
+    assert trend_test([1, 1, 2, 2], [4, 3, 2, 1]).min_attainable_p == pytest.approx(4 / 24)
+
+
+def test_monte_carlo_trend_p_is_bounded_by_one_over_draws():
+    x = np.repeat([2, 3, 4, 6, 8], 2)
+    result = trend_test(x, -x + 0.01 * np.arange(10), draws=999)
+    assert result.p_value == pytest.approx(1 / 1000) and result.min_attainable_p == pytest.approx(1 / 1000)
+
+
+def test_group_test_enumerates_all_labellings():
+    result = group_test([3.0, 4.0, 5.0], [0.0, 1.0, 2.0], ("no BN", "BN"))
+    assert result.p_value == pytest.approx(1 / 20) and result.effect_size == pytest.approx(1.0)
+    assert result.min_attainable_p == pytest.approx(1 / 20)
+    assert group_test([0.0, 1.0, 2.0], [3.0, 4.0, 5.0]).p_opposite == pytest.approx(1 / 20)
+    assert group_test([1.0], [2.0]).min_attainable_p == pytest.approx(0.5)  # one network against one
+
+
+def test_binomial_and_signed_rank_tests():
+    assert binomial_test(10, 10).p_value == pytest.approx(0.5 ** 10)
+    assert binomial_test(0, 10).p_opposite == pytest.approx(0.5 ** 10)
+    result = below_threshold_test([0.1, 0.2, 0.05, 0.3, 0.15], 1.0)
+    assert result.p_value == pytest.approx(1 / 32) and result.min_attainable_p == pytest.approx(1 / 32)
+
+
+def _claim(result, converged=1.0, null_rate=0.04, premise_ok=None):
+    return Claim("c", "paper", result, "real", "test", "network", converged, null_rate, "iid", premise="p" if
+                 premise_ok is not None else "", premise_ok=premise_ok)
+
+
+def test_every_verdict_class_from_a_constructed_case():
+    decreasing = trend_test([1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1])  # p = 1/720
+    increasing = trend_test([1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6])
+    flat = trend_test([1, 2, 3, 4, 5, 6], [1, 3, 2, 6, 4, 5])
+    claims = [_claim(decreasing), _claim(increasing), _claim(flat), _claim(trend_test([1, 2], [2, 1])),
+              _claim(decreasing, converged=0.5), _claim(decreasing, converged=float("nan")),
+              _claim(decreasing, premise_ok=False), _claim(decreasing, null_rate=0.2)]
+    finalise(claims)
+    assert [c.verdict for c in claims] == ["supported", "contradicted", "inconclusive", "underpowered",
+                                           "not converged", "not converged", "premise failed", "inconclusive"]
+    # one Holm family: the four claims that passed the gates
+    assert claims[0].p_adjusted == pytest.approx(4 / 720)
+    assert "Holm over the 4 claims" in claims[0].adjustment
+    assert math.isnan(claims[3].p_adjusted)
+
+
+@pytest.mark.parametrize("design", [[2, 3, 4, 6, 8], list(np.repeat([2, 3, 4, 6, 8], 2)),
+                                    list(np.repeat([10, 15, 20, 25], 6))])
+def test_trend_test_rejects_at_most_alpha_on_exchangeable_values(design):
+    rate = trend_null_rate(design, draws=400)
+    assert rate <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / 400)
+
+
+def test_group_test_rejects_at_most_alpha_on_exchangeable_values():
+    assert group_null_rate(5, 5, draws=400) <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / 400)
+
+
+def test_a_test_that_always_rejects_is_measured_as_such():
+    """The null-rate machinery can fail: a test that ignores its data has rate 1."""
+    always = lambda rng: trend_test([1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1])  # noqa: E731
+    assert evidence.null_rate(always, draws=20) == 1.0
+
+
+def test_robustness_is_no_longer_supported_on_random_path_maxima():
+    """The old procedure said 'supported' in 24-100% of random landscapes; the restated one, whose null is
+    the construction itself, rejects at about alpha."""
+    assert robustness_null_rate(5, [2, 3, 4, 5], draws=60) <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / 60)
+
+
+def test_robustness_test_detects_a_landscape_whose_bars_do_not_depend_on_the_subset():
+    # Every path's maximum is set by its higher end point, so h_p is the same on every subset that holds a
+    # lower minimum (CV 0); the same values shuffled over the pairs make h_p depend on the subset.
+    losses = np.arange(6) * 0.1
+    higher = np.maximum.outer(np.arange(6), np.arange(6))
+    matrix = losses[higher] + 0.5 + 0.1 * higher
+    np.fill_diagonal(matrix, np.nan)
+    result = robustness_test(losses, matrix, [2, 3, 4, 5, 6], draws=199)
+    assert result.statistic == pytest.approx(0.0) and result.p_value == pytest.approx(1 / 200)
