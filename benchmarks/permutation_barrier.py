@@ -37,6 +37,7 @@ from losstopo.config import (ConvergenceConfig, DataConfig, MinimaConfig, MNISTT
                              PermutationBarrierConfig, ToyConfig, as_dict, content_hash)
 from losstopo.data import Dataset
 from losstopo.executor import Executor, Job, JobCache, job_address
+from losstopo.hessian import extreme_eigenvalues
 from losstopo.io import load_json, save_json, save_torch
 from losstopo.permutation import (Convergence, MLPParams, PermutationPath, QuadraticLoss,
                                   incoming_cosine_similarity, incoming_vectors, merge_candidates, permutation_paths,
@@ -47,6 +48,7 @@ from losstopo.evidence import (NULL_DRAWS, below_threshold_null_rate, below_thre
 from losstopo.stats import bootstrap_ci, theil_sen_slope
 
 EXPERIMENT = "permutation_barrier"
+HESSIAN_ITERATIONS = 60  # Lanczos steps for the extreme eigenvalues at each permutation point
 TITLE = "Permutation barrier (weight-space symmetry paper, Fig. 2, 3)"
 
 TOY_KEY = "toy"
@@ -341,8 +343,23 @@ def mnist_path_job(shared: dict[int, torch.Tensor], job: MnistPathJob) -> list[d
             "active_fraction": active_fraction(teacher, MNIST_LAYER, inputs)[[l, m]].tolist(),
             "accuracy": accuracy_along(path, inputs, labels)}
         record["accuracy_drop"] = record["accuracy"][0] - record["accuracy"][path.permutation_index]
+        record |= curvature_at(path.params[path.permutation_index].flat(), list(job.layer_sizes), loss_fn,
+                               len(outputs))
         outputs.append({"record": record, "point": path.params[path.permutation_index].flat().cpu()})
     return outputs
+
+
+def curvature_at(point: torch.Tensor, layer_sizes: list[int], loss_fn: QuadraticLoss, problem: int) -> dict:
+    """Is the permutation point a saddle (section 4)? Extreme Hessian eigenvalues of the teacher's loss L
+    there (Lanczos, :mod:`losstopo.hessian`) and the gradient norm (near 0 at a critical point)."""
+    index = torch.tensor([problem], device=point.device)
+
+    def loss(theta: torch.Tensor) -> torch.Tensor:
+        return loss_fn(MLPParams.from_flat(theta.unsqueeze(0), tuple(layer_sizes), flatten_input=True), index)[0]
+
+    eig = extreme_eigenvalues(loss, point.detach(), iterations=HESSIAN_ITERATIONS)
+    return {"hessian_min_eigenvalue": eig.smallest, "hessian_max_eigenvalue": eig.largest,
+            "gradient_norm_at_permutation_point": eig.gradient_norm, "saddle": eig.is_saddle}
 
 
 def _mnist_path_job(cfg: MNISTTeachersConfig, width: int, address: str, saved: dict, data: DataConfig,
@@ -435,7 +452,9 @@ def summarise_path(record: dict) -> dict:
                 "accuracy_drop": record["accuracy_drop"],
                 "accuracy_max_drop": record["accuracy"][0] - min(record["accuracy"]),
                 "teacher_train_acc": record["teacher_train_acc"], "teacher_test_acc": record["teacher_test_acc"],
-                "curve_accuracy": record["accuracy"][:merge]}
+                "curve_accuracy": record["accuracy"][:merge],
+                **{k: record.get(k) for k in ("hessian_min_eigenvalue", "hessian_max_eigenvalue",
+                                              "gradient_norm_at_permutation_point", "saddle")}}
     else:
         out |= {"start_vectors": record["start_vectors"], "permutation_vectors": record["permutation_vectors"]}
     return out
@@ -525,7 +544,20 @@ def _claims(summary: dict) -> list[Claim]:
     low, high = summary["mnist"]["accuracy_drop_ci_pp"]
     converged = float(np.mean([p["converged_fraction"] for p in paths]))
     steps = f"{converged:.0%} of the descent steps met the convergence rule"
-    return [
+    claims = []
+    if all(p.get("saddle") is not None for p in paths):
+        n_saddles = sum(p["saddle"] for p in paths)
+        eigenvalues = [p["hessian_min_eigenvalue"] for p in paths]
+        claims.append(Claim(
+            "The permutation point is a saddle (negative smallest Hessian eigenvalue) in most cases",
+            "§4: permutation points are saddles, connected by 'saddle lines'", binomial_test(n_saddles, n_paths),
+            source, profile, "teacher", converged, binomial_null_rate(n_paths),
+            f"each point a saddle with probability 1/2, independently, {NULL_DRAWS} draws",
+            note=f"{steps}; {n_saddles}/{n_paths} with a negative smallest eigenvalue beyond rounding ({HESSIAN_ITERATIONS} "
+                 f"Lanczos steps on Hessian-vector products of L); smallest eigenvalues from {min(eigenvalues):.3g} to "
+                 f"{max(eigenvalues):.3g}; gradient norm there up to "
+                 f"{max(p['gradient_norm_at_permutation_point'] for p in paths):.3g}."))
+    return claims + [
         Claim("Barrier (max loss on the path) decreases with H", "§5, Fig. 3A: barrier height decreased with H",
               barrier_test, source, profile, "teacher", converged, trend_null_rate(widths),
               f"barriers i.i.d. over teachers (exchangeable across H) at this design, {NULL_DRAWS} draws",

@@ -74,6 +74,7 @@ class MinimaConfig:
     max_epochs: int = 200
     patience: int | None = 10  # epochs without relative improvement > min_improvement; None: all epochs
     min_improvement: float = 1e-3
+    min_improvement_abs: float = 0.0  # ... plus this absolute amount (a loss near zero improves by tiny relative steps)
     train_subset: int | None = None
     test_subset: int | None = None
     augment: bool = False  # random crop (pad 4) + horizontal flip, done on the device per batch
@@ -88,6 +89,8 @@ class MinimaConfig:
         _require(self.max_epochs >= 1 and (self.patience is None or self.patience >= 1), where, "max_epochs",
                  "max_epochs and patience must be >= 1")
         _require(self.optimizer in ("adam", "sgd"), where, "optimizer", "must be 'adam' or 'sgd'")
+        _require(0 <= self.min_improvement < 1 and self.min_improvement_abs >= 0, where, "min_improvement",
+                 "min_improvement must be in [0, 1) and min_improvement_abs >= 0")
         _require(self.schedule in ("cyclic", "piecewise", "garipov"), where, "schedule",
                  "must be 'cyclic', 'piecewise' or 'garipov'")
         _require(0 <= self.m1 <= self.m2, where, "m1", "must satisfy 0 <= m1 <= m2")

@@ -164,11 +164,13 @@ def _locate(name: str, root, allow_partial: bool) -> tuple[DatasetSpec, Path | N
 
 
 def _missing_offline(spec: DatasetSpec, data_root: Path) -> str:
+    """Why no offline copy is used, in words that name no machine's paths (they end up in data-source labels
+    of committed reports)."""
     partial = [f for f in spec.offline_files if (data_root / "offline" / f).is_file()]
     if partial:  # present but skipped by _locate: partial copies need data.allow_partial
-        return (f"only a partial copy of {spec.name} is under {data_root / 'offline'} ({partial[0]}), "
+        return (f"only a partial copy of {spec.name} is in the offline folder ({partial[0]}), "
                 f"which this profile does not allow (data.allow_partial: false)")
-    return f"no offline copy of {spec.name} under {data_root / 'offline'} (expected {' or '.join(spec.offline_files)})"
+    return f"no offline copy of {spec.name} in the offline folder (expected {' or '.join(spec.offline_files)})"
 
 
 def _unavailable(reason: str) -> DataError:

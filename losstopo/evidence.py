@@ -137,6 +137,32 @@ def group_test(a: Sequence[float], b: Sequence[float], names: tuple[str, str] = 
     return TestResult(name, u, p_greater, float(2 * u / (n_a * len(b)) - 1), "rank-biserial r", n, p_less, min_p)
 
 
+def linear_statistic_test(values: Sequence[float], weights: Sequence[float], name: str, effect_name: str, *,
+                          draws: int = PERMUTATIONS, seed: int = 0) -> TestResult:
+    """Permutation test that the linear statistic ``weights . values`` is small (claimed direction),
+    values permuted over the units (exact up to :data:`EXACT_LIMIT` orderings). A difference of slopes
+    (e.g. Fig. 4b's "steeper when a layer is added") is such a statistic."""
+    values, weights = np.asarray(values, float), np.asarray(weights, float)
+    if len(values) < 2 or not np.all(np.isfinite(values)):
+        return TestResult(name, float("nan"), float("nan"), float("nan"), effect_name, len(values), float("nan"), 1.0)
+    relabel = _permutations(len(values), draws, np.random.default_rng(seed))
+    null = values[relabel.rows] @ weights
+    observed = float(values @ weights)
+    p, p_other = _p_values(observed, null, relabel.exact)
+    # the most extreme ordering of these values: the smallest statistic any relabelling reaches
+    reached = np.sort(values)[np.argsort(np.argsort(-weights))] @ weights
+    smallest = float(np.mean(null <= reached + 1e-12)) if relabel.exact else 1 / (1 + draws)
+    return TestResult(name, observed, p, observed, effect_name, len(values), p_other,
+                      max(smallest, 1 / math.factorial(len(values))))
+
+
+def linear_null_rate(weights: Sequence[float], draws: int = NULL_DRAWS) -> float:
+    """Size of :func:`linear_statistic_test` with i.i.d. unit values."""
+    weights = np.asarray(weights, float)
+    return null_rate(lambda rng: linear_statistic_test(rng.standard_normal(len(weights)), weights, "", "",
+                                                       draws=999, seed=int(rng.integers(2**31))), draws)
+
+
 def binomial_test(successes: int, n: int, p0: float = 0.5) -> TestResult:
     """Exact one-sided binomial test that the success probability exceeds ``p0`` ("in most cases")."""
     if not 0 <= successes <= n or n < 1:

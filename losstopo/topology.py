@@ -132,6 +132,43 @@ def higher_barcodes(vertex_losses: Sequence[float], edge_max: dict[tuple[int, in
             for dim in (0, 1)}
 
 
+def own_sides_barcodes(vertex_losses: Sequence[float],
+                       triangles: Sequence[tuple[tuple[int, int, int], Sequence[float], float]]) -> dict[int, list[Bar]]:
+    """Algorithm 2 for triangles that trained their own sides (Fig. 16, vertices_fixed): each triangle
+    ``((i, j, k), (max_ij, max_jk, max_ik), max)`` is bounded by its own three sides, not by the shared
+    curves, so two triangles on the same pair of minima have two different edges there.
+
+    A simplicial complex cannot hold two edges on one pair of vertices, so every own side gets a vertex
+    of its own (its centre, entering at the side's maximum) and the hexagon of a triangle's boundary is
+    filled by four triangles entering at the triangle's maximum: the boundary cycle of each triangle is
+    then born at the maximum of its own sides and dies at its own maximum, as in Appendix I.
+    """
+    import gudhi  # on first use: compute-only machines lack it
+
+    tree = gudhi.SimplexTree()
+    losses = [float(v) for v in vertex_losses]
+    for v, loss in enumerate(losses):
+        tree.insert([v], filtration=loss)
+    next_vertex = len(losses)
+    for (i, j, k), side_max, triangle_max in triangles:
+        centres = {}
+        for (a, b), value in zip(((i, j), (j, k), (i, k)), side_max):
+            level = max(float(value), losses[a], losses[b])
+            centres[(a, b)] = (next_vertex, level)
+            tree.insert([next_vertex], filtration=level)
+            tree.insert([a, next_vertex], filtration=level)
+            tree.insert([next_vertex, b], filtration=level)
+            next_vertex += 1
+        top = max(float(triangle_max), *(level for _, level in centres.values()))
+        m_ij, m_jk, m_ik = (centres[e][0] for e in ((i, j), (j, k), (i, k)))
+        for simplex in ([i, m_ij, m_ik], [j, m_ij, m_jk], [k, m_jk, m_ik], [m_ij, m_jk, m_ik]):
+            tree.insert(simplex, filtration=top)
+    tree.make_filtration_non_decreasing()
+    tree.persistence(homology_coeff_field=2, min_persistence=0)
+    return {dim: sorted((float(b), float(d)) for b, d in tree.persistence_intervals_in_dimension(dim) if d > b)
+            for dim in (0, 1)}
+
+
 def subset_robustness(losses: Sequence[float], path_max: np.ndarray, sizes: Sequence[int],
                       method: str = "paper") -> dict[int, dict[int, list[float]]]:
     """Fig. 7: for every subset of the minima of each size, the barcode of that subset alone.

@@ -6,7 +6,8 @@ own order of minibatches, and Adam's elementwise update keeps them independent. 
 rate follows ``config.schedule``: Smith's triangular cyclical rate with Adam (FC and CNN
 experiments), the piecewise-linear S(m1, m2, lr_max, lr_min) per batch with SGD (ResNet,
 Tables 4, 5) or Garipov's schedule (WRN, Table 6). A minimum counts as converged when its full
-training loss has not improved by a relative ``min_improvement`` for ``patience`` epochs; its
+training loss has not improved by more than ``min_improvement`` (relative) plus ``min_improvement_abs``
+for ``patience`` epochs (the absolute part stops a loss near zero from counting 1% of 1e-5 as progress); its
 best-epoch weights are the minimum returned. With ``patience=None`` every minimum trains for
 ``max_epochs`` (the papers' fixed budgets) and its last weights are returned; it counts as converged
 when its last 20% of epochs moved its training loss by less than 1% (:func:`fixed_budget_converged`).
@@ -93,7 +94,7 @@ def train_minima(
         with torch.no_grad():
             epoch_loss = train_loss_fn(params.detach()).cpu()
         _stop_if_diverged(epoch_loss, seeds, epoch, config)
-        improved = epoch_loss < state["best_loss"] * (1 - config.min_improvement)
+        improved = epoch_loss < state["best_loss"] * (1 - config.min_improvement) - config.min_improvement_abs
         if config.patience is None:  # fixed budget: the minimum is the last epoch's weights
             improved = torch.ones_like(improved)
         for k in range(config.n_minima):

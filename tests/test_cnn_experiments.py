@@ -105,12 +105,15 @@ def _check_claim(claim):
 
 def test_channel_section_claims_tables_and_figures(pipeline):
     section = pipeline["sections"]["cnn_channels"]
-    assert len(section.claims) == 2
+    assert len(section.claims) == 3
     for claim in section.claims:
         _check_claim(claim)
-        assert claim.result.test.startswith("permutation test of Kendall's S, one-sided (decreasing)")
         assert claim.unit == "network" and 0 <= claim.null_rate <= 0.1
-    channels, parameters = section.claims
+    channels, parameters, interaction = section.claims
+    for claim in (channels, parameters):
+        assert claim.result.test.startswith("permutation test of Kendall's S, one-sided (decreasing)")
+    # 4 networks: within CNN-1 (4 -> 8 channels), across at 4 channels (1, 2, 3 layers)
+    assert "conv layer is added" in interaction.claim and interaction.result.min_attainable_p == pytest.approx(1 / 24)
     assert "channels" in channels.claim and channels.result.n == 2  # one value per network: cnn-1-4, cnn-1-8
     assert channels.result.min_attainable_p == pytest.approx(0.5)  # two networks: one of 2 orderings
     assert "parameter count" in parameters.claim and parameters.result.n == 4

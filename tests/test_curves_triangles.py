@@ -120,3 +120,18 @@ def test_subset_robustness_recovers_the_full_barcode_for_the_full_set():
     # Pairs: each minimum's bar against every other single minimum below it.
     lower_count = [sum(losses[q] < losses[p] for q in range(5)) for p in range(5)]
     assert [len(table[2][p]) for p in range(5)] == lower_count
+
+
+def test_own_sides_complex_gives_each_triangle_its_own_boundary():
+    """Fig. 16 (vertices_fixed): a triangle bounded by its own retrained sides; the 1-bar runs from the
+    highest of its own sides to its maximum (Appendix I), whatever the shared curves would say."""
+    from losstopo.topology import own_sides_barcodes
+
+    bars = own_sides_barcodes([0.0, 1.0, 2.0], [((0, 1, 2), (3.0, 4.0, 5.0), 6.0)])
+    assert bars[1] == [(5.0, 6.0)]
+    assert bars[0] == [(0.0, float("inf")), (1.0, 3.0), (2.0, 4.0)]
+    # Two triangles on the pair (0, 1) with different own sides there: two edges on one pair of minima
+    # make a loop that no triangle fills (an essential 1-bar born when the second side enters).
+    bars = own_sides_barcodes([0.0, 0.0, 0.0, 0.0], [((0, 1, 2), (3.0, 4.0, 4.5), 6.0),
+                                                     ((0, 1, 3), (3.5, 4.0, 4.2), 7.0)])
+    assert sorted(bars[1]) == [(3.5, float("inf")), (4.2, 7.0), (4.5, 6.0)]

@@ -103,3 +103,21 @@ def test_robustness_test_detects_a_landscape_whose_bars_do_not_depend_on_the_sub
     np.fill_diagonal(matrix, np.nan)
     result = robustness_test(losses, matrix, [2, 3, 4, 5, 6], draws=199)
     assert result.statistic == pytest.approx(0.0) and result.p_value == pytest.approx(1 / 200)
+
+
+def test_linear_statistic_test_of_a_difference_of_slopes():
+    from benchmarks.cnn_channels import slope_weights
+    from benchmarks.stages import Variant
+
+    def row(layers, channels, parameters):
+        return {"variant": Variant("k", "d", "m", {"conv_layers": layers, "channels": channels,
+                                                   "parameters": parameters})}
+
+    rows = [row(1, 32, 100), row(1, 64, 1000), row(2, 32, 1000), row(3, 32, 10000)]
+    within, across = slope_weights(rows, "conv_layers"), slope_weights(rows, "channels")
+    values = np.array([4.0, 3.0, 1.0, 0.0])  # within CNN-1: -1 per decade; across C=32: -2 per decade
+    assert values @ within == pytest.approx(-1.0) and values @ across == pytest.approx(-2.0)
+    result = evidence.linear_statistic_test(values, across - within, "t", "slope difference")
+    assert result.statistic == pytest.approx(-1.0)
+    assert 1 / 24 <= result.min_attainable_p <= result.p_value <= 1
+    assert evidence.linear_null_rate(across - within, draws=200) <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / 200)

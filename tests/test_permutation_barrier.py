@@ -95,10 +95,16 @@ def test_stages_paths_summary_and_report_section(tiny_params, tmp_path):
     assert summary["profile"] == "tiny"
 
     section = pb.report_section(config, tmp_path / "figures", root)
-    assert len(section.claims) == 3
-    assert all(c.data_source.startswith("SYNTHETIC") and c.profile == "tiny" for c in section.claims)
-    assert section.claims[0].result.n == 4 and "decreasing" in section.claims[0].result.test
-    assert section.claims[1].result.statistic == pytest.approx(np.mean(monotone))
+    assert len(section.claims) == 4
+    assert all(c.data_source.startswith("SYNTHETIC") and c.profile == "tiny" and c.unit == "teacher"
+               for c in section.claims)
+    saddles = [r["saddle"] for v in mnist for r in v["paths"]]
+    assert "saddle" in section.claims[0].claim and section.claims[0].result.statistic == pytest.approx(np.mean(saddles))
+    for record in (r for v in mnist for r in v["paths"]):
+        assert record["hessian_min_eigenvalue"] <= record["hessian_max_eigenvalue"]
+    assert section.claims[1].result.n == 4 and "decreasing" in section.claims[1].result.test
+    assert section.claims[1].result.min_attainable_p == pytest.approx(1 / 6)  # 2 teachers at each of 2 widths
+    assert section.claims[2].result.statistic == pytest.approx(np.mean(monotone))
     assert len(section.figures) == 5
     for figure in section.figures:
         assert figure.stat().st_size > 1000, figure
