@@ -106,7 +106,7 @@ def trend_min_p(x: np.ndarray, draws: int, exact: bool) -> float:
     """Smallest attainable p of :func:`trend_test` at design x: the perfect ordering of distinct values
     is reached by prod(m_k!) of the n! relabellings (m_k units at level k)."""
     _, counts = np.unique(x, return_counts=True)
-    fraction = math.exp(sum(math.lgamma(m + 1) for m in counts) - math.lgamma(len(x) + 1))
+    fraction = math.prod(math.factorial(int(m)) for m in counts) / math.factorial(len(x))
     return fraction if exact else max(fraction, 1 / (1 + draws))
 
 

@@ -49,8 +49,14 @@ def test_stages_write_barcodes_and_report_section(tiny_params, tmp_path):
     assert topo["data_source"].startswith("SYNTHETIC stand-in of svhn")
     metrics = json.loads((root / "fc_depth/topology_metrics.json").read_text())
     assert set(metrics) == {"svhn-fc-1-8", "svhn-fc-2-8"}
+    paths = json.loads((root / "fc_depth/paths/svhn-fc-2-8/paths.json").read_text())
+    assert len(paths["converged"]) == 3 and all(isinstance(c, bool) for c in paths["converged"])
+    assert paths["converged"] == [c <= 0.01 for c in paths["relative_change"]]  # the default converge_tol
+    assert topo["paths_converged"] == paths["converged"]
     section = fc_depth.report_section(config, tmp_path / "figures", root)
-    assert len(section.claims) == 2 and all(c.data_source.startswith("SYNTHETIC") for c in section.claims)
+    assert len(section.claims) == 3 and all(c.data_source.startswith("SYNTHETIC") for c in section.claims)
+    assert all(c.unit == "set of minima" and c.result.n == 2 for c in section.claims)  # one barcode per depth
+    assert all(c.result.min_attainable_p == 0.5 for c in section.claims)  # 2 sets: underpowered by design
     assert (tmp_path / "figures" / "fc_depth_barcodes_svhn.png").stat().st_size > 1000
 
 
