@@ -64,7 +64,8 @@ def test_cli_prints_one_line_error_without_traceback(tmp_path, capsys):
     params.write_text("fc_depth:\n  minima:\n    n_minima: 1\n")
     assert main(["stage", "fc_depth", "minima", "--params", str(params)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "losstopo: error: params: fc_depth.minima.n_minima must be >= 2 (a barcode needs two minima)"
+    assert err == ("losstopo: error: params: fc_depth.minima.n_minima must be between 2 (a barcode needs two minima) "
+                   "and 1000 (replicates' seeds are 1000 apart)")
 
 
 def test_cli_missing_data_is_one_line(tmp_path):

@@ -12,8 +12,8 @@ from executors import run_minima_and_paths_both_ways
 from benchmarks import resnet_lr
 from losstopo import data as data_module
 from losstopo.config import resolve
-from losstopo.report import render
 from losstopo import evidence
+from losstopo.report import finalise, render
 
 N_MINIMA = 2  # per type
 N_POINTS = 3
@@ -128,6 +128,7 @@ def test_barcodes_and_segment_lengths(pipeline):
 def test_report_section_tables_figures_and_claims(pipeline):
     section = pipeline["section"]
     assert len(section.claims) == 6  # three per dataset
+    finalise(section.claims)
     for claim, dataset in zip(section.claims, ["cifar10"] * 3 + ["svhn"] * 3):
         assert dataset in claim.claim and claim.data_source.startswith(f"SYNTHETIC stand-in of {dataset}")
         assert claim.profile == "tiny" and claim.verdict in evidence.VERDICTS and claim.unit == "minimum"
