@@ -17,6 +17,8 @@ from tqdm.auto import tqdm
 
 LossFn = Callable[[torch.Tensor], torch.Tensor]
 PAPER_ALPHAS = (0.2, 0.4, 0.6, 0.8)  # section 3.2: evaluation between optimised points
+MAX_TOLERANCE = 1e-4  # a path maximum is refined until it moves by < this fraction of its loss range
+MAX_REFINEMENTS = 40  # bracket halvings at most (the bracket shrinks by 2**-40 of a segment)
 CONVERGENCE_WINDOW = 0.2  # a path has converged when its last 20% of steps move its maximum by < tol
 
 
@@ -204,6 +206,7 @@ def optimize_paths(
     progress: bool = False,
     description: str = "paths",
     checkpoints: Sequence[int] = (),
+    tolerance: float | None = MAX_TOLERANCE,
 ) -> list[PathResult]:
     """Algorithm 3 for P paths at once: theta_a, theta_b (P, d) -> P optimised polylines.
 
@@ -222,6 +225,7 @@ def optimize_paths(
     (``PathResult.max_at_steps``; the final count is always included). With a constant ``lr`` the paths
     after k steps are exactly those of a k-step run, so one run measures several budgets; the
     checkpoint at 80% of ``steps`` gives the convergence rule of :meth:`PathResult.relative_change`.
+    ``tolerance``: of the final maxima, as in :func:`evaluate_paths`.
     """
     if n_points < 3:
         raise ValueError(f"a path needs at least 3 points (one movable), got n_points={n_points}")
@@ -237,7 +241,7 @@ def optimize_paths(
     at_steps: list[dict[int, float]] = [{} for _ in range(n_paths)]
     for step in tqdm(range(steps), desc=description, disable=not progress, leave=False):
         if step in wanted:
-            for p, result in enumerate(evaluate_paths(loss_fn, flat.paths(), alphas, max_models)):
+            for p, result in enumerate(evaluate_paths(loss_fn, flat.paths(), alphas, max_models, tolerance=tolerance)):
                 at_steps[p][step] = result.max_loss
         if refinement is not None and step > 0 and step % refinement.every == 0:
             flat, velocity = _refine(flat, velocity, refinement, loss_fn, max_models)
@@ -256,7 +260,7 @@ def optimize_paths(
         if step % record_every == 0 or step == steps - 1:
             for p, values in enumerate(torch.split(losses, flat.interior_counts)):
                 histories[p].append(float(values.max()))
-    results = evaluate_paths(loss_fn, flat.paths(), alphas, max_models, histories)
+    results = evaluate_paths(loss_fn, flat.paths(), alphas, max_models, histories, tolerance)
     norms = orthogonal_grad_at_highest(loss_fn, flat, weight_decay, max_models)
     for result, at, norm in zip(results, at_steps, norms):
         result.max_at_steps = {**at, steps: result.max_loss}
@@ -283,10 +287,6 @@ def orthogonal_grad_at_highest(loss_fn: LossFn, flat: "_FlatPaths", weight_decay
 def optimize_path(loss_fn: LossFn, theta_a: torch.Tensor, theta_b: torch.Tensor, **options) -> PathResult:
     """One path: theta_a, theta_b (d,) -> PathResult with ``.points`` (n, d) and ``.max_loss``."""
     return optimize_paths(loss_fn, theta_a.reshape(1, -1), theta_b.reshape(1, -1), **options)[0]
-
-
-MAX_TOLERANCE = 1e-4  # a path maximum is refined until it moves by < this fraction of its loss range
-MAX_REFINEMENTS = 40  # bracket halvings at most (the bracket shrinks by 2**-40 of a segment)
 
 
 def adaptive_positions(points: torch.Tensor, alphas: Sequence[float]) -> np.ndarray:

@@ -16,7 +16,7 @@ from benchmarks.stages import path_loss
 from losstopo.config import MinimaConfig, PathConfig, ToyConfig, load_params, resolve
 from losstopo.data import REGISTRY, synthetic_dataset
 from losstopo.models import build_model
-from losstopo.paths import evaluate_in_chunks, evaluate_paths, optimize_paths, straight_path
+from losstopo.paths import convergence_checkpoint, evaluate_in_chunks, evaluate_paths, optimize_paths, straight_path
 from losstopo.permutation import Convergence, merge_neurons_batch, quadratic_loss
 from losstopo.stacked import StackedModel
 from losstopo.train import train_minima
@@ -40,17 +40,22 @@ def test_minima_count_by_hand():
 
 
 def test_paths_count_by_hand():
-    # 3 pairs x 3 interior points; dense evaluation: 5 points + 4 x 4 alphas = 21 per path, 3 end points
+    # 3 pairs x 3 interior points; the orthogonal gradient of those on all 1000 images; dense evaluation:
+    # 5 points + 4 x 4 alphas = 21 per path at step 6 (80% of 7, the convergence rule) and at the end,
+    # the straight paths, 3 end points
     assert _calls(paths_work("fc_depth", "v", "fc-2-8", "mnist", PATHS, 3, full_sizes)) == [
-        ("grad", 9, 200, 7), ("eval", 63, 1000, 1), ("eval", 63, 1000, 1), ("eval", 3, 1000, 1)]
+        ("grad", 9, 200, 7), ("grad", 9, 1000, 1), ("eval", 63, 1000, 1), ("eval", 63, 1000, 1),
+        ("eval", 63, 1000, 1), ("eval", 3, 1000, 1)]
     # two jobs: pairs (0,1),(0,2) and (1,2); 2 x 21 = 42 and 21 points; 64 models per chunk
     split = PathConfig(n_points=5, steps=7, batch_size=200, train_subset=1000, pairs_per_job=2)
     assert _calls(paths_work("fc_depth", "v", "fc-2-8", "mnist", split, 3, full_sizes)) == [
-        ("grad", 6, 200, 7), ("eval", 42, 1000, 1), ("eval", 42, 1000, 1), ("eval", 3, 1000, 1),
-        ("grad", 3, 200, 7), ("eval", 21, 1000, 1), ("eval", 21, 1000, 1), ("eval", 2, 1000, 1)]
+        ("grad", 6, 200, 7), ("grad", 6, 1000, 1), ("eval", 42, 1000, 1), ("eval", 42, 1000, 1),
+        ("eval", 42, 1000, 1), ("eval", 3, 1000, 1),
+        ("grad", 3, 200, 7), ("grad", 3, 1000, 1), ("eval", 21, 1000, 1), ("eval", 21, 1000, 1),
+        ("eval", 21, 1000, 1), ("eval", 2, 1000, 1)]
     # 105 pairs x 21 = 2205 dense points on 25,000 images: 35 model chunks x 3 image chunks of 10,000
     many = PathConfig(n_points=5, steps=7, batch_size=None, train_subset=25000, max_models=64)
-    grad, optimised = paths_work("fc_depth", "v", "fc-2-8", "mnist", many, 15, full_sizes)[:2]
+    grad, _, optimised = paths_work("fc_depth", "v", "fc-2-8", "mnist", many, 15, full_sizes)[:3]
     assert (grad.op.models, grad.op.images, grad.calls) == (64, 10000, 7 * math.ceil(315 / 64) * 3)
     assert (optimised.op.models, optimised.op.images, optimised.calls) == (64, 10000, 35 * 3)
 
@@ -110,8 +115,11 @@ def test_counts_equal_the_calls_a_paths_job_makes(counting):
     thetas = stacked.init_thetas(list(range(8)))
     pairs = [(i, j) for i in range(8) for j in range(i + 1, 8)]
     starts, ends = thetas[[i for i, _ in pairs]], thetas[[j for _, j in pairs]]
-    optimize_paths(loss_fn, starts, ends, n_points=cfg.n_points, steps=cfg.steps, max_models=cfg.max_models)
-    evaluate_paths(loss_fn, list(straight_path(starts, ends, cfg.n_points)), cfg.alphas, cfg.max_models)
+    # as paths_job calls them, at the paper's fixed probes (the adaptive refinement is data-dependent)
+    optimize_paths(loss_fn, starts, ends, n_points=cfg.n_points, steps=cfg.steps, max_models=cfg.max_models,
+                   checkpoints=[convergence_checkpoint(cfg.steps)], tolerance=None)
+    evaluate_paths(loss_fn, list(straight_path(starts, ends, cfg.n_points)), cfg.alphas, cfg.max_models,
+                   tolerance=None)
     evaluate_in_chunks(loss_fn, thetas, cfg.max_models)
     works = paths_work("fc_depth", "v", "fc-1-4", "mnist", cfg, 8, full_sizes)
     assert counting.calls["logits"] == sum(w.calls for w in works)

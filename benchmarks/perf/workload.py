@@ -26,7 +26,7 @@ from benchmarks import wrn_robustness as wrn
 from benchmarks.stages import pair_chunks, path_schedule
 from losstopo.config import DataConfig, MinimaConfig, Params, PathConfig
 from losstopo.data import SYNTHETIC_SIZES, load_dataset
-from losstopo.paths import dense_positions
+from losstopo.paths import convergence_checkpoint, dense_positions
 from losstopo.permutation import Convergence
 from losstopo.stacked import DatasetLoss
 
@@ -121,12 +121,15 @@ def minima_work(experiment: str, what: str, model: str, dataset: str, cfg: Minim
 
 def paths_work(experiment: str, what: str, model: str, dataset: str, cfg: PathConfig, n_minima: int,
                sizes: Sizes, cuda: bool = False) -> list[Work]:
-    """``paths_job`` per chunk of pairs: Algorithm 3 steps on all interior points, then the dense
-    evaluation of the optimised and the straight paths and of the end points."""
+    """``paths_job`` per chunk of pairs: Algorithm 3 steps on all interior points, the dense evaluation at
+    80% of the steps (the convergence rule), the orthogonal gradient at the end, then the dense evaluation
+    of the optimised and the straight paths and of the end points. Counted at the paper's fixed probes:
+    the adaptive probes of long segments and the refinement of each maximum (data-dependent, at most
+    ``paths.MAX_REFINEMENTS`` rounds of two points a path) come on top, so every count is a lower bound."""
     n_images = sizes(dataset, cfg.train_subset, "train")
     batch = n_images if cfg.batch_size is None else min(cfg.batch_size, n_images)
     steps = path_schedule(cfg, n_images)["steps"]
-    bound = "lower" if cfg.refine_every_epochs is not None else "exact"
+    bound = "lower"
     inner = cfg.max_models  # stages.path_loss
     dense = len(dense_positions(cfg.n_points, cfg.alphas))
     works = []
@@ -135,7 +138,10 @@ def paths_work(experiment: str, what: str, model: str, dataset: str, cfg: PathCo
         ends = len({k for pair in pairs for k in pair})
         works.append(_eval_work(experiment, "paths", f"{what}: {len(pairs)} paths x {steps} steps", model, dataset,
                                 points, batch, steps, bound, inner, bf16=cuda and cfg.mixed_precision, kind="grad"))
-        for label, models in (("optimised paths", len(pairs) * dense), ("straight paths", len(pairs) * dense),
+        works.append(_eval_work(experiment, "paths", f"{what}: orthogonal gradient at the highest points", model,
+                                dataset, points, n_images, 1, bound, inner, kind="grad"))
+        checkpoint = [("optimised paths at 80% of the steps", len(pairs) * dense)] if 0 < convergence_checkpoint(steps) < steps else []
+        for label, models in (*checkpoint, ("optimised paths", len(pairs) * dense), ("straight paths", len(pairs) * dense),
                               ("end points", ends)):
             works.append(_eval_work(experiment, "paths", f"{what}: dense evaluation of the {label}", model, dataset,
                                     models, n_images, 1, bound, inner))
