@@ -115,7 +115,8 @@ def test_channel_section_claims_tables_and_figures(pipeline):
     for claim in (channels, parameters):
         assert claim.result.test.startswith("permutation test of Kendall's S, one-sided (decreasing)")
     # 4 networks: within CNN-1 (4 -> 8 channels), across at 4 channels (1, 2, 3 layers)
-    assert "conv layer is added" in interaction.claim and interaction.result.min_attainable_p == pytest.approx(1 / 24)
+    # two of the 24 orderings reach the smallest statistic (two networks carry equal weights)
+    assert "conv layer is added" in interaction.claim and interaction.result.min_attainable_p == pytest.approx(2 / 24)
     assert "channels" in channels.claim and channels.result.n == 2  # one value per network: cnn-1-4, cnn-1-8
     assert channels.result.min_attainable_p == pytest.approx(0.5)  # two networks: one of 2 orderings
     assert "parameter count" in parameters.claim and parameters.result.n == 4

@@ -133,7 +133,7 @@ def test_session_then_ingest_end_to_end(tmp_path, monkeypatch):
     assert {p.name for p in perf.iterdir()} == {"projection-tiny-test.json", "projection-paper-test.json"}
     topology = json.loads((home / "artifacts/fc_depth/topology/svhn-fc-2-8/topology.json").read_text())
     assert len(topology["bars"]) == 3
-    report = (home / "reports/report.md").read_text()
+    report = (home / "reports/tiny/report.md").read_text()
     assert "Partial report" in report and "cnn_channels" in report.split("## Claims")[0]
     assert "TO-score decreases with depth (svhn)" in device_ingest.claims_table(report)
 

@@ -81,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     except (LosstopoError, OSError, tarfile.TarError) as error:
         print(f"device_ingest: error: {error}", file=sys.stderr)
         return 2
-    print(claims_table((workdir / "reports" / "report.md").read_text()))
-    print(f"report: {workdir / 'reports' / 'report.md'}; MLflow: {workdir / 'mlflow.db'}")
+    report = workdir / "reports" / profile / "report.md"
+    print(claims_table(report.read_text()))
+    print(f"report: {report}; MLflow: {workdir / 'mlflow.db'}")
     return 0
 
 
