@@ -71,7 +71,10 @@ def test_sgd_with_piecewise_schedule_runs_fixed_epochs_and_logs_the_schedule():
     cfg = MinimaConfig(n_minima=2, max_epochs=4, patience=None, batch_size=128, optimizer="sgd", momentum=0.9,
                        schedule="piecewise", m1=1, m2=3, lr_max=0.05, lr_base=0.001)
     result = train_minima(StackedModel(build_model("fc-1-8", (1, 28, 28), 10)), data, cfg, progress=False)
-    assert len(result.history) == 4 and result.epochs == [4, 4] and all(result.converged)
+    assert len(result.history) == 4 and result.epochs == [4, 4]
+    # a fixed budget's convergence is measured (last 20% of epochs), not assumed
+    losses = [record["train_loss"] for record in result.history]
+    assert result.converged == [abs(b - a) / b < 0.01 for a, b in zip(losses[2], losses[3])]
     # 4 batches per epoch: the last batch of epoch 1 (index 3) is at lr_max, epoch 4's last (15) at lr_min.
     assert result.history[0]["lr"] == pytest.approx(0.05)
     assert result.history[3]["lr"] == pytest.approx(0.001)

@@ -142,7 +142,13 @@ def test_one_bars_follow_the_appendix_i_rule(run, study):
         for got, want in zip(stored, expected_single):
             if want is not None:
                 assert tuple(got) == pytest.approx(want)
-        if len(paths["triples"]) == 1:  # one triangle: the complex's 1-barcode IS Appendix I's segment
+        if regime == "vertices_fixed":  # the complex of the triangles' own sides (Fig. 16)
+            own = [max(m, losses[a], losses[b]) for (i, j, k), sides in zip(paths["triples"], tri["side_max"])
+                   for (a, b), m in zip(((i, j), (j, k), (i, k)), sides)]
+            for birth, death in bars:
+                assert min(abs(birth - v) for v in own) < 1e-9
+                assert death == math.inf or min(abs(death - t) for t in tri["max"]) < 1e-9
+        elif len(paths["triples"]) == 1:  # one triangle: the complex's 1-barcode IS Appendix I's segment
             assert bars == ([] if expected_single[0] is None else [pytest.approx(expected_single[0])])
         else:  # several triangles: every bar is born at a curve's value and dies at a triangle's value
             for birth, death in bars:
@@ -196,11 +202,14 @@ def test_report_section_tables_claims_and_figures(run):
     for value in ("0.0072 ± 0.0007", "77.9280 ± 0.2665", "0.1596 ± 0.0050", "90.7725 ± 0.2987"):
         assert value in text  # Tables 3 and 14 beside ours
     assert "`wrn-10-1`" in text and "`lenet`" in text and "SYNTHETIC stand-in of cifar100" in text
-    assert len(section.claims) == 2
-    by_study = {("wrn" if "wrn-10-1" in c.claim else "lenet"): c for c in section.claims}
-    for claim in section.claims:  # curve convergence is not recorded: no verdict may be given
-        assert math.isnan(claim.converged_fraction) and "shuffled over pairs" in claim.claim
-        assert "Monte Carlo" in claim.result.test and 0 <= claim.null_rate <= 0.2
+    assert len(section.claims) == 4  # per study: robustness, and triangles of both regimes compared
+    regimes = [c for c in section.claims if "trainable side centres" in c.claim]
+    assert len(regimes) == 2 and all(c.unit == "triangle (paired)" for c in regimes)
+    by_study = {("wrn" if "wrn-10-1" in c.claim else "lenet"): c for c in section.claims if c not in regimes}
+    for claim in section.claims:  # curve and triangle convergence is not recorded: no verdict may be given
+        assert math.isnan(claim.converged_fraction) and 0 <= claim.null_rate <= 0.2
+    for claim in by_study.values():
+        assert "shuffled over pairs" in claim.claim and "Monte Carlo" in claim.result.test
     robust = _load(run, "topology", "lenet", "topology.json")["robustness"]
     assert by_study["lenet"].result.statistic == pytest.approx(robust["mean_cv"])
     assert all(c.data_source.startswith("SYNTHETIC") for c in section.claims)
