@@ -73,6 +73,7 @@ def study(profile: str, depths: list[int], n_pairs: int, budgets: list[int], tol
             results = optimize_paths(
                 loss_fn, starts, ends, n_points=n_points, lr=cfg.lr, steps=steps, momentum=cfg.momentum,
                 weight_decay=cfg.weight_decay, clip_norm=clip_norm, alphas=cfg.alphas, max_models=cfg.max_models,
+                step_rule=cfg.step_rule,
                 seed=config.minima.seed, progress=params.runtime.progress,
                 description=f"depth {depth}, {settings(n_points, clip_norm)}",
                 checkpoints=[b for b in budgets if b < steps])

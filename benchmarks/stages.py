@@ -23,11 +23,12 @@ import torch
 from losstopo import tracking
 from losstopo.config import DataConfig, MinimaConfig, Params, PathConfig, as_dict, content_hash
 from losstopo.data import Dataset, check_available, load_dataset, resolve_root
+from losstopo.errors import TrainingDiverged
 from losstopo.executor import Executor, Job, JobCache, job_address, make_executor
 from losstopo.io import load_json, save_json, save_torch
 from losstopo.models import build_model, parameter_count
 from losstopo.paths import (CONVERGENCE_WINDOW, Refinement, convergence_checkpoint, evaluate_in_chunks,
-                            evaluate_paths, optimize_paths, straight_path)
+                            PathsDiverged, evaluate_paths, optimize_paths, straight_path)
 from losstopo.schedules import piecewise_linear_lr
 from losstopo.stacked import DatasetLoss, StackedModel
 from losstopo.topology import barcode_of_minima, segment_lengths, to_score
@@ -291,11 +292,16 @@ def paths_job(shared: dict[str, torch.Tensor], job: PathsJob) -> dict:
     thetas = shared[job.minima_key].to(device)
     starts, ends = thetas[[i for i, _ in job.pairs]], thetas[[j for _, j in job.pairs]]
     schedule = path_schedule(cfg, len(dataset.y_train))
-    results = optimize_paths(
-        loss_fn, starts, ends, n_points=cfg.n_points, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-        clip_norm=cfg.clip_norm, alphas=cfg.alphas, max_models=cfg.max_models, seed=job.seed,
-        progress=job.progress, description=job.description,
-        checkpoints=[convergence_checkpoint(schedule["steps"])], **schedule)
+    try:
+        results = optimize_paths(
+            loss_fn, starts, ends, n_points=cfg.n_points, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+            clip_norm=cfg.clip_norm, alphas=cfg.alphas, max_models=cfg.max_models, seed=job.seed,
+            progress=job.progress, description=job.description, step_rule=cfg.step_rule,
+            checkpoints=[convergence_checkpoint(schedule["steps"])], **schedule)
+    except PathsDiverged as error:
+        pairs = ", ".join(f"minima {job.pairs[p][0]}-{job.pairs[p][1]}" for p in error.paths)
+        raise TrainingDiverged(f"{job.description}: the path between {pairs} diverged at step {error.step} "
+                               f"(non-finite loss); lower paths.lr or set paths.step_rule: normalized") from None
     straight = evaluate_paths(loss_fn, list(straight_path(starts, ends, cfg.n_points)), cfg.alphas, cfg.max_models)
     ends_used = sorted({k for pair in job.pairs for k in pair})
     end_losses = evaluate_in_chunks(loss_fn, thetas[ends_used], cfg.max_models).tolist()

@@ -119,10 +119,12 @@ class PathConfig:
     pairs_per_job: int | None = None  # pairs per job (the unit an executor schedules); None: one job per variant
     mixed_precision: bool = False  # bf16 autocast for the path steps on CUDA; reported losses stay fp32
     converge_tol: float = 0.01  # converged: the last 20% of steps moved the path maximum by <= this (relative)
+    step_rule: str = "sgd"  # sgd (Algorithm 3) | normalized: lr is a fraction of the path's spacing per step
 
     def validate(self, where: str) -> None:
         _require(self.n_points >= 3, where, "n_points", "must be >= 3")
         _require(self.converge_tol > 0, where, "converge_tol", "must be > 0")
+        _require(self.step_rule in ("sgd", "normalized"), where, "step_rule", "must be 'sgd' or 'normalized'")
         _require(self.lr > 0 and self.steps >= 0, where, "lr", "lr must be > 0 and steps >= 0")
         _require(self.schedule in ("constant", "piecewise"), where, "schedule", "must be 'constant' or 'piecewise'")
         _require(self.refine_criterion in ("distance", "loss"), where, "refine_criterion",

@@ -15,11 +15,24 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from losstopo.errors import LosstopoError
+
 LossFn = Callable[[torch.Tensor], torch.Tensor]
 PAPER_ALPHAS = (0.2, 0.4, 0.6, 0.8)  # section 3.2: evaluation between optimised points
 MAX_TOLERANCE = 1e-4  # a path maximum is refined until it moves by < this fraction of its loss range
 MAX_REFINEMENTS = 40  # bracket halvings at most (the bracket shrinks by 2**-40 of a segment)
 CONVERGENCE_WINDOW = 0.2  # a path has converged when its last 20% of steps move its maximum by < tol
+STEP_RULES = ("sgd", "normalized")
+SECOND_MOMENT_DECAY = 0.999  # "normalized" steps: decay of each point's mean squared step direction
+
+
+class PathsDiverged(LosstopoError):
+    """A path's loss became NaN or infinite during optimisation; ``paths`` holds the indices of those paths."""
+
+    def __init__(self, paths: list[int], step: int):
+        self.paths, self.step = paths, step
+        super().__init__(f"path(s) {paths} diverged (non-finite loss) at step {step}: lower the learning rate "
+                         f"or use step_rule 'normalized'")
 
 
 def convergence_checkpoint(steps: int, window: float = CONVERGENCE_WINDOW) -> int:
@@ -174,17 +187,19 @@ class _FlatPaths:
         return list(torch.split(self.points, self.sizes))
 
 
-def _refine(flat: _FlatPaths, velocity: torch.Tensor, refinement: Refinement, loss_fn: LossFn,
+def _refine(flat: _FlatPaths, state: torch.Tensor, refinement: Refinement, loss_fn: LossFn,
             max_models: int) -> tuple[_FlatPaths, torch.Tensor]:
-    new_paths, new_velocities = [], []
-    for path, vel in zip(flat.paths(), torch.split(velocity, flat.sizes)):
+    """``state`` (N, s): per-point optimiser state (momentum, ...); inserted points get the mean of their
+    segment's two ends."""
+    new_paths, new_states = [], []
+    for path, rows in zip(flat.paths(), torch.split(state, flat.sizes)):
         scores = (distance_scores(path) if refinement.criterion == "distance"
                   else loss_scores(loss_fn, path, refinement.alphas, max_models))
         path, _ = insert_points(path, scores, refinement.threshold)
-        vel, _ = insert_points(vel, scores, refinement.threshold)  # inserted points get the mean momentum
+        rows, _ = insert_points(rows, scores, refinement.threshold)
         new_paths.append(path)
-        new_velocities.append(vel)
-    return _FlatPaths(new_paths), torch.cat(new_velocities)
+        new_states.append(rows)
+    return _FlatPaths(new_paths), torch.cat(new_states)
 
 
 def optimize_paths(
@@ -207,6 +222,7 @@ def optimize_paths(
     description: str = "paths",
     checkpoints: Sequence[int] = (),
     tolerance: float | None = MAX_TOLERANCE,
+    step_rule: str = "sgd",
 ) -> list[PathResult]:
     """Algorithm 3 for P paths at once: theta_a, theta_b (P, d) -> P optimised polylines.
 
@@ -226,12 +242,24 @@ def optimize_paths(
     after k steps are exactly those of a k-step run, so one run measures several budgets; the
     checkpoint at 80% of ``steps`` gives the convergence rule of :meth:`PathResult.relative_change`.
     ``tolerance``: of the final maxima, as in :func:`evaluate_paths`.
+
+    ``step_rule="normalized"`` makes the steps free of the loss's scale (ours): each point keeps a
+    momentum ``m`` (decay ``momentum``) of its orthogonal direction and a running mean ``v`` (decay
+    0.999) of that direction's squared norm, and moves by ``lr * s * m / sqrt(v)`` (bias-corrected as in
+    Adam, but one scalar ``v`` per point, so the direction stays orthogonal to the path), where ``s`` is
+    the path's initial spacing ``|theta_b - theta_a| / (n_points - 1)``: ``lr`` is then a fraction of
+    that spacing per step, the same on every landscape and at every depth. ``clip_norm`` is not used.
+    A path whose loss becomes non-finite raises :class:`PathsDiverged`.
     """
+    if step_rule not in STEP_RULES:
+        raise ValueError(f"step_rule must be one of {STEP_RULES}, got {step_rule!r}")
     if n_points < 3:
         raise ValueError(f"a path needs at least 3 points (one movable), got n_points={n_points}")
     theta_a, theta_b = torch.atleast_2d(theta_a), torch.atleast_2d(theta_b)
     flat = _FlatPaths(list(straight_path(theta_a, theta_b, n_points)))
     velocity = torch.zeros_like(flat.points)
+    second = torch.zeros_like(flat.points[:, :1])
+    spacing = ((theta_b - theta_a).norm(dim=-1, keepdim=True) / (n_points - 1)).repeat_interleave(n_points, dim=0)
     n_paths = len(flat.sizes)
     lr_at = lr if callable(lr) else (lambda _step: lr)
     generator = torch.Generator().manual_seed(seed)
@@ -244,19 +272,30 @@ def optimize_paths(
             for p, result in enumerate(evaluate_paths(loss_fn, flat.paths(), alphas, max_models, tolerance=tolerance)):
                 at_steps[p][step] = result.max_loss
         if refinement is not None and step > 0 and step % refinement.every == 0:
-            flat, velocity = _refine(flat, velocity, refinement, loss_fn, max_models)
+            flat, state = _refine(flat, torch.cat([velocity, second, spacing], dim=1), refinement, loss_fn, max_models)
+            velocity, second, spacing = state[:, :-2], state[:, -2:-1], state[:, -1:]
         step_loss = minibatch(generator) if minibatch is not None else loss_fn
         idx = flat.interior
         centre = flat.points[idx]
         losses, grads = losses_and_grads(step_loss, centre, max_models)
+        if not torch.isfinite(losses).all():
+            bad = [p for p, values in enumerate(torch.split(losses, flat.interior_counts)) if not torch.isfinite(values).all()]
+            raise PathsDiverged(bad, step)
         if weight_decay:
             grads = grads + weight_decay * centre
         direction = orthogonal_step(flat.points[idx - 1], centre, flat.points[idx + 1], grads)
-        if clip_norm is not None:
-            norms = direction.norm(dim=-1, keepdim=True)
-            direction = direction * (clip_norm / norms.clamp(min=clip_norm))
-        velocity[idx] = momentum * velocity[idx] + direction
-        flat.points[idx] = centre - lr_at(step) * velocity[idx]
+        if step_rule == "normalized":
+            velocity[idx] = momentum * velocity[idx] + (1 - momentum) * direction
+            second[idx] = SECOND_MOMENT_DECAY * second[idx] + (1 - SECOND_MOMENT_DECAY) * direction.pow(2).sum(-1, keepdim=True)
+            m_hat = velocity[idx] / (1 - momentum ** (step + 1))
+            v_hat = second[idx] / (1 - SECOND_MOMENT_DECAY ** (step + 1))
+            flat.points[idx] = centre - lr_at(step) * spacing[idx] * m_hat / v_hat.sqrt().clamp(min=1e-30)
+        else:
+            if clip_norm is not None:
+                norms = direction.norm(dim=-1, keepdim=True)
+                direction = direction * (clip_norm / norms.clamp(min=clip_norm))
+            velocity[idx] = momentum * velocity[idx] + direction
+            flat.points[idx] = centre - lr_at(step) * velocity[idx]
         if step % record_every == 0 or step == steps - 1:
             for p, values in enumerate(torch.split(losses, flat.interior_counts)):
                 histories[p].append(float(values.max()))

@@ -61,3 +61,21 @@ def ring_2d(thetas: torch.Tensor) -> torch.Tensor:
     centre, tilted in y so that a curve started on the straight segment bends one way."""
     x, y = thetas[:, 0], thetas[:, 1]
     return (x ** 2 + y ** 2 - 1) ** 2 - 0.1 * x ** 2 + 0.05 * y
+
+
+HIMMELBLAU_MINIMA = torch.tensor([[3.0, 2.0], [-2.805118, 3.131312], [-3.779310, -3.283186], [3.584428, -1.848126]],
+                                 dtype=torch.float64)
+CAMEL_MINIMA = torch.tensor([[0.0898, -0.7126], [-0.0898, 0.7126], [-1.7036, 0.7961], [1.7036, -0.7961],
+                             [1.6071, 0.5687], [-1.6071, -0.5687]], dtype=torch.float64)
+
+
+def himmelblau(thetas: torch.Tensor) -> torch.Tensor:
+    """thetas (k, 2) -> (k,): four minima of loss 0, joined through saddles of different heights."""
+    x, y = thetas[:, 0], thetas[:, 1]
+    return (x ** 2 + y - 11) ** 2 + (x + y ** 2 - 7) ** 2
+
+
+def six_hump_camel(thetas: torch.Tensor) -> torch.Tensor:
+    """thetas (k, 2) -> (k,): six minima in three pairs of depths (-1.03, -0.22, 2.10)."""
+    x, y = thetas[:, 0], thetas[:, 1]
+    return (4 - 2.1 * x ** 2 + x ** 4 / 3) * x ** 2 + x * y + (-4 + 4 * y ** 2) * y ** 2

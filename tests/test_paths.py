@@ -166,3 +166,36 @@ def test_checkpointed_maxima_are_those_of_shorter_runs_and_give_the_convergence_
     assert long.relative_change() == pytest.approx(change)
     assert np.isnan(short.relative_change())  # 80% of 10 steps was not checkpointed
     assert np.isfinite(long.orthogonal_grad_norm) and long.orthogonal_grad_norm >= 0
+
+
+from analytic import CAMEL_MINIMA, HIMMELBLAU_MINIMA, himmelblau, six_hump_camel  # noqa: E402
+from losstopo.paths import PathsDiverged  # noqa: E402
+
+# One set of options for every landscape: with normalised steps lr is a fraction of each path's spacing,
+# so neither the loss's scale (Himmelblau's range is ~900, the wells' ~1.5) nor the distances matter.
+NORMALIZED = dict(n_points=41, lr=0.1, steps=300, momentum=0.9, step_rule="normalized")
+LANDSCAPES = {
+    "himmelblau": (himmelblau, HIMMELBLAU_MINIMA, [-5.0, -5.0], [5.0, 5.0], 0.01),
+    "six_hump_camel": (six_hump_camel, CAMEL_MINIMA, [-2.2, -1.3], [2.2, 1.3], 0.01),
+    "wells": (wells_2d, WELL_CENTRES, [-3.5, -3.5], [3.5, 3.5], 0.05),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LANDSCAPES))
+def test_normalized_steps_recover_exact_barcodes_with_one_set_of_options(name):
+    fn, starts, lows, highs, descent_lr = LANDSCAPES[name]
+    minima = [descend_to_minimum(fn, s, lr=descent_lr) for s in starts]
+    losses, path_max = _barcode_from_paths(fn, minima, **NORMALIZED)
+    reference, value_range = grid_barcode(fn, lows, highs, 1001)
+    expected = sorted(d for _, d in reference if np.isfinite(d))
+    got = _finite_deaths(barcode_of_minima(losses, path_max, "persistence"))
+    assert len(got) == len(expected) == len(minima) - 1
+    assert np.abs(np.subtract(got, expected)).max() < 1e-3 * value_range
+
+
+def test_a_diverging_path_stops_with_an_error_naming_it():
+    minima = [descend_to_minimum(himmelblau, s, lr=0.01) for s in HIMMELBLAU_MINIMA]
+    with pytest.raises(PathsDiverged) as error:  # plain steps of lr 0.02 with momentum blow up on Himmelblau
+        optimize_paths(himmelblau, torch.stack(minima[:2]), torch.stack(minima[2:]), n_points=19, lr=0.02,
+                       steps=200, momentum=0.9, clip_norm=None)
+    assert error.value.paths and set(error.value.paths) <= {0, 1}
