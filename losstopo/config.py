@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from losstopo.errors import ConfigError
+from losstopo.paths import STEP_RULES
 
 
 class ExperimentNotInProfile(ConfigError):
@@ -124,7 +125,7 @@ class PathConfig:
     def validate(self, where: str) -> None:
         _require(self.n_points >= 3, where, "n_points", "must be >= 3")
         _require(self.converge_tol > 0, where, "converge_tol", "must be > 0")
-        _require(self.step_rule in ("sgd", "normalized"), where, "step_rule", "must be 'sgd' or 'normalized'")
+        _require(self.step_rule in STEP_RULES, where, "step_rule", f"must be one of {STEP_RULES}")
         _require(self.lr > 0 and self.steps >= 0, where, "lr", "lr must be > 0 and steps >= 0")
         _require(self.schedule in ("constant", "piecewise"), where, "schedule", "must be 'constant' or 'piecewise'")
         _require(self.refine_criterion in ("distance", "loss"), where, "refine_criterion",
