@@ -30,7 +30,7 @@ from losstopo.models import build_model, parameter_count
 from losstopo.paths import (CONVERGENCE_WINDOW, Refinement, convergence_checkpoint, evaluate_in_chunks,
                             PathsDiverged, evaluate_paths, optimize_paths, straight_path)
 from losstopo.schedules import piecewise_linear_lr
-from losstopo.stacked import DatasetLoss, StackedModel
+from losstopo.stacked import DatasetLoss, StackedModel, fast_bf16
 from losstopo.topology import barcode_of_minima, segment_lengths, to_score
 from losstopo.train import train_minima
 
@@ -276,8 +276,8 @@ class PathsJob:
 def path_loss(stacked: StackedModel, dataset: Dataset, cfg: PathConfig) -> DatasetLoss:
     """The loss paths are optimised and evaluated on: minibatches of ``cfg.batch_size`` images,
     ``cfg.max_models`` path points per batched forward (one kernel per layer for all of them), bf16
-    steps on CUDA with ``cfg.mixed_precision`` (the losses over the whole subset stay fp32)."""
-    bf16 = cfg.mixed_precision and dataset.x_train.device.type == "cuda"
+    steps with ``cfg.mixed_precision`` on CUDA and on AMX CPUs (the losses over the whole subset stay fp32)."""
+    bf16 = cfg.mixed_precision and fast_bf16(dataset.x_train.device)
     return DatasetLoss(stacked, dataset.x_train, dataset.y_train, batch_size=cfg.batch_size,
                        max_models=cfg.max_models, minibatch_autocast_dtype=torch.bfloat16 if bf16 else None)
 

@@ -118,7 +118,7 @@ class PathConfig:
     refine_criterion: str = "distance"  # distance | loss
     refine_threshold: float = 1.2  # T of Algorithm 4
     pairs_per_job: int | None = None  # pairs per job (the unit an executor schedules); None: one job per variant
-    mixed_precision: bool = False  # bf16 autocast for the path steps on CUDA; reported losses stay fp32
+    mixed_precision: bool = False  # bf16 autocast for the path steps on CUDA and AMX CPUs; reported losses stay fp32
     converge_tol: float = 0.01  # converged: the last 20% of steps moved the path maximum by <= this (relative)
     step_rule: str = "sgd"  # sgd (Algorithm 3) | normalized: lr is a fraction of the path's spacing per step
 

@@ -60,7 +60,8 @@ class StackedModel:
     def __init__(self, module: nn.Module, strategy: str = "auto", channels_last: bool = False):
         """``strategy``: "vmap" (one batched kernel per layer), "loop" (one model after another, same
         function), or "auto": vmap except for convolutional nets on CPU, where PyTorch's batched
-        convolution is slower than a loop (measured: benchmarks/RESULTS.md).
+        convolution is slower than a loop (measured: benchmarks/RESULTS.md), and for Linear/ReLU stacks on a
+        shared batch, where the first layer of all k models is one GEMM (``_mlp_shared``).
 
         ``channels_last``: run convolutions in NHWC layout (inputs and 4-D weights), the fast layout
         for tensor cores; it implies the loop strategy, since a vmapped convolution becomes one
@@ -87,6 +88,8 @@ class StackedModel:
 
         self._single = single
         self._shared = vmap(single, in_dims=(0, None))  # same batch for every model
+        self._mlp_layers = mlp_linear_layers(module)
+        self._mlp_flattens = isinstance(next(iter(module.children()), None), nn.Flatten)
         self._per_model = vmap(single, in_dims=(0, 0))  # a batch per model
 
     def _use_loop(self, device: torch.device) -> bool:
@@ -111,13 +114,57 @@ class StackedModel:
         """thetas (k, d), x (B, ...) -> (k, B, n_classes)."""
         if self._use_loop(thetas.device):
             return torch.stack([self._single(theta, x) for theta in thetas])
+        if self._mlp_layers is not None and self.strategy == "auto" and (self._mlp_flattens or x.dim() == 2):
+            return self._mlp_shared(thetas, x)
         return self._shared(thetas, x)
+
+    def _mlp_shared(self, thetas: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """A Flatten/Linear/ReLU stack on one shared batch: the first layer of all k models is one GEMM
+        ``x @ [W_1 ... W_k]^T`` (and so is its weight gradient, ``x^T @ [dY_1 ... dY_k]``); under vmap it
+        would be k products of the same input, and the hidden layers would run in strided layouts."""
+        k, batch = len(thetas), len(x)
+        weights = dict(zip(self.layout.names, torch.split(thetas, [s.numel() for s in self.layout.shapes], dim=1)))
+        (w_name, b_name), *rest = self._mlp_layers
+        first_w = weights[w_name].reshape(k, *self.layout.shapes[self.layout.names.index(w_name)])
+        width, n_in = first_w.shape[1:]
+        h = torch.addmm(weights[b_name].reshape(-1), x.reshape(batch, n_in), first_w.reshape(k * width, n_in).t())
+        h = h.view(batch, k, width).transpose(0, 1).contiguous()  # (k, B, W)
+        for w_name, b_name in rest:
+            w = weights[w_name].reshape(k, *self.layout.shapes[self.layout.names.index(w_name)])
+            h = torch.baddbmm(weights[b_name].unsqueeze(1), torch.relu(h), w.transpose(1, 2))
+        return h
 
     def logits_per_model(self, thetas: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         """thetas (k, d), xs (k, B, ...) -> (k, B, n_classes)."""
         if self._use_loop(thetas.device):
             return torch.stack([self._single(theta, x) for theta, x in zip(thetas, xs)])
         return self._per_model(thetas, xs)
+
+
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 autocast speeds up matrix products on ``device``: CUDA, or a CPU with AMX tiles
+    (on this project's Xeon a bf16 matmul runs ~5x an fp32 one; benchmarks/RESULTS.md). Elsewhere
+    bf16 on CPU is emulated or converted and slower than fp32."""
+    if device.type == "cuda":
+        return True
+    init_amx = getattr(torch._C._cpu, "_init_amx", None)  # private, present in torch 2.1 .. 2.13
+    return device.type == "cpu" and init_amx is not None and bool(init_amx())
+
+
+def mlp_linear_layers(module: nn.Module) -> list[tuple[str, str]] | None:
+    """(weight, bias) names of the Linear layers of an ``nn.Sequential`` of the form
+    [Flatten], Linear, ReLU, Linear, ReLU, ..., Linear; None for any other module."""
+    if not isinstance(module, nn.Sequential):
+        return None
+    children = list(module.named_children())
+    if children and isinstance(children[0][1], nn.Flatten) and children[0][1].start_dim == 1:
+        children = children[1:]
+    linear = children[0::2]
+    if not children or len(children) % 2 == 0 or any(not isinstance(m, nn.ReLU) for _, m in children[1::2]):
+        return None
+    if any(not isinstance(m, nn.Linear) or m.bias is None for _, m in linear):
+        return None
+    return [(f"{name}.weight", f"{name}.bias") for name, _ in linear]
 
 
 def cross_entropy_per_model(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -77,8 +77,51 @@ def test_minibatch_autocast_applies_to_the_steps_only():
     step_mixed = mixed.minibatch(torch.Generator().manual_seed(3))(thetas)
     assert not torch.equal(step_mixed, step_plain)  # bf16 matmuls: not the fp32 numbers ...
     assert torch.allclose(step_mixed, step_plain, rtol=0.02)  # ... but close to them
-    # the stages ask for bf16 steps on CUDA only
-    assert path_loss(stacked, data, PathConfig(mixed_precision=True)).minibatch_autocast_dtype is None
+
+
+
+@pytest.mark.parametrize("amx, expected", [(True, torch.bfloat16), (False, None)])
+def test_bf16_path_steps_on_cpu_only_where_it_has_amx(monkeypatch, amx, expected):
+    from benchmarks.stages import path_loss
+    from losstopo.config import PathConfig
+    from losstopo.data import REGISTRY, synthetic_dataset
+
+    monkeypatch.setattr(torch._C._cpu, "_init_amx", lambda: amx)
+    data = synthetic_dataset(REGISTRY["mnist"], reason="test", sizes=(32, 8))
+    stacked = StackedModel(build_model("fc-2-16", (1, 28, 28), 10))
+    assert path_loss(stacked, data, PathConfig(mixed_precision=True)).minibatch_autocast_dtype == expected
+    assert path_loss(stacked, data, PathConfig(mixed_precision=False)).minibatch_autocast_dtype is None
+
+
+@pytest.mark.parametrize("name, shape", [("fc-1-8", (1, 5, 5)), ("fc-4-16", (3, 4, 4))])
+def test_one_gemm_first_layer_equals_the_vmapped_layers(name, shape):
+    """The fused shared-input MLP (auto) against vmap: same losses and gradients."""
+    template = build_model(name, shape, 7)
+    fused, vmapped = StackedModel(template), StackedModel(template, strategy="vmap")
+    thetas = fused.init_thetas(list(range(5)))
+    x, y = torch.randn(33, *shape), torch.randint(7, (33,))
+    grads = []
+    for stacked in (fused, vmapped):
+        rows = thetas.clone().requires_grad_(True)
+        losses = DatasetLoss(stacked, x, y, max_models=3)(rows)
+        losses.sum().backward()
+        grads.append((losses.detach(), rows.grad))
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-6)
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-6)
+    assert torch.allclose(fused.logits(thetas, x), vmapped.logits(thetas, x), atol=1e-6)
+
+
+def test_only_linear_relu_stacks_take_the_one_gemm_path():
+    from losstopo.stacked import mlp_linear_layers
+
+    assert mlp_linear_layers(build_model("fc-2-8", (1, 4, 4), 3)) == [("1.weight", "1.bias"), ("3.weight", "3.bias"),
+                                                                      ("5.weight", "5.bias")]
+    nn = torch.nn
+    assert mlp_linear_layers(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))) is not None
+    assert mlp_linear_layers(nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2))) is None
+    assert mlp_linear_layers(nn.Sequential(nn.Linear(4, 3), nn.ReLU())) is None  # ends in a ReLU
+    assert mlp_linear_layers(nn.Sequential(nn.Linear(4, 3, bias=False), nn.ReLU(), nn.Linear(3, 2))) is None
+    assert mlp_linear_layers(build_model("cnn-1-4", (3, 32, 32), 10)) is None
 
 
 def test_augmented_minibatches_crop_and_flip_only_the_training_batches():
