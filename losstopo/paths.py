@@ -75,11 +75,16 @@ def orthogonal_step(left: torch.Tensor, centre: torch.Tensor, right: torch.Tenso
     The gradient minus the mean of its projections on the unit directions from the left neighbour
     and to the right neighbour.
     """
-    to_left = torch.nn.functional.normalize(centre - left, dim=-1)
-    to_right = torch.nn.functional.normalize(right - centre, dim=-1)
-    along_left = (grads * to_left).sum(-1, keepdim=True) * to_left
-    along_right = (grads * to_right).sum(-1, keepdim=True) * to_right
-    return grads - (along_left + along_right) / 2
+    # (g . u) u with u = v / |v| is (g . v) / |v|^2 v: four passes over (m, d) fewer than normalising v
+    to_left, to_right = centre - left, right - centre
+    on_left = _row_dot(grads, to_left) / _row_dot(to_left, to_left).clamp(min=1e-24)
+    on_right = _row_dot(grads, to_right) / _row_dot(to_right, to_right).clamp(min=1e-24)
+    return torch.addcmul(grads, to_left, on_left, value=-0.5).addcmul_(to_right, on_right, value=-0.5)
+
+
+def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(..., d), (..., d) -> (..., 1) row-wise dot products (on CPU faster than linalg.vecdot, measured)."""
+    return (a * b).sum(-1, keepdim=True)
 
 
 def orthogonal_direction(points: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
@@ -285,11 +290,12 @@ def optimize_paths(
             grads = grads + weight_decay * centre
         direction = orthogonal_step(flat.points[idx - 1], centre, flat.points[idx + 1], grads)
         if step_rule == "normalized":
-            velocity[idx] = momentum * velocity[idx] + (1 - momentum) * direction
-            second[idx] = SECOND_MOMENT_DECAY * second[idx] + (1 - SECOND_MOMENT_DECAY) * direction.pow(2).sum(-1, keepdim=True)
-            m_hat = velocity[idx] / (1 - momentum ** (step + 1))
+            moved = velocity[idx].lerp_(direction, 1 - momentum)
+            velocity[idx] = moved
+            second[idx] = second[idx].lerp_(_row_dot(direction, direction), 1 - SECOND_MOMENT_DECAY)
             v_hat = second[idx] / (1 - SECOND_MOMENT_DECAY ** (step + 1))
-            flat.points[idx] = centre - lr_at(step) * spacing[idx] * m_hat / v_hat.sqrt().clamp(min=1e-30)
+            scale = lr_at(step) / (1 - momentum ** (step + 1)) * spacing[idx] / v_hat.sqrt().clamp(min=1e-30)
+            flat.points[idx] = centre.addcmul_(moved, scale, value=-1)  # centre - lr s m_hat / sqrt(v_hat)
         else:
             if clip_norm is not None:
                 norms = direction.norm(dim=-1, keepdim=True)
