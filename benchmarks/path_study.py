@@ -3,8 +3,10 @@
 For a few depths of the FC sweep, a few pairs of the already trained minima are joined at doubling
 step budgets (one run per setting: with a constant learning rate the path after k steps is the
 k-step path, so checkpoints of one long run are the shorter runs), with 19 and 37 points and with the
-per-point step cap on and off. The chosen budget is the smallest at which, for the profile's own
-setting, every path maximum changes by less than ``tolerance`` (relative) when the budget doubles.
+per-point step cap on and off (with ``step_rule: normalized`` the cap is not used, so there is no
+cap-off run), and, where bf16 is fast (CUDA, AMX CPUs), with bf16 steps beside the fp32 ones. The chosen
+budget is the smallest at which, for the profile's own setting, every path maximum changes by less than
+``tolerance`` (relative) when the budget doubles.
 
     python -m benchmarks.path_study --profile cpu [--depths 2 4 8] [--pairs 2] [--budgets 250 ... 4000]
 
@@ -29,13 +31,39 @@ from losstopo.config import load_params
 from losstopo.io import save_json
 from losstopo.models import build_model
 from losstopo.paths import optimize_paths
-from losstopo.stacked import StackedModel
+from losstopo.stacked import StackedModel, fast_bf16
 
 DEFAULT_BUDGETS = (250, 500, 1000, 2000, 4000)
 
 
-def settings(n_points: int, clip_norm: float | None) -> str:
-    return f"{n_points} points, cap {'on' if clip_norm is not None else 'off'}"
+@dataclasses.dataclass(frozen=True)
+class StudyRun:
+    n_points: int
+    clip_norm: float | None
+    steps: int
+    bf16: bool = False
+
+
+def settings(n_points: int, clip_norm: float | None, bf16: bool = False, step_rule: str = "sgd") -> str:
+    cap = "normalized steps" if step_rule == "normalized" else f"cap {'on' if clip_norm is not None else 'off'}"
+    return f"{n_points} points, {cap}{', bf16 steps' if bf16 else ''}"
+
+
+def study_runs(n_points: int, clip_norm: float | None, step_rule: str, longest: int, bf16: bool) -> list[StudyRun]:
+    """The profile's own setting over all budgets; 2n-1 points, cap off (where the rule uses the cap) and
+    bf16 steps (where they are fast) up to half of it."""
+    runs = [StudyRun(n_points, clip_norm, longest), StudyRun(2 * n_points - 1, clip_norm, longest // 2)]
+    if step_rule != "normalized" and clip_norm is not None:
+        runs.append(StudyRun(n_points, None, longest // 2))
+    if bf16:
+        runs.append(StudyRun(n_points, clip_norm, longest // 2, bf16=True))
+    return runs
+
+
+def largest_relative_difference(reference: dict[int, list[float]], other: dict[int, list[float]]) -> float:
+    """max over shared budgets and paths of |other - reference| / |reference|."""
+    return max(float(np.max(np.abs(np.subtract(other[b], reference[b])) / np.abs(reference[b])))
+               for b in other if b in reference)
 
 
 def chosen_budget(maxima: dict[int, list[float]], tolerance: float) -> int | None:
@@ -55,8 +83,8 @@ def study(profile: str, depths: list[int], n_pairs: int, budgets: list[int], tol
     config = params.experiment("fc_depth")
     cfg = config.paths
     data = stage_data(params, ["mnist"])
-    runs = [(cfg.n_points, cfg.clip_norm, max(budgets)), (cfg.n_points, None, max(budgets) // 2),
-            (2 * cfg.n_points - 1, cfg.clip_norm, max(budgets) // 2)]
+    bf16 = fast_bf16(torch.device("cpu"))
+    runs = study_runs(cfg.n_points, cfg.clip_norm, cfg.step_rule, max(budgets), bf16)
     pairs = list(itertools.combinations(range(config.minima.n_minima), 2))[:n_pairs]
     dataset = job_dataset(data, DataRequest("mnist", cfg.train_subset, 0, config.minima.seed))
     by_key = {v.labels["depth"]: v for v in fc_depth.variants(config) if v.dataset == "mnist" and not v.replicate}
@@ -66,35 +94,41 @@ def study(profile: str, depths: list[int], n_pairs: int, budgets: list[int], tol
         thetas = torch.load(stage_dir("fc_depth", "minima", root) / variant.key / "minima.pt",
                             map_location="cpu", weights_only=True)["thetas"]
         module = build_model(variant.model, dataset.x_train.shape[1:], dataset.n_classes)
-        loss_fn = path_loss(StackedModel(module), dataset, cfg)
         starts, ends = thetas[[i for i, _ in pairs]], thetas[[j for _, j in pairs]]
-        for n_points, clip_norm, steps in runs:
+        for run in runs:
+            loss_fn = path_loss(StackedModel(module), dataset, dataclasses.replace(cfg, mixed_precision=run.bf16))
+            label = settings(run.n_points, run.clip_norm, run.bf16, cfg.step_rule)
             started = time.perf_counter()
             results = optimize_paths(
-                loss_fn, starts, ends, n_points=n_points, lr=cfg.lr, steps=steps, momentum=cfg.momentum,
-                weight_decay=cfg.weight_decay, clip_norm=clip_norm, alphas=cfg.alphas, max_models=cfg.max_models,
-                step_rule=cfg.step_rule,
-                seed=config.minima.seed, progress=params.runtime.progress,
-                description=f"depth {depth}, {settings(n_points, clip_norm)}",
-                checkpoints=[b for b in budgets if b < steps])
-            rows.append({"depth": depth, "n_points": n_points, "clip_norm": clip_norm, "steps": steps,
+                loss_fn, starts, ends, n_points=run.n_points, lr=cfg.lr, steps=run.steps, momentum=cfg.momentum,
+                weight_decay=cfg.weight_decay, clip_norm=run.clip_norm, alphas=cfg.alphas,
+                max_models=cfg.max_models, step_rule=cfg.step_rule, seed=config.minima.seed,
+                progress=params.runtime.progress, description=f"depth {depth}, {label}",
+                checkpoints=[b for b in budgets if b < run.steps])
+            rows.append({"depth": depth, **dataclasses.asdict(run), "label": label,
                          "seconds": time.perf_counter() - started, "pairs": pairs,
-                         "maxima": {b: [r.max_at_steps[b] for r in results] for b in budgets if b <= steps}})
-            print(f"depth {depth}, {settings(n_points, clip_norm)}: "
+                         "maxima": {b: [r.max_at_steps[b] for r in results] for b in budgets if b <= run.steps}})
+            print(f"depth {depth}, {label}: "
                   + ", ".join(f"{b}: {np.mean(v):.4f}" for b, v in rows[-1]["maxima"].items()), flush=True)
-    own = [r for r in rows if r["n_points"] == cfg.n_points and r["clip_norm"] == cfg.clip_norm]
+    own = [r for r in rows if r["n_points"] == cfg.n_points and r["clip_norm"] == cfg.clip_norm and not r["bf16"]]
     merged = {b: [m for r in own for m in r["maxima"][b]] for b in budgets}
-    return {"profile": profile, "depths": depths, "budgets": budgets, "tolerance": tolerance,
+    bf16_rows = {r["depth"]: r for r in rows if r["bf16"]}
+    bf16_difference = {depth: largest_relative_difference(own_row["maxima"], bf16_rows[depth]["maxima"])
+                       for own_row in own for depth in [own_row["depth"]] if depth in bf16_rows}
+    return {"step_rule": cfg.step_rule, "lr": cfg.lr, "momentum": cfg.momentum,
+            "bf16_largest_relative_difference": bf16_difference,
+            "profile": profile, "depths": depths, "budgets": budgets, "tolerance": tolerance,
             "path_subset": len(dataset.y_train), "data_source": dataset.source, "runs": rows,
             "rule": f"smallest budget B at which every path maximum of the profile's setting "
-                    f"({settings(cfg.n_points, cfg.clip_norm)}) changes by < {tolerance:.0%} at 2B",
+                    f"({settings(cfg.n_points, cfg.clip_norm, step_rule=cfg.step_rule)}) changes by "
+                    f"< {tolerance:.0%} at 2B",
             "chosen_steps": chosen_budget(merged, tolerance), "profile_steps": cfg.steps}
 
 
 def figure(result: dict, path: Path) -> Path:
     data = {}
     for row in result["runs"]:
-        label = f"depth {row['depth']}, {settings(row['n_points'], row['clip_norm'])}"
+        label = f"depth {row['depth']}, {row['label']}"
         budgets = sorted(int(b) for b in row["maxima"])
         data[label] = (budgets, [float(np.mean(row["maxima"][b])) for b in budgets])
     return plots.trend(data, path, f"Path maximum vs step budget, MNIST ({result['profile']} profile)",

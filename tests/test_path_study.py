@@ -6,3 +6,20 @@ def test_chosen_budget_is_the_smallest_that_moves_every_maximum_by_less_than_the
     assert chosen_budget(maxima, 0.01) == 500
     assert chosen_budget(maxima, 1e-6) is None  # no doubling is that still
     assert chosen_budget({250: [1.0], 1000: [1.0]}, 0.01) is None  # not a doubling
+
+
+def test_normalized_steps_have_no_cap_off_run_and_bf16_runs_only_where_it_is_fast():
+    from benchmarks.path_study import StudyRun, study_runs
+
+    sgd = study_runs(19, 1.0, "sgd", 4000, bf16=False)
+    assert sgd == [StudyRun(19, 1.0, 4000), StudyRun(37, 1.0, 2000), StudyRun(19, None, 2000)]
+    normalized = study_runs(19, 1.0, "normalized", 4000, bf16=True)
+    assert normalized == [StudyRun(19, 1.0, 4000), StudyRun(37, 1.0, 2000), StudyRun(19, 1.0, 2000, bf16=True)]
+
+
+def test_largest_relative_difference_over_the_shared_budgets():
+    from benchmarks.path_study import largest_relative_difference
+
+    fp32 = {250: [1.0, 2.0], 500: [0.5, 1.0], 1000: [0.4, 0.8]}
+    bf16 = {250: [1.1, 2.0], 500: [0.5, 0.9]}
+    assert abs(largest_relative_difference(fp32, bf16) - 0.1) < 1e-12
