@@ -95,15 +95,17 @@ class CurveTraining:
     steps: int
     lr: Callable[[int], float]
     momentum: float = 0.9
-    weight_decay: float = 5e-4  # on the trainable control points only
+    weight_decay: float = 5e-4  # Garipov et al.: 0.5 * wd * ||w||^2 at each sampled point w (see _descend)
 
 
 def _descend(trainable: torch.Tensor, points_at: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
              loss_fn: LossFn, training: CurveTraining, seed: int, progress: bool, description: str) -> torch.Tensor:
-    """SGD with momentum on ``trainable`` (P, ..., d): each step samples one point per model."""
+    """SGD with momentum on ``trainable`` (P, ..., d): each step samples one point w per model and descends
+    ``loss(w) + 0.5 * weight_decay * ||w||^2``, the regulariser of Garipov et al.'s curve code: a control
+    point with coefficient c(t) in w(t) gets ``weight_decay * c(t) * w(t)``, not ``weight_decay * bend``
+    (the optimiser's own decay), which would pull the bend to 0 at every t."""
     trainable = torch.nn.Parameter(trainable.clone())
-    optimizer = torch.optim.SGD([trainable], lr=training.lr(0), momentum=training.momentum,
-                                weight_decay=training.weight_decay)
+    optimizer = torch.optim.SGD([trainable], lr=training.lr(0), momentum=training.momentum)
     generator = torch.Generator().manual_seed(seed)
     minibatch = getattr(loss_fn, "minibatch", None)
     for step in tqdm(range(training.steps), desc=description, disable=not progress, leave=False):
@@ -111,7 +113,9 @@ def _descend(trainable: torch.Tensor, points_at: Callable[[torch.Tensor, torch.G
             group["lr"] = training.lr(step)
         step_loss = minibatch(generator) if minibatch is not None else loss_fn
         optimizer.zero_grad(set_to_none=True)
-        step_loss(points_at(trainable, generator)).sum().backward()
+        points = points_at(trainable, generator)
+        regulariser = 0.5 * training.weight_decay * points.pow(2).sum() if training.weight_decay else 0.0
+        (step_loss(points).sum() + regulariser).backward()
         optimizer.step()
     return trainable.detach()
 

@@ -135,3 +135,19 @@ def test_own_sides_complex_gives_each_triangle_its_own_boundary():
     bars = own_sides_barcodes([0.0, 0.0, 0.0, 0.0], [((0, 1, 2), (3.0, 4.0, 4.5), 6.0),
                                                      ((0, 1, 3), (3.5, 4.0, 4.2), 7.0)])
     assert sorted(bars[1]) == [(3.5, float("inf")), (4.2, 7.0), (4.5, 6.0)]
+
+
+@pytest.mark.parametrize("kind", ["polychain", "bezier"])
+def test_curve_weight_decay_is_garipovs_half_squared_norm_at_the_sampled_point(kind):
+    """One plain SGD step on a zero loss moves the bend by -lr * wd * c(t) * w(t), c(t) the bend's
+    coefficient in w(t) (Garipov et al.), not by -lr * wd * bend."""
+    start, end = torch.tensor([[1.0, -2.0, 0.5]]), torch.tensor([[3.0, 2.0, -1.5]])
+    lr, wd, seed = 0.1, 0.3, 7
+    bend = train_curves(lambda points: points.sum(-1) * 0, start, end, kind,
+                        CurveTraining(steps=1, lr=lambda _: lr, momentum=0.0, weight_decay=wd), seed=seed)
+    t = torch.rand(1, generator=torch.Generator().manual_seed(seed))
+    mid = (start + end) / 2
+    w = curve_points(kind, start, mid, end, t)
+    coefficient = (1 - abs(1 - 2 * t)) if kind == "polychain" else 2 * t * (1 - t)
+    assert torch.allclose(bend, mid - lr * wd * coefficient * w, atol=1e-6)
+    assert not torch.allclose(bend, mid - lr * wd * mid, atol=1e-3)  # the optimiser's own decay
