@@ -250,12 +250,14 @@ class ConvergenceConfig:
     lr: float = 1.0  # step size for gd/adam; L-BFGS's initial step
     max_iter: int = 200  # iterations per distance step
     grad_tol: float = 1e-9  # converged when the gradient norm falls below this ...
-    rel_tol: float = 1e-9  # ... or one iteration changes the loss by <= rel_tol*|L| + abs_tol
+    rel_tol: float = 1e-9  # ... or the last `window` iterations changed the loss by <= rel_tol*|L| + abs_tol
     abs_tol: float = 0.0
+    window: int = 1
 
     def validate(self, where: str) -> None:
         _require(self.method in ("gd", "adam", "lbfgs"), where, "method", "must be gd, adam or lbfgs")
         _require(self.max_iter >= 1, where, "max_iter", "must be >= 1")
+        _require(self.window >= 1, where, "window", "must be >= 1")
 
 
 @dataclass(frozen=True)

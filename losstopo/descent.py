@@ -14,6 +14,7 @@ problem of the batch in the same tensor operations; ``gd`` and ``adam`` are the 
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
@@ -43,9 +44,11 @@ class Convergence:
     and its unchanged loss stops it by the relative rule below). Before each iteration the loss L
     and the gradient norm |∇L| are read at the current point; descent stops
 
-    * converged, as soon as ``|∇L| <= grad_tol``, or after an iteration that changed the loss by
-      ``|L_prev - L| <= rel_tol * |L_prev| + abs_tol`` (so a point at exactly zero loss stops at
-      once; ``abs_tol`` stops the chase of relative progress on losses that are already ~0);
+    * converged, as soon as ``|∇L| <= grad_tol``, or once the last ``window`` iterations changed the loss
+      by ``|L_prev - L| <= rel_tol * |L_prev| + abs_tol``, ``L_prev`` the loss ``window`` iterations ago (so a
+      point at exactly zero loss stops at once; ``abs_tol`` stops the chase of relative progress on losses
+      that are already ~0; a ``window`` > 1 judges the progress of several iterations, which one L-BFGS
+      iteration of a float32 loss cannot resolve);
     * not converged, after ``max_iter`` iterations (reported in ``DescentResult.converged``).
     """
 
@@ -57,12 +60,14 @@ class Convergence:
     abs_tol: float = 0.0
     history_size: int = 50
     line_search_evals: int = 10
+    window: int = 1
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise LosstopoError(f"unknown descent method {self.method!r}; use one of {', '.join(METHODS)}")
-        if self.max_iter < 0 or self.history_size < 1 or self.line_search_evals < 1:
-            raise LosstopoError("descent needs max_iter >= 0, history_size >= 1 and line_search_evals >= 1")
+        if self.max_iter < 0 or self.history_size < 1 or self.line_search_evals < 1 or self.window < 1:
+            raise LosstopoError("descent needs max_iter >= 0, history_size >= 1, line_search_evals >= 1 "
+                                "and window >= 1")
 
 
 @dataclass
@@ -275,11 +280,12 @@ def descend_batch(objective: BatchObjective, x0: torch.Tensor, rule: Convergence
     steps = STEPS[rule.method](x, rule)
     iterations, converged = [rule.max_iter] * x.shape[0], [False] * x.shape[0]
     active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-    previous = None
+    earlier: deque[torch.Tensor] = deque(maxlen=rule.window)  # the losses of the last `window` iterations
     for iteration in range(rule.max_iter):
         stop = torch.linalg.vector_norm(grad, dim=1) <= rule.grad_tol
-        if previous is not None:
-            stop |= (previous - loss).abs() <= rule.rel_tol * previous.abs() + rule.abs_tol
+        if len(earlier) == rule.window:
+            reference = earlier[0]
+            stop |= (reference - loss).abs() <= rule.rel_tol * reference.abs() + rule.abs_tol
         for b in (stop & active).nonzero().flatten().tolist():
             iterations[b], converged[b] = iteration, True
         active &= ~stop
@@ -287,8 +293,9 @@ def descend_batch(objective: BatchObjective, x0: torch.Tensor, rule: Convergence
         if len(index) == 0:
             break
         previous = loss.clone()
+        earlier.append(previous)
         x[index], loss[index], grad[index], retry = steps.step(objective, index, x[index], loss[index], grad[index])
-        previous[index[retry]] = math.nan
+        previous[index[retry]] = math.nan  # stayed put to retry: no progress to judge from this iteration
     else:
         final = active & (torch.linalg.vector_norm(grad, dim=1) <= rule.grad_tol)
         for b in final.nonzero().flatten().tolist():

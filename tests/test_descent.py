@@ -160,3 +160,20 @@ def test_lbfgs_direction_is_minus_the_bfgs_matrix_of_the_pairs_each_problem_kept
     torch.testing.assert_close(steps._direction(subset, grad[subset]), expected[subset], rtol=1e-10, atol=1e-12)
     # the cases above all fall in the last m of 9 iterations: 4, 2 and 3 pairs remembered
     assert [len(w) for w in window] == ([3, 3, 3] if iterations == 3 else [4, 2, 3])
+
+
+def test_a_window_judges_the_progress_of_several_iterations():
+    """Slow gradient descent on |x|^2: each iteration lowers the loss by 0.4%, ten by 3.9%."""
+    def objective(rows, index):
+        return (rows ** 2).sum(1)
+
+    start = torch.ones(2, 3, dtype=F64)
+    slow = dict(method="gd", lr=1e-3, grad_tol=0.0, max_iter=50)
+    one = descend_batch(objective, start, Convergence(rel_tol=5e-3, **slow))
+    assert one.iterations == [1, 1] and all(one.converged)  # one iteration cannot see the slow progress
+    ten = descend_batch(objective, start, Convergence(rel_tol=5e-3, window=10, **slow))
+    assert ten.iterations == [50, 50] and not any(ten.converged)
+    enough = descend_batch(objective, start, Convergence(rel_tol=0.05, window=10, **slow))
+    assert enough.iterations == [10, 10] and all(enough.converged)
+    with pytest.raises(LosstopoError):
+        Convergence(window=0)
