@@ -6,10 +6,12 @@ import datetime
 import math
 from pathlib import Path
 
+from benchmarks.stages import ARTIFACTS, STAGE_TIMING, stage_dir
 from losstopo import tracking
 from losstopo.config import EXPERIMENTS, Params
 from losstopo.errors import ConfigError
-from losstopo.report import render
+from losstopo.io import load_json
+from losstopo.report import markdown_table, render
 
 PREAMBLE = """# losstopo reproduction report
 
@@ -24,6 +26,24 @@ whose false-positive rate was measured on a null model; the legend under the cla
 verdict. Every result names the data it used: real (torchvision), an offline copy, a partial offline copy,
 or a SYNTHETIC stand-in.
 """
+
+
+def stage_times(experiments: list[str], root: Path = ARTIFACTS) -> str:
+    """The preamble's table of compute-stage wall times (from each stage's STAGE_TIMING file) and their sum."""
+    rows, total = [], 0.0
+    for experiment in experiments:
+        for stage in ("minima", "paths"):
+            path = stage_dir(experiment, stage, root) / STAGE_TIMING
+            timing = load_json(path) if path.is_file() else None
+            if timing:
+                total += timing["wall_s"]
+            rows.append([experiment, stage, "not recorded" if timing is None else f"{timing['wall_s'] / 60:.1f} min",
+                         "" if timing is None else f"{timing['device']}, {timing['threads']} threads, "
+                                                   f"{timing['executor']} executor"])
+    recorded = sum(row[2] != "not recorded" for row in rows)
+    return (f"\nCompute-stage wall times (the invocation that wrote each stage's outputs; topology and report "
+            f"stages take seconds): **{total / 60:.1f} min** over {recorded} of {len(rows)} stages.\n\n"
+            + markdown_table(["experiment", "stage", "wall", "where"], rows) + "\n")
 
 
 def build_report(params: Params, out_dir: Path, experiments: list[str] | None = None) -> Path:
@@ -46,6 +66,7 @@ def build_report(params: Params, out_dir: Path, experiments: list[str] | None = 
     if outside:
         preamble += (f"\nExperiments outside profile `{params.profile}` (its `experiments` list), not run and not "
                      f"reported: {', '.join(outside)}.\n")
+    preamble += stage_times(list(chosen))
     path = render(sections, out_dir, figures, preamble)
     with tracking.stage_run("report", "report", profile=params.profile, device="cpu", params={}):
         for name in ("report.md", "report.html", "claims.json"):

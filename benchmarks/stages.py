@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import itertools
 import shutil
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+STAGE_TIMING = "stage.json"  # in a compute stage's output folder: its wall time and where it ran
 
 
 def stage_dir(experiment: str, stage: str, root: Path = ARTIFACTS) -> Path:
@@ -129,11 +133,18 @@ def compute_stage(params: Params, experiment: str, stage: str, datasets: Iterabl
     ``logged``) and yields the data settings for its jobs, the executor chosen in params (or on the command
     line) and the stage's cache of finished jobs. The cache is cleared once the stage's outputs are written;
     a stage that raises keeps it, so that a rerun does only the unfinished jobs."""
+    started = time.perf_counter()
     data = stage_data(params, datasets)
     executor, cache = make_executor(params.executor, params.ray), JobCache(root / ".jobs" / experiment / stage)
     device = str(resolve_device(params.runtime.device))
     with tracking.stage_run(experiment, stage, profile=params.profile, device=device, params=logged):
         yield data, executor, cache
+        wall = time.perf_counter() - started
+        tracking.log_metrics({"stage_wall_s": wall})
+    save_json({"experiment": experiment, "stage": stage, "profile": params.profile, "device": device,
+               "executor": params.executor, "threads": torch.get_num_threads(), "wall_s": wall,
+               "note": "this invocation only: jobs finished by an interrupted earlier one came from its cache"},
+              stage_dir(experiment, stage, root) / STAGE_TIMING)
     cache.clear()
 
 

@@ -219,3 +219,17 @@ def test_an_interrupted_paths_stage_reruns_only_unfinished_jobs(tiny_params, tmp
         name = f"fc_depth/paths/{variant.key}/paths.json"
         assert (broken / name).read_text() == (clean / name).read_text()
     assert not list((broken / ".jobs").rglob("*.pt"))
+
+
+def test_the_report_preamble_sums_the_recorded_stage_wall_times(tmp_path):
+    from benchmarks.report import stage_times
+    from losstopo.io import save_json
+
+    save_json({"wall_s": 90.0, "device": "cpu", "threads": 2, "executor": "local"},
+              tmp_path / "fc_depth" / "minima" / "stage.json")
+    save_json({"wall_s": 30.0, "device": "cpu", "threads": 1, "executor": "ray"},
+              tmp_path / "fc_depth" / "paths" / "stage.json")
+    text = stage_times(["fc_depth", "permutation_barrier"], tmp_path)
+    assert "**2.0 min** over 2 of 4 stages" in text
+    assert "| fc_depth | minima | 1.5 min | cpu, 2 threads, local executor |" in text
+    assert "| permutation_barrier | paths | not recorded |  |" in text
