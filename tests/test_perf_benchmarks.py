@@ -1,12 +1,16 @@
 """The benchmark code runs and compares equal work (no timing is asserted)."""
 
 import torch
+from torch import nn
 
 from benchmarks.perf.data_loading import data_loading_benchmark
+from benchmarks.perf.flops import forward_macs_per_image, matmul_peak, rates, step_flops_per_sample
 from benchmarks.perf.path_step import path_step_benchmark
 from benchmarks.perf.permutation_descent import permutation_descent_benchmark
 from benchmarks.perf.training import training_benchmark
+from benchmarks.perf.wrn_throughput import wrn_throughput_benchmark
 from losstopo.data import REGISTRY, synthetic_dataset
+from losstopo.models import build_model
 
 CPU = torch.device("cpu")
 
@@ -15,6 +19,7 @@ def test_benchmarks_report_positive_times_and_ratio():
     cifar = synthetic_dataset(REGISTRY["cifar10"], reason="test", sizes=(64, 8))
     mnist = synthetic_dataset(REGISTRY["mnist"], reason="test", sizes=(256, 8))
     results = [path_step_benchmark("fc-2-8", mnist, n_points=5, repeats=1),  # asserts equal gradients inside
+               path_step_benchmark("fc-2-8", mnist, n_points=5, repeats=1, baseline_strategy="vmap"),
                path_step_benchmark("cnn-1-4", cifar, n_points=4, repeats=1),
                path_step_benchmark("fc-2-8", mnist, n_points=5, repeats=1, bf16=True),  # bf16 on CPU: code path only
                training_benchmark("fc-1-8", mnist, k=2),
@@ -25,15 +30,37 @@ def test_benchmarks_report_positive_times_and_ratio():
     for r in results:
         assert r["baseline_s"] > 0 and r["fast_s"] > 0
         assert abs(r["speedup"] - r["baseline_s"] / r["fast_s"]) < 1e-9
+    fc = build_model("fc-2-8", (1, 28, 28), 10)
+    assert results[0]["flops"] == step_flops_per_sample(fc, (1, 28, 28)) * 256 * 3  # 3 interior points
+    assert [r["precision"] for r in results[:4]] == ["fp32", "fp32", "fp32", "bf16"]
+    fc = build_model("fc-1-8", (1, 28, 28), 10)
+    assert results[4]["flops"] == step_flops_per_sample(fc, (1, 28, 28)) * 2 * 2 * 128  # 2 minima x 2 batches of 128
+
+
+def test_step_flops_count_by_hand_on_a_tiny_fc_net():
+    net = build_model("fc-1-4", (1, 2, 2), 3)  # Flatten, Linear(4, 4), ReLU, Linear(4, 3)
+    macs = 4 * 4 + 4 * 3  # = 28 per sample
+    forward = 2 * macs  # 56
+    weight_grads = 2 * macs  # 56: every Linear layer
+    input_grads = 2 * 4 * 3  # 24: the second layer only (the first layer's input is the data)
+    assert step_flops_per_sample(net, (1, 2, 2)) == forward + weight_grads + input_grads == 136
+    # a path step of 5 samples through 3 models: 136 * 5 * 3 = 2040 FLOPs; in 2 s on a 1020 FLOP/s peak
+    assert rates(136 * 5 * 3, 2.0, "fp32", {"fp32": 1020.0, "bf16": 4080.0}) == {"gflops": 1020 / 1e9,
+                                                                                  "fraction_of_peak": 1.0}
+    assert rates(None, 2.0, None, {"fp32": 1.0}) == {"gflops": None, "fraction_of_peak": None}
+
+
+def test_matmul_peaks_are_measured_on_the_cpu():
+    for dtype in (torch.float32, torch.bfloat16):
+        assert matmul_peak(CPU, dtype, n=128, repeats=1) > 0
 
 
 def test_wrn_throughput_counts_flops_by_hand_on_a_tiny_net():
-    import torch
-    from torch import nn
-
-    from benchmarks.perf.wrn_throughput import forward_macs_per_image, wrn_throughput_benchmark
-
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 8 * 8, 10))
-    assert forward_macs_per_image(net, (3, 8, 8)) == 4 * 8 * 8 * 3 * 9 + 256 * 10
-    result = wrn_throughput_benchmark("wrn-10-1", torch.device("cpu"), batch_size=8, repeats=1)
-    assert result["images_per_s"] > 0 and "fraction_of_peak" not in result  # no peak claimed on CPU
+    conv, linear = 4 * 8 * 8 * 3 * 9, 256 * 10
+    assert forward_macs_per_image(net, (3, 8, 8)) == conv + linear
+    assert step_flops_per_sample(net, (3, 8, 8)) == 2 * (conv + linear) * 2 + 2 * linear
+    peaks = {"fp32": 1e11, "bf16": 1e12}
+    result = wrn_throughput_benchmark("wrn-10-1", CPU, peaks, batch_size=8, repeats=1)
+    assert result["images_per_s"] > 0 and result["precision"] == "fp32"
+    assert abs(result["fraction_of_peak"] - result["achieved_flops"] / 1e11) < 1e-12

@@ -1,7 +1,8 @@
 """Run every speed benchmark: ``python -m benchmarks.perf [--data-root DIR] [--device auto] [--scale cpu|gpu]``.
 
-Each benchmark times the project's fast path against a plain baseline in the same run.
-Prints a table and writes ``benchmarks/perf/results.json``.
+Each benchmark times the project's fast path against a plain baseline in the same run, and says how fast
+the fast path runs: GFLOP/s counted from the shapes (``benchmarks.perf.flops``) and the fraction of this
+machine's fp32 or bf16 matmul peak, measured first. Prints a table and writes ``benchmarks/perf/results.json``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.perf.data_loading import data_loading_benchmark
+from benchmarks.perf.flops import matmul_peaks, rates
 from benchmarks.perf.path_step import path_step_benchmark
 from benchmarks.perf.permutation_descent import permutation_descent_benchmark
 from benchmarks.perf.training import training_benchmark
@@ -22,13 +24,15 @@ from benchmarks.perf.wrn_throughput import wrn_throughput_benchmark
 from benchmarks.stages import resolve_device
 from losstopo.data import load_dataset
 from losstopo.io import save_json
+from losstopo.stacked import fast_bf16
 
 # Images per benchmark: `cpu` keeps the whole run to a few minutes on 2 cores; `gpu` is the issue's size.
+# `fc_path`: the batch of issue 17's target row (the fc-4-32 path step).
 SCALES = {
-    "cpu": {"mnist_path": 10000, "cifar_path": 500, "mnist_train": 10000, "cifar_train": 1000, "augment": 10000,
-            "resnet_path": 256, "wrn": "wrn-16-1"},
-    "gpu": {"mnist_path": 10000, "cifar_path": 10000, "mnist_train": 60000, "cifar_train": 50000, "augment": 50000,
-            "resnet_path": 10000, "wrn": "wrn-16-10"},
+    "cpu": {"fc_path": 1024, "mnist_path": 10000, "cifar_path": 500, "mnist_train": 10000, "cifar_train": 1000,
+            "augment": 10000, "resnet_path": 256, "wrn": "wrn-16-1"},
+    "gpu": {"fc_path": 1024, "mnist_path": 10000, "cifar_path": 10000, "mnist_train": 60000, "cifar_train": 50000,
+            "augment": 50000, "resnet_path": 10000, "wrn": "wrn-16-10"},
 }
 
 
@@ -45,45 +49,57 @@ def main() -> None:
     mnist, cifar = (load_dataset(name, root=args.data_root, allow_partial=True, allow_synthetic=True)
                     for name in ("mnist", "cifar10"))
     cuda = device.type == "cuda"
+    bf16_pays = fast_bf16(device)  # bf16 path steps (paths.mixed_precision) where they pay off: CUDA, AMX CPUs
+    fc_path = mnist.subset(sizes["fc_path"], 0).to(device)
+    # not resnet-t11-code on CPU: its bf16 gradients there differ from the fp32 ones by 1e-1 (relative norm,
+    # measured with 19 points on 256 images), past the benchmark's check of equal work
+    bf16_convs = {"cnn-2-64": "cifar_path"} | ({"resnet-t11-code": "resnet_path"} if cuda else {})
     # One thunk per row, run in this order: each row is printed and results.json rewritten as soon as
     # it is measured, so a run stopped by a time limit keeps every row it finished.
     benchmarks = [
-        lambda: path_step_benchmark("fc-4-32", mnist.subset(sizes["mnist_path"], 0).to(device)),
+        # issue 17's target: the fused MLP step (strategy auto) against one point at a time and against vmap
+        *[functools.partial(path_step_benchmark, "fc-4-32", fc_path, bf16=bf16, baseline_strategy=baseline)
+          for bf16 in ((False, True) if bf16_pays else (False,)) for baseline in (None, "vmap")],
         *[functools.partial(path_step_benchmark, name, cifar.subset(sizes[size], 0).to(device), strategy=strategy)
           for name, size in (("cnn-2-64", "cifar_path"), ("resnet-t11-code", "resnet_path"))
           for strategy in ("vmap", "loop")],
-        # bf16 path steps (paths.mixed_precision): CUDA only, where they are meant to pay off
-        *[functools.partial(path_step_benchmark, name, data.subset(sizes[size], 0).to(device), bf16=True)
-          for name, data, size in (("fc-4-32", mnist, "mnist_path"), ("cnn-2-64", cifar, "cifar_path"),
-                                   ("resnet-t11-code", cifar, "resnet_path")) if cuda],
+        *[functools.partial(path_step_benchmark, name, cifar.subset(sizes[size], 0).to(device), bf16=True)
+          for name, size in bf16_convs.items() if bf16_pays],
         lambda: training_benchmark("fc-4-32", mnist.subset(sizes["mnist_train"], 0).to(device)),
         lambda: training_benchmark("fc-2-25", mnist.subset(sizes["mnist_train"], 0).to(device), k=6),  # H=25 teachers
         lambda: training_benchmark("cnn-2-64", cifar.subset(sizes["cifar_train"], 0).to(device)),
-        lambda: data_loading_benchmark(cifar.subset(sizes["augment"], 0).to(device)),
-        # permutation paths: the toy's 10 pairs (on the CPU, as the stage runs them), 6 MNIST teachers of H = 25
+        lambda: data_loading_benchmark(cifar.subset(sizes["augment"], 0).to(device)),  # no FLOP count
+        # permutation paths: the toy's 10 pairs (on the CPU, as the stage runs them), 6 MNIST teachers of H = 25;
+        # no FLOP count either: how often L-BFGS evaluates the loss depends on its line searches
         lambda: permutation_descent_benchmark("toy-5", "toy", 10, 1000, device),
         lambda: permutation_descent_benchmark("fc-2-25", "mnist", 6, sizes["mnist_path"], device),
     ]
+    peaks = matmul_peaks(device)  # FLOP/s
+    print(", ".join(f"{name} matmul peak {flops / 1e9:.1f} GFLOP/s" for name, flops in peaks.items()), flush=True)
     meta = {"device": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
             "threads": torch.get_num_threads(), "torch": torch.__version__, "sizes": sizes,
-            "data": {d.name: d.source for d in (mnist, cifar)}}
+            "data": {d.name: d.source for d in (mnist, cifar)}, "peaks": peaks}
     results = []
 
     def save() -> None:  # after every row
         save_json({"meta": meta, "results": results, "wrn_throughput": throughput}, Path(args.out))
 
     # first: a target row, kept if a time limit stops the rest
-    throughput = wrn_throughput_benchmark(sizes["wrn"], device)
-    extra = f", {throughput['fraction_of_peak']:.1%} of measured bf16 peak" if "fraction_of_peak" in throughput else ""
-    print(f"{throughput['benchmark']}: {throughput['images_per_s']:.1f} images/s{extra}")
+    throughput = wrn_throughput_benchmark(sizes["wrn"], device, peaks)
+    print(f"{throughput['benchmark']}: {throughput['images_per_s']:.1f} images/s, {throughput['gflops']:.1f} GFLOP/s, "
+          f"{throughput['fraction_of_peak']:.1%} of measured {throughput['precision']} peak")
     save()
     if cuda:
         torch.cuda.empty_cache()
-    print(f"{'benchmark':72s} {'baseline s':>11s} {'fast s':>9s} {'speed-up':>9s}", flush=True)
+    print(f"{'benchmark':82s} {'baseline s':>11s} {'fast s':>9s} {'speed-up':>9s} {'GFLOP/s':>8s} {'of peak':>8s}",
+          flush=True)
     for benchmark in benchmarks:
-        r = benchmark()
+        r = {"flops": None} | benchmark()
+        r |= rates(r["flops"], r["fast_s"], r.get("precision"), peaks)
         results.append(r)
-        print(f"{r['benchmark']:72s} {r['baseline_s']:11.4f} {r['fast_s']:9.4f} {r['speedup']:8.2f}x", flush=True)
+        rate = ("-", "-") if r["gflops"] is None else (f"{r['gflops']:.1f}", f"{r['fraction_of_peak']:.1%}")
+        print(f"{r['benchmark']:82s} {r['baseline_s']:11.4f} {r['fast_s']:9.4f} {r['speedup']:8.2f}x "
+              f"{rate[0]:>8s} {rate[1]:>8s}", flush=True)
         save()
         if cuda:
             torch.cuda.empty_cache()

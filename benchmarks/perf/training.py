@@ -2,13 +2,15 @@
 
 Both do the same number of Adam steps on the same batch size: the fast path is the epoch of
 ``losstopo.train`` (all K minima in one stacked step), the baseline the loop a plain PyTorch user
-writes (one nn.Module, one optimiser, per minimum). Evaluation is excluded from both.
+writes (one nn.Module, one optimiser, per minimum). Evaluation is excluded from both. FLOPs: a forward +
+backward of every sample of every step (``benchmarks.perf.flops``), nothing for the optimiser.
 """
 
 from __future__ import annotations
 
 import torch
 
+from benchmarks.perf.flops import step_flops_per_sample
 from benchmarks.perf.timing import seconds_per_call
 from losstopo.config import MinimaConfig
 from losstopo.data import Dataset
@@ -22,8 +24,10 @@ def training_benchmark(model_name: str, data: Dataset, k: int = 8, epochs: int =
     image_shape, n_classes = tuple(data.x_train.shape[1:]), data.n_classes
     config = MinimaConfig(n_minima=k, max_epochs=epochs, patience=epochs + 1, batch_size=batch_size)
     n_batches = max(len(data.y_train) // batch_size, 1)
+    samples = k * epochs * n_batches * min(batch_size, len(data.y_train))
 
-    stacked = StackedModel(build_model(model_name, image_shape, n_classes).to(device))
+    module = build_model(model_name, image_shape, n_classes).to(device)
+    stacked = StackedModel(module)
 
     def stacked_run():
         params = torch.nn.Parameter(stacked.init_thetas(list(range(k)), device=device))
@@ -49,4 +53,6 @@ def training_benchmark(model_name: str, data: Dataset, k: int = 8, epochs: int =
     baseline = seconds_per_call(sequential_run, device, repeats=1)
     fast = seconds_per_call(stacked_run, device, repeats=1)
     return {"benchmark": f"train {k} minima x {epochs} epoch, {model_name}, {len(data.y_train)} images",
-            "baseline_s": baseline, "fast_s": fast, "speedup": baseline / fast, "device": str(device)}
+            "baseline_s": baseline, "fast_s": fast, "speedup": baseline / fast, "device": str(device),
+            "precision": "bf16" if config.mixed_precision and device.type == "cuda" else "fp32",  # as train_epoch
+            "flops": step_flops_per_sample(module, image_shape) * samples}

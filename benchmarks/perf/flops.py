@@ -1,0 +1,72 @@
+"""FLOPs counted from layer shapes, and this machine's matmul peaks measured in the same run.
+
+Convention for every row: a Conv2d or Linear layer's forward costs 2 x its multiply-adds (MACs); its
+backward costs 2 x MACs for the weight gradient and, except for the first layer (whose input is the data,
+which needs no gradient), 2 x MACs for the input gradient: about 3 x forward for a deep net. Biases,
+activations, normalisation, the loss and the optimiser are not counted: they are elementwise, so a
+fraction of the matmul peak says how well the products run.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from benchmarks.perf.timing import seconds_per_call
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def layer_macs(module: nn.Module, input_shape: tuple[int, ...]) -> list[int]:
+    """MACs per sample of each Conv2d and Linear call, in the order of the forward pass."""
+    macs = []
+
+    def count(layer, inputs, output):
+        if isinstance(layer, nn.Conv2d):
+            macs.append(output[0].numel() * layer.in_channels // layer.groups * layer.kernel_size[0]
+                        * layer.kernel_size[1])
+        else:
+            macs.append(layer.in_features * layer.out_features)
+
+    module = copy.deepcopy(module).cpu().eval()  # leaves the caller's module (device, training mode) alone
+    for layer in module.modules():
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            layer.register_forward_hook(count)
+    with torch.no_grad():
+        module(torch.zeros(1, *input_shape))
+    return macs
+
+
+def forward_macs_per_image(module: nn.Module, image_shape: tuple[int, ...]) -> int:
+    return sum(layer_macs(module, image_shape))
+
+
+def step_flops_per_sample(module: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Forward + backward FLOPs of one sample through one model (the module doc's convention)."""
+    macs = layer_macs(module, input_shape)
+    forward, weight_grads, input_grads = 2 * sum(macs), 2 * sum(macs), 2 * sum(macs[1:])
+    return forward + weight_grads + input_grads
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 4096, repeats: int = 3) -> float:
+    """Measured FLOP/s of an n x n matmul in ``dtype``."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    seconds = seconds_per_call(lambda: a @ b, device, repeats=repeats, warmup=1 if device.type == "cpu" else 3)
+    return 2 * n ** 3 / seconds
+
+
+def matmul_peaks(device: torch.device) -> dict[str, float]:
+    """{"fp32": FLOP/s, "bf16": FLOP/s} of a large square matmul on ``device``."""
+    n, repeats = (8192, 10) if device.type == "cuda" else (4096, 3)
+    return {name: matmul_peak(device, dtype, n, repeats) for name, dtype in DTYPES.items()}
+
+
+def rates(flops: float | None, seconds: float, precision: str | None, peaks: dict[str, float]) -> dict:
+    """Achieved GFLOP/s of ``flops`` done in ``seconds`` and its fraction of the ``precision`` peak
+    (both None for work without a FLOP count)."""
+    if flops is None:
+        return {"gflops": None, "fraction_of_peak": None}
+    return {"gflops": flops / seconds / 1e9, "fraction_of_peak": flops / seconds / peaks[precision]}
