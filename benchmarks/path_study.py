@@ -31,6 +31,7 @@ from losstopo.config import load_params
 from losstopo.io import save_json
 from losstopo.models import build_model
 from losstopo.paths import optimize_paths
+from losstopo.schedules import piecewise_linear_lr
 from losstopo.stacked import StackedModel, fast_bf16
 
 DEFAULT_BUDGETS = (250, 500, 1000, 2000, 4000)
@@ -60,6 +61,12 @@ def study_runs(n_points: int, clip_norm: float | None, step_rule: str, longest: 
     return runs
 
 
+def decaying_lr(lr: float, steps: int):
+    """``lr`` for the first half of ``steps``, then linearly to 0 at the end: the stage's
+    ``schedule: piecewise`` with m1 = steps / 2, m2 = steps (in steps), lr_min 0."""
+    return lambda step: piecewise_linear_lr(step, 1, steps / 2, steps, lr, 0.0)
+
+
 def largest_relative_difference(reference: dict[int, list[float]], other: dict[int, list[float]]) -> float:
     """max over shared budgets and paths of |other - reference| / |reference|."""
     return max(float(np.max(np.abs(np.subtract(other[b], reference[b])) / np.abs(reference[b])))
@@ -78,13 +85,17 @@ def chosen_budget(maxima: dict[int, list[float]], tolerance: float) -> int | Non
 
 
 def study(profile: str, depths: list[int], n_pairs: int, budgets: list[int], tolerance: float,
-          root: Path = ARTIFACTS, params_path: str = "params.yaml") -> dict:
+          root: Path = ARTIFACTS, params_path: str = "params.yaml", lr: float | None = None,
+          own_only: bool = False, decay: bool = False) -> dict:
+    """``lr`` overrides the profile's step size (a candidate setting); ``own_only`` runs the profile's own
+    setting alone (no 2n-1 points, cap-off or bf16 runs); ``decay``: every budget B its own run with
+    :func:`decaying_lr` (minibatch noise is annealed away instead of setting a floor under the maxima)."""
     params = load_params(params_path, profile)
     config = params.experiment("fc_depth")
-    cfg = config.paths
+    cfg = config.paths if lr is None else dataclasses.replace(config.paths, lr=lr)
     data = stage_data(params, ["mnist"])
     bf16 = fast_bf16(torch.device("cpu"))
-    runs = study_runs(cfg.n_points, cfg.clip_norm, cfg.step_rule, max(budgets), bf16)
+    runs = study_runs(cfg.n_points, cfg.clip_norm, cfg.step_rule, max(budgets), bf16)[:1 if own_only else None]
     pairs = list(itertools.combinations(range(config.minima.n_minima), 2))[:n_pairs]
     dataset = job_dataset(data, DataRequest("mnist", cfg.train_subset, 0, config.minima.seed))
     by_key = {v.labels["depth"]: v for v in fc_depth.variants(config) if v.dataset == "mnist" and not v.replicate}
@@ -99,15 +110,22 @@ def study(profile: str, depths: list[int], n_pairs: int, budgets: list[int], tol
             loss_fn = path_loss(StackedModel(module), dataset, dataclasses.replace(cfg, mixed_precision=run.bf16))
             label = settings(run.n_points, run.clip_norm, run.bf16, cfg.step_rule)
             started = time.perf_counter()
-            results = optimize_paths(
-                loss_fn, starts, ends, n_points=run.n_points, lr=cfg.lr, steps=run.steps, momentum=cfg.momentum,
-                weight_decay=cfg.weight_decay, clip_norm=run.clip_norm, alphas=cfg.alphas,
-                max_models=cfg.max_models, step_rule=cfg.step_rule, seed=config.minima.seed,
-                progress=params.runtime.progress, description=f"depth {depth}, {label}",
-                checkpoints=[b for b in budgets if b < run.steps])
+
+            def optimise(steps: int, checkpoints: list[int]) -> list:
+                return optimize_paths(
+                    loss_fn, starts, ends, n_points=run.n_points, lr=decaying_lr(cfg.lr, steps) if decay else cfg.lr,
+                    steps=steps, momentum=cfg.momentum, weight_decay=cfg.weight_decay, clip_norm=run.clip_norm,
+                    alphas=cfg.alphas, max_models=cfg.max_models, step_rule=cfg.step_rule, seed=config.minima.seed,
+                    progress=params.runtime.progress, description=f"depth {depth}, {label}, {steps} steps",
+                    checkpoints=checkpoints)
+
+            if decay:  # a schedule that depends on the budget: one run per budget
+                maxima = {b: [r.max_loss for r in optimise(b, [])] for b in budgets if b <= run.steps}
+            else:  # constant lr: checkpoints of one run are the shorter runs
+                results = optimise(run.steps, [b for b in budgets if b < run.steps])
+                maxima = {b: [r.max_at_steps[b] for r in results] for b in budgets if b <= run.steps}
             rows.append({"depth": depth, **dataclasses.asdict(run), "label": label,
-                         "seconds": time.perf_counter() - started, "pairs": pairs,
-                         "maxima": {b: [r.max_at_steps[b] for r in results] for b in budgets if b <= run.steps}})
+                         "seconds": time.perf_counter() - started, "pairs": pairs, "maxima": maxima})
             print(f"depth {depth}, {label}: "
                   + ", ".join(f"{b}: {np.mean(v):.4f}" for b, v in rows[-1]["maxima"].items()), flush=True)
     own = [r for r in rows if r["n_points"] == cfg.n_points and r["clip_norm"] == cfg.clip_norm and not r["bf16"]]
@@ -116,6 +134,7 @@ def study(profile: str, depths: list[int], n_pairs: int, budgets: list[int], tol
     bf16_difference = {depth: largest_relative_difference(own_row["maxima"], bf16_rows[depth]["maxima"])
                        for own_row in own for depth in [own_row["depth"]] if depth in bf16_rows}
     return {"step_rule": cfg.step_rule, "lr": cfg.lr, "momentum": cfg.momentum,
+            "schedule": "lr to B/2, then linear to 0 at B (one run per budget B)" if decay else "constant",
             "bf16_largest_relative_difference": bf16_difference,
             "profile": profile, "depths": depths, "budgets": budgets, "tolerance": tolerance,
             "path_subset": len(dataset.y_train), "data_source": dataset.source, "runs": rows,
@@ -142,11 +161,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=2)
     parser.add_argument("--budgets", type=int, nargs="+", default=list(DEFAULT_BUDGETS))
     parser.add_argument("--tolerance", type=float, default=0.01)
+    parser.add_argument("--lr", type=float, default=None, help="a candidate step size instead of the profile's")
+    parser.add_argument("--own-only", action="store_true", help="only the profile's own setting (n points, fp32)")
+    parser.add_argument("--decay", action="store_true", help="one run per budget, lr decaying to 0 over its second half")
     args = parser.parse_args(argv)
-    result = study(args.profile, args.depths, args.pairs, sorted(args.budgets), args.tolerance)
+    result = study(args.profile, args.depths, args.pairs, sorted(args.budgets), args.tolerance, lr=args.lr,
+                   own_only=args.own_only, decay=args.decay)
     out = stage_dir("fc_depth", "path_study")
-    result["figure"] = str(figure(result, out / "path_budget.png"))
-    save_json(result, out / "study.json")
+    suffix = ("" if args.lr is None else f"-lr{args.lr:g}") + ("-decay" if args.decay else "")
+    result["figure"] = str(figure(result, out / f"path_budget{suffix}.png"))
+    save_json(result, out / f"study{suffix}.json")
     print(f"chosen budget: {result['chosen_steps']} steps ({result['rule']}); profile uses {result['profile_steps']}")
     return 0
 

@@ -23,3 +23,12 @@ def test_largest_relative_difference_over_the_shared_budgets():
     fp32 = {250: [1.0, 2.0], 500: [0.5, 1.0], 1000: [0.4, 0.8]}
     bf16 = {250: [1.1, 2.0], 500: [0.5, 0.9]}
     assert abs(largest_relative_difference(fp32, bf16) - 0.1) < 1e-12
+
+
+def test_decaying_lr_is_constant_for_half_the_budget_then_falls_linearly_to_zero():
+    from benchmarks.path_study import decaying_lr
+
+    lr = decaying_lr(0.1, 1000)
+    assert lr(0) == lr(500) == 0.1
+    assert abs(lr(750) - 0.05) < 1e-12
+    assert lr(1000) == 0.0
