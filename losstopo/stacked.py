@@ -127,7 +127,7 @@ class StackedModel:
         (w_name, b_name), *rest = self._mlp_layers
         first_w = weights[w_name].reshape(k, *self.layout.shapes[self.layout.names.index(w_name)])
         width, n_in = first_w.shape[1:]
-        h = torch.addmm(weights[b_name].reshape(-1), x.reshape(batch, n_in), first_w.reshape(k * width, n_in).t())
+        h = nn.functional.linear(x.reshape(batch, n_in), first_w.reshape(k * width, n_in), weights[b_name].reshape(-1))
         h = h.view(batch, k, width).transpose(0, 1).contiguous()  # (k, B, W)
         for w_name, b_name in rest:
             w = weights[w_name].reshape(k, *self.layout.shapes[self.layout.names.index(w_name)])
@@ -171,8 +171,11 @@ def cross_entropy_per_model(logits: torch.Tensor, y: torch.Tensor) -> torch.Tens
     """logits (k, B, C), y (B,) or (k, B) -> (k,) mean cross-entropy of each model."""
     k, batch, n_classes = logits.shape
     y = y.expand(k, batch) if y.dim() == 1 else y
-    losses = nn.functional.cross_entropy(logits.reshape(k * batch, n_classes).float(), y.reshape(-1), reduction="none")
-    return losses.view(k, batch).mean(dim=1)
+    logits = logits.float()
+    # logsumexp - the true class's logit: the cross-entropy, ~3x faster forward + backward on CPU than
+    # F.cross_entropy for 10 classes (whose log_softmax kernel is slow on short rows; measured)
+    losses = torch.logsumexp(logits, dim=-1) - logits.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+    return losses.mean(dim=1)
 
 
 class DatasetLoss:
