@@ -115,7 +115,8 @@ def study(profile: str, depths: list[int], n_pairs: int, budgets: list[int], tol
                 return optimize_paths(
                     loss_fn, starts, ends, n_points=run.n_points, lr=decaying_lr(cfg.lr, steps) if decay else cfg.lr,
                     steps=steps, momentum=cfg.momentum, weight_decay=cfg.weight_decay, clip_norm=run.clip_norm,
-                    alphas=cfg.alphas, max_models=cfg.max_models, step_rule=cfg.step_rule, seed=config.minima.seed,
+                    alphas=cfg.alphas, max_models=cfg.max_models, step_rule=cfg.step_rule, sample=cfg.sample,
+                    seed=config.minima.seed,
                     progress=params.runtime.progress, description=f"depth {depth}, {label}, {steps} steps",
                     checkpoints=checkpoints)
 
@@ -133,7 +134,7 @@ def study(profile: str, depths: list[int], n_pairs: int, budgets: list[int], tol
     bf16_rows = {r["depth"]: r for r in rows if r["bf16"]}
     bf16_difference = {depth: largest_relative_difference(own_row["maxima"], bf16_rows[depth]["maxima"])
                        for own_row in own for depth in [own_row["depth"]] if depth in bf16_rows}
-    return {"step_rule": cfg.step_rule, "lr": cfg.lr, "momentum": cfg.momentum,
+    return {"step_rule": cfg.step_rule, "sample": cfg.sample, "lr": cfg.lr, "momentum": cfg.momentum,
             "schedule": "lr to B/2, then linear to 0 at B (one run per budget B)" if decay else "constant",
             "bf16_largest_relative_difference": bf16_difference,
             "profile": profile, "depths": depths, "budgets": budgets, "tolerance": tolerance,

@@ -307,7 +307,7 @@ def paths_job(shared: dict[str, torch.Tensor], job: PathsJob) -> dict:
         results = optimize_paths(
             loss_fn, starts, ends, n_points=cfg.n_points, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
             clip_norm=cfg.clip_norm, alphas=cfg.alphas, max_models=cfg.max_models, seed=job.seed,
-            progress=job.progress, description=job.description, step_rule=cfg.step_rule,
+            progress=job.progress, description=job.description, step_rule=cfg.step_rule, sample=cfg.sample,
             checkpoints=[convergence_checkpoint(schedule["steps"])], **schedule)
     except PathsDiverged as error:
         pairs = ", ".join(f"minima {job.pairs[p][0]}-{job.pairs[p][1]}" for p in error.paths)

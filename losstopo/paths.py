@@ -22,6 +22,7 @@ PAPER_ALPHAS = (0.2, 0.4, 0.6, 0.8)  # section 3.2: evaluation between optimised
 MAX_TOLERANCE = 1e-4  # a path maximum is refined until it moves by < this fraction of its loss range
 MAX_REFINEMENTS = 40  # bracket halvings at most (the bracket shrinks by 2**-40 of a segment)
 CONVERGENCE_WINDOW = 0.2  # a path has converged when its last 20% of steps move its maximum by < tol
+SAMPLES = ("points", "segments")  # where each step takes its gradients (optimize_paths)
 STEP_RULES = ("sgd", "normalized")
 SECOND_MOMENT_DECAY = 0.999  # "normalized" steps: decay of each point's mean squared step direction
 
@@ -187,6 +188,8 @@ class _FlatPaths:
         starts = np.cumsum([0] + self.sizes[:-1])
         self.interior = torch.cat([torch.arange(s + 1, s + n - 1) for s, n in zip(starts, self.sizes)]).to(device)
         self.interior_counts = [n - 2 for n in self.sizes]
+        self.segment_starts = torch.cat([torch.arange(s, s + n - 1) for s, n in zip(starts, self.sizes)]).to(device)
+        self.segment_counts = [n - 1 for n in self.sizes]
 
     def paths(self) -> list[torch.Tensor]:
         return list(torch.split(self.points, self.sizes))
@@ -228,6 +231,7 @@ def optimize_paths(
     checkpoints: Sequence[int] = (),
     tolerance: float | None = MAX_TOLERANCE,
     step_rule: str = "sgd",
+    sample: str = "points",
 ) -> list[PathResult]:
     """Algorithm 3 for P paths at once: theta_a, theta_b (P, d) -> P optimised polylines.
 
@@ -255,7 +259,15 @@ def optimize_paths(
     the path's initial spacing ``|theta_b - theta_a| / (n_points - 1)``: ``lr`` is then a fraction of
     that spacing per step, the same on every landscape and at every depth. ``clip_norm`` is not used.
     A path whose loss becomes non-finite raises :class:`PathsDiverged`.
+
+    ``sample="segments"`` (ours) takes each step's gradients on the segments instead of at the points:
+    one point ``(1 - a) x_i + a x_{i+1}`` per segment, ``a ~ U(0, 1)``, its gradient shared between the
+    two ends as ``(1 - a) g`` and ``a g`` (the gradient of the loss at that point of the polyline, as in
+    curve training). The points' own gradients leave the segments between low points free to cross
+    barriers, which on deep nets dominates the path maximum (benchmarks/RESULTS.md).
     """
+    if sample not in SAMPLES:
+        raise ValueError(f"sample must be one of {SAMPLES}, got {sample!r}")
     if step_rule not in STEP_RULES:
         raise ValueError(f"step_rule must be one of {STEP_RULES}, got {step_rule!r}")
     if n_points < 3:
@@ -282,9 +294,12 @@ def optimize_paths(
         step_loss = minibatch(generator) if minibatch is not None else loss_fn
         idx = flat.interior
         centre = flat.points[idx]
-        losses, grads = losses_and_grads(step_loss, centre, max_models)
+        if sample == "segments":
+            losses, grads, counts = _segment_gradients(step_loss, flat, generator, max_models)
+        else:
+            (losses, grads), counts = losses_and_grads(step_loss, centre, max_models), flat.interior_counts
         if not torch.isfinite(losses).all():
-            bad = [p for p, values in enumerate(torch.split(losses, flat.interior_counts)) if not torch.isfinite(values).all()]
+            bad = [p for p, values in enumerate(torch.split(losses, counts)) if not torch.isfinite(values).all()]
             raise PathsDiverged(bad, step)
         if weight_decay:
             grads = grads + weight_decay * centre
@@ -303,7 +318,7 @@ def optimize_paths(
             velocity[idx] = momentum * velocity[idx] + direction
             flat.points[idx] = centre - lr_at(step) * velocity[idx]
         if step % record_every == 0 or step == steps - 1:
-            for p, values in enumerate(torch.split(losses, flat.interior_counts)):
+            for p, values in enumerate(torch.split(losses, counts)):
                 histories[p].append(float(values.max()))
     results = evaluate_paths(loss_fn, flat.paths(), alphas, max_models, histories, tolerance)
     norms = orthogonal_grad_at_highest(loss_fn, flat, weight_decay, max_models)
@@ -311,6 +326,18 @@ def optimize_paths(
         result.max_at_steps = {**at, steps: result.max_loss}
         result.orthogonal_grad_norm = norm
     return results
+
+
+def _segment_gradients(loss_fn: LossFn, flat: "_FlatPaths", generator: torch.Generator,
+                       max_models: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Losses at one uniform point of every segment, the gradients they put on the interior points
+    (``(1 - a) g`` on a segment's start, ``a g`` on its end), and the segments per path."""
+    lo = flat.segment_starts
+    a = torch.rand(len(lo), 1, generator=generator).to(flat.points)
+    probes = torch.lerp(flat.points[lo], flat.points[lo + 1], a)
+    losses, probe_grads = losses_and_grads(loss_fn, probes, max_models)
+    grads = torch.zeros_like(flat.points).index_add_(0, lo, (1 - a) * probe_grads).index_add_(0, lo + 1, a * probe_grads)
+    return losses, grads[flat.interior], flat.segment_counts
 
 
 def orthogonal_grad_at_highest(loss_fn: LossFn, flat: "_FlatPaths", weight_decay: float,

@@ -199,3 +199,26 @@ def test_a_diverging_path_stops_with_an_error_naming_it():
         optimize_paths(himmelblau, torch.stack(minima[:2]), torch.stack(minima[2:]), n_points=19, lr=0.02,
                        steps=200, momentum=0.9, clip_norm=None)
     assert error.value.paths and set(error.value.paths) <= {0, 1}
+
+
+def test_segment_sampled_steps_recover_the_exact_barcode_of_the_wells():
+    minima = [descend_to_minimum(wells_2d, s, lr=0.05) for s in WELL_CENTRES]
+    losses, path_max = _barcode_from_paths(wells_2d, minima, **NORMALIZED, sample="segments")
+    reference, value_range = grid_barcode(wells_2d, [-3.5, -3.5], [3.5, 3.5], 1001)
+    expected = sorted(d for _, d in reference if np.isfinite(d))
+    got = _finite_deaths(barcode_of_minima(losses, path_max, "persistence"))
+    assert np.abs(np.subtract(got, expected)).max() < 2e-3 * value_range
+
+
+def test_segment_gradients_are_the_polyline_points_gradients_shared_by_the_segment_ends():
+    from losstopo.paths import _FlatPaths, _segment_gradients
+
+    points = torch.randn(5, 3, dtype=torch.float64)
+    flat = _FlatPaths([points])
+    half_square = lambda rows: 0.5 * (rows ** 2).sum(-1)  # noqa: E731  gradient at a probe = the probe
+    losses, grads, counts = _segment_gradients(half_square, flat, torch.Generator().manual_seed(4), 8)
+    a = torch.rand(4, 1, generator=torch.Generator().manual_seed(4)).double()
+    probes = (1 - a) * points[:-1] + a * points[1:]
+    assert counts == [4] and torch.allclose(losses, half_square(probes))
+    expected = a[:-1] * probes[:-1] + (1 - a[1:]) * probes[1:]  # interior point i: end of segment i-1, start of i
+    assert torch.allclose(grads, expected)
