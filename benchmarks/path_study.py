@@ -30,7 +30,7 @@ from losstopo import plots
 from losstopo.config import load_params
 from losstopo.io import save_json
 from losstopo.models import build_model
-from losstopo.paths import optimize_paths
+from losstopo.paths import evaluate_in_chunks, optimize_paths, path_converged
 from losstopo.schedules import piecewise_linear_lr
 from losstopo.stacked import StackedModel, fast_bf16
 
@@ -73,13 +73,16 @@ def largest_relative_difference(reference: dict[int, list[float]], other: dict[i
                for b in other if b in reference)
 
 
-def chosen_budget(maxima: dict[int, list[float]], tolerance: float) -> int | None:
-    """Smallest budget B whose maxima all change by < tolerance (relative) at 2B; None if none does."""
+def chosen_budget(maxima: dict[int, list[float]], tolerance: float, floors: list[float] | None = None) -> int | None:
+    """Smallest budget B whose maxima all change by < tolerance (relative) at 2B, or already lie within
+    tolerance of their floor (``floors``: each path's higher endpoint loss, see paths.path_converged);
+    None if none does."""
     budgets = sorted(maxima)
+    floors = floors if floors is not None else [0.0] * len(maxima[budgets[0]])
     for low, high in zip(budgets, budgets[1:]):
         if high == 2 * low:
             change = np.abs(np.subtract(maxima[high], maxima[low])) / np.abs(maxima[high])
-            if np.all(change < tolerance):
+            if all(path_converged(c, m, f, tolerance) for c, m, f in zip(change, maxima[low], floors)):
                 return low
     return None
 
@@ -99,13 +102,16 @@ def study(profile: str, depths: list[int], n_pairs: int, budgets: list[int], tol
     pairs = list(itertools.combinations(range(config.minima.n_minima), 2))[:n_pairs]
     dataset = job_dataset(data, DataRequest("mnist", cfg.train_subset, 0, config.minima.seed))
     by_key = {v.labels["depth"]: v for v in fc_depth.variants(config) if v.dataset == "mnist" and not v.replicate}
-    rows = []
+    rows, floors = [], {}
     for depth in depths:
         variant = by_key[depth]
         thetas = torch.load(stage_dir("fc_depth", "minima", root) / variant.key / "minima.pt",
                             map_location="cpu", weights_only=True)["thetas"]
         module = build_model(variant.model, dataset.x_train.shape[1:], dataset.n_classes)
         starts, ends = thetas[[i for i, _ in pairs]], thetas[[j for _, j in pairs]]
+        end_losses = evaluate_in_chunks(path_loss(StackedModel(module), dataset, cfg), torch.cat([starts, ends]),
+                                        cfg.max_models).view(2, -1)
+        floors[depth] = end_losses.max(dim=0).values.tolist()
         for run in runs:
             loss_fn = path_loss(StackedModel(module), dataset, dataclasses.replace(cfg, mixed_precision=run.bf16))
             label = settings(run.n_points, run.clip_norm, run.bf16, cfg.step_rule)
@@ -131,6 +137,7 @@ def study(profile: str, depths: list[int], n_pairs: int, budgets: list[int], tol
                   + ", ".join(f"{b}: {np.mean(v):.4f}" for b, v in rows[-1]["maxima"].items()), flush=True)
     own = [r for r in rows if r["n_points"] == cfg.n_points and r["clip_norm"] == cfg.clip_norm and not r["bf16"]]
     merged = {b: [m for r in own for m in r["maxima"][b]] for b in budgets}
+    merged_floors = [f for r in own for f in floors[r["depth"]]]
     bf16_rows = {r["depth"]: r for r in rows if r["bf16"]}
     bf16_difference = {depth: largest_relative_difference(own_row["maxima"], bf16_rows[depth]["maxima"])
                        for own_row in own for depth in [own_row["depth"]] if depth in bf16_rows}
@@ -142,7 +149,7 @@ def study(profile: str, depths: list[int], n_pairs: int, budgets: list[int], tol
             "rule": f"smallest budget B at which every path maximum of the profile's setting "
                     f"({settings(cfg.n_points, cfg.clip_norm, step_rule=cfg.step_rule)}) changes by "
                     f"< {tolerance:.0%} at 2B",
-            "chosen_steps": chosen_budget(merged, tolerance), "profile_steps": cfg.steps}
+            "chosen_steps": chosen_budget(merged, tolerance, merged_floors), "floors": floors, "profile_steps": cfg.steps}
 
 
 def figure(result: dict, path: Path) -> Path:

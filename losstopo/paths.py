@@ -64,6 +64,13 @@ class PathResult:
         return abs(self.max_loss - earlier) / max(abs(self.max_loss), 1e-12)
 
 
+def path_converged(change: float, max_loss: float, endpoint_loss: float, tolerance: float) -> bool:
+    """A path maximum is converged when more optimisation moved it by <= ``tolerance`` (relative
+    ``change``), or when it is within ``tolerance`` of its floor, the higher endpoint's loss: no path
+    between the two minima can go lower, so a maximum at the floor is the minimax value itself."""
+    return bool(change <= tolerance or max_loss <= (1 + tolerance) * endpoint_loss)
+
+
 def straight_path(theta_a: torch.Tensor, theta_b: torch.Tensor, n_points: int) -> torch.Tensor:
     """theta_a, theta_b: (..., d) -> (..., n_points, d), equally spaced on the segment."""
     t = torch.linspace(0, 1, n_points, dtype=theta_a.dtype, device=theta_a.device).view(-1, 1)

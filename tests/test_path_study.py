@@ -32,3 +32,11 @@ def test_decaying_lr_is_constant_for_half_the_budget_then_falls_linearly_to_zero
     assert lr(0) == lr(500) == 0.1
     assert abs(lr(750) - 0.05) < 1e-12
     assert lr(1000) == 0.0
+
+
+def test_a_maximum_at_its_floor_counts_as_converged_while_others_must_stop_moving():
+    maxima = {500: [0.0100, 0.50], 1000: [0.0050, 0.499], 2000: [0.0020, 0.499]}
+    assert chosen_budget(maxima, 0.01) is None  # the first path still halves
+    # ... unless it already sits on its floor, the higher endpoint's loss: no path can go lower
+    assert chosen_budget(maxima, 0.01, floors=[0.00995, 0.2]) == 500
+    assert chosen_budget(maxima, 0.01, floors=[0.00496, 0.2]) == 1000
