@@ -40,3 +40,9 @@ def test_a_maximum_at_its_floor_counts_as_converged_while_others_must_stop_movin
     # ... unless it already sits on its floor, the higher endpoint's loss: no path can go lower
     assert chosen_budget(maxima, 0.01, floors=[0.00995, 0.2]) == 500
     assert chosen_budget(maxima, 0.01, floors=[0.00496, 0.2]) == 1000
+
+
+def test_the_largest_budget_qualifies_only_where_every_maximum_is_at_its_floor():
+    maxima = {500: [0.0100, 0.50], 1000: [0.0050, 0.30]}
+    assert chosen_budget(maxima, 0.01, floors=[0.00496, 0.2]) is None  # 0.30 at 1000: no doubling, not at floor
+    assert chosen_budget(maxima, 0.01, floors=[0.00496, 0.2999]) == 1000
