@@ -74,6 +74,7 @@ def pipeline(tmp_path_factory):
     return {"tmp": tmp, "root": root, "params": params, "sections": sections}
 
 
+@pytest.mark.slow
 def test_variants_carry_layers_channels_batchnorm_and_parameters(pipeline):
     params = pipeline["params"]
     keys = {v.key: v.labels for v in cnn_channels.variants(params.experiment("cnn_channels"))}
@@ -105,6 +106,7 @@ def _check_claim(claim):
     assert claim.claim and claim.paper_evidence and r.n >= 1
 
 
+@pytest.mark.slow
 def test_channel_section_claims_tables_and_figures(pipeline):
     section = pipeline["sections"]["cnn_channels"]
     assert len(section.claims) == 3
@@ -129,6 +131,7 @@ def test_channel_section_claims_tables_and_figures(pipeline):
         assert figure in section.figures and figure.stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_batchnorm_section_tests_minima_over_minima_and_barriers_over_networks(pipeline):
     section = pipeline["sections"]["cnn_bn"]
     config = pipeline["params"].experiment("cnn_bn")
@@ -156,6 +159,7 @@ def test_batchnorm_section_tests_minima_over_minima_and_barriers_over_networks(p
     assert all(c["verdict"] in evidence.VERDICTS and "Holm over" in c["adjustment"] for c in claims)
 
 
+@pytest.mark.slow
 def test_missing_counterpart_is_reported_not_compared(pipeline):
     raw = json.loads(json.dumps(TINY))
     raw["data"]["root"] = str(pipeline["tmp"] / "data")

@@ -95,6 +95,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_ray_executor_returns_the_local_results_in_job_order(local_ray, tmp_path):
     jobs = jobs_for([5, 1, 4, 2, 3])
@@ -106,6 +107,7 @@ def test_ray_executor_returns_the_local_results_in_job_order(local_ray, tmp_path
     assert len(list((tmp_path / "jobs").iterdir())) == 5
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_a_failing_ray_job_fails_the_stage_with_its_message(local_ray):
     with pytest.raises(LosstopoError, match="job 4 failed on purpose"):

@@ -77,6 +77,7 @@ def _json(pipeline, *parts):
     return json.loads(pipeline["root"].joinpath("resnet_lr", *parts).read_text())
 
 
+@pytest.mark.slow
 def test_two_types_of_minima_per_dataset(pipeline):
     for dataset in ("cifar10", "svhn"):
         for kind, seed in (("type1", 0), ("type2", 100)):
@@ -90,6 +91,7 @@ def test_two_types_of_minima_per_dataset(pipeline):
     assert set(metrics) == {f"{d}-{k}" for d in ("cifar10", "svhn") for k in ("type1", "type2")}
 
 
+@pytest.mark.slow
 def test_paths_join_all_pairs_and_end_at_the_minima(pipeline):
     for dataset in ("cifar10", "svhn"):
         record = _json(pipeline, "paths", dataset, "paths.json")
@@ -114,6 +116,7 @@ def test_paths_join_all_pairs_and_end_at_the_minima(pipeline):
             assert all(min(abs(np.asarray(positions) - f)) < 1e-9 for f in fixed)
 
 
+@pytest.mark.slow
 def test_barcodes_and_segment_lengths(pipeline):
     for dataset in ("cifar10", "svhn"):
         topo = _json(pipeline, "topology", dataset, "topology.json")
@@ -127,6 +130,7 @@ def test_barcodes_and_segment_lengths(pipeline):
     assert set(_json(pipeline, "topology_metrics.json")) == {"cifar10", "svhn"}
 
 
+@pytest.mark.slow
 def test_report_section_tables_figures_and_claims(pipeline):
     section = pipeline["section"]
     assert len(section.claims) == 6  # three per dataset
@@ -169,6 +173,7 @@ def test_minima_table_puts_ours_beside_the_papers():
     assert "| 88.12 ± 0.40 |" in section.blocks[0] and "| 0.001 ± 0.0001 |" in section.blocks[0]
 
 
+@pytest.mark.slow
 def test_mlflow_runs_per_stage_and_variant(pipeline):
     runs = pipeline["runs"]
     assert set(runs["status"]) == {"FINISHED"}
@@ -186,6 +191,7 @@ def test_mlflow_runs_per_stage_and_variant(pipeline):
 
 # --- executors ----------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_stages_write_the_same_outputs_whichever_executor_runs_the_jobs(tmp_path, mlflow_store, monkeypatch):
     raw = json.loads(json.dumps(TINY))
     raw["resnet_lr"]["datasets"] = ["cifar10"]

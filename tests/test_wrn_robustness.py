@@ -66,6 +66,7 @@ def _load(run, stage, study, name):
     return json.loads((run["root"] / "wrn_robustness" / stage / study / name).read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("study", wr.STUDIES)
 def test_one_curve_per_pair_and_one_triangle_per_triple_and_regime(run, study):
     paths = _load(run, "paths", study, "paths.json")
@@ -81,6 +82,7 @@ def test_one_curve_per_pair_and_one_triangle_per_triple_and_regime(run, study):
     assert paths["curve_steps"] == 2 and paths["triangles"]["sides_fixed"]["steps"] == 2  # 1 epoch of 64 / 32
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("study", wr.STUDIES)
 def test_curves_start_and_end_at_their_minima(run, study):
     paths = _load(run, "paths", study, "paths.json")
@@ -109,6 +111,7 @@ def _side_mismatch(paths: dict, regime: str) -> float:
     return mismatch
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("study", wr.STUDIES)
 def test_sides_fixed_triangles_have_the_trained_curves_as_sides(run, study):
     paths = _load(run, "paths", study, "paths.json")
@@ -125,6 +128,7 @@ def test_sides_fixed_triangles_have_the_trained_curves_as_sides(run, study):
             assert mismatch > 1e-6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("study", wr.STUDIES)
 def test_one_bars_follow_the_appendix_i_rule(run, study):
     paths = _load(run, "paths", study, "paths.json")
@@ -160,6 +164,7 @@ def test_one_bars_follow_the_appendix_i_rule(run, study):
         assert topo["saddles"][regime]["to_score_1"] == pytest.approx(max([(d - b) / 2 for b, d in bars], default=0))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("study", wr.STUDIES)
 def test_robustness_tables(run, study):
     topo = _load(run, "topology", study, "topology.json")
@@ -186,6 +191,7 @@ def test_robustness_tables(run, study):
     assert metrics[study]["to_score"] == pytest.approx(topo["to_score"]) and "mean_cv" in metrics[study]
 
 
+@pytest.mark.slow
 def test_data_sources_are_carried_through_every_stage(run):
     for study, name in (("wrn", "cifar100"), ("lenet", "fashion_mnist")):
         minima = _load(run, "minima", study, "minima.json")["summary"]
@@ -196,6 +202,7 @@ def test_data_sources_are_carried_through_every_stage(run):
         assert _load(run, "paths", study, "paths.json")["curve_augment"] == (study == "wrn")  # as the minima
 
 
+@pytest.mark.slow
 def test_report_section_tables_claims_and_figures(run):
     section = run["section"]
     text = "\n".join(section.blocks)
@@ -222,6 +229,7 @@ def test_report_section_tables_claims_and_figures(run):
                 f"wrn_robustness_curves_{study}.png"} <= names
 
 
+@pytest.mark.slow
 def test_mlflow_runs_carry_stage_tags_data_sources_and_metrics(run):
     import mlflow
 
@@ -236,6 +244,7 @@ def test_mlflow_runs_carry_stage_tags_data_sources_and_metrics(run):
     assert (topo["metrics.to_score"] >= 0).all() and topo["metrics.to_score_1_sides_fixed"].notna().all()
 
 
+@pytest.mark.slow
 def test_finished_work_is_not_redone(run):
     params, config, root = run["params"], run["config"], run["root"]
     files = [root / "wrn_robustness/minima/wrn/minima.pt", root / "wrn_robustness/paths/lenet/paths.json"]
@@ -253,6 +262,7 @@ def _minima_and_paths(params, root) -> dict:
             for stage, name in (("minima", "minima.json"), ("paths", "paths.json")) for study in wr.STUDIES}
 
 
+@pytest.mark.slow
 def test_stages_write_the_same_outputs_whichever_executor_runs_the_jobs(tmp_path, mlflow_store, monkeypatch):
     raw = json.loads(json.dumps(TINY))
     for study in wr.STUDIES:  # uneven chunks: wrn 3 pairs -> 2 + 1, lenet 4 triples -> 3 + 1
