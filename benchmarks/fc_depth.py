@@ -16,7 +16,7 @@ from losstopo import plots
 from losstopo.config import FCDepthConfig
 from losstopo.io import load_json
 from losstopo.report import Claim, Section
-from losstopo.evidence import NULL_DRAWS, trend_null_rate, trend_test
+from losstopo.evidence import NULL_DRAWS, at_resolution, trend_null_rate, trend_test
 from losstopo.stats import theil_sen_slope
 
 EXPERIMENT = "fc_depth"
@@ -87,8 +87,12 @@ def report_section(config: FCDepthConfig, figures: Path, root: Path = ARTIFACTS)
                  "Fig. 2: bars lower for deeper networks", heights),
                 (f"Barriers h_p - L(p) (mean bar length per set of minima) decrease with depth ({dataset})",
                  "Fig. 2, 3: shorter bars for deeper networks", lengths)):
-            result = trend_test(depths, values, "decreasing")
+            resolution = config.paths.converge_abs
+            result = trend_test(depths, at_resolution(values, resolution), "decreasing")
+            rounding = (f"; tested at the paths' resolution of {resolution:g} nats (values rounded to its multiples: "
+                        f"smaller differences are ties)" if resolution else "")
             section.add_claim(Claim(
                 name, evidence_words, result, source, profile, "set of minima", converged, null, null_words,
-                note=f"{convergence_words}; Theil-Sen slope {theil_sen_slope(depths, values):.4g} per layer."))
+                note=f"{convergence_words}; Theil-Sen slope {theil_sen_slope(depths, values):.4g} per layer"
+                     f"{rounding}."))
     return section

@@ -410,9 +410,11 @@ def run_paths(experiment: str, variants: list[Variant], config, params: Params, 
                                                 "dense_losses", "history", "relative_change",
                                                 "orthogonal_grad_norm")},
                 "convergence_rule": f"|max(T) - max({1 - CONVERGENCE_WINDOW:g} T)| / max(T) <= {cfg.converge_tol:g}, "
-                                    f"or max(T) <= (1 + {cfg.converge_tol:g}) x the higher endpoint's loss",
+                                    f"or |max(T) - max({1 - CONVERGENCE_WINDOW:g} T)| <= {cfg.converge_abs:g}, "
+                                    f"or max(T) <= (1 + {cfg.converge_tol:g}) x the higher endpoint's loss "
+                                    f"+ {cfg.converge_abs:g}",
                 "converged": [path_converged(c, m, max(result["minima_losses"][i], result["minima_losses"][j]),
-                                             cfg.converge_tol)
+                                             cfg.converge_tol, cfg.converge_abs)
                               for c, m, (i, j) in zip(result["relative_change"], result["max_loss"], pairs)],
             }
             save_json(record, out_root / variant.key / "paths.json")

@@ -120,12 +120,14 @@ class PathConfig:
     pairs_per_job: int | None = None  # pairs per job (the unit an executor schedules); None: one job per variant
     mixed_precision: bool = False  # bf16 autocast for the path steps on CUDA and AMX CPUs; reported losses stay fp32
     converge_tol: float = 0.01  # converged: the last 20% of steps moved the path maximum by <= this (relative)
+    converge_abs: float = 0.0  # ... or by <= this (loss units): the resolution below which maxima are not told apart
     step_rule: str = "sgd"  # sgd (Algorithm 3) | normalized: lr is a fraction of the path's spacing per step
     sample: str = "points"  # points (Algorithm 3) | segments: gradients at a random point of each segment
 
     def validate(self, where: str) -> None:
         _require(self.n_points >= 3, where, "n_points", "must be >= 3")
         _require(self.converge_tol > 0, where, "converge_tol", "must be > 0")
+        _require(self.converge_abs >= 0, where, "converge_abs", "must be >= 0")
         _require(self.step_rule in STEP_RULES, where, "step_rule", f"must be one of {STEP_RULES}")
         _require(self.sample in SAMPLES, where, "sample", f"must be one of {SAMPLES}")
         _require(self.lr > 0 and self.steps >= 0, where, "lr", "lr must be > 0 and steps >= 0")

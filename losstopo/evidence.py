@@ -78,6 +78,16 @@ def _p_values(observed: float, null: np.ndarray, exact: bool) -> tuple[float, fl
     return float((1 + low) / (1 + len(null))), float((1 + high) / (1 + len(null)))
 
 
+def at_resolution(values: Sequence[float], resolution: float) -> np.ndarray:
+    """``values`` rounded to multiples of ``resolution`` (0: unchanged), so that differences the
+    measurement cannot resolve (e.g. barriers below the minima's own convergence resolution) enter a
+    rank test as ties rather than as an ordering."""
+    values = np.asarray(values, float)
+    if resolution < 0:
+        raise ValueError(f"resolution must be >= 0, got {resolution}")
+    return values if resolution == 0 else np.round(values / resolution) * resolution
+
+
 def trend_test(x: Sequence[float], y: Sequence[float], direction: str = "decreasing", *,
                draws: int = PERMUTATIONS, seed: int = 0) -> TestResult:
     """Permutation test of a monotone trend of y in x (Kendall's S; whole units permuted over x).

@@ -64,11 +64,17 @@ class PathResult:
         return abs(self.max_loss - earlier) / max(abs(self.max_loss), 1e-12)
 
 
-def path_converged(change: float, max_loss: float, endpoint_loss: float, tolerance: float) -> bool:
+def path_converged(change: float, max_loss: float, endpoint_loss: float, tolerance: float,
+                   absolute: float = 0.0) -> bool:
     """A path maximum is converged when more optimisation moved it by <= ``tolerance`` (relative
-    ``change``), or when it is within ``tolerance`` of its floor, the higher endpoint's loss: no path
-    between the two minima can go lower, so a maximum at the floor is the minimax value itself."""
-    return bool(change <= tolerance or max_loss <= (1 + tolerance) * endpoint_loss)
+    ``change``) or by <= ``absolute`` (in loss units), or when it is within ``tolerance`` (relative) plus
+    ``absolute`` of its floor, the higher endpoint's loss: no path between the two minima can go lower, so
+    a maximum at the floor is the minimax value itself. ``absolute`` is the loss resolution below which
+    two values are not told apart (e.g. the minima's own convergence resolution): a relative rule alone
+    cannot be met by maxima that are themselves ~0."""
+    moved = change * abs(max_loss)
+    return bool(change <= tolerance or moved <= absolute
+                or max_loss <= (1 + tolerance) * endpoint_loss + absolute)
 
 
 def straight_path(theta_a: torch.Tensor, theta_b: torch.Tensor, n_points: int) -> torch.Tensor:

@@ -121,3 +121,16 @@ def test_linear_statistic_test_of_a_difference_of_slopes():
     assert result.statistic == pytest.approx(-1.0)
     assert 1 / 24 <= result.min_attainable_p <= result.p_value <= 1
     assert evidence.linear_null_rate(across - within, draws=200) <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / 200)
+
+
+def test_differences_below_the_resolution_become_ties_and_cannot_make_a_trend():
+    from losstopo.evidence import at_resolution, trend_test
+
+    depths = [2, 2, 3, 3, 4, 4, 6, 6, 8, 8]
+    tiny = [5e-5, 4e-5, 3e-5, 3e-5, 2e-5, 1e-5, 0, 0, 0, 0]  # perfectly decreasing, all below 1e-4
+    assert trend_test(depths, tiny).p_value < 0.05
+    rounded = at_resolution(tiny, 1e-4)
+    assert list(rounded) == [0.0] * 10
+    assert trend_test(depths, rounded).p_value == 1.0
+    assert list(at_resolution([0.26e-3, 0.34e-3], 1e-4)) == pytest.approx([3e-4, 3e-4])
+    assert list(at_resolution(tiny, 0)) == tiny

@@ -222,3 +222,16 @@ def test_segment_gradients_are_the_polyline_points_gradients_shared_by_the_segme
     assert counts == [4] and torch.allclose(losses, half_square(probes))
     expected = a[:-1] * probes[:-1] + (1 - a[1:]) * probes[1:]  # interior point i: end of segment i-1, start of i
     assert torch.allclose(grads, expected)
+
+
+def test_path_convergence_with_an_absolute_resolution():
+    from losstopo.paths import path_converged
+
+    # a maximum of 3e-4 that the last 20% of steps moved by 10% (3e-5 nats), 5e-5 above its floor of 2.5e-4
+    assert not path_converged(0.1, 3e-4, 2.5e-4, 0.01)  # relative rules alone: still moving, above the floor
+    assert path_converged(0.1, 3e-4, 2.5e-4, 0.01, absolute=1e-4)  # moved by less than the resolution
+    assert not path_converged(0.1, 3e-4, 2.5e-4, 0.01, absolute=1e-5)
+    # a maximum far above its floor that moved by more than the resolution is not converged
+    assert not path_converged(0.5, 1.0, 0.01, 0.01, absolute=1e-4)
+    # within the resolution of its floor, though it still moved a lot
+    assert path_converged(0.5, 2e-4, 1.5e-4, 0.01, absolute=1e-4)
