@@ -14,7 +14,9 @@ et al. 2018) under the minima's schedule (Appendix C); dense evaluation gives ea
 Then, once the curves are done, a triangle over every triple of minima in each regime of Appendix I
 (``curves.triangles_per_job`` per job): ``sides_fixed`` keeps the trained curves as the sides (their
 bends are the side centres D = AB, E = BC, F = CA) and trains only the centre O; ``vertices_fixed``
-trains D, E, F and O.
+trains D, E, F and O. Convergence is measured, not assumed: each curve and triangle is also evaluated
+after 80% of its steps, and its maximum counts as converged by the rule of the optimised paths
+(:func:`losstopo.paths.path_converged`; floor: the highest loss of its minima).
 
 Topology stage: the barcode of minima (Fig. 6a, Algorithm 1), the 1-saddle barcode of the complex of
 minima, curves and triangles (Fig. 6b, Algorithm 2), and the robustness of the minima barcode to the
@@ -48,7 +50,7 @@ from losstopo.errors import ConfigError, DataError
 from losstopo.executor import Executor, Job, JobCache, job_address
 from losstopo.io import load_json, save_json
 from losstopo.models import build_model
-from losstopo.paths import evaluate_in_chunks
+from losstopo.paths import CONVERGENCE_WINDOW, convergence_checkpoint, evaluate_in_chunks, path_converged
 from losstopo.report import Claim, Section
 from losstopo.schedules import garipov_lr
 from losstopo.stacked import DatasetLoss, StackedModel
@@ -215,28 +217,51 @@ def _study_losses(spec: StudySpec) -> tuple[DatasetLoss, DatasetLoss, int]:
     return train_loss, _eval_loss(stacked, dataset.x_train, dataset.y_train), len(dataset.y_train)
 
 
+def _curve_losses(eval_loss: DatasetLoss, start: torch.Tensor, bends: torch.Tensor, end: torch.Tensor,
+                  cfg: CurveConfig) -> tuple[np.ndarray, np.ndarray]:
+    """t (n_eval,) and losses (P, n_eval), evaluated in groups of curves that fit EVAL_POINT_BUDGET."""
+    t, losses = None, []
+    for group in _groups(len(start), cfg.n_eval, start.shape[1]):
+        t, part = evaluate_curves(eval_loss, start[group], bends[group], end[group], cfg.kind, cfg.n_eval,
+                                  max_models=EVAL_MODELS)
+        losses.append(part)
+    return t, np.concatenate(losses)
+
+
 def curves_job(shared: dict[str, dict], job: CurvesJob) -> dict:
-    """Trains and evaluates the curves of ``job.pairs``: bends (P, d) on the CPU, t and losses (P, n_eval)."""
+    """Trains and evaluates the curves of ``job.pairs``: bends (P, d) on the CPU, t and losses (P, n_eval), and
+    each curve's maximum after 80% of the steps (its convergence check)."""
     cfg = job.study.config
     train_loss, eval_loss, n_samples = _study_losses(job.study)
     thetas = shared[job.study.name]["thetas"].to(resolve_device(job.study.device))
     start, end = thetas[[i for i, _ in job.pairs]], thetas[[j for _, j in job.pairs]]
-    bends = train_curves(train_loss, start, end, cfg.kind, _training(cfg, cfg.epochs, n_samples),
-                         seed=job.study.seed, progress=job.progress)
-    t, losses = None, []
-    for group in _groups(len(job.pairs), cfg.n_eval, thetas.shape[1]):
-        t, part = evaluate_curves(eval_loss, start[group], bends[group], end[group], cfg.kind, cfg.n_eval,
-                                  max_models=EVAL_MODELS)
-        losses.append(part)
-    out = {"bends": bends.cpu(), "t": t, "losses": np.concatenate(losses)}
+    training = _training(cfg, cfg.epochs, n_samples)
+    bends, bends_at_checkpoint = train_curves(train_loss, start, end, cfg.kind, training, seed=job.study.seed,
+                                              progress=job.progress, checkpoint=convergence_checkpoint(training.steps))
+    t, losses = _curve_losses(eval_loss, start, bends, end, cfg)
+    _, losses_at_checkpoint = _curve_losses(eval_loss, start, bends_at_checkpoint, end, cfg)
+    out = {"bends": bends.cpu(), "t": t, "losses": losses, "max_at_checkpoint": losses_at_checkpoint.max(axis=1)}
     if job.minima:
         out |= {"minima_losses": evaluate_in_chunks(eval_loss, thetas, EVAL_MODELS).tolist(),
                 "minima_train_acc": eval_loss.accuracy(thetas).tolist()}
     return out
 
 
+def _triangle_losses(eval_loss: DatasetLoss, vertices: torch.Tensor, sides: torch.Tensor, centre: torch.Tensor,
+                     cfg: CurveConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The barycentric grid (m, 3) and losses (T, m), evaluated in groups of triangles that fit EVAL_POINT_BUDGET."""
+    grid, losses = None, []
+    m = (cfg.triangle_resolution + 1) * (cfg.triangle_resolution + 2) // 2
+    for group in _groups(len(vertices), m, vertices.shape[-1]):
+        grid, part = evaluate_triangles(eval_loss, vertices[group], sides[group], centre[group],
+                                        cfg.triangle_resolution, max_models=EVAL_MODELS)
+        losses.append(part)
+    return grid, np.concatenate(losses)
+
+
 def triangles_job(shared: dict[str, dict], job: TrianglesJob) -> dict:
-    """Trains and evaluates the triangles of ``job.triples``: the barycentric grid and losses (T, grid points)."""
+    """Trains and evaluates the triangles of ``job.triples``: the barycentric grid, losses (T, grid points) and
+    each triangle's maximum after 80% of the steps (its convergence check)."""
     cfg = job.study.config
     train_loss, eval_loss, n_samples = _study_losses(job.study)
     device = resolve_device(job.study.device)
@@ -246,15 +271,12 @@ def triangles_job(shared: dict[str, dict], job: TrianglesJob) -> dict:
     if job.regime == "sides_fixed":
         pairs = list(itertools.combinations(range(len(thetas)), 2))
         fixed_sides = side_bends(shared[job.study.name]["bends"], pairs, list(job.triples)).to(device)
-    sides, centre = train_triangles(train_loss, vertices, fixed_sides, _training(cfg, cfg.triangle_epochs, n_samples),
-                                    seed=job.study.seed, progress=job.progress)
-    grid, losses = None, []
-    m = (cfg.triangle_resolution + 1) * (cfg.triangle_resolution + 2) // 2
-    for group in _groups(len(job.triples), m, thetas.shape[1]):
-        grid, part = evaluate_triangles(eval_loss, vertices[group], sides[group], centre[group],
-                                        cfg.triangle_resolution, max_models=EVAL_MODELS)
-        losses.append(part)
-    return {"grid": grid, "losses": np.concatenate(losses)}
+    training = _training(cfg, cfg.triangle_epochs, n_samples)
+    trained, at_checkpoint = train_triangles(train_loss, vertices, fixed_sides, training, seed=job.study.seed,
+                                             progress=job.progress, checkpoint=convergence_checkpoint(training.steps))
+    grid, losses = _triangle_losses(eval_loss, vertices, *trained, cfg)
+    _, losses_at_checkpoint = _triangle_losses(eval_loss, vertices, *at_checkpoint, cfg)
+    return {"grid": grid, "losses": losses, "max_at_checkpoint": losses_at_checkpoint.max(axis=1)}
 
 
 @dataclass
@@ -321,6 +343,7 @@ def _run_curves(studies: list[_Study], params: Params, executor: Executor, cache
         mine = [out for out, owner in zip(outputs, owners) if owner == study.name]
         merged[study.name] = {"bends": torch.cat([out["bends"] for out in mine]), "t": mine[0]["t"],
                               "losses": np.concatenate([out["losses"] for out in mine]),
+                              "max_at_checkpoint": np.concatenate([out["max_at_checkpoint"] for out in mine]),
                               "minima_losses": mine[0]["minima_losses"],
                               "minima_train_acc": mine[0]["minima_train_acc"]}
     return merged
@@ -329,7 +352,7 @@ def _run_curves(studies: list[_Study], params: Params, executor: Executor, cache
 def _run_triangles(studies: list[_Study], curves: dict[str, dict], params: Params, executor: Executor,
                    cache: JobCache) -> dict[str, dict[str, dict]]:
     """Every study's triangles per regime (after the curves: sides_fixed needs their bends); per study and
-    regime the chunks' grid and losses merged in triple order."""
+    regime the chunks' grid, losses and maxima at the checkpoint merged in triple order."""
     jobs, owners, shared = [], [], {}
     for study in studies:
         cfg = study.spec.config
@@ -347,8 +370,9 @@ def _run_triangles(studies: list[_Study], curves: dict[str, dict], params: Param
                            progress=params.runtime.progress)
     merged: dict[str, dict[str, dict]] = {study.name: {} for study in studies}
     for (name, regime), out in zip(owners, outputs):
-        part = merged[name].setdefault(regime, {"grid": out["grid"], "losses": []})
+        part = merged[name].setdefault(regime, {"grid": out["grid"], "losses": [], "max_at_checkpoint": []})
         part["losses"].append(out["losses"])
+        part["max_at_checkpoint"].append(out["max_at_checkpoint"])
     return merged
 
 
@@ -368,26 +392,51 @@ def run_paths(config: WRNRobustnessConfig, params: Params, root: Path = ARTIFACT
             _log_paths(study.name, record, study.out)
 
 
+def convergence_rule(cfg: CurveConfig) -> str:
+    change = f"|max(T) - max({1 - CONVERGENCE_WINDOW:g} T)|"
+    return (f"{change} / max(T) <= {cfg.converge_tol:g}, or {change} <= {cfg.converge_abs:g}, or max(T) <= "
+            f"(1 + {cfg.converge_tol:g}) x the highest loss of its minima + {cfg.converge_abs:g} "
+            f"(T: the curve's or triangle's training steps)")
+
+
+def maxima_convergence(maxima: np.ndarray, at_checkpoint: np.ndarray, floors: list[float], cfg: CurveConfig) -> dict:
+    """Curve or triangle maxima (n,) after all steps and after 80% of them -> how much the last steps moved
+    each (relative) and whether it met :func:`path_converged`, ``floors`` (n,): the highest loss of its minima."""
+    change = np.abs(maxima - at_checkpoint) / np.maximum(np.abs(maxima), 1e-12)
+    return {"max_at_checkpoint": at_checkpoint, "relative_change": change,
+            "converged": [path_converged(c, m, f, cfg.converge_tol, cfg.converge_abs)
+                          for c, m, f in zip(change, maxima, floors)]}
+
+
 def _curves_and_triangles(study: _Study, curves: dict, triangles: dict[str, dict]) -> dict:
     """The record of a study's curves and triangles from its merged job outputs."""
     cfg, n_samples = study.spec.config, study.record["n_curve_samples"]
     curve_training = _training(cfg, cfg.epochs, n_samples)
+    minima_losses = curves["minima_losses"]
+    pairs = list(itertools.combinations(range(len(study.thetas)), 2))
+    triples = list(itertools.combinations(range(len(study.thetas)), 3))
+    curve_max = curves["losses"].max(axis=1)
+    curve_convergence = maxima_convergence(curve_max, curves["max_at_checkpoint"],
+                                           [max(minima_losses[i], minima_losses[j]) for i, j in pairs], cfg)
     record = {
         "kind": cfg.kind, "batches_per_epoch": _batches_per_epoch(cfg, n_samples), "curve_epochs": cfg.epochs,
         "curve_batch_size": cfg.batch_size, "curve_steps": curve_training.steps, "curve_lr": cfg.lr,
-        "minima_losses": curves["minima_losses"], "minima_train_acc": curves["minima_train_acc"],
-        "pairs": list(itertools.combinations(range(len(study.thetas)), 2)), "t": curves["t"],
-        "curve_losses": curves["losses"], "curve_max": curves["losses"].max(axis=1),
-        "triples": list(itertools.combinations(range(len(study.thetas)), 3)), "triangles": {},
+        "minima_losses": minima_losses, "minima_train_acc": curves["minima_train_acc"],
+        "pairs": pairs, "t": curves["t"], "curve_losses": curves["losses"], "curve_max": curve_max,
+        **{f"curve_{key}": value for key, value in curve_convergence.items()},
+        "convergence_rule": convergence_rule(cfg), "triples": triples, "triangles": {},
     }
     for regime, part in triangles.items():
         grid, losses = part["grid"], np.concatenate(part["losses"])
         on_sides = side_grid_indices(grid, cfg.triangle_resolution)
+        triangle_max = losses.max(axis=1)
         record["triangles"][regime] = {
             "steps": _training(cfg, cfg.triangle_epochs, n_samples).steps, "epochs": cfg.triangle_epochs,
             "resolution": cfg.triangle_resolution, "grid": grid, "side_rows": on_sides, "losses": losses,
-            "max": losses.max(axis=1), "side_max": [[float(row[rows].max()) for rows in on_sides] for row in losses],
+            "max": triangle_max, "side_max": [[float(row[rows].max()) for rows in on_sides] for row in losses],
             "trainable": "centre O" if regime == "sides_fixed" else "side centres D, E, F and centre O",
+            **maxima_convergence(triangle_max, np.concatenate(part["max_at_checkpoint"]),
+                                 [max(minima_losses[v] for v in triple) for triple in triples], cfg),
         }
     return record
 
@@ -398,10 +447,12 @@ def _log_paths(study: str, record: dict, out: Path) -> None:
                                       "n_curves": len(record["pairs"]), "n_curve_samples": record["n_curve_samples"],
                                       "curve_steps": record["curve_steps"]}):
         metrics = {f"curve_{i}_{j}_max": m for (i, j), m in zip(record["pairs"], record["curve_max"])}
-        metrics |= {"mean_curve_max": float(np.mean(record["curve_max"]))}
+        metrics |= {"mean_curve_max": float(np.mean(record["curve_max"])),
+                    "curve_converged_fraction": float(np.mean(record["curve_converged"]))}
         for regime, tri in record["triangles"].items():
             metrics |= {f"triangle_{regime}_{i}_{j}_{k}_max": m for (i, j, k), m in zip(record["triples"], tri["max"])}
-            metrics |= {f"mean_triangle_{regime}_max": float(np.mean(tri["max"]))}
+            metrics |= {f"mean_triangle_{regime}_max": float(np.mean(tri["max"])),
+                        f"triangle_{regime}_converged_fraction": float(np.mean(tri["converged"]))}
         tracking.log_metrics(metrics)
         tracking.log_artifact(out)
 
@@ -595,6 +646,10 @@ def _fmt(value, digits: int = 4) -> str:
     return "—" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.{digits}f}"
 
 
+def _percent(fraction: float) -> str:
+    return "not measured" if not math.isfinite(fraction) else f"{fraction:.0%}"
+
+
 def scale_words(summary: dict, paths: dict) -> str:
     n_minima = len(summary["train_loss"])
     return (f"`{summary['model']}` ({summary['parameters']:,} parameters), {n_minima} minima, "
@@ -634,7 +689,8 @@ def triangle_table(section: Section, topo: dict, paths: dict) -> None:
     edges = dict(zip(map(tuple, topo["pairs"]), topo["edge_filtration"]))
     header = ["triangle (A, B, C)", "curve maxima AB / BC / CA", "max of the curves"]
     for regime in regimes:
-        header += [f"{regime}: triangle max", f"{regime}: own sides max", f"{regime}: Appendix I bar"]
+        header += [f"{regime}: triangle max", f"{regime}: own sides max", f"{regime}: Appendix I bar",
+                   f"{regime}: converged"]
     rows = []
     for n, (i, j, k) in enumerate(map(tuple, paths["triples"])):
         sides = [edges[(i, j)], edges[(j, k)], edges[(i, k)]]
@@ -642,13 +698,15 @@ def triangle_table(section: Section, topo: dict, paths: dict) -> None:
         for regime in regimes:
             tri, bar = paths["triangles"][regime], topo["saddles"][regime]["appendix_i_bars"][n]
             row += [f"{tri['max'][n]:.4f}", f"{max(tri['side_max'][n]):.4f}",
-                    "none (enters with its last side)" if bar is None else f"[{bar[0]:.4f}, {bar[1]:.4f}]"]
+                    "none (enters with its last side)" if bar is None else f"[{bar[0]:.4f}, {bar[1]:.4f}]",
+                    "not recorded" if "converged" not in tri else "yes" if tri["converged"][n] else "no"]
         rows.append(row)
     if rows:
         mean_row = ["mean", "", f"{np.mean([max(edges[(i, j)], edges[(j, k)], edges[(i, k)]) for i, j, k in map(tuple, paths['triples'])]):.4f}"]
         for regime in regimes:
             tri = paths["triangles"][regime]
-            mean_row += [f"{np.mean(tri['max']):.4f}", f"{np.mean([max(s) for s in tri['side_max']]):.4f}", ""]
+            mean_row += [f"{np.mean(tri['max']):.4f}", f"{np.mean([max(s) for s in tri['side_max']]):.4f}", "",
+                         _percent(float(np.mean(tri["converged"]))) if "converged" in tri else ""]
         rows.append(mean_row)
     section.add_table(header, rows)
 
@@ -669,7 +727,29 @@ def robustness_table(section: Section, topo: dict) -> None:
     section.add_table(header, rows)
 
 
-def robustness_claim(study: str, topo: dict, summary: dict) -> Claim:
+def claim_convergence(groups: dict[str, list[bool] | None]) -> tuple[float, str]:
+    """The fraction of a claim's inputs (all groups together) that met their convergence rule, and the count
+    per group in words; a group is None where its artefact predates the measurement, which makes it NaN."""
+    flags, words = [], []
+    for name, group in groups.items():
+        flags += [float("nan")] if group is None else list(group)
+        words.append(f"{name} not recorded" if group is None else f"{name} {sum(group)}/{len(group)}")
+    return float(np.mean(flags)), ", ".join(words)
+
+
+def robustness_convergence(summary: dict, paths: dict) -> tuple[float, str]:
+    """The robustness claim's inputs: the minima (their patience rule) and the curves (maxima rule)."""
+    return claim_convergence({"minima": summary["converged"], "curves": paths.get("curve_converged")})
+
+
+def regime_convergence(paths: dict) -> tuple[float, str]:
+    """The regime claim's inputs: both regimes' triangles, and the curves (the sides of sides_fixed)."""
+    return claim_convergence({f"{regime} triangles": paths["triangles"][regime].get("converged")
+                              for regime in ("vertices_fixed", "sides_fixed")}
+                             | {"curves (the sides_fixed sides)": paths.get("curve_converged")})
+
+
+def robustness_claim(study: str, topo: dict, summary: dict, paths: dict) -> Claim:
     robust = topo["robustness"]
     fixed = robust["fixed_minimum"]
     fixed_words = "; ".join(f"size {row['size']}: std {_fmt(row['std'])}, CV {_fmt(row['cv'], 3)} (n={row['n']})"
@@ -678,13 +758,13 @@ def robustness_claim(study: str, topo: dict, summary: dict) -> Claim:
     result = (TestResult(**{k: (float("nan") if v is None else v) for k, v in raw.items()}) if raw
               else TestResult("not computed (topology older than this test)", float("nan"), float("nan"),
                               float("nan"), "", 0, float("nan"), 1.0))
-    minima_flags = summary["converged"]
+    converged, convergence_words = robustness_convergence(summary, paths)
     note = (f"Restated (the old test, 'spread shrinks with subset size', holds by construction on random path "
             f"maxima): the observed mean CV of h_p over all subsets of sizes {robust['sizes']} against the same "
-            f"curve maxima shuffled over the pairs ({ROBUSTNESS_DRAWS} shuffles). Minima converged "
-            f"{sum(minima_flags)}/{len(minima_flags)} (fixed budget: loss moved < 1% over the last 20% of epochs); "
-            f"curve and triangle convergence is not recorded yet, so the claim cannot pass the convergence gate. "
-            f"Mean CV by size: " + ", ".join(f"{r['size']}: {_fmt(r['mean_cv'], 3)}" for r in robust["mean_cv_by_size"])
+            f"curve maxima shuffled over the pairs ({ROBUSTNESS_DRAWS} shuffles). Converged: {convergence_words} "
+            f"({_percent(converged)} of the inputs; minima: loss moved < 1% over the last 20% of epochs; curves: "
+            f"{paths.get('convergence_rule', 'not recorded')}). Mean CV by size: "
+            + ", ".join(f"{r['size']}: {_fmt(r['mean_cv'], 3)}" for r in robust["mean_cv_by_size"])
             + f". Fixed minimum {fixed['index']}"
             + (" (the global minimum of this set: no finite bar)" if fixed["is_global_minimum"] else "")
             + (f" (requested {fixed['requested']}, clamped to the {robust['n_minima']} minima)"
@@ -694,7 +774,7 @@ def robustness_claim(study: str, topo: dict, summary: dict) -> Claim:
                  f"with the same curve maxima shuffled over pairs ({study}: {topo['model']})",
                  "section 4, Fig. 7: 'the barcode is a rather robust characteristic ... in terms of both the set "
                  "of learned minima and the number of minima'", result, topo["data_source"], topo["profile"],
-                 "set of minima (pairs relabelled)", float("nan"),
+                 "set of minima (pairs relabelled)", converged,
                  robustness_null_rate(robust["n_minima"], robust["sizes"]),
                  f"random minima losses and curve maxima (no structure), {ROBUSTNESS_NULL_DRAWS} draws of the "
                  f"test with 99 shuffles", note=note)
@@ -705,13 +785,15 @@ def regime_claim(study: str, topo: dict, paths: dict) -> Claim:
     fixed curves (sides_fixed), paired by triangle."""
     low, high = paths["triangles"]["vertices_fixed"]["max"], paths["triangles"]["sides_fixed"]["max"]
     differences = np.subtract(low, high)
+    converged, convergence_words = regime_convergence(paths)
     return Claim(f"Triangles with trainable side centres are lower than triangles on fixed sides ({study}: "
                  f"{topo['model']})", "Appendix I, Fig. 16 vs Fig. 15: trainable side centres give lower triangles",
                  below_threshold_test(differences, 0.0), topo["data_source"], topo["profile"], "triangle (paired)",
-                 float("nan"), below_threshold_null_rate(len(differences)),
+                 converged, below_threshold_null_rate(len(differences)),
                  f"paired differences symmetric about 0, {NULL_DRAWS} draws",
-                 note=f"{len(differences)} triangles; mean difference {np.mean(differences):.4g}; triangle "
-                      f"convergence is not recorded yet, so the claim cannot pass the convergence gate.")
+                 note=f"{len(differences)} triangles; mean difference {np.mean(differences):.4g}. Converged: "
+                      f"{convergence_words} ({_percent(converged)} of the inputs; "
+                      f"{paths.get('convergence_rule', 'rule not recorded')}).")
 
 
 def report_section(config: WRNRobustnessConfig, figures: Path, root: Path = ARTIFACTS) -> Section:
@@ -745,7 +827,11 @@ def report_section(config: WRNRobustnessConfig, figures: Path, root: Path = ARTI
                  f"{len(paths['t'])} points; triangles: {len(paths['triples'])} per regime, "
                  + ", ".join(f"{r} {t['epochs']} epochs ({t['steps']} steps, trains {t['trainable']}), "
                              f"grid of resolution {t['resolution']}" for r, t in paths["triangles"].items())
-                 + "."]
+                 + ".",
+                 "- Converged (maximum after 80% of the steps vs after all): "
+                 + claim_convergence({"curves": paths.get("curve_converged")}
+                                     | {f"{r} triangles": t.get("converged") for r, t in paths["triangles"].items()})[1]
+                 + f"; rule: {paths.get('convergence_rule', 'not recorded')}."]
         if summary["data_kind"] == "synthetic":
             lines.append(f"- **Real {summary['dataset']} was not available: minima, curves and barcodes are on the "
                          f"labelled SYNTHETIC stand-in (class templates plus noise); they say nothing about "
@@ -817,7 +903,7 @@ def report_section(config: WRNRobustnessConfig, figures: Path, root: Path = ARTI
             figures / f"wrn_robustness_fig7b_{study}.png", f"Fixed minimum vs set size (Fig. 7b), {study}",
             "number of minima in the set", "h_p: mean ± std over subsets", connect=True),
             f"(b) Saddle of minimum {fixed['index']} vs the size of the minima's set, {study} ({short})")
-        section.add_claim(robustness_claim(study, topo, summary))
+        section.add_claim(robustness_claim(study, topo, summary, paths))
         if {"vertices_fixed", "sides_fixed"} <= set(paths["triangles"]):
             section.add_claim(regime_claim(study, topo, paths))
     return section

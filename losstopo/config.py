@@ -220,9 +220,13 @@ class CurveConfig:
     triangle_regimes: list[str] = field(default_factory=lambda: ["vertices_fixed", "sides_fixed"])
     pairs_per_job: int | None = None  # curves per job (the unit an executor schedules); None: one job per study
     triangles_per_job: int | None = None  # triangles per job, per regime; None: one job per study and regime
+    converge_tol: float = 0.01  # converged: the last 20% of steps moved a curve/triangle maximum by <= this (relative)
+    converge_abs: float = 0.0  # ... or by <= this (loss units): the resolution below which maxima are not told apart
 
     def validate(self, where: str) -> None:
         _require(self.kind in ("polychain", "bezier"), where, "kind", "must be 'polychain' or 'bezier'")
+        _require(self.converge_tol > 0, where, "converge_tol", "must be > 0")
+        _require(self.converge_abs >= 0, where, "converge_abs", "must be >= 0")
         _require(set(self.triangle_regimes) <= {"vertices_fixed", "sides_fixed"}, where, "triangle_regimes",
                  "must be among vertices_fixed, sides_fixed")
         _require(self.pairs_per_job is None or self.pairs_per_job >= 1, where, "pairs_per_job", "must be >= 1")

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from losstopo.paths import LossFn, evaluate_in_chunks
 
 CURVE_KINDS = ("polychain", "bezier")
+TriangleControls = tuple[torch.Tensor, torch.Tensor]  # side centres D, E, F (P, 3, d) and centre O (P, d)
 
 
 def curve_points(kind: str, start: torch.Tensor, bend: torch.Tensor, end: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -99,16 +100,25 @@ class CurveTraining:
 
 
 def _descend(trainable: torch.Tensor, points_at: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
-             loss_fn: LossFn, training: CurveTraining, seed: int, progress: bool, description: str) -> torch.Tensor:
+             loss_fn: LossFn, training: CurveTraining, seed: int, progress: bool, description: str,
+             checkpoint: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """SGD with momentum on ``trainable`` (P, ..., d): each step samples one point w per model and descends
     ``loss(w) + 0.5 * weight_decay * ||w||^2``, the regulariser of Garipov et al.'s curve code: a control
     point with coefficient c(t) in w(t) gets ``weight_decay * c(t) * w(t)``, not ``weight_decay * bend``
-    (the optimiser's own decay), which would pull the bend to 0 at every t."""
+    (the optimiser's own decay), which would pull the bend to 0 at every t.
+
+    Returns the trained tensor and, with ``checkpoint``, a copy of it after that many steps (else None):
+    how much the last steps still moved a maximum is how its convergence is measured."""
+    if checkpoint is not None and not 0 <= checkpoint <= training.steps:
+        raise ValueError(f"checkpoint {checkpoint} is outside the {training.steps} steps")
     trainable = torch.nn.Parameter(trainable.clone())
     optimizer = torch.optim.SGD([trainable], lr=training.lr(0), momentum=training.momentum)
     generator = torch.Generator().manual_seed(seed)
     minibatch = getattr(loss_fn, "minibatch", None)
+    snapshot = None
     for step in tqdm(range(training.steps), desc=description, disable=not progress, leave=False):
+        if step == checkpoint:
+            snapshot = trainable.detach().clone()
         for group in optimizer.param_groups:
             group["lr"] = training.lr(step)
         step_loss = minibatch(generator) if minibatch is not None else loss_fn
@@ -117,18 +127,24 @@ def _descend(trainable: torch.Tensor, points_at: Callable[[torch.Tensor, torch.G
         regulariser = 0.5 * training.weight_decay * points.pow(2).sum() if training.weight_decay else 0.0
         (step_loss(points).sum() + regulariser).backward()
         optimizer.step()
-    return trainable.detach()
+    if checkpoint == training.steps:
+        snapshot = trainable.detach().clone()
+    return trainable.detach(), snapshot
 
 
 def train_curves(loss_fn: LossFn, start: torch.Tensor, end: torch.Tensor, kind: str, training: CurveTraining,
-                 seed: int = 0, progress: bool = False) -> torch.Tensor:
-    """start, end (P, d) fixed -> trained bends (P, d), initialised at the midpoints (the straight segment)."""
+                 seed: int = 0, progress: bool = False,
+                 checkpoint: int | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """start, end (P, d) fixed -> trained bends (P, d), initialised at the midpoints (the straight segment).
+    With ``checkpoint``: (bends, bends after ``checkpoint`` steps)."""
 
     def points_at(bend, generator):
         t = torch.rand(len(bend), generator=generator).to(bend.device)
         return curve_points(kind, start, bend, end, t)
 
-    return _descend((start + end) / 2, points_at, loss_fn, training, seed, progress, f"{kind} curves")
+    bends, at_checkpoint = _descend((start + end) / 2, points_at, loss_fn, training, seed, progress,
+                                    f"{kind} curves", checkpoint)
+    return bends if checkpoint is None else (bends, at_checkpoint)
 
 
 def evaluate_curves(loss_fn: LossFn, start: torch.Tensor, bend: torch.Tensor, end: torch.Tensor, kind: str,
@@ -141,12 +157,14 @@ def evaluate_curves(loss_fn: LossFn, start: torch.Tensor, bend: torch.Tensor, en
 
 
 def train_triangles(loss_fn: LossFn, vertices: torch.Tensor, sides: torch.Tensor | None, training: CurveTraining,
-                    seed: int = 0, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                    seed: int = 0, progress: bool = False,
+                    checkpoint: int | None = None) -> TriangleControls | tuple[TriangleControls, TriangleControls]:
     """Appendix I's two regimes for P triangles with fixed vertices (P, 3, d):
 
     - ``sides=None``: side centres D, E, F and centre O trainable (D, E, F start at the side midpoints);
     - ``sides`` (P, 3, d) given (e.g. trained curve bends): fixed, only the centre O trains.
-    The centre starts at the vertices' centroid. Returns (sides (P, 3, d), centre (P, d)).
+    The centre starts at the vertices' centroid. Returns (sides (P, 3, d), centre (P, d)); with
+    ``checkpoint``, that pair and the same pair after ``checkpoint`` steps.
     """
     midpoints = (vertices + vertices.roll(-1, dims=1)) / 2  # AB, BC, CA
     centroid = vertices.mean(dim=1)
@@ -159,14 +177,18 @@ def train_triangles(loss_fn: LossFn, vertices: torch.Tensor, sides: torch.Tensor
         def points_at(control, generator):  # control (P, 4, d): D, E, F, O
             return triangle_points(vertices, control[:, :3], control[:, 3], sample(generator))[:, 0]
 
-        control = _descend(torch.cat([midpoints, centroid[:, None]], dim=1), points_at, loss_fn, training, seed,
-                           progress, "triangles (sides and centre)")
-        return control[:, :3], control[:, 3]
+        control, snapshot = _descend(torch.cat([midpoints, centroid[:, None]], dim=1), points_at, loss_fn, training,
+                                     seed, progress, "triangles (sides and centre)", checkpoint)
+        trained = control[:, :3], control[:, 3]
+        at_checkpoint = None if snapshot is None else (snapshot[:, :3], snapshot[:, 3])
+    else:
+        def centre_points(centre, generator):
+            return triangle_points(vertices, sides, centre, sample(generator))[:, 0]
 
-    def centre_points(centre, generator):
-        return triangle_points(vertices, sides, centre, sample(generator))[:, 0]
-
-    return sides, _descend(centroid, centre_points, loss_fn, training, seed, progress, "triangles (centre)")
+        centre, snapshot = _descend(centroid, centre_points, loss_fn, training, seed, progress, "triangles (centre)",
+                                    checkpoint)
+        trained, at_checkpoint = (sides, centre), (sides, snapshot)
+    return trained if checkpoint is None else (trained, at_checkpoint)
 
 
 def evaluate_triangles(loss_fn: LossFn, vertices: torch.Tensor, sides: torch.Tensor, centre: torch.Tensor,

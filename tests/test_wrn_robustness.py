@@ -80,6 +80,11 @@ def test_one_curve_per_pair_and_one_triangle_per_triple_and_regime(run, study):
         assert len(tri["max"]) == math.comb(n, 3)
         assert np.asarray(tri["losses"]).shape == (math.comb(n, 3), (RESOLUTION + 1) * (RESOLUTION + 2) // 2)
     assert paths["curve_steps"] == 2 and paths["triangles"]["sides_fixed"]["steps"] == 2  # 1 epoch of 64 / 32
+    # Convergence measured after round(0.8 * 2) = 2 steps: the final maxima, so nothing moved.
+    assert paths["curve_max_at_checkpoint"] == pytest.approx(paths["curve_max"])
+    assert paths["curve_converged"] == [True] * math.comb(n, 2) and "highest loss" in paths["convergence_rule"]
+    for tri in paths["triangles"].values():
+        assert tri["max_at_checkpoint"] == pytest.approx(tri["max"]) and tri["converged"] == [True] * math.comb(n, 3)
 
 
 @pytest.mark.slow
@@ -213,8 +218,13 @@ def test_report_section_tables_claims_and_figures(run):
     regimes = [c for c in section.claims if "trainable side centres" in c.claim]
     assert len(regimes) == 2 and all(c.unit == "triangle (paired)" for c in regimes)
     by_study = {("wrn" if "wrn-10-1" in c.claim else "lenet"): c for c in section.claims if c not in regimes}
-    for claim in section.claims:  # curve and triangle convergence is not recorded: no verdict may be given
-        assert math.isnan(claim.converged_fraction) and 0 <= claim.null_rate <= 0.2
+    for claim in section.claims:  # measured over the minima and curves, or both regimes' triangles and curves
+        assert 0 <= claim.converged_fraction <= 1 and 0 <= claim.null_rate <= 0.2 and "Converged: " in claim.note
+    for study, claim in by_study.items():
+        minima, paths = _load(run, "minima", study, "minima.json")["summary"], _load(run, "paths", study, "paths.json")
+        flags = minima["converged"] + paths["curve_converged"]
+        assert claim.converged_fraction == pytest.approx(np.mean(flags))
+    assert "Converged (maximum after 80% of the steps" in text and "sides_fixed: converged" in text
     for claim in by_study.values():
         assert "shuffled over pairs" in claim.claim and "Monte Carlo" in claim.result.test
     robust = _load(run, "topology", "lenet", "topology.json")["robustness"]
@@ -240,6 +250,8 @@ def test_mlflow_runs_carry_stage_tags_data_sources_and_metrics(run):
     assert len(variants) == 6 and all(s.startswith("SYNTHETIC") for s in variants["tags.data_source"])
     paths = variants[variants["tags.stage"] == "wrn_robustness_paths"]
     assert paths["metrics.curve_0_1_max"].notna().all() and paths["metrics.triangle_sides_fixed_0_1_2_max"].notna().all()
+    assert paths["metrics.curve_converged_fraction"].notna().all()
+    assert paths["metrics.triangle_vertices_fixed_converged_fraction"].notna().all()
     topo = variants[variants["tags.stage"] == "wrn_robustness_topology"]
     assert (topo["metrics.to_score"] >= 0).all() and topo["metrics.to_score_1_sides_fixed"].notna().all()
 
