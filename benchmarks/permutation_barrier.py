@@ -16,7 +16,8 @@ descending together); this module only supplies teachers and data.
   accuracy along the path.
 
 Claims (report): the barrier (maximum loss along the path) decreases with H; in most cases the
-loss rises monotonically up to the permutation point; training accuracy drops only marginally there.
+loss rises monotonically up to the permutation point; training accuracy drops only marginally there;
+in the toy, the loss at the permutation point differs between neuron pairs (Fig. 2 A vs C).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from losstopo.permutation import (Convergence, MLPParams, PermutationPath, Quadr
                                   quadratic_loss)
 from losstopo.report import Claim, Section
 from losstopo.evidence import (NULL_DRAWS, below_threshold_null_rate, below_threshold_test, binomial_null_rate,
-                               binomial_test, trend_null_rate, trend_test)
+                               binomial_test, homogeneity_null_rate, homogeneity_test, trend_null_rate, trend_test)
 from losstopo.stats import bootstrap_ci, theil_sen_slope
 
 EXPERIMENT = "permutation_barrier"
@@ -65,6 +66,13 @@ MONOTONE_TOLERANCE = 0.01
 # "Decreases only marginally" (Fig. 3B), made testable: a drop below 1 percentage point of
 # training accuracy -- our reading of Fig. 3B, whose curves stay within about a point of the teacher.
 ACCURACY_DROP_THRESHOLD_PP = 1.0
+# Two toy pairs' permutation-point losses closer than this fraction of the highest one count as one level
+# (Fig. 2 A and B): the module's resolution MONOTONE_TOLERANCE reused, not fitted to the toy's levels.
+# Fig. 2's "different" levels (A vs C) differ by far more.
+LEVEL_RESOLUTION = MONOTONE_TOLERANCE
+# A pair's measured error: how much its loss still moves over the last LEVEL_WINDOW-fold of distances
+# before d = 0, where the constrained minimum's loss is flat (the permutation point is a critical point).
+LEVEL_WINDOW = 10.0
 
 
 def mnist_key(width: int) -> str:
@@ -580,6 +588,56 @@ def _claims(summary: dict) -> list[Claim]:
     ]
 
 
+def level_error(path: dict, rel_tol: float, abs_tol: float, window: float = LEVEL_WINDOW) -> float:
+    """The measurement error of a toy pair's permutation-point loss: the range of its loss over the merge
+    points with d <= window x the smallest positive d (d = 0 included), or the convergence rule's
+    tolerance at that loss, whichever is larger."""
+    distances, losses = np.asarray(path["curve_distances"], float), np.asarray(path["curve_losses"], float)
+    positive = distances[1:][distances[1:] > 0]
+    tail = losses[1:][distances[1:] <= window * positive.min()] if positive.size else losses[-1:]
+    return max(float(np.ptp(tail)), rel_tol * abs(path["permutation_loss"]) + abs_tol)
+
+
+def distinct_levels(values, resolution: float) -> int:
+    """Groups of the sorted values split where consecutive values differ by more than ``resolution``."""
+    return 1 + int(np.sum(np.diff(np.sort(np.asarray(values, float))) > resolution)) if len(values) else 0
+
+
+def _toy_level_claim(summary: dict) -> Claim:
+    """Fig. 2: the loss at the permutation point depends on the pair merged. Unit: one pair's descent (one
+    teacher, as in Fig. 2); null: one level, each pair measured with its own descent's error."""
+    paths, conv = summary["toy"]["paths"], summary["settings"]["convergence"]
+    losses = [p["permutation_loss"] for p in paths]
+    errors = [level_error(p, conv["rel_tol"], conv["abs_tol"]) for p in paths]
+    result = homogeneity_test(losses, errors, LEVEL_RESOLUTION)
+    converged = float(np.mean([p["converged_fraction"] for p in paths]))
+    top = max(abs(v) for v in losses)
+    sd = np.maximum(errors, LEVEL_RESOLUTION * top)
+    spread = float(np.ptp(losses))
+    # distribution-free: a range r under one level needs some |error_i| >= r/2 (Chebyshev, union over pairs)
+    chebyshev = min(1.0, float(np.sum(4 * sd ** 2)) / spread ** 2) if spread > 0 else 1.0
+    pairs = sorted(paths, key=lambda p: p["permutation_loss"])
+    return Claim(
+        "Toy: the loss at the permutation point differs between neuron pairs",
+        "Fig. 2 and §4.2: the loss at the permutation point can be the same (A, B) or different (A, C) "
+        "depending on the pair merged", result, summary["toy_source"], summary["profile"], "pair (its own descent)",
+        converged, homogeneity_null_rate(errors, float(np.mean(losses)), LEVEL_RESOLUTION),
+        f"all pairs' permutation-point losses equal, each measured with an independent Gaussian error of SD "
+        f"max(its measured error, {LEVEL_RESOLUTION:g} x the highest loss), {NULL_DRAWS} draws",
+        note=f"{converged:.0%} of the toy's descent steps met the convergence rule; losses at the permutation "
+             f"point from {pairs[0]['permutation_loss']:.4g} (pair {pairs[0]['pair'][0]}⇔{pairs[0]['pair'][1]}) to "
+             f"{pairs[-1]['permutation_loss']:.4g} (pair {pairs[-1]['pair'][0]}⇔{pairs[-1]['pair'][1]}), "
+             f"{distinct_levels(losses, LEVEL_RESOLUTION * top)} distinct levels at the resolution "
+             f"{LEVEL_RESOLUTION:g} x the highest loss ({LEVEL_RESOLUTION * top:.2g}). A pair's error SD is the larger "
+             f"of that resolution and its measured error: the range of its loss over the last {LEVEL_WINDOW:g}-fold "
+             f"of distances before d = 0 (or the rule's tolerance), at most {max(errors):.2g}. The {len(paths)} "
+             f"descents are separate problems, so their errors are independent; their true levels share one "
+             f"teacher, which the null (one level) does not need. The test concerns this teacher's levels at these "
+             f"path settings (a pair may land on another level at other settings: another minimum of the smaller "
+             f"network), not teachers in general. The p-value assumes Gaussian errors; with only the error SDs "
+             f"(Chebyshev over the pairs) p <= {chebyshev:.2g}.")
+
+
 def report_section(config: PermutationBarrierConfig, figures: Path, root: Path = ARTIFACTS) -> Section:
     summary = load_json(stage_dir(EXPERIMENT, "topology", root) / "summary.json")
     settings, toy_paths, mnist = summary["settings"], summary["toy"]["paths"], summary["mnist"]
@@ -637,6 +695,6 @@ def report_section(config: PermutationBarrierConfig, figures: Path, root: Path =
     if mnist.get("n_dead_pairs"):
         section.add_text(f"{mnist['n_dead_pairs']} of {mnist['n_paths']} merged pairs (the most cosine-similar of "
                          "layer 2) were inactive on every path input: their merge costs nothing (barrier 0).")
-    for claim in _claims(summary):
+    for claim in _claims(summary) + [_toy_level_claim(summary)]:
         section.add_claim(claim)
     return section

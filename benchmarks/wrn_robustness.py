@@ -61,7 +61,7 @@ from losstopo.topology import barcode_of_minima, higher_barcodes, own_sides_barc
 EXPERIMENT = "wrn_robustness"
 TITLE = ("Random-point curves, triangles and barcode robustness (barcodes paper, section 4, Tables 3, 14, "
          "Fig. 6, 7, 15, 16)")
-STUDIES = ("wrn", "lenet")
+STUDIES = ("wrn", "lenet")  # every study; a profile runs those in wrn_robustness.studies
 QUANTITIES = ("train_loss", "test_loss", "train_acc", "test_acc")
 QUANTITY_NAMES = {"train_loss": "train loss", "test_loss": "test loss", "train_acc": "train acc, %",
                   "test_acc": "test acc, %"}
@@ -100,14 +100,14 @@ def _eval_loss(stacked: StackedModel, x: torch.Tensor, y: torch.Tensor) -> Datas
 
 def run_minima(config: WRNRobustnessConfig, params: Params, root: Path = ARTIFACTS) -> None:
     out_root = stage_dir(EXPERIMENT, "minima", root)
-    _prune(out_root, set(STUDIES))
+    _prune(out_root, set(config.studies))
     stage_params = {"data": as_dict(params.data),
                     **{s: {"dataset": study_config(config, s).dataset, "model": study_config(config, s).model,
-                           "minima": as_dict(study_config(config, s).minima)} for s in STUDIES}}
-    datasets = [study_config(config, s).dataset for s in STUDIES]
+                           "minima": as_dict(study_config(config, s).minima)} for s in config.studies}}
+    datasets = [study_config(config, s).dataset for s in config.studies]
     with compute_stage(params, EXPERIMENT, "minima", datasets, stage_params, root) as (data, executor, cache):
         tasks = []
-        for study in STUDIES:
+        for study in config.studies:
             sc = study_config(config, study)
             cfg = sc.minima
             tasks.append(MinimaTask(Variant(study, sc.dataset, sc.model),
@@ -378,12 +378,12 @@ def _run_triangles(studies: list[_Study], curves: dict[str, dict], params: Param
 
 def run_paths(config: WRNRobustnessConfig, params: Params, root: Path = ARTIFACTS) -> None:
     out_root = stage_dir(EXPERIMENT, "paths", root)
-    _prune(out_root, set(STUDIES))
+    _prune(out_root, set(config.studies))
     stage_params = {"data": as_dict(params.data), **{f"{s}.curves": as_dict(study_config(config, s).curves)
-                                                     for s in STUDIES}}
-    datasets = [study_config(config, s).dataset for s in STUDIES]
+                                                     for s in config.studies}}
+    datasets = [study_config(config, s).dataset for s in config.studies]
     with compute_stage(params, EXPERIMENT, "paths", datasets, stage_params, root) as (data, executor, cache):
-        studies = [s for s in (_study(config, name, params, data, root) for name in STUDIES) if s is not None]
+        studies = [s for s in (_study(config, name, params, data, root) for name in config.studies) if s is not None]
         curves = _run_curves(studies, params, executor, cache)
         triangles = _run_triangles(studies, curves, params, executor, cache)
         for study in studies:
@@ -572,11 +572,11 @@ def robustness(losses, matrix: np.ndarray, sizes_requested, fixed_requested: int
 
 def run_topology(config: WRNRobustnessConfig, params: Params, root: Path = ARTIFACTS) -> None:
     out_root = stage_dir(EXPERIMENT, "topology", root)
-    _prune(out_root, set(STUDIES))
+    _prune(out_root, set(config.studies))
     metrics = {}
     with tracking.stage_run(EXPERIMENT, "topology", profile=params.profile, device="cpu",
                             params={"subset_sizes": config.subset_sizes, "fixed_minimum": config.fixed_minimum}):
-        for study in STUDIES:
+        for study in config.studies:
             record = load_json(stage_dir(EXPERIMENT, "paths", root) / study / "paths.json")
             losses, matrix = record["minima_losses"], curve_max_matrix(record)
             bars = barcode_of_minima(losses, matrix, "paper")
@@ -810,7 +810,7 @@ def report_section(config: WRNRobustnessConfig, figures: Path, root: Path = ARTI
         "from the maximum of its sides to its own maximum.")
     minima_root, paths_root = stage_dir(EXPERIMENT, "minima", root), stage_dir(EXPERIMENT, "paths", root)
     topology_root = stage_dir(EXPERIMENT, "topology", root)
-    for study in STUDIES:
+    for study in config.studies:
         summary = load_json(minima_root / study / "minima.json")["summary"]
         paths = load_json(paths_root / study / "paths.json")
         topo = load_json(topology_root / study / "topology.json")

@@ -248,6 +248,12 @@ class WRNRobustnessConfig:
     lenet: TriangleStudyConfig = field(default_factory=TriangleStudyConfig)
     subset_sizes: list[int] = field(default_factory=lambda: [2, 3, 4, 5])  # Fig. 7
     fixed_minimum: int = 4  # Fig. 7b: "minimum 4"
+    studies: list[str] = field(default_factory=lambda: ["wrn", "lenet"])  # which of the two studies run
+
+    def validate(self, where: str) -> None:
+        _require(len(self.studies) > 0 and len(set(self.studies)) == len(self.studies)
+                 and set(self.studies) <= {"wrn", "lenet"}, where, "studies",
+                 "must be a non-empty list of distinct names among wrn, lenet")
 
 
 @dataclass(frozen=True)

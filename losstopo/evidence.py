@@ -253,3 +253,45 @@ def decide(p_adjusted: float, p_opposite_adjusted: float, null_rate_value: float
 def adjust(p_values: Sequence[float]) -> list[float]:
     """Holm's step-down adjustment over one family (NaN stays NaN and is not counted)."""
     return holm(p_values)
+
+
+def homogeneity_test(values: Sequence[float], errors: Sequence[float], relative_floor: float = 0.0) -> TestResult:
+    """Cochran's Q test that measurements differ by more than their errors explain (claimed direction:
+    not one common level).
+
+    For quantities that are one deterministic computation each (e.g. the permutation-point losses of
+    one toy teacher's neuron pairs) nothing can be permuted: the only randomness is each measurement's
+    own error. The null is one common level μ with independent Gaussian errors of known SD s_i, under
+    which Q = Σ (v_i - v̄)² / s_i² (v̄ the inverse-variance mean) is exactly χ² with n - 1 degrees of
+    freedom at any n. s_i = max(errors_i, relative_floor · max|v|): the floor states a resolution below
+    which differences do not count. The opposite direction (lower tail) is "the values agree better than
+    their errors": one level at that resolution. Q is unbounded, so the attainable p is 0 for n >= 2.
+    """
+    values, errors = np.asarray(values, float), np.asarray(errors, float)
+    if values.shape != errors.shape:
+        raise ValueError(f"one error per value: {values.shape} vs {errors.shape}")
+    keep = np.isfinite(values) & np.isfinite(errors)
+    values, errors = values[keep], errors[keep]
+    name = "Cochran's Q (chi-squared, n - 1 df, known Gaussian errors), one-sided (levels differ)"
+    if len(values) < 2:
+        return TestResult(name, float("nan"), float("nan"), float("nan"), "spread/error", len(values),
+                          float("nan"), 1.0)
+    sd = np.maximum(errors, relative_floor * float(np.max(np.abs(values))))
+    if not np.all(sd > 0):
+        raise ValueError("every value needs a positive error (or a positive relative_floor and a nonzero value)")
+    weights = 1 / sd ** 2
+    mean = float(weights @ values / weights.sum())
+    q = float(weights @ (values - mean) ** 2)
+    df = len(values) - 1
+    return TestResult(name, q, float(stats.chi2.sf(q, df)), math.sqrt(q / df), "spread/error", len(values),
+                      float(stats.chi2.cdf(q, df)), 0.0)
+
+
+def homogeneity_null_rate(errors: Sequence[float], level: float = 0.0, relative_floor: float = 0.0,
+                          draws: int = NULL_DRAWS) -> float:
+    """Size of :func:`homogeneity_test`: one common ``level``, each value with an independent Gaussian
+    error of SD max(errors_i, relative_floor · |level|), the floor recomputed by the test from the draws."""
+    errors = np.asarray(errors, float)
+    sd = np.maximum(errors, relative_floor * abs(level))
+    return null_rate(lambda rng: homogeneity_test(level + sd * rng.standard_normal(len(sd)), errors,
+                                                  relative_floor), draws)

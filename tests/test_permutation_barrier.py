@@ -95,9 +95,14 @@ def test_stages_paths_summary_and_report_section(tiny_params, tmp_path):
     assert summary["profile"] == "tiny"
 
     section = pb.report_section(config, tmp_path / "figures", root)
-    assert len(section.claims) == 4
+    assert len(section.claims) == 5
     assert all(c.data_source.startswith("SYNTHETIC") and c.profile == "tiny" and c.unit == "teacher"
-               for c in section.claims)
+               for c in section.claims[:4])
+    toy_claim = section.claims[4]  # Fig. 2: the permutation-point loss differs between the toy's pairs
+    assert "differs between neuron pairs" in toy_claim.claim and toy_claim.unit == "pair (its own descent)"
+    assert toy_claim.result.n == math.comb(4, 2) and toy_claim.data_source == toy["data_source"]
+    assert toy_claim.converged_fraction == pytest.approx(np.mean([np.mean(r["converged"][1:]) for r in toy["paths"]]))
+    assert toy_claim.result.min_attainable_p == 0.0 and 0 <= toy_claim.null_rate <= 0.07
     saddles = [r["saddle"] for v in mnist for r in v["paths"]]
     assert "saddle" in section.claims[0].claim and section.claims[0].result.statistic == pytest.approx(np.mean(saddles))
     for record in (r for v in mnist for r in v["paths"]):
