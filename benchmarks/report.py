@@ -28,6 +28,13 @@ or a SYNTHETIC stand-in.
 """
 
 
+def where_words(timing: dict) -> str:
+    """Where a stage ran, from its STAGE_TIMING record: Ray jobs run in workers with their own CPUs."""
+    if timing["executor"] == "ray" and timing.get("cpus_per_job") is not None:
+        return f"{timing['device']}, ray executor, {timing['cpus_per_job']:g} CPU per job"
+    return f"{timing['device']}, {timing['threads']} threads, {timing['executor']} executor"
+
+
 def stage_times(experiments: list[str], root: Path = ARTIFACTS) -> str:
     """The preamble's table of compute-stage wall times (from each stage's STAGE_TIMING file) and their sum."""
     rows, total = [], 0.0
@@ -38,8 +45,7 @@ def stage_times(experiments: list[str], root: Path = ARTIFACTS) -> str:
             if timing:
                 total += timing["wall_s"]
             rows.append([experiment, stage, "not recorded" if timing is None else f"{timing['wall_s'] / 60:.1f} min",
-                         "" if timing is None else f"{timing['device']}, {timing['threads']} threads, "
-                                                   f"{timing['executor']} executor"])
+                         "" if timing is None else where_words(timing)])
     recorded = sum(row[2] != "not recorded" for row in rows)
     return (f"\nCompute-stage wall times (the invocation that wrote each stage's outputs; topology and report "
             f"stages take seconds): **{total / 60:.1f} min** over {recorded} of {len(rows)} stages.\n\n"

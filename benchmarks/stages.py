@@ -142,7 +142,8 @@ def compute_stage(params: Params, experiment: str, stage: str, datasets: Iterabl
         wall = time.perf_counter() - started
         tracking.log_metrics({"stage_wall_s": wall})
     save_json({"experiment": experiment, "stage": stage, "profile": params.profile, "device": device,
-               "executor": params.executor, "threads": torch.get_num_threads(), "wall_s": wall,
+               "executor": executor.name, "threads": torch.get_num_threads(), "wall_s": wall,
+               "cpus_per_job": params.ray.cpus_per_job if executor.name == "ray" else None,
                "note": "this invocation only: jobs finished by an interrupted earlier one came from its cache"},
               stage_dir(experiment, stage, root) / STAGE_TIMING)
     cache.clear()

@@ -233,3 +233,24 @@ def test_the_report_preamble_sums_the_recorded_stage_wall_times(tmp_path):
     assert "**2.0 min** over 2 of 4 stages" in text
     assert "| fc_depth | minima | 1.5 min | cpu, 2 threads, local executor |" in text
     assert "| permutation_barrier | paths | not recorded |  |" in text
+
+
+def test_stage_timing_records_the_executor_that_ran_the_jobs_not_the_params_default(tiny_params, tmp_path,
+                                                                                     monkeypatch):
+    import benchmarks.stages as stages
+    from benchmarks.report import where_words
+    from losstopo.executor import LocalExecutor
+    from losstopo.io import load_json
+
+    class FakeRay(LocalExecutor):  # what LOSSTOPO_EXECUTOR=ray makes, without starting Ray
+        name = "ray"
+
+    monkeypatch.setattr(stages, "make_executor", lambda kind, config: FakeRay())
+    monkeypatch.setenv("LOSSTOPO_TRACKING", "off")
+    params = tiny_params
+    assert params.executor == "local"
+    with stages.compute_stage(params, "fc_depth", "paths", [], {}, tmp_path):
+        pass
+    timing = load_json(tmp_path / "fc_depth" / "paths" / stages.STAGE_TIMING)
+    assert timing["executor"] == "ray" and timing["cpus_per_job"] == params.ray.cpus_per_job
+    assert where_words(timing) == f"cpu, ray executor, {params.ray.cpus_per_job:g} CPU per job"
