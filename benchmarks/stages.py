@@ -28,8 +28,8 @@ from losstopo.errors import TrainingDiverged
 from losstopo.executor import Executor, Job, JobCache, job_address, make_executor
 from losstopo.io import load_json, save_json, save_torch
 from losstopo.models import build_model, parameter_count
-from losstopo.paths import (CONVERGENCE_WINDOW, Refinement, convergence_checkpoint, evaluate_in_chunks, path_converged,
-                            PathsDiverged, evaluate_paths, optimize_paths, straight_path)
+from losstopo.paths import (Refinement, convergence_checkpoint, convergence_rule_words, evaluate_in_chunks,
+                            path_converged, PathsDiverged, evaluate_paths, optimize_paths, straight_path)
 from losstopo.schedules import piecewise_linear_lr
 from losstopo.stacked import DatasetLoss, StackedModel, fast_bf16
 from losstopo.topology import barcode_of_minima, segment_lengths, to_score
@@ -410,10 +410,8 @@ def run_paths(experiment: str, variants: list[Variant], config, params: Params, 
                 **{key: result[key] for key in ("max_loss", "straight_max_loss", "n_points", "positions",
                                                 "dense_losses", "history", "relative_change",
                                                 "orthogonal_grad_norm")},
-                "convergence_rule": f"|max(T) - max({1 - CONVERGENCE_WINDOW:g} T)| / max(T) <= {cfg.converge_tol:g}, "
-                                    f"or |max(T) - max({1 - CONVERGENCE_WINDOW:g} T)| <= {cfg.converge_abs:g}, "
-                                    f"or max(T) <= (1 + {cfg.converge_tol:g}) x the higher endpoint's loss "
-                                    f"+ {cfg.converge_abs:g}",
+                "convergence_rule": convergence_rule_words(cfg.converge_tol, cfg.converge_abs,
+                                                           "the higher endpoint's loss"),
                 "converged": [path_converged(c, m, max(result["minima_losses"][i], result["minima_losses"][j]),
                                              cfg.converge_tol, cfg.converge_abs)
                               for c, m, (i, j) in zip(result["relative_change"], result["max_loss"], pairs)],

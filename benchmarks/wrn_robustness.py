@@ -50,7 +50,8 @@ from losstopo.errors import ConfigError, DataError
 from losstopo.executor import Executor, Job, JobCache, job_address
 from losstopo.io import load_json, save_json
 from losstopo.models import build_model
-from losstopo.paths import CONVERGENCE_WINDOW, convergence_checkpoint, evaluate_in_chunks, path_converged
+from losstopo.paths import (convergence_checkpoint, convergence_rule_words, evaluate_in_chunks, maximum_change,
+                            path_converged)
 from losstopo.report import Claim, Section
 from losstopo.schedules import garipov_lr
 from losstopo.stacked import DatasetLoss, StackedModel
@@ -393,16 +394,14 @@ def run_paths(config: WRNRobustnessConfig, params: Params, root: Path = ARTIFACT
 
 
 def convergence_rule(cfg: CurveConfig) -> str:
-    change = f"|max(T) - max({1 - CONVERGENCE_WINDOW:g} T)|"
-    return (f"{change} / max(T) <= {cfg.converge_tol:g}, or {change} <= {cfg.converge_abs:g}, or max(T) <= "
-            f"(1 + {cfg.converge_tol:g}) x the highest loss of its minima + {cfg.converge_abs:g} "
-            f"(T: the curve's or triangle's training steps)")
+    return (convergence_rule_words(cfg.converge_tol, cfg.converge_abs, "the highest loss of its minima")
+            + " (T: the curve's or triangle's training steps)")
 
 
 def maxima_convergence(maxima: np.ndarray, at_checkpoint: np.ndarray, floors: list[float], cfg: CurveConfig) -> dict:
     """Curve or triangle maxima (n,) after all steps and after 80% of them -> how much the last steps moved
     each (relative) and whether it met :func:`path_converged`, ``floors`` (n,): the highest loss of its minima."""
-    change = np.abs(maxima - at_checkpoint) / np.maximum(np.abs(maxima), 1e-12)
+    change = maximum_change(maxima, at_checkpoint)
     return {"max_at_checkpoint": at_checkpoint, "relative_change": change,
             "converged": [path_converged(c, m, f, cfg.converge_tol, cfg.converge_abs)
                           for c, m, f in zip(change, maxima, floors)]}

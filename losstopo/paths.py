@@ -61,7 +61,12 @@ class PathResult:
         earlier = self.max_at_steps.get(convergence_checkpoint(steps, window))
         if not steps or earlier is None:
             return float("nan")
-        return abs(self.max_loss - earlier) / max(abs(self.max_loss), 1e-12)
+        return float(maximum_change(self.max_loss, earlier))
+
+
+def maximum_change(final, earlier):
+    """|final - earlier| / |final| (elementwise on arrays): how much the last steps moved a maximum."""
+    return np.abs(np.subtract(final, earlier)) / np.maximum(np.abs(final), 1e-12)
 
 
 def path_converged(change: float, max_loss: float, endpoint_loss: float, tolerance: float,
@@ -75,6 +80,13 @@ def path_converged(change: float, max_loss: float, endpoint_loss: float, toleran
     moved = change * abs(max_loss)
     return bool(change <= tolerance or moved <= absolute
                 or max_loss <= (1 + tolerance) * endpoint_loss + absolute)
+
+
+def convergence_rule_words(tolerance: float, absolute: float, floor: str) -> str:
+    """:func:`path_converged` in words, ``floor`` naming the loss no path can go below."""
+    change = f"|max(T) - max({1 - CONVERGENCE_WINDOW:g} T)|"
+    return (f"{change} / max(T) <= {tolerance:g}, or {change} <= {absolute:g}, "
+            f"or max(T) <= (1 + {tolerance:g}) x {floor} + {absolute:g}")
 
 
 def straight_path(theta_a: torch.Tensor, theta_b: torch.Tensor, n_points: int) -> torch.Tensor:
