@@ -259,10 +259,12 @@ def run_minima(experiment: str, variants: list[Variant], config, params: Params,
     _prune(out_root, {v.key for v in variants})
     cfg = config.minima
     with compute_stage(params, experiment, "minima", [v.dataset for v in variants],
-                       {"data": as_dict(params.data), "minima": as_dict(cfg)}, root) as (data, executor, cache):
+                       {"data": as_dict(params.data), "minima": as_dict(cfg),
+                        "minima_by_dataset": config.minima_by_dataset}, root) as (data, executor, cache):
         # Replicates differ in their seeds only; every variant trains on the same data subset.
-        tasks = [MinimaTask(v, DataRequest(v.dataset, cfg.train_subset, cfg.test_subset, cfg.seed),
-                            replicate_config(cfg, v), out_root / v.key) for v in variants]
+        tasks = [MinimaTask(v, DataRequest(v.dataset, mine.train_subset, mine.test_subset, mine.seed),
+                            replicate_config(mine, v), out_root / v.key)
+                 for v, mine in ((v, config.minima_for(v.dataset)) for v in variants)]
         summary = train_variants(tasks, params, data, executor, cache, f"{experiment} minima")
         save_minima_metrics(summary, stage_dir(experiment, "minima_metrics.json", root))
 

@@ -153,6 +153,22 @@ class BarcodeStudyConfig:
     minima: MinimaConfig = field(default_factory=MinimaConfig)
     paths: PathConfig = field(default_factory=PathConfig)
     topology: TopologyConfig = field(default_factory=TopologyConfig)
+    # minima settings that differ for one dataset, e.g. {fashion_mnist: {max_epochs: 3000}}: a small partial
+    # copy needs more epochs for the same number of steps; the other datasets' minima keep their settings
+    minima_by_dataset: dict[str, dict] = field(default_factory=dict)
+
+    def minima_for(self, dataset: str, where: str = "minima_by_dataset") -> MinimaConfig:
+        """The minima settings of ``dataset``: ``minima`` with that dataset's overrides."""
+        overrides = self.minima_by_dataset.get(dataset)
+        if not overrides:
+            return self.minima
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"params: {where}.{dataset} must be a mapping of minima settings")
+        return build(MinimaConfig, {**as_dict(self.minima), **overrides}, f"{where}.{dataset}")
+
+    def validate(self, where: str) -> None:
+        for dataset in self.minima_by_dataset:
+            self.minima_for(dataset, f"{where}.minima_by_dataset")
 
 
 @dataclass(frozen=True)
@@ -163,6 +179,7 @@ class FCDepthConfig(BarcodeStudyConfig):
     replicates: int = 1  # independent sets of minima per depth (seeds offset by REPLICATE_SEED_STRIDE)
 
     def validate(self, where: str) -> None:
+        super().validate(where)
         _require(len(self.depths) >= 2, where, "depths", "a depth trend needs at least two depths")
         _require(self.replicates >= 1, where, "replicates", "must be >= 1")
 
@@ -175,6 +192,7 @@ class ModelSweepConfig(BarcodeStudyConfig):
     models: list[str] = field(default_factory=list)
 
     def validate(self, where: str) -> None:
+        super().validate(where)
         _require(len(self.models) >= 2, where, "models", "needs at least two architectures to compare")
 
 
@@ -384,6 +402,11 @@ def _checked_scalar(value: Any, hint: Any, key: str) -> Any:
             return None
         hint = next(a for a in args if a is not type(None))
         origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"params: {key} must be a mapping with string keys, got {value!r}")
+        return {k: _checked_scalar(v, args[1], f"{key}.{k}") if args[1] is not dict else v
+                for k, v in value.items()}
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"params: {key} must be a list, got {value!r}")

@@ -28,6 +28,10 @@ def test_repository_params_resolve_for_every_profile():
     ({"fc_depth": {"topology": {"method": "exact"}}}, "fc_depth.topology.method must be 'paper' or 'persistence'"),
     ({"profile": "fast"}, "unknown profile 'fast'; allowed: paper"),
     ({"fc_depth": {"width": "wide"}}, "fc_depth.width must be int"),
+    ({"fc_depth": {"minima_by_dataset": {"mnist": {"epochs": 9}}}},
+     "unknown key fc_depth.minima_by_dataset.mnist.epochs; allowed:"),
+    ({"fc_depth": {"minima_by_dataset": {"mnist": {"max_epochs": 0}}}}, "fc_depth.minima_by_dataset.mnist.max_epochs"),
+    ({"fc_depth": {"minima_by_dataset": ["mnist"]}}, "fc_depth.minima_by_dataset must be a mapping"),
 ])
 def test_invalid_params_name_the_key(raw, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -92,3 +96,11 @@ def test_set_profile_rewrites_only_the_profile_line(tmp_path):
     with pytest.raises(ConfigError, match="unknown profile 'huge'"):
         set_profile(params, "huge")
     assert load_params(params).profile == "ci"
+
+
+def test_minima_settings_per_dataset_override_only_that_dataset():
+    config = resolve({"fc_depth": {"minima": {"max_epochs": 50, "lr_max": 0.002},
+                                   "minima_by_dataset": {"fashion_mnist": {"max_epochs": 4000}}}}).experiment("fc_depth")
+    assert config.minima_for("fashion_mnist").max_epochs == 4000
+    assert config.minima_for("fashion_mnist").lr_max == 0.002  # the rest inherited from `minima`
+    assert config.minima_for("mnist") == config.minima  # the other datasets keep their settings (and addresses)
