@@ -28,7 +28,7 @@ from losstopo.errors import TrainingDiverged
 from losstopo.executor import Executor, Job, JobCache, job_address, make_executor
 from losstopo.io import load_json, save_json, save_torch
 from losstopo.models import build_model, parameter_count
-from losstopo.paths import (Refinement, convergence_checkpoint, convergence_rule_words, evaluate_in_chunks,
+from losstopo.paths import (Refinement, check_not_diverged, convergence_checkpoint, convergence_rule_words, evaluate_in_chunks,
                             path_converged, PathsDiverged, evaluate_paths, optimize_paths, straight_path)
 from losstopo.schedules import piecewise_linear_lr
 from losstopo.stacked import DatasetLoss, StackedModel, fast_bf16
@@ -402,6 +402,10 @@ def run_paths(experiment: str, variants: list[Variant], config, params: Params, 
                                                       map_location="cpu")["thetas"],
                            request[v.key], cfg, config.minima.seed) for v in variants]
         results = optimize_variant_paths(tasks, params, data, executor, cache, f"{experiment} paths")
+        for variant in variants:  # every variant checked before any output is written
+            result = results[variant.key]
+            check_not_diverged(variant.key, result["pairs"], result.get("max_loss", []),
+                               result.get("straight_max_loss", []), f"{experiment}.paths.lr (now {cfg.lr})")
         for variant in variants:
             dataset, result = job_dataset(data, request[variant.key]), results[variant.key]
             pairs = result["pairs"]

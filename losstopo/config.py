@@ -95,6 +95,7 @@ class MinimaConfig:
         _require(self.schedule in ("cyclic", "piecewise", "garipov"), where, "schedule",
                  "must be 'cyclic', 'piecewise' or 'garipov'")
         _require(0 <= self.m1 <= self.m2, where, "m1", "must satisfy 0 <= m1 <= m2")
+        _positive(self, where, "batch_size", "eval_batch_size", "train_subset", "test_subset", "cycle_epochs")
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,7 @@ class PathConfig:
                  "must be 'distance' or 'loss'")
         _require(all(0 < a < 1 for a in self.alphas), where, "alphas", "must lie strictly between 0 and 1")
         _require(self.pairs_per_job is None or self.pairs_per_job >= 1, where, "pairs_per_job", "must be >= 1")
+        _positive(self, where, "batch_size", "train_subset", "max_models", "epochs")
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,10 @@ class FCDepthConfig(BarcodeStudyConfig):
     def validate(self, where: str) -> None:
         super().validate(where)
         _require(len(self.depths) >= 2, where, "depths", "a depth trend needs at least two depths")
+        _distinct(self.depths, where, "depths")
+        _require(min(self.depths) >= 1, where, "depths", "must all be >= 1 (hidden layers)")
+        _distinct(self.datasets, where, "datasets")
+        _positive(self, where, "width")
         _require(self.replicates >= 1, where, "replicates", "must be >= 1")
 
 
@@ -194,6 +200,8 @@ class ModelSweepConfig(BarcodeStudyConfig):
     def validate(self, where: str) -> None:
         super().validate(where)
         _require(len(self.models) >= 2, where, "models", "needs at least two architectures to compare")
+        _distinct(self.models, where, "models")
+        _distinct(self.datasets, where, "datasets")
 
 
 @dataclass(frozen=True)
@@ -302,6 +310,16 @@ class ToyConfig:
     final_ratio: float = 1.0e-4
     seed: int = 0
 
+    def validate(self, where: str) -> None:
+        _require(self.hidden >= 2, where, "hidden", "must be >= 2 (two neurons are merged)")
+        _positive(self, where, "n_inputs")
+        _merge_schedule(self, where)
+
+
+def _merge_schedule(cfg, where: str) -> None:
+    _require(cfg.n_steps >= 2, where, "n_steps", "must be >= 2")
+    _require(0 < cfg.final_ratio < 1, where, "final_ratio", "must lie strictly between 0 and 1")
+
 
 @dataclass(frozen=True)
 class MNISTTeachersConfig:
@@ -316,6 +334,12 @@ class MNISTTeachersConfig:
     path_subset: int | None = 10000  # inputs on which the student loss L is measured along the path
     n_steps: int = 100
     final_ratio: float = 1.0e-4
+
+    def validate(self, where: str) -> None:
+        _distinct(self.widths, where, "widths")
+        _require(min(self.widths) >= 2, where, "widths", "must all be >= 2 (two neurons are merged)")
+        _positive(self, where, "n_seeds", "epochs", "lr", "batch_size", "train_subset", "path_subset")
+        _merge_schedule(self, where)
 
 
 @dataclass(frozen=True)
@@ -355,6 +379,20 @@ class Params:
 def _require(ok: bool, where: str, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"params: {where}.{key} {message}")
+
+
+def _positive(obj, where: str, *names: str) -> None:
+    """Sizes and counts: each named setting is > 0, or null where null means "all" (the type allows None)."""
+    for name in names:
+        value = getattr(obj, name)
+        _require(value is None or value > 0, where, name, f"must be > 0, got {value!r}")
+
+
+def _distinct(values: list, where: str, key: str) -> None:
+    """A list of variants: non-empty, no value twice (it would be trained twice)."""
+    _require(len(values) > 0, where, key, "must not be empty")
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    _require(not repeated, where, key, f"lists {repeated[0] if repeated else ''!r} more than once")
 
 
 def deep_merge(base: dict, override: dict) -> dict:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from losstopo.errors import LosstopoError
+from losstopo.errors import LosstopoError, TrainingDiverged
 
 LossFn = Callable[[torch.Tensor], torch.Tensor]
 PAPER_ALPHAS = (0.2, 0.4, 0.6, 0.8)  # section 3.2: evaluation between optimised points
@@ -24,6 +24,7 @@ MAX_REFINEMENTS = 40  # bracket halvings at most (the bracket shrinks by 2**-40 
 CONVERGENCE_WINDOW = 0.2  # a path has converged when its last 20% of steps move its maximum by < tol
 SAMPLES = ("points", "segments")  # where each step takes its gradients (optimize_paths)
 STEP_RULES = ("sgd", "normalized")
+DIVERGED_FACTOR = 2.0  # a path whose maximum ends above this x its straight segment's maximum has diverged
 SECOND_MOMENT_DECAY = 0.999  # "normalized" steps: decay of each point's mean squared step direction
 
 
@@ -461,3 +462,14 @@ def evaluate_path(loss_fn: LossFn, points: torch.Tensor, alphas: Sequence[float]
                   max_models: int = 512, tolerance: float | None = MAX_TOLERANCE) -> PathResult:
     """Dense evaluation of one existing polyline points (n, d), e.g. the unoptimised straight segment."""
     return evaluate_paths(loss_fn, [points], alphas, max_models, tolerance=tolerance)[0]
+
+
+def check_not_diverged(where: str, pairs: Sequence[tuple[int, int]], max_loss: Sequence[float],
+                       straight_max_loss: Sequence[float], setting: str) -> None:
+    """Stop with one line if a path's maximum is not finite or ends above DIVERGED_FACTOR x the maximum of the
+    straight segment it started from (optimisation only lowers a path): such a maximum is never a bar."""
+    for (i, j), top, straight in zip(pairs, max_loss, straight_max_loss):
+        if not (np.isfinite(top) and top <= DIVERGED_FACTOR * straight):
+            raise TrainingDiverged(f"{where}: the path between minima {i} and {j} diverged: its maximum {top:.4g} is not "
+                                f"finite or above {DIVERGED_FACTOR:g} x its straight segment's {straight:.4g}; lower "
+                                f"{setting}")

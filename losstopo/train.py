@@ -31,6 +31,8 @@ from losstopo.io import save_torch
 from losstopo.schedules import garipov_lr, piecewise_linear_lr, triangular_lr
 from losstopo.stacked import DatasetLoss, StackedModel, cross_entropy_per_model
 
+DIVERGED_FACTOR = 1.5  # x ln(classes): a finite loss that high is divergence, never a minimum
+
 
 @dataclass
 class MinimaResult:
@@ -93,7 +95,7 @@ def train_minima(
                     augment_generator)
         with torch.no_grad():
             epoch_loss = train_loss_fn(params.detach()).cpu()
-        _stop_if_diverged(epoch_loss, seeds, epoch, config)
+        _stop_if_diverged(epoch_loss, seeds, epoch, config, data.n_classes)
         improved = epoch_loss < state["best_loss"] * (1 - config.min_improvement) - config.min_improvement_abs
         if config.patience is None:  # fixed budget: the minimum is the last epoch's weights
             improved = torch.ones_like(improved)
@@ -179,13 +181,21 @@ def _schedule(config: MinimaConfig, batches_per_epoch: int):
     return lambda i: triangular_lr(i, config.lr_base, config.lr_max, cycle_iterations)
 
 
-def _stop_if_diverged(epoch_loss: torch.Tensor, seeds: list[int], epoch: int, config: MinimaConfig) -> None:
-    bad = (~torch.isfinite(epoch_loss)).nonzero().flatten().tolist()
+def divergence_bound(n_classes: int) -> float:
+    """A training loss above this has diverged: 1.5 x the cross-entropy of a uniform guess, ln(classes)."""
+    return DIVERGED_FACTOR * math.log(n_classes)
+
+
+def _stop_if_diverged(epoch_loss: torch.Tensor, seeds: list[int], epoch: int, config: MinimaConfig,
+                      n_classes: int) -> None:
+    bound = divergence_bound(n_classes)
+    bad = (~torch.isfinite(epoch_loss) | (epoch_loss > bound)).nonzero().flatten().tolist()
     if bad:
         k = bad[0]
         raise TrainingDiverged(
-            f"minimum {k} (seed {seeds[k]}) diverged at epoch {epoch + 1}: training loss {epoch_loss[k].item()}; "
-            f"lower minima.lr_max (now {config.lr_max}) or check the data"
+            f"minimum {k} (seed {seeds[k]}) diverged at epoch {epoch + 1}: training loss {epoch_loss[k].item():.4g} "
+            f"(above {bound:.3g} = {DIVERGED_FACTOR} x ln({n_classes} classes), or not finite); lower minima.lr_max "
+            f"(now {config.lr_max}) or check the data"
         )
 
 

@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,30 @@ def test_repository_params_resolve_for_every_profile():
     assert paper.experiment("fc_depth").minima.n_minima == 10
     assert ci.experiment("fc_depth").minima.n_minima < 10
     assert ci.experiment("fc_depth").paths.alphas == paper.experiment("fc_depth").paths.alphas  # inherited
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"fc_depth": {"minima": {"batch_size": -16}}}, "fc_depth.minima.batch_size must be > 0, got -16"),
+    ({"fc_depth": {"minima": {"batch_size": 0}}}, "fc_depth.minima.batch_size must be > 0"),
+    ({"fc_depth": {"minima": {"eval_batch_size": 0}}}, "fc_depth.minima.eval_batch_size must be > 0"),
+    ({"fc_depth": {"minima": {"train_subset": -5}}}, "fc_depth.minima.train_subset must be > 0, got -5"),
+    ({"fc_depth": {"minima": {"train_subset": 0}}}, "fc_depth.minima.train_subset must be > 0"),
+    ({"fc_depth": {"minima": {"cycle_epochs": 0}}}, "fc_depth.minima.cycle_epochs must be > 0"),
+    ({"fc_depth": {"minima": {"min_improvement": 2.0}}}, "fc_depth.minima.min_improvement min_improvement must be in [0, 1)"),
+    ({"fc_depth": {"paths": {"batch_size": 0}}}, "fc_depth.paths.batch_size must be > 0"),
+    ({"fc_depth": {"depths": [2, 2]}}, "fc_depth.depths lists 2 more than once"),
+    ({"fc_depth": {"depths": [2, 0]}}, "fc_depth.depths must all be >= 1"),
+    ({"fc_depth": {"datasets": []}}, "fc_depth.datasets must not be empty"),
+    ({"cnn_channels": {"models": ["cnn-1-32", "cnn-1-32"]}}, "cnn_channels.models lists 'cnn-1-32' more than once"),
+    ({"permutation_barrier": {"mnist": {"widths": []}}}, "permutation_barrier.mnist.widths must not be empty"),
+    ({"permutation_barrier": {"mnist": {"epochs": -1}}}, "permutation_barrier.mnist.epochs must be > 0"),
+    ({"permutation_barrier": {"mnist": {"n_seeds": 0}}}, "permutation_barrier.mnist.n_seeds must be > 0"),
+    ({"permutation_barrier": {"mnist": {"final_ratio": 1.5}}}, "permutation_barrier.mnist.final_ratio must lie"),
+    ({"permutation_barrier": {"toy": {"hidden": 1}}}, "permutation_barrier.toy.hidden must be >= 2"),
+])
+def test_absurd_sizes_and_lists_are_refused_before_any_compute(raw, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        resolve(raw)
 
 
 @pytest.mark.parametrize("raw, message", [

@@ -235,3 +235,15 @@ def test_path_convergence_with_an_absolute_resolution():
     assert not path_converged(0.5, 1.0, 0.01, 0.01, absolute=1e-4)
     # within the resolution of its floor, though it still moved a lot
     assert path_converged(0.5, 2e-4, 1.5e-4, 0.01, absolute=1e-4)
+
+
+def test_a_path_maximum_above_twice_its_straight_segment_or_not_finite_stops_the_stage():
+    from losstopo.errors import TrainingDiverged
+    from losstopo.paths import check_not_diverged
+
+    check_not_diverged("v", [(0, 1), (0, 2)], [0.5, 3.9], [3.0, 2.0], "x.paths.lr")  # 3.9 <= 2 x 2.0
+    with pytest.raises(TrainingDiverged, match=r"^v: the path between minima 0 and 2 diverged: its maximum 5e\+11 .*"
+                                               r"above 2 x its straight segment's 2; lower x.paths.lr"):
+        check_not_diverged("v", [(0, 1), (0, 2)], [0.5, 5e11], [3.0, 2.0], "x.paths.lr")
+    with pytest.raises(TrainingDiverged, match="minima 0 and 1 diverged: its maximum nan"):
+        check_not_diverged("v", [(0, 1)], [float("nan")], [3.0], "x.paths.lr")

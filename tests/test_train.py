@@ -8,7 +8,7 @@ from losstopo.data import REGISTRY, synthetic_dataset
 from losstopo.errors import TrainingDiverged
 from losstopo.models import build_model
 from losstopo.stacked import StackedModel
-from losstopo.train import train_minima
+from losstopo.train import _stop_if_diverged, train_minima
 
 
 def _small_data():
@@ -64,6 +64,14 @@ def test_divergence_stops_with_a_clear_message():
     cfg = MinimaConfig(n_minima=2, max_epochs=3, batch_size=64)
     with pytest.raises(TrainingDiverged, match=r"minimum 0 \(seed 0\) diverged at epoch 1: training loss nan.*lr_max"):
         train_minima(StackedModel(build_model("fc-2-16", (1, 28, 28), 10)), data, cfg, progress=False)
+
+
+def test_a_finite_but_huge_loss_is_divergence_not_a_minimum():
+    cfg = MinimaConfig(n_minima=2, lr_max=1e4, lr_base=1e4)
+    with pytest.raises(TrainingDiverged, match=r"minimum 1 \(seed 1\) diverged at epoch 5: training loss 3.6e\+16 "
+                                               r"\(above 3.45 = 1.5 x ln\(10 classes\).*lr_max \(now 10000.0\)"):
+        _stop_if_diverged(torch.tensor([0.1, 3.6e16]), [0, 1], 4, cfg, 10)
+    _stop_if_diverged(torch.tensor([0.1, 3.4]), [0, 1], 4, cfg, 10)  # worse than chance but below 1.5 ln(10)
 
 
 def test_sgd_with_piecewise_schedule_runs_fixed_epochs_and_logs_the_schedule():
