@@ -334,9 +334,13 @@ class MNISTTeachersConfig:
     path_subset: int | None = 10000  # inputs on which the student loss L is measured along the path
     n_steps: int = 100
     final_ratio: float = 1.0e-4
+    # descend in whitened input coordinates (ridge x the mean eigenvalue added to the pixels' covariance): the
+    # same networks and losses, a better-conditioned descent; null: raw pixels
+    whiten_ridge: float | None = None
 
     def validate(self, where: str) -> None:
         _distinct(self.widths, where, "widths")
+        _positive(self, where, "whiten_ridge")
         _require(min(self.widths) >= 2, where, "widths", "must all be >= 2 (two neurons are merged)")
         _positive(self, where, "n_seeds", "epochs", "lr", "batch_size", "train_subset", "path_subset")
         _merge_schedule(self, where)

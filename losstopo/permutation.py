@@ -178,6 +178,13 @@ class QuadraticLoss:
         return (targets - params.forward(self.inputs)).pow(2).sum(dim=-1).mean(dim=-1) / scale
 
 
+    def with_inputs(self, inputs: torch.Tensor) -> "QuadraticLoss":
+        """The same targets and normalisation on other inputs (e.g. whitened ones: see :class:`InputWhitening`)."""
+        other = QuadraticLoss.__new__(QuadraticLoss)
+        other.inputs, other.targets, other.scale = inputs, self.targets, self.scale
+        return other
+
+
 def quadratic_loss(inputs: torch.Tensor, targets: torch.Tensor, normalise: bool = False) -> QuadraticLoss:
     """The quadratic loss of §4.3 (toy) and §5 (MNIST, ``normalise``): see :class:`QuadraticLoss`."""
     return QuadraticLoss(inputs, targets, normalise)
@@ -267,6 +274,53 @@ def merge_candidates(params: MLPParams, layer: int) -> tuple[int, int]:
     similarity = similarity.masked_fill(torch.eye(n, dtype=torch.bool, device=similarity.device), -math.inf)
     l, m = divmod(int(similarity.argmax()), n)
     return min(l, m), max(l, m)
+
+
+# ---------------------------------------------------------------- whitened inputs: the same networks, better conditioned
+
+@dataclass(frozen=True)
+class InputWhitening:
+    """A change of the first layer's coordinates that leaves every network's function unchanged.
+
+    With ``x = mean + S z``, ``S = (Σ + ridge·λ̄·I)^½`` (Σ the inputs' covariance, λ̄ its mean eigenvalue),
+    ``W₁x + b₁ = (W₁S)z + (b₁ + W₁·mean)``: descent on ``(W₁S, b₁ + W₁·mean)`` with inputs ``z`` minimises the
+    same loss over the same functions, but the pixels' correlations no longer spread the curvature over
+    orders of magnitude (on MNIST, L-BFGS then converges where it crawled). Layers >= 2 keep their numbers,
+    so merges there (their distances, their constraint) are unchanged; a merge in layer 1 would not be."""
+
+    mean: torch.Tensor  # (n_in,)
+    scale: torch.Tensor  # S (n_in, n_in), symmetric
+    inverse: torch.Tensor  # S⁻¹
+
+    @classmethod
+    def fit(cls, inputs: torch.Tensor, ridge: float = 1e-2) -> "InputWhitening":
+        if ridge <= 0:
+            raise LosstopoError(f"whitening needs a ridge > 0 (inputs of zero variance), got {ridge}")
+        x = inputs.flatten(1).to(torch.float64)
+        eigenvalues, vectors = torch.linalg.eigh(torch.cov(x.T))
+        eigenvalues = eigenvalues.clamp(min=0) + ridge * eigenvalues.clamp(min=0).mean()
+        scale = vectors @ torch.diag(eigenvalues.sqrt()) @ vectors.T
+        inverse = vectors @ torch.diag(eigenvalues.rsqrt()) @ vectors.T
+        return cls(x.mean(0), scale, inverse)
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """z = S⁻¹(x - mean), flat (T, n_in), in the dtype of ``x``."""
+        return ((x.flatten(1).to(torch.float64) - self.mean) @ self.inverse).to(x.dtype)
+
+    def _first_layer(self, params: MLPParams, weight: torch.Tensor, bias: torch.Tensor) -> MLPParams:
+        dtype = params.weights[0].dtype
+        return MLPParams([weight.to(dtype), *params.weights[1:]], [bias.to(dtype), *params.biases[1:]],
+                         flatten_input=True)
+
+    def whiten(self, params: MLPParams) -> MLPParams:
+        """The same network(s) in the whitened coordinates (inputs :meth:`inputs`)."""
+        w, b = params.weights[0].to(torch.float64), params.biases[0].to(torch.float64)
+        return self._first_layer(params, w @ self.scale, b + w @ self.mean)
+
+    def restore(self, params: MLPParams) -> MLPParams:
+        """Back to the original inputs' coordinates (the inverse of :meth:`whiten`)."""
+        w = params.weights[0].to(torch.float64) @ self.inverse
+        return self._first_layer(params, w, params.biases[0].to(torch.float64) - w @ self.mean)
 
 
 # ---------------------------------------------------------------- descent "until convergence"
@@ -448,10 +502,23 @@ def mirrored_half(first_half: list[MLPParams], layer: int, l: int, m: int) -> li
 
 def permutation_paths(starts: list[MLPParams], layer: int, pairs: list[tuple[int, int]], loss_fn: BatchLossFn,
                       n_steps: int = 200, final_ratio: float = 1e-4, rule: Convergence = Convergence(),
-                      n_equalise: int = 11) -> list[PermutationPath]:
-    """:func:`permutation_path` of many problems at once (merges descended together, see :func:`merge_neurons_batch`)."""
+                      n_equalise: int = 11, whitening: InputWhitening | None = None) -> list[PermutationPath]:
+    """:func:`permutation_path` of many problems at once (merges descended together, see :func:`merge_neurons_batch`).
+
+    ``whitening`` (a :class:`QuadraticLoss`, a merge in layer >= 2): descend in whitened input coordinates;
+    the paths come back in the original ones."""
+    descent_starts, descent_loss = starts, loss_fn
+    if whitening is not None:
+        if layer < 2 or not isinstance(loss_fn, QuadraticLoss):
+            raise LosstopoError("input whitening needs a merge in layer >= 2 and a QuadraticLoss")
+        descent_starts = [whitening.whiten(start) for start in starts]
+        descent_loss = loss_fn.with_inputs(whitening.inputs(loss_fn.inputs))
     paths = []
-    for b, merge in enumerate(merge_neurons_batch(starts, layer, pairs, loss_fn, n_steps, final_ratio, rule)):
+    merges = merge_neurons_batch(descent_starts, layer, pairs, descent_loss, n_steps, final_ratio, rule)
+    for b, merge in enumerate(merges):
+        if whitening is not None:  # back to the original coordinates; the start exactly as given
+            merge.params = [starts[b].detach()] + [whitening.restore(p) for p in merge.params[1:]]
+            merge.losses = losses_along(merge.params, loss_fn, b)
         l, m = merge.l, merge.m
         segment = equalise_output_weights(merge.params[-1], layer, l, m, n_equalise)
         first_half = merge.params + segment[1:]

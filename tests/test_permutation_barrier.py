@@ -180,3 +180,13 @@ def test_below_threshold_test_and_bootstrap():
     assert below_threshold_test([2.0, 3.0, 1.5, 4.0], 1.0).p_opposite == pytest.approx(0.5 ** 4)
     low, high = bootstrap_ci(small)
     assert low <= np.mean(small) <= high and high - low < 0.2
+
+
+def test_mnist_steps_count_as_converged_only_if_halving_their_budget_leaves_their_loss():
+    from benchmarks.permutation_barrier import converged_fraction
+
+    record = {"merge_points": 4, "barrier": 1.0, "converged": [True, False, False, False],
+              "losses": [0.0, 0.1, 0.5, 1.0, 1.0, 0.5, 0.1, 0.0]}
+    assert converged_fraction(record) == 0.0  # no half-budget run: the rule's flags (none met it)
+    record["half_budget_losses"] = [0.0, 0.1, 0.52, 1.005, 1.005, 0.52, 0.1, 0.0]
+    assert converged_fraction(record) == 2 / 3  # step 2 moved by 0.02 > 1% of the barrier, step 3 by 0.005
