@@ -26,7 +26,7 @@ from losstopo.config import DataConfig, MinimaConfig, Params, PathConfig, as_dic
 from losstopo.data import Dataset, check_available, load_dataset, resolve_root
 from losstopo.errors import TrainingDiverged
 from losstopo.executor import Executor, Job, JobCache, job_address, make_executor
-from losstopo.io import load_json, save_json, save_torch
+from losstopo.io import load_json, remove_orphans, save_json, save_torch
 from losstopo.models import build_model, parameter_count
 from losstopo.paths import (Refinement, check_not_diverged, convergence_checkpoint, convergence_rule_words, evaluate_in_chunks,
                             path_converged, PathsDiverged, evaluate_paths, optimize_paths, straight_path)
@@ -134,6 +134,9 @@ def compute_stage(params: Params, experiment: str, stage: str, datasets: Iterabl
     line) and the stage's cache of finished jobs. The cache is cleared once the stage's outputs are written;
     a stage that raises keeps it, so that a rerun does only the unfinished jobs."""
     started = time.perf_counter()
+    orphans = remove_orphans(stage_dir(experiment, stage, root))
+    if orphans:
+        print(f"{experiment} {stage}: removed {len(orphans)} unfinished write(s) of a killed run, e.g. {orphans[0].name}")
     data = stage_data(params, datasets)
     executor, cache = make_executor(params.executor, params.ray), JobCache(root / ".jobs" / experiment / stage)
     device = str(resolve_device(params.runtime.device))

@@ -11,6 +11,15 @@ from typing import Any
 import torch
 
 
+TEMPORARY = ".*.tmp"  # the pattern of a write in progress (left behind only by a killed process)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic(path: Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -20,6 +29,7 @@ def _atomic(path: Path, write) -> None:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # the permissions of any new file (mkstemp's are owner-only)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -47,3 +57,11 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def remove_orphans(directory: Path) -> list[Path]:
+    """Delete the temporary files of writes that a killed process left in ``directory`` (recursively)."""
+    orphans = sorted(Path(directory).rglob(TEMPORARY)) if Path(directory).is_dir() else []
+    for orphan in orphans:
+        orphan.unlink(missing_ok=True)
+    return orphans
