@@ -14,6 +14,7 @@ import numpy as np
 from benchmarks.stages import ARTIFACTS, Variant, converged_fraction, stage_dir, zero_length_bars
 from losstopo import plots
 from losstopo.config import FCDepthConfig
+from losstopo.data import title_caveat
 from losstopo.io import load_json
 from losstopo.report import Claim, Section
 from losstopo.evidence import NULL_DRAWS, at_resolution, trend_null_rate, trend_test
@@ -45,6 +46,7 @@ def report_section(config: FCDepthConfig, figures: Path, root: Path = ARTIFACTS)
                 for v in variants(config) if v.dataset == dataset]
         depths = [v.labels["depth"] for v, _, _ in rows]
         source, profile = rows[0][1]["data_source"], rows[0][1]["profile"]
+        caveat = title_caveat(rows[0][1]["data_kind"], dataset)
         section.add_text(f"### {dataset}\n\nData: **{source}**.")
         section.add_table(
             ["depth", "replicate", "train loss (mean)", "test acc (mean)", "minima converged", "paths converged",
@@ -61,17 +63,17 @@ def report_section(config: FCDepthConfig, figures: Path, root: Path = ARTIFACTS)
         first = [(d, t) for d, (v, t, _) in zip(depths, rows) if not v.replicate]
         section.add_figure(plots.barcodes({f"{d} layers": t["bars"] for d, t in first},
                                           figures / f"fc_depth_barcodes_{dataset}.png",
-                                          f"Barcodes of minima, {dataset} (Fig. 2)"), f"Barcodes, {dataset} (Fig. 2)")
+                                          f"Barcodes of minima, {dataset} (Fig. 2){caveat}"), f"Barcodes, {dataset} (Fig. 2)")
         to_scores = [t["to_score"] for _, t, _ in rows]
         by_replicate = {f"replicate {r}": ([d for d, (v, _, _) in zip(depths, rows) if v.replicate == r],
                                            [s for s, (v, _, _) in zip(to_scores, rows) if v.replicate == r])
                         for r in range(config.replicates)}
         section.add_figure(plots.trend(by_replicate, figures / f"fc_depth_to_score_{dataset}.png",
-                                       f"TO-score vs depth, {dataset} (Fig. 3)", "hidden layers", "TO-score"),
+                                       f"TO-score vs depth, {dataset} (Fig. 3){caveat}", "hidden layers", "TO-score"),
                            f"TO-score vs depth, {dataset}, one line per replicate (Fig. 3)")
         section.add_figure(plots.trend({dataset: (depths, [np.mean(t["path_max"]) for _, t, _ in rows])},
                                        figures / f"fc_depth_path_max_{dataset}.png",
-                                       f"Path maxima, mean ± std, {dataset} (Fig. 13)", "hidden layers", "max loss on path",
+                                       f"Path maxima, mean ± std, {dataset} (Fig. 13){caveat}", "hidden layers", "max loss on path",
                                        errors={dataset: [np.std(t["path_max"]) for _, t, _ in rows]}),
                            f"Error bars of path maxima, {dataset} (Fig. 13)")
         converged, convergence_words = converged_fraction([m for _, _, m in rows], [t for _, t, _ in rows])

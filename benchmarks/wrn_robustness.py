@@ -46,6 +46,7 @@ from losstopo import plots, tracking
 from losstopo.config import (CurveConfig, DataConfig, Params, TriangleStudyConfig, WRNRobustnessConfig, as_dict,
                              content_hash)
 from losstopo.curves import CurveTraining, evaluate_curves, evaluate_triangles, train_curves, train_triangles
+from losstopo.data import source_label, title_caveat
 from losstopo.errors import ConfigError, DataError
 from losstopo.executor import Executor, Job, JobCache, job_address
 from losstopo.io import load_json, save_json
@@ -659,9 +660,7 @@ def scale_words(summary: dict, paths: dict) -> str:
 
 def short_source(record: dict) -> str:
     """The data source in a few words (the full text is printed above each study's tables)."""
-    kind, name = record["data_kind"], record["dataset"]
-    return {"synthetic": f"SYNTHETIC stand-in of {name}", "offline-partial": f"partial real copy of {name}",
-            "offline": f"offline real copy of {name}", "torchvision": f"real {name} (torchvision)"}.get(kind, kind)
+    return source_label(record["data_kind"], record["dataset"])
 
 
 def minima_table(section: Section, study: str, summary: dict, paths: dict) -> None:
@@ -814,7 +813,7 @@ def report_section(config: WRNRobustnessConfig, figures: Path, root: Path = ARTI
         paths = load_json(paths_root / study / "paths.json")
         topo = load_json(topology_root / study / "topology.json")
         source = topo["data_source"]
-        short = short_source(topo)
+        short, caveat = short_source(topo), title_caveat(topo["data_kind"], topo["dataset"])
         lines = [f"### {study}: {summary['model']} on {summary['dataset']} (paper: {PAPER_MODELS[study]}; "
                  f"{PAPER_FIGURES[study]})",
                  f"Data: **{source}**.",
@@ -855,18 +854,18 @@ def report_section(config: WRNRobustnessConfig, figures: Path, root: Path = ARTI
                                      for r, s in topo["saddles"].items()) + ".")
         section.add_figure(plots.barcodes({"Algorithm 1": topo["bars"], "graph persistence": topo["bars_persistence"]},
                                           figures / f"wrn_robustness_barcode_{study}.png",
-                                          f"Barcode of minima, {summary['model']} (Fig. 6a)"),
+                                          f"Barcode of minima, {summary['model']} (Fig. 6a){caveat}"),
                            f"Barcode of minima, {study} (Fig. 6a; {short})")
         if topo["saddles"]:
             section.add_figure(plots.barcodes({r: s["bars_1"] for r, s in topo["saddles"].items()},
                                               figures / f"wrn_robustness_saddles_{study}.png",
-                                              f"1-saddle barcode, {summary['model']} (Fig. 6b)"),
+                                              f"1-saddle barcode, {summary['model']} (Fig. 6b){caveat}"),
                                f"1-saddle barcode per triangle regime, {study} (Fig. 6b; {short})")
         t = np.asarray(paths["t"], float)
         section.add_figure(plots.loss_along_paths({f"{i}-{j}": (t, np.asarray(losses, float))
                                                    for (i, j), losses in zip(paths["pairs"], paths["curve_losses"])},
                                                   figures / f"wrn_robustness_curves_{study}.png",
-                                                  f"Loss along the trained curves, {summary['model']}"),
+                                                  f"Loss along the trained curves, {summary['model']}{caveat}"),
                            f"Training loss along each curve, {study} ({short})")
         section.add_text(f"Triangle maxima per regime ({'Fig. 15' if study == 'wrn' else 'Fig. 16'}; sides are "
                          f"the curves in sides_fixed, retrained polychains in vertices_fixed; 'Appendix I bar' uses the "
@@ -877,7 +876,7 @@ def report_section(config: WRNRobustnessConfig, figures: Path, root: Path = ARTI
             section.add_figure(plots.triangle_losses(
                 np.asarray(tri["grid"], float), np.asarray(tri["losses"][worst], float),
                 figures / f"wrn_robustness_triangle_{study}_{regime}.png",
-                f"{summary['model']}, {regime}, triangle {tuple(paths['triples'][worst])}",
+                f"{summary['model']}, {regime}, triangle {tuple(paths['triples'][worst])}{caveat}",
                 tuple(f"{v} = {m}" for v, m in zip("ABC", paths["triples"][worst]))),
                 f"Loss over the highest triangle (vertices A, B, C = minima), {regime}, {study} "
                 f"({'Fig. 15' if study == 'wrn' else 'Fig. 16'}; {short})")

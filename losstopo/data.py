@@ -62,6 +62,20 @@ REGISTRY: dict[str, DatasetSpec] = {
 PARTIAL_TEST_FRACTION = 0.2
 
 
+SOURCE_LABELS = {"synthetic": "SYNTHETIC stand-in of {}", "offline-partial": "partial real copy of {}",
+                 "offline": "offline real copy of {}", "torchvision": "real {} (torchvision)"}
+
+
+def source_label(kind: str, name: str) -> str:
+    """A data source in a few words (the full provenance is ``Dataset.source``)."""
+    return SOURCE_LABELS.get(kind, kind + " {}").format(name)
+
+
+def title_caveat(kind: str, name: str) -> str:
+    """What a figure's title must add about its data: nothing for a complete real set, else its label."""
+    return "" if kind in ("offline", "torchvision") else f" [{source_label(kind, name)}]"
+
+
 @dataclass(frozen=True)
 class Dataset:
     """A whole dataset as normalised tensors: x (N, C, H, W) float32, y (N,) int64."""

@@ -80,3 +80,12 @@ def test_synthetic_prefixes_are_stable_so_subsets_stay_nested(tmp_path):
     assert torch.equal(small.x_train, large.x_train[:3000]) and torch.equal(small.y_test, large.y_test[:10])
     assert torch.equal(large.subset(100, 5, seed=9).x_train, small.subset(100, 5, seed=1).x_train)
     assert len(set(large.y_train[:3000].tolist())) == 10  # all classes present, labels drawn at random
+
+
+def test_figure_titles_name_their_data_unless_it_is_the_complete_real_set():
+    from losstopo.data import source_label, title_caveat
+
+    assert title_caveat("offline", "mnist") == "" and title_caveat("torchvision", "mnist") == ""
+    assert title_caveat("offline-partial", "fashion_mnist") == " [partial real copy of fashion_mnist]"
+    assert title_caveat("synthetic", "cifar100") == " [SYNTHETIC stand-in of cifar100]"
+    assert source_label("offline", "cifar10") == "offline real copy of cifar10"
