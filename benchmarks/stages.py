@@ -26,7 +26,7 @@ from losstopo.config import DataConfig, MinimaConfig, Params, PathConfig, as_dic
 from losstopo.data import Dataset, check_available, load_dataset, resolve_root
 from losstopo.errors import TrainingDiverged
 from losstopo.executor import Executor, Job, JobCache, job_address, make_executor
-from losstopo.io import load_json, remove_orphans, save_json, save_torch
+from losstopo.io import load_json, load_or_discard, remove_orphans, save_json, save_torch
 from losstopo.models import build_model, parameter_count
 from losstopo.paths import (Refinement, check_not_diverged, convergence_checkpoint, convergence_rule_words, evaluate_in_chunks,
                             path_converged, PathsDiverged, evaluate_paths, optimize_paths, straight_path)
@@ -211,9 +211,7 @@ def train_variants(tasks: list[MinimaTask], params: Params, data: DataConfig, ex
         dataset = job_dataset(data, task.request)
         address = content_hash(task.variant.model, task.variant.dataset, task.config, dataset.source,
                                *task.address_parts)
-        done = task.out / "minima.json"
-        finished = load_json(done) if done.is_file() else {}
-        if finished.get("address") == address:
+        if (finished := _finished_minima(task.out, address)) is not None:
             summaries[task.variant.key] = finished["summary"]
             continue
         checkpoint = task.out / f"checkpoint-{address}.pt"
@@ -229,6 +227,23 @@ def train_variants(tasks: list[MinimaTask], params: Params, data: DataConfig, ex
     for (task, address, dataset), output in zip(todo, outputs):
         summaries[task.variant.key] = _save_minima(task, address, dataset, output)
     return summaries
+
+
+def _finished_minima(out: Path, address: str) -> dict | None:
+    """minima.json of a variant trained with the same settings, if its minima.pt is readable and says the same
+    address (a truncated or stale weights file is discarded and the variant retrained)."""
+    done = out / "minima.json"
+    try:
+        finished = load_json(done) if done.is_file() else {}
+    except ValueError:
+        print(f"losstopo: discarded unreadable {done}; the variant will be retrained")
+        finished = {}
+    if finished.get("address") != address:
+        return None
+    weights = load_or_discard(out / "minima.pt", "minima weights")
+    if weights is None or weights.get("address") != address:
+        return None
+    return finished
 
 
 def _save_minima(task: MinimaTask, address: str, dataset: Dataset, output: dict) -> dict:

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from losstopo.config import EXECUTORS, RayConfig, content_hash
 from losstopo.errors import LosstopoError
-from losstopo.io import save_torch
+from losstopo.io import load_or_discard, save_torch
 
 JobFn = Callable[[Any, Any], Any]
 
@@ -68,10 +68,9 @@ class JobCache:
         return self.directory / f"{address}.pt"
 
     def get(self, address: str) -> tuple[bool, Any]:
-        path = self._file(address)
-        if not path.is_file():
-            return False, None
-        return True, torch.load(path, map_location="cpu", weights_only=False)
+        """(True, result) for a finished job; an unreadable entry is discarded (the job runs again)."""
+        found = load_or_discard(self._file(address), "job-cache entry", weights_only=False)
+        return (False, None) if found is None else (True, found)
 
     def put(self, address: str, result: Any) -> None:
         save_torch(result, self._file(address))

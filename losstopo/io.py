@@ -36,6 +36,22 @@ def _atomic(path: Path, write) -> None:
         raise
 
 
+def load_or_discard(path: Path, what: str, weights_only: bool = True) -> Any | None:
+    """The content of a file this project wrote and may recompute (a cache entry, a checkpoint, an output it
+    skips on): None if it is missing; if it cannot be read (truncated, overwritten), it is deleted with one line
+    saying so, and None returned, so the caller recomputes it."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as error:  # noqa: BLE001 -- any unreadable file is recomputed, never trusted
+        reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        print(f"losstopo: discarded unreadable {what} {path} ({reason}); it will be recomputed")
+        path.unlink(missing_ok=True)
+        return None
+
+
 def save_torch(obj: Any, path: Path) -> None:
     _atomic(path, lambda handle: torch.save(obj, handle))
 

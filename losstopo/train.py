@@ -27,7 +27,7 @@ from losstopo.config import MinimaConfig
 from losstopo.data import Dataset
 from losstopo.errors import TrainingDiverged
 from losstopo.augment import random_crop_flip
-from losstopo.io import save_torch
+from losstopo.io import load_or_discard, save_torch
 from losstopo.schedules import garipov_lr, piecewise_linear_lr, triangular_lr
 from losstopo.stacked import DatasetLoss, StackedModel, cross_entropy_per_model
 
@@ -200,6 +200,5 @@ def _stop_if_diverged(epoch_loss: torch.Tensor, seeds: list[int], epoch: int, co
 
 
 def _load_checkpoint(path: Path | None) -> dict | None:
-    if path is None or not Path(path).is_file():
-        return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """An epoch checkpoint to resume from; an unreadable one is discarded (training starts over)."""
+    return None if path is None else load_or_discard(path, "epoch checkpoint")

@@ -27,3 +27,38 @@ def test_a_killed_writes_temporary_files_are_removed_and_nothing_else(tmp_path):
     assert remove_orphans(tmp_path) == [orphan]
     assert not orphan.exists() and all(path.exists() for path in kept)
     assert remove_orphans(tmp_path / "missing") == []
+
+
+def test_an_unreadable_cache_entry_or_checkpoint_is_discarded_with_one_line(tmp_path, capsys):
+    import torch
+
+    from losstopo.executor import JobCache
+    from losstopo.io import load_or_discard
+
+    cache = JobCache(tmp_path / "cache")
+    cache.put("abc", {"x": torch.ones(3)})
+    assert cache.get("abc")[0]
+    entry = tmp_path / "cache" / "abc.pt"
+    entry.write_bytes(entry.read_bytes()[:40])  # a write cut short (or a disk full)
+    assert cache.get("abc") == (False, None) and not entry.exists()
+    assert "discarded unreadable job-cache entry" in capsys.readouterr().out
+    junk = tmp_path / "checkpoint.pt"
+    junk.write_bytes(os.urandom(300))
+    assert load_or_discard(junk, "epoch checkpoint") is None and not junk.exists()
+    assert load_or_discard(tmp_path / "missing.pt", "epoch checkpoint") is None
+
+
+def test_a_variant_is_skipped_only_if_its_weights_are_readable_and_match(tmp_path):
+    from benchmarks.stages import _finished_minima
+    from losstopo.io import save_json
+
+    import torch
+    save_json({"address": "a1", "summary": {"ok": 1}}, tmp_path / "minima.json")
+    save_torch({"thetas": torch.zeros(2, 3), "address": "a1"}, tmp_path / "minima.pt")
+    assert _finished_minima(tmp_path, "a1") == {"address": "a1", "summary": {"ok": 1}}
+    assert _finished_minima(tmp_path, "b2") is None  # other settings: retrain
+    weights = tmp_path / "minima.pt"
+    weights.write_bytes(weights.read_bytes()[:100])
+    assert _finished_minima(tmp_path, "a1") is None and not weights.exists()  # truncated: retrain
+    (tmp_path / "minima.json").write_text('{"address": "a1", "summ')
+    assert _finished_minima(tmp_path, "a1") is None
