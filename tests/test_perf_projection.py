@@ -128,7 +128,7 @@ def test_counts_equal_the_calls_a_paths_job_makes(counting):
 def test_descent_count_is_one_descent_per_distance():
     rule = Convergence(max_iter=7)
     [work] = [w for w in profile_work(resolve({"permutation_barrier": {
-        "toy": {"hidden": 4, "n_steps": 5}, "mnist": {"widths": [], "n_seeds": 2},
+        "toy": {"hidden": 4, "n_steps": 5}, "mnist": {"widths": [5], "n_seeds": 2},
         "convergence": {"max_iter": 7}}}), full_sizes) if w.op.dataset == "toy"]
     assert work.calls == 5 * 7 and work.op.models == math.comb(4, 2) and work.bound == "upper"
     # the library: the paths' merges descend together, one batched objective call per iteration

@@ -85,7 +85,7 @@ def test_divergence_marks_the_mlflow_run_failed(tiny_params, tmp_path, monkeypat
     import mlflow
     import losstopo.train as train
 
-    def diverge(loss, seeds, epoch, config):
+    def diverge(loss, seeds, epoch, config, n_classes):
         raise TrainingDiverged("minimum 0 (seed 0) diverged at epoch 1: training loss nan")
 
     monkeypatch.setattr(train, "_stop_if_diverged", diverge)
