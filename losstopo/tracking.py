@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import urllib.request
 import warnings
 from contextlib import contextmanager
 from typing import Any, Iterator
+
+from losstopo.errors import LosstopoError
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 warnings.filterwarnings("ignore", message=".*noload.*")  # SQLAlchemy 2.1 deprecation inside MLflow's store
@@ -52,14 +55,45 @@ def flatten(prefix: str, value: Any) -> dict[str, Any]:
     return {prefix: value}
 
 
+SERVER_TIMEOUT_S = 5.0  # a tracking server that does not answer its health check within this is unreachable
+
+
+def check_server(uri: str | None = None) -> None:
+    """One line, at once, if the tracking URI is an HTTP server that does not answer (MLflow itself would retry
+    for minutes and end in a long traceback)."""
+    uri = uri if uri is not None else os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=SERVER_TIMEOUT_S):
+            pass
+    except (OSError, ValueError) as error:
+        raise LosstopoError(f"the MLflow tracking server {uri} does not answer ({getattr(error, 'reason', error)}); "
+                            f"start it, point MLFLOW_TRACKING_URI elsewhere, or run with {TRACKING_ENV}=off") from None
+
+
+def close_stale_runs(experiment: str, stage: str) -> int:
+    """Mark the runs of this stage that a killed process left RUNNING as KILLED; returns how many."""
+    mlflow = _mlflow()
+    stale = mlflow.search_runs(experiment_names=[experiment], output_format="list",
+                               filter_string=f"tags.stage = '{experiment}_{stage}' and attributes.status = 'RUNNING'")
+    client = mlflow.tracking.MlflowClient()
+    for run in stale:
+        client.set_terminated(run.info.run_id, "KILLED")
+    return len(stale)
+
+
 @contextmanager
 def stage_run(experiment: str, stage: str, *, profile: str, device: str, params: dict) -> Iterator[Any]:
     if not enabled():
         print(f"{experiment} {stage}: MLflow tracking is off ({TRACKING_ENV}=off); results go to artifacts/ only")
         yield None
         return
+    check_server()
     mlflow = _mlflow()
     mlflow.set_experiment(experiment)
+    if killed := close_stale_runs(experiment, stage):
+        print(f"{experiment} {stage}: {killed} MLflow run(s) left RUNNING by a killed process marked KILLED")
     tags = {"git_commit": git_commit(), "stage": f"{experiment}_{stage}", "profile": profile, "device": device}
     with mlflow.start_run(run_name=f"{stage} [{profile}]", tags=tags) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in flatten("", params).items()})

@@ -1,0 +1,38 @@
+"""MLflow conventions that matter when something went wrong: an unreachable server, a killed stage's run."""
+
+import socket
+
+import pytest
+
+from losstopo import tracking
+from losstopo.errors import LosstopoError
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again on exit: nothing listens there
+
+
+def test_an_unreachable_tracking_server_is_one_line_before_any_work(monkeypatch):
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(LosstopoError, match=f"the MLflow tracking server {uri} does not answer .*LOSSTOPO_TRACKING=off"):
+        with tracking.stage_run("e", "minima", profile="p", device="cpu", params={}):
+            raise AssertionError("the stage must not start")
+    tracking.check_server("sqlite:///x.db")  # a local store needs no server
+
+
+def test_a_run_left_running_by_a_killed_stage_is_marked_killed_at_the_next_start(mlflow_store, capsys):
+    import mlflow
+
+    mlflow.set_experiment("e")
+    killed = mlflow.start_run(run_name="minima [p]", tags={"stage": "e_minima"}).info.run_id
+    mlflow.end_run(status="RUNNING")  # what a kill -9 leaves behind
+    other = mlflow.start_run(run_name="paths [p]", tags={"stage": "e_paths"}).info.run_id
+    mlflow.end_run(status="RUNNING")
+    with tracking.stage_run("e", "minima", profile="p", device="cpu", params={}):
+        pass
+    assert mlflow.get_run(killed).info.status == "KILLED"
+    assert mlflow.get_run(other).info.status == "RUNNING"  # another stage's run is not this stage's to close
+    assert "1 MLflow run(s) left RUNNING by a killed process marked KILLED" in capsys.readouterr().out
