@@ -69,9 +69,9 @@ def test_divergence_stops_with_a_clear_message():
 def test_a_finite_but_huge_loss_is_divergence_not_a_minimum():
     cfg = MinimaConfig(n_minima=2, lr_max=1e4, lr_base=1e4)
     with pytest.raises(TrainingDiverged, match=r"minimum 1 \(seed 1\) diverged at epoch 5: training loss 3.6e\+16 "
-                                               r"\(above 3.45 = 1.5 x ln\(10 classes\).*lr_max \(now 10000.0\)"):
+                                               r"\(above 23 = 10.0 x ln\(10 classes\).*lr_max \(now 10000.0\)"):
         _stop_if_diverged(torch.tensor([0.1, 3.6e16]), [0, 1], 4, cfg, 10)
-    _stop_if_diverged(torch.tensor([0.1, 3.4]), [0, 1], 4, cfg, 10)  # worse than chance but below 1.5 ln(10)
+    _stop_if_diverged(torch.tensor([0.1, 3.5]), [0, 1], 4, cfg, 10)  # a tiny net's first epoch on noise: not divergence
 
 
 def test_sgd_with_piecewise_schedule_runs_fixed_epochs_and_logs_the_schedule():
