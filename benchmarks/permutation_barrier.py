@@ -570,7 +570,7 @@ def _claims(summary: dict) -> list[Claim]:
     low, high = summary["mnist"]["accuracy_drop_ci_pp"]
     converged = float(np.mean([p["converged_fraction"] for p in paths]))
     steps = (f"{converged:.0%} of the descent steps converged (halving their iteration budget moved their loss by "
-             f"<= {MONOTONE_TOLERANCE:g} x the path's barrier)" if all("half_budget" in p for p in paths)
+             f"<= {MONOTONE_TOLERANCE:g} x the path's barrier)" if all(p.get("half_budget") for p in paths)
              else f"{converged:.0%} of the descent steps met the convergence rule")
     claims = []
     if all(p.get("saddle") is not None for p in paths):
