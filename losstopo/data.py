@@ -116,8 +116,13 @@ class Dataset:
 
 
 def resolve_root(root: str | os.PathLike | None) -> Path | None:
-    """The params key wins over the environment variable; relative paths are taken from the cwd."""
-    value = root if root not in (None, "") else os.environ.get(DATA_DIR_ENV)
+    """The params key wins over the environment variable; relative paths are taken from the cwd. The variable,
+    when set, must name a folder: set but empty or wrong is an error, never silently ignored."""
+    env = os.environ.get(DATA_DIR_ENV)
+    if env is not None and not (env.strip() and Path(env).expanduser().is_dir()):
+        raise DataError(f"{DATA_DIR_ENV}={env!r} is set but is not a folder: unset it, or point it at the data root "
+                        f"(the folder that holds offline/)")
+    value = root if root not in (None, "") else env
     return Path(value).expanduser() if value else None
 
 

@@ -89,3 +89,13 @@ def test_figure_titles_name_their_data_unless_it_is_the_complete_real_set():
     assert title_caveat("offline-partial", "fashion_mnist") == " [partial real copy of fashion_mnist]"
     assert title_caveat("synthetic", "cifar100") == " [SYNTHETIC stand-in of cifar100]"
     assert source_label("offline", "cifar10") == "offline real copy of cifar10"
+
+
+@pytest.mark.parametrize("value", ["", "/no/such/folder"])
+def test_a_data_dir_variable_set_to_nothing_or_a_wrong_folder_is_an_error(monkeypatch, value):
+    from losstopo.data import resolve_root
+    from losstopo.errors import DataError
+
+    monkeypatch.setenv(DATA_DIR_ENV, value)
+    with pytest.raises(DataError, match=f"{DATA_DIR_ENV}='{value}' is set but is not a folder"):
+        resolve_root("../shared/data")  # even where data.root would win
