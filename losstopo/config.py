@@ -466,7 +466,13 @@ def load_params(path: str | Path = "params.yaml", profile: str | None = None) ->
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"params file {str(path)!r} not found (run from the repository root)")
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"params file {str(path)!r} is not valid YAML{where}: {problem}") from None
     return resolve(raw, profile)
 
 

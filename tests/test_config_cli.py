@@ -129,3 +129,12 @@ def test_minima_settings_per_dataset_override_only_that_dataset():
     assert config.minima_for("fashion_mnist").max_epochs == 4000
     assert config.minima_for("fashion_mnist").lr_max == 0.002  # the rest inherited from `minima`
     assert config.minima_for("mnist") == config.minima  # the other datasets keep their settings (and addresses)
+
+
+def test_malformed_yaml_is_one_line_with_its_line_and_column(tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_text("profile: ci\nfc_depth:\n  depths: [2, 3\n  width: 8\n")
+    assert main(["config", "--params", str(params)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith(f"losstopo: error: params file '{params}' is not valid YAML at line 4, column 8")
