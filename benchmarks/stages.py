@@ -24,12 +24,13 @@ import torch
 from losstopo import tracking
 from losstopo.config import DataConfig, MinimaConfig, Params, PathConfig, as_dict, content_hash
 from losstopo.data import Dataset, check_available, load_dataset, resolve_root
-from losstopo.errors import TrainingDiverged
+from losstopo.errors import ConfigError, TrainingDiverged
 from losstopo.executor import Executor, Job, JobCache, job_address, make_executor
 from losstopo.io import load_json, load_or_discard, remove_orphans, save_json, save_torch
 from losstopo.models import build_model, parameter_count
-from losstopo.paths import (Refinement, check_not_diverged, convergence_checkpoint, convergence_rule_words, evaluate_in_chunks,
-                            path_converged, PathsDiverged, evaluate_paths, optimize_paths, straight_path)
+from losstopo.paths import (Refinement, check_not_diverged, convergence_checkpoint, convergence_rule_words,
+                            evaluate_in_chunks, path_converged, PathsDiverged, evaluate_paths, optimize_paths,
+                            straight_path)
 from losstopo.schedules import piecewise_linear_lr
 from losstopo.stacked import DatasetLoss, StackedModel, fast_bf16
 from losstopo.topology import barcode_of_minima, segment_lengths, to_score
@@ -58,7 +59,12 @@ def replicate_config(config: MinimaConfig, variant: Variant) -> MinimaConfig:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
+        raise ConfigError(f"params: runtime.device is {name!r}, but this machine's torch sees "
+                          f"{torch.cuda.device_count() if torch.cuda.is_available() else 'no'} CUDA device(s); "
+                          f"use auto or cpu")
+    return device
 
 
 STAGE_TIMING = "stage.json"  # in a compute stage's output folder: its wall time and where it ran

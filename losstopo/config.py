@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,10 @@ class DataConfig:
 class RuntimeConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     progress: bool = True
+
+    def validate(self, where: str) -> None:
+        _require(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, where, "device",
+                 f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
 
 EXECUTORS = ("local", "ray")

@@ -41,6 +41,7 @@ def test_repository_params_resolve_for_every_profile():
     ({"permutation_barrier": {"mnist": {"n_seeds": 0}}}, "permutation_barrier.mnist.n_seeds must be > 0"),
     ({"permutation_barrier": {"mnist": {"final_ratio": 1.5}}}, "permutation_barrier.mnist.final_ratio must lie"),
     ({"permutation_barrier": {"toy": {"hidden": 1}}}, "permutation_barrier.toy.hidden must be >= 2"),
+    ({"runtime": {"device": "gpu0"}}, "runtime.device must be auto, cpu, cuda or cuda:N, got 'gpu0'"),
 ])
 def test_absurd_sizes_and_lists_are_refused_before_any_compute(raw, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -138,3 +139,14 @@ def test_malformed_yaml_is_one_line_with_its_line_and_column(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert err.startswith(f"losstopo: error: params file '{params}' is not valid YAML at line 4, column 8")
+
+
+def test_a_cuda_device_on_a_machine_without_one_is_one_line(monkeypatch):
+    import torch
+
+    from benchmarks.stages import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="runtime.device is 'cuda:1', but this machine's torch sees no CUDA"):
+        resolve_device("cuda:1")
+    assert resolve_device("auto").type == "cpu"
