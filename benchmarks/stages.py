@@ -28,6 +28,7 @@ from losstopo.errors import ConfigError, TrainingDiverged
 from losstopo.executor import Executor, Job, JobCache, job_address, make_executor
 from losstopo.io import load_json, load_or_discard, remove_orphans, save_json, save_torch
 from losstopo.models import build_model, parameter_count
+from losstopo.curves import curve_paths, garipov_curve_training
 from losstopo.paths import (Refinement, check_not_diverged, convergence_checkpoint, convergence_rule_words,
                             evaluate_in_chunks, path_converged, PathsDiverged, evaluate_paths, optimize_paths,
                             straight_path)
@@ -68,6 +69,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 STAGE_TIMING = "stage.json"  # in a compute stage's output folder: its wall time and where it ran
+NOT_RUN = "NOT_RUN.json"  # in a stage's output folder: why it computed nothing
 
 
 def stage_dir(experiment: str, stage: str, root: Path = ARTIFACTS) -> Path:
@@ -321,15 +323,9 @@ def path_loss(stacked: StackedModel, dataset: Dataset, cfg: PathConfig) -> Datas
 
 
 def paths_job(shared: dict[str, torch.Tensor], job: PathsJob) -> dict:
-    """The paths of ``job.pairs``, their straight-segment baselines and the losses of their end points."""
-    device = resolve_device(job.device)
+    """The Algorithm 3 paths of ``job.pairs``, their straight-segment baselines and the losses of their end points."""
+    loss_fn, thetas, starts, ends, schedule = _job_problem(shared, job)
     cfg = job.config
-    dataset = job_dataset(job.data, job.request, device)
-    module = build_model(job.model, dataset.x_train.shape[1:], dataset.n_classes).to(device)
-    loss_fn = path_loss(StackedModel(module), dataset, cfg)
-    thetas = shared[job.minima_key].to(device)
-    starts, ends = thetas[[i for i, _ in job.pairs]], thetas[[j for _, j in job.pairs]]
-    schedule = path_schedule(cfg, len(dataset.y_train))
     try:
         results = optimize_paths(
             loss_fn, starts, ends, n_points=cfg.n_points, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
@@ -340,7 +336,41 @@ def paths_job(shared: dict[str, torch.Tensor], job: PathsJob) -> dict:
         pairs = ", ".join(f"minima {job.pairs[p][0]}-{job.pairs[p][1]}" for p in error.paths)
         raise TrainingDiverged(f"{job.description}: the path between {pairs} diverged at step {error.step} "
                                f"(non-finite loss); lower paths.lr or set paths.step_rule: normalized") from None
+    return _path_record(loss_fn, job, thetas, starts, ends, results)
+
+
+def curves_job(shared: dict[str, torch.Tensor], job: PathsJob) -> dict:
+    """One-bend polychain curves (Garipov et al.) for ``job.pairs``, recorded as :func:`paths_job` records paths."""
+    loss_fn, thetas, starts, ends, schedule = _job_problem(shared, job)
+    cfg = job.config
+    training = garipov_curve_training(cfg.curve_steps or schedule["steps"], cfg.curve_lr, cfg.curve_momentum,
+                                      cfg.curve_weight_decay)
+    try:
+        results = curve_paths(loss_fn, starts, ends, "polychain", training, cfg.n_points, cfg.alphas, cfg.max_models,
+                              job.seed, job.progress)
+    except PathsDiverged as error:
+        pairs = ", ".join(f"minima {job.pairs[p][0]}-{job.pairs[p][1]}" for p in error.paths)
+        raise TrainingDiverged(f"{job.description}: the curve between {pairs} diverged (non-finite weights); "
+                               f"lower paths.curve_lr (now {cfg.curve_lr})") from None
+    return _path_record(loss_fn, job, thetas, starts, ends, results)
+
+
+def _job_problem(shared: dict[str, torch.Tensor], job: PathsJob):
+    """The loss, the variant's minima, the pairs' start and end points and the step schedule of a paths job."""
+    device = resolve_device(job.device)
+    dataset = job_dataset(job.data, job.request, device)
+    module = build_model(job.model, dataset.x_train.shape[1:], dataset.n_classes).to(device)
+    loss_fn = path_loss(StackedModel(module), dataset, job.config)
+    thetas = shared[job.minima_key].to(device)
+    starts, ends = thetas[[i for i, _ in job.pairs]], thetas[[j for _, j in job.pairs]]
+    return loss_fn, thetas, starts, ends, path_schedule(job.config, len(dataset.y_train))
+
+
+def _path_record(loss_fn, job: PathsJob, thetas, starts, ends, results) -> dict:
+    cfg = job.config
     straight = evaluate_paths(loss_fn, list(straight_path(starts, ends, cfg.n_points)), cfg.alphas, cfg.max_models)
+    # the paper's fixed probes on the same polylines: how much the adaptive maximum changes the bars
+    fixed = evaluate_paths(loss_fn, [r.points for r in results], cfg.alphas, cfg.max_models, tolerance=None)
     ends_used = sorted({k for pair in job.pairs for k in pair})
     end_losses = evaluate_in_chunks(loss_fn, thetas[ends_used], cfg.max_models).tolist()
     return {
@@ -352,6 +382,8 @@ def paths_job(shared: dict[str, torch.Tensor], job: PathsJob) -> dict:
         "endpoint_error": [max(float((r.points[0] - thetas[i]).abs().max()),
                                float((r.points[-1] - thetas[j]).abs().max())) for (i, j), r in zip(job.pairs, results)],
         "straight_max_loss": [r.max_loss for r in straight],
+        "max_loss_fixed_alphas": [r.max_loss for r in fixed],
+        "evaluations": [len(r.positions) for r in results], "evaluations_fixed_alphas": [len(r.positions) for r in fixed],
         "minima_losses": dict(zip(ends_used, end_losses)),
     }
 
@@ -365,7 +397,8 @@ def pair_chunks(n_minima: int, per_job: int | None) -> list[tuple[tuple[int, int
 
 def merge_path_jobs(n_minima: int, outputs: list[dict]) -> dict:
     """The jobs' outputs of one variant as one record over all pairs, in pair order."""
-    merged = {key: [v for out in outputs for v in out[key]] for key in outputs[0] if key != "minima_losses"}
+    keys = [key for key in outputs[0] if key != "minima_losses" and all(key in out for out in outputs)]
+    merged = {key: [v for out in outputs for v in out[key]] for key in keys}
     losses: dict[int, float] = {}
     for out in outputs:
         for k, value in out["minima_losses"].items():
@@ -387,19 +420,22 @@ class PathsTask:
 
 
 def optimize_variant_paths(tasks: list[PathsTask], params: Params, data: DataConfig, executor: Executor,
-                           cache: JobCache, description: str = "paths") -> dict[str, dict]:
-    """All pairs of every task's minima joined by Algorithm 3 paths, the jobs of all variants balanced
-    together; returns per task key the merged record (``pairs`` plus per-pair lists and ``minima_losses``)."""
+                           cache: JobCache, description: str = "paths", method: str = "alg3") -> dict[str, dict]:
+    """All pairs of every task's minima joined by Algorithm 3 paths (``method`` alg3) or polychain curves
+    (polychain), the jobs of all variants balanced together; returns per task key the merged record
+    (``pairs`` plus per-pair lists and ``minima_losses``)."""
+    job_fn = {"alg3": paths_job, "polychain": curves_job}[method]
     jobs, owners = [], []
     for task in tasks:
         digest = tensor_digest(task.thetas)
         for chunk in pair_chunks(len(task.thetas), task.config.pairs_per_job):
             spec = PathsJob(task.key, task.model, data, task.request, task.config, chunk, task.seed,
                             params.runtime.device, params.runtime.progress, f"{task.key} paths")
-            address = job_address("paths", dataclasses.replace(spec, progress=False), digest)
+            address = job_address("paths" if method == "alg3" else method, dataclasses.replace(spec, progress=False),
+                                  digest)
             jobs.append(Job(address, spec))
             owners.append(task.key)
-    outputs = executor.map(paths_job, jobs, shared={t.key: t.thetas.cpu() for t in tasks}, cache=cache,
+    outputs = executor.map(job_fn, jobs, shared={t.key: t.thetas.cpu() for t in tasks}, cache=cache,
                            description=description, progress=params.runtime.progress)
     merged = {}
     for task in tasks:
@@ -413,33 +449,51 @@ def tensor_digest(tensor: torch.Tensor) -> str:
     return hashlib.sha256(tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
-def run_paths(experiment: str, variants: list[Variant], config, params: Params, root: Path = ARTIFACTS) -> None:
-    out_root = stage_dir(experiment, "paths", root)
+STAGE_METHOD = {"paths": "alg3", "curves": "polychain"}  # the path method each stage computes
+
+
+def run_paths(experiment: str, variants: list[Variant], config, params: Params, root: Path = ARTIFACTS,
+              stage: str = "paths") -> None:
+    """Every pair of every variant's minima joined by the stage's path method (``paths``: Algorithm 3,
+    ``curves``: polychain curves), when ``paths.method`` asks for it; otherwise the stage says so and holds
+    nothing a later stage could read as paths."""
+    method, cfg = STAGE_METHOD[stage], config.paths
+    out_root = stage_dir(experiment, stage, root)
+    if cfg.method not in (method, "best"):
+        _prune(out_root, set())
+        save_json({"experiment": experiment, "stage": stage, "profile": params.profile,
+                   "not_run": f"{experiment}.paths.method is {cfg.method!r}: no {method} paths requested"},
+                  out_root / NOT_RUN)
+        save_json({}, stage_dir(experiment, f"{stage}_metrics.json", root))
+        return
+    (out_root / NOT_RUN).unlink(missing_ok=True)
     _prune(out_root, {v.key for v in variants})
-    cfg = config.paths
     metrics = {}
-    with compute_stage(params, experiment, "paths", [v.dataset for v in variants],
+    with compute_stage(params, experiment, stage, [v.dataset for v in variants],
                        {"data": as_dict(params.data), "paths": as_dict(cfg)}, root) as (data, executor, cache):
         # Same seed as the minima's subset: the path subset is nested in the minima's training set.
         request = {v.key: DataRequest(v.dataset, cfg.train_subset, 0, config.minima.seed) for v in variants}
         tasks = [PathsTask(v.key, v.model, torch.load(stage_dir(experiment, "minima", root) / v.key / "minima.pt",
-                                                      map_location="cpu")["thetas"],
+                                                      map_location="cpu", weights_only=True)["thetas"],
                            request[v.key], cfg, config.minima.seed) for v in variants]
-        results = optimize_variant_paths(tasks, params, data, executor, cache, f"{experiment} paths")
+        results = optimize_variant_paths(tasks, params, data, executor, cache, f"{experiment} {stage}", method)
+        setting = f"{experiment}.paths.lr (now {cfg.lr})" if method == "alg3" else \
+            f"{experiment}.paths.curve_lr (now {cfg.curve_lr})"
         for variant in variants:  # every variant checked before any output is written
             result = results[variant.key]
             check_not_diverged(variant.key, result["pairs"], result.get("max_loss", []),
-                               result.get("straight_max_loss", []), f"{experiment}.paths.lr (now {cfg.lr})")
+                               result.get("straight_max_loss", []), setting)
         for variant in variants:
             dataset, result = job_dataset(data, request[variant.key]), results[variant.key]
             pairs = result["pairs"]
             record = {
-                "variant": variant.key, "labels": variant.labels, "data_source": dataset.source,
+                "variant": variant.key, "labels": variant.labels, "method": method, "data_source": dataset.source,
                 "data_kind": dataset.source_kind, "n_path_samples": len(dataset.y_train),
                 "minima_losses": result["minima_losses"], "pairs": pairs,
                 **{key: result[key] for key in ("max_loss", "straight_max_loss", "n_points", "positions",
                                                 "dense_losses", "history", "relative_change",
-                                                "orthogonal_grad_norm")},
+                                                "orthogonal_grad_norm", "max_loss_fixed_alphas", "evaluations",
+                                                "evaluations_fixed_alphas")},
                 "convergence_rule": convergence_rule_words(cfg.converge_tol, cfg.converge_abs,
                                                            "the higher endpoint's loss"),
                 "converged": [path_converged(c, m, max(result["minima_losses"][i], result["minima_losses"][j]),
@@ -453,8 +507,44 @@ def run_paths(experiment: str, variants: list[Variant], config, params: Params, 
                                         for (i, j), s in zip(pairs, record["straight_max_loss"])})
             metrics[variant.key] = {"mean_path_max": float(np.mean(record["max_loss"])),
                                     "mean_straight_max": float(np.mean(record["straight_max_loss"])),
-                                    "converged_fraction": float(np.mean(record["converged"]))}
-        save_json(metrics, stage_dir(experiment, "paths_metrics.json", root))
+                                    "converged_fraction": float(np.mean(record["converged"])),
+                                    # adaptive probes + bracket search vs the paper's fixed alphas, same polylines
+                                    "adaptive_max_gain": float(np.max(np.subtract(record["max_loss"],
+                                                                                  record["max_loss_fixed_alphas"]))),
+                                    "evaluations_ratio": float(np.sum(record["evaluations"])
+                                                               / np.sum(record["evaluations_fixed_alphas"]))}
+        save_json(metrics, stage_dir(experiment, f"{stage}_metrics.json", root))
+
+
+def run_curves(experiment: str, variants: list[Variant], config, params: Params, root: Path = ARTIFACTS) -> None:
+    run_paths(experiment, variants, config, params, root, stage="curves")
+
+
+def best_paths(records: dict[str, dict], tolerance: float = 0.01, absolute: float = 0.0) -> dict:
+    """Per pair the lowest maximum over the path methods' records (method -> paths.json record, same pairs):
+    every path between two minima bounds their minimax value from above, so the lowest one is the best estimate
+    of the bar it defines. Returns the pair-wise ``max_loss``, ``method`` (which one defined it) and
+    ``relative_change`` of that path, ``converged`` when that path converged and either lies at its floor (the
+    higher endpoint's loss, within ``tolerance`` and ``absolute`` as in :func:`path_converged`: nothing can go
+    lower) or every other method's path converged too (an unconverged higher path could still end lower), and
+    each method's maxima under ``max_loss_by_method``."""
+    methods = list(records)
+    first = records[methods[0]]
+    for method in methods[1:]:
+        if [tuple(p) for p in records[method]["pairs"]] != [tuple(p) for p in first["pairs"]]:
+            raise ConfigError(f"{first['variant']}: the {method} and {methods[0]} paths join different pairs; "
+                              f"rerun both stages")
+    maxima = np.array([records[m]["max_loss"] for m in methods], dtype=float)  # (methods, pairs)
+    chosen = np.argmin(maxima, axis=0)  # ties: the first method listed
+    def pick(key):
+        return [records[methods[c]].get(key, [None] * len(chosen))[p] for p, c in enumerate(chosen)]
+    return {"max_loss": maxima[chosen, np.arange(len(chosen))].tolist(),
+            "method": [methods[c] for c in chosen],
+            "converged": [_best_converged(records, methods, methods[c], p, tolerance, absolute)
+                          for p, c in enumerate(chosen)],
+            "relative_change": pick("relative_change"), "orthogonal_grad_norm": pick("orthogonal_grad_norm"),
+            "max_loss_by_method": {m: records[m]["max_loss"] for m in methods},
+            "converged_by_method": {m: records[m].get("converged") for m in methods}}
 
 
 def path_schedule(cfg, n_samples: int) -> dict:
@@ -470,6 +560,26 @@ def path_schedule(cfg, n_samples: int) -> dict:
                                 criterion=cfg.refine_criterion, threshold=cfg.refine_threshold,
                                 alphas=tuple(cfg.alphas))
     return {"steps": steps, "lr": lr, "refinement": refinement, "record_every": max(steps // 50, 1)}
+
+
+def _best_converged(records: dict[str, dict], methods: list[str], chosen: str, p: int, tolerance: float,
+                    absolute: float) -> bool:
+    record = records[chosen]
+    i, j = record["pairs"][p]
+    floor = max(record["minima_losses"][i], record["minima_losses"][j])
+    at_floor = record["max_loss"][p] <= (1 + tolerance) * floor + absolute
+    return bool(record["converged"][p] and (at_floor or all(records[m]["converged"][p] for m in methods)))
+
+
+def variant_paths(experiment: str, key: str, method: str, root: Path = ARTIFACTS) -> dict[str, dict]:
+    """The paths.json records ``paths.method`` asks for, by path method (alg3: the paths stage, polychain: the
+    curves stage; best: both)."""
+    stages = [s for s, m in STAGE_METHOD.items() if method in (m, "best")]
+    records = {}
+    for stage in stages:
+        record = load_json(stage_dir(experiment, stage, root) / key / "paths.json")
+        records[record.get("method", STAGE_METHOD[stage])] = record
+    return records
 
 
 def path_max_matrix(record: dict, key: str = "max_loss") -> np.ndarray:
@@ -488,19 +598,25 @@ def run_topology(experiment: str, variants: list[Variant], config, params: Param
     with tracking.stage_run(experiment, "topology", profile=params.profile, device="cpu",
                             params={"topology": as_dict(config.topology)}):
         for variant in variants:
-            record = load_json(stage_dir(experiment, "paths", root) / variant.key / "paths.json")
-            losses, matrix = record["minima_losses"], path_max_matrix(record)
+            records = variant_paths(experiment, variant.key, config.paths.method, root)
+            record = next(iter(records.values()))
+            combined = best_paths(records, config.paths.converge_tol, config.paths.converge_abs)
+            losses, matrix = record["minima_losses"], path_max_matrix({**record, **combined})
             bars = {method: barcode_of_minima(losses, matrix, method) for method in ("paper", "persistence")}
             chosen = bars[config.topology.method]
+            by_method = {m: to_score(barcode_of_minima(losses, path_max_matrix(r), config.topology.method))
+                         for m, r in records.items()}
             result = {
                 "variant": variant.key, "labels": variant.labels, "data_source": record["data_source"],
                 "data_kind": record["data_kind"], "method": config.topology.method, "bars": chosen,
                 "bars_paper": bars["paper"], "bars_persistence": bars["persistence"],
                 "to_score": to_score(chosen), "to_score_persistence": to_score(bars["persistence"]),
-                "segment_lengths": segment_lengths(chosen), "path_max": record["max_loss"],
+                "segment_lengths": segment_lengths(chosen), "path_max": combined["max_loss"],
                 "straight_max": record["straight_max_loss"], "profile": params.profile,
-                "paths_converged": record.get("converged"), "paths_relative_change": record.get("relative_change"),
-                "orthogonal_grad_norm": record.get("orthogonal_grad_norm"),
+                "paths_converged": combined["converged"], "paths_relative_change": combined["relative_change"],
+                "orthogonal_grad_norm": combined["orthogonal_grad_norm"],
+                "path_method": combined["method"], "path_max_by_method": combined["max_loss_by_method"],
+                "paths_converged_by_method": combined["converged_by_method"], "to_score_by_method": by_method,
             }
             out = out_root / variant.key / "topology.json"
             save_json(result, out)

@@ -1,6 +1,6 @@
 """The ``losstopo`` command that the DVC stages call.
 
-    losstopo stage EXPERIMENT {minima,paths,topology} [--params params.yaml] [--profile NAME]
+    losstopo stage EXPERIMENT {minima,paths,curves,topology} [--params params.yaml] [--profile NAME]
     losstopo report [--params params.yaml] [--profile NAME] [--experiments NAME ...]
     losstopo config [--profile NAME]        # print the resolved settings
     losstopo repro [--profile NAME]         # set params.yaml's profile, then `dvc repro`
@@ -25,7 +25,7 @@ from pathlib import Path
 from losstopo.config import EXECUTORS, ExperimentNotInProfile, as_dict, load_params, set_profile
 from losstopo.errors import LosstopoError
 
-STAGES = ("minima", "paths", "topology")
+STAGES = ("minima", "paths", "curves", "topology")
 
 
 def experiment_module(name: str):
@@ -63,7 +63,11 @@ def run_stage(experiment: str, stage: str, params_path: str, profile: str | None
     if own is not None:
         own(config, params)
         return
-    runner = {"minima": stages.run_minima, "paths": stages.run_paths, "topology": stages.run_topology}[stage]
+    if stage == "curves" and hasattr(module, "run_paths"):
+        raise LosstopoError(f"{experiment} has its own paths stage and no curves stage; the curves stage serves "
+                            f"the barcode experiments whose paths.method may be polychain or best")
+    runner = {"minima": stages.run_minima, "paths": stages.run_paths, "curves": stages.run_curves,
+              "topology": stages.run_topology}[stage]
     runner(experiment, module.variants(config), config, params)
 
 

@@ -22,6 +22,8 @@ import yaml
 from losstopo.errors import ConfigError
 from losstopo.paths import SAMPLES, STEP_RULES
 
+PATH_METHODS = ("alg3", "polychain", "best")
+
 
 class ExperimentNotInProfile(ConfigError):
     """The active profile's ``experiments`` list leaves this experiment out."""
@@ -129,6 +131,14 @@ class PathConfig:
     converge_abs: float = 0.0  # ... or by <= this (loss units): the resolution below which maxima are not told apart
     step_rule: str = "sgd"  # sgd (Algorithm 3) | normalized: lr is a fraction of the path's spacing per step
     sample: str = "points"  # points (Algorithm 3) | segments: gradients at a random point of each segment
+    # which paths define the bars: alg3 (Algorithm 3, the paper's) | polychain (one-bend curves of Garipov et
+    # al., the `curves` stage) | best (both; per pair the lower maximum: every path is an upper bound on the
+    # minimax value that defines the barcode)
+    method: str = "alg3"
+    curve_steps: int | None = None  # polychain: SGD steps on minibatches of the path subset (None: ``steps``)
+    curve_lr: float = 0.05  # polychain: SGD learning rate, Garipov et al.'s schedule over the steps
+    curve_momentum: float = 0.9
+    curve_weight_decay: float = 0.0  # 0.5 * wd * ||w(t)||^2 at each sampled point (Garipov et al.'s meaning)
 
     def validate(self, where: str) -> None:
         _require(self.n_points >= 3, where, "n_points", "must be >= 3")
@@ -142,7 +152,10 @@ class PathConfig:
                  "must be 'distance' or 'loss'")
         _require(all(0 < a < 1 for a in self.alphas), where, "alphas", "must lie strictly between 0 and 1")
         _require(self.pairs_per_job is None or self.pairs_per_job >= 1, where, "pairs_per_job", "must be >= 1")
-        _positive(self, where, "batch_size", "train_subset", "max_models", "epochs")
+        _require(self.method in PATH_METHODS, where, "method", f"must be one of {PATH_METHODS}")
+        _require(self.curve_lr > 0 and self.curve_momentum >= 0 and self.curve_weight_decay >= 0, where, "curve_lr",
+                 "curve_lr must be > 0, curve_momentum and curve_weight_decay >= 0")
+        _positive(self, where, "batch_size", "train_subset", "max_models", "epochs", "curve_steps")
 
 
 @dataclass(frozen=True)
@@ -229,6 +242,9 @@ class ResNetLRConfig:
 
     def validate(self, where: str) -> None:
         _require(set(self.datasets) <= {"cifar10", "svhn"}, where, "datasets", "must be among cifar10, svhn")
+        for dataset in ("cifar10", "svhn"):  # its paths stage is its own: Algorithm 3 only
+            _require(self.runs(dataset).paths.method == "alg3", f"{where}.{dataset}.paths", "method",
+                     "must be 'alg3' (resnet_lr has no curves stage)")
 
     def runs(self, dataset: str) -> LRTypeRuns:
         return getattr(self, dataset)

@@ -19,7 +19,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from losstopo.paths import LossFn, evaluate_in_chunks
+from losstopo.paths import (PAPER_ALPHAS, LossFn, PathResult, PathsDiverged, convergence_checkpoint, evaluate_in_chunks,
+                            evaluate_paths)
+from losstopo.schedules import garipov_lr
 
 CURVE_KINDS = ("polychain", "bezier")
 TriangleControls = tuple[torch.Tensor, torch.Tensor]  # side centres D, E, F (P, 3, d) and centre O (P, d)
@@ -145,6 +147,33 @@ def train_curves(loss_fn: LossFn, start: torch.Tensor, end: torch.Tensor, kind: 
     bends, at_checkpoint = _descend((start + end) / 2, points_at, loss_fn, training, seed, progress,
                                     f"{kind} curves", checkpoint)
     return bends if checkpoint is None else (bends, at_checkpoint)
+
+
+def garipov_curve_training(steps: int, lr: float, momentum: float = 0.9, weight_decay: float = 0.0) -> CurveTraining:
+    """Garipov et al.'s curve schedule over ``steps`` minibatch steps: lr flat to half, linearly to 1% at 90%."""
+    return CurveTraining(steps=steps, lr=lambda step: garipov_lr(step, steps, lr), momentum=momentum,
+                         weight_decay=weight_decay)
+
+
+def curve_paths(loss_fn: LossFn, starts: torch.Tensor, ends: torch.Tensor, kind: str, training: CurveTraining,
+                n_points: int = 19, alphas=PAPER_ALPHAS, max_models: int = 512, seed: int = 0,
+                progress: bool = False) -> list[PathResult]:
+    """Curves trained between each start and end (P, d), returned as the paths of Algorithm 3 are: each curve as
+    the polyline of its points at ``n_points`` even t (for a polychain with odd ``n_points`` the bend is one of
+    them, so the polyline is the curve itself), its maximum found by the same adaptive probes and bracket search
+    (:func:`losstopo.paths.evaluate_paths`), and ``max_at_steps`` holding that maximum after 80% of the steps
+    and at the end, from which :meth:`PathResult.relative_change` measures convergence as for Algorithm 3."""
+    checkpoint = convergence_checkpoint(training.steps)
+    bends, early = train_curves(loss_fn, starts, ends, kind, training, seed, progress, checkpoint)
+    diverged = (~torch.isfinite(bends).all(dim=1) | ~torch.isfinite(early).all(dim=1)).nonzero().flatten().tolist()
+    if diverged:
+        raise PathsDiverged(diverged, training.steps)
+    t = torch.linspace(0, 1, n_points, dtype=starts.dtype, device=starts.device).expand(len(starts), -1)
+    final = evaluate_paths(loss_fn, list(curve_points(kind, starts, bends, ends, t)), alphas, max_models)
+    before = evaluate_paths(loss_fn, list(curve_points(kind, starts, early, ends, t)), alphas, max_models)
+    for result, earlier in zip(final, before):
+        result.max_at_steps = {checkpoint: earlier.max_loss, training.steps: result.max_loss}
+    return final
 
 
 def evaluate_curves(loss_fn: LossFn, start: torch.Tensor, bend: torch.Tensor, end: torch.Tensor, kind: str,

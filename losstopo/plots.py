@@ -121,6 +121,11 @@ def points_trend(data: dict[str, tuple[Sequence[float], Sequence[float]]], path:
         ax.plot(levels, [y[x == level].mean() for level in levels], marker="o", color=color, label=name)
     if log_x:
         ax.set_xscale("log")
+    return _finish(fig, ax, path, title, xlabel, ylabel)
+
+
+def _finish(fig, ax, path: Path, title: str, xlabel: str, ylabel: str) -> Path:
+    """Labels, title and a small legend, then saved."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -264,3 +269,18 @@ def triangle_losses(grid: np.ndarray, losses: np.ndarray, path: Path, title: str
     ax.axis("off")
     ax.set_title(title, fontsize=9, pad=18)
     return _save(fig, path)
+
+
+def paired_scatter(data: dict[str, tuple[Sequence[float], Sequence[float]]], path: Path, title: str, xlabel: str,
+                   ylabel: str) -> Path:
+    """One point per item (e.g. one pair of minima joined by two path methods), x against y, log-log, with the
+    diagonal y = x: points below it are lower on the y method."""
+    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    values = [v for x, y in data.values() for v in (*x, *y) if np.isfinite(v) and v > 0]
+    low, high = (min(values), max(values)) if values else (1e-3, 1.0)
+    ax.plot([low, high], [low, high], color="grey", lw=1, ls="--", label="y = x")
+    for color, (name, (x, y)) in zip(sns.color_palette("deep", max(len(data), 1)), data.items()):
+        ax.scatter(x, y, s=14, alpha=0.7, color=color, label=name)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    return _finish(fig, ax, path, title, xlabel, ylabel)

@@ -151,3 +151,52 @@ def test_curve_weight_decay_is_garipovs_half_squared_norm_at_the_sampled_point(k
     coefficient = (1 - abs(1 - 2 * t)) if kind == "polychain" else 2 * t * (1 - t)
     assert torch.allclose(bend, mid - lr * wd * coefficient * w, atol=1e-6)
     assert not torch.allclose(bend, mid - lr * wd * mid, atol=1e-3)  # the optimiser's own decay
+
+
+def _bump(thetas: torch.Tensor) -> torch.Tensor:
+    """Minima at (+-1, 0) with a Gaussian bump between them, a little below the axis: a bent path goes over it."""
+    x, y = thetas[:, 0], thetas[:, 1]
+    return (x ** 2 - 1) ** 2 + 0.5 * y ** 2 + 2.0 * torch.exp(-(x ** 2 + (y + 0.1) ** 2) / 0.3)
+
+
+def test_curve_paths_train_garipovs_objective_and_report_the_curves_exact_maximum():
+    from losstopo.curves import curve_paths, garipov_curve_training
+
+    start, end = torch.tensor([[-1.0, 0.0]], dtype=torch.float64), torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    training = garipov_curve_training(3000, 0.02)
+    (result,) = curve_paths(_bump, start, end, "polychain", training, n_points=19, seed=1)
+    bend = result.points[9]
+    # Independent answer: the least mean loss along the curve (Garipov's objective) over a grid of bends,
+    # the curve's loss integrated on 1001 points.
+    t = torch.linspace(0, 1, 1001, dtype=torch.float64)
+    grid = torch.linspace(-2, 2, 201, dtype=torch.float64)
+
+    def mean_loss(bends):  # (m, 2) -> (m,)
+        points = curve_points("polychain", start.expand(len(bends), -1), bends, end.expand(len(bends), -1),
+                              t.expand(len(bends), -1))
+        return _bump(points.reshape(-1, 2)).view(len(bends), -1).mean(dim=1)
+
+    least = min(float(mean_loss(torch.stack([x.expand(201), grid], 1)).min()) for x in grid)
+    assert float(mean_loss(bend[None])) <= least + 1e-3
+    assert float(mean_loss(bend[None])) < 0.5 * float(mean_loss(torch.zeros(1, 2, dtype=torch.float64)))
+    t = torch.linspace(0, 1, 4001, dtype=torch.float64)
+    exact_max = float(_bump(curve_points("polychain", start, bend[None], end, t[None])[0]).max())
+    straight_max = float(_bump(torch.stack([torch.linspace(-1, 1, 4001), torch.zeros(4001)], 1).double()).max())
+    assert abs(result.max_loss - exact_max) <= 1e-4 * exact_max
+    assert result.max_loss < 0.8 * straight_max  # the curve went around the bump
+    assert torch.equal(result.points[0], start[0]) and torch.equal(result.points[-1], end[0])
+    assert set(result.max_at_steps) == {2400, 3000} and math.isfinite(result.relative_change())
+
+
+def test_a_diverging_curve_is_named_not_evaluated():
+    from losstopo.curves import curve_paths, garipov_curve_training
+    from losstopo.paths import PathsDiverged
+
+    def steep(thetas):  # the gradient grows with the point: a large step overshoots ever further
+        return (thetas ** 4).sum(dim=1)
+
+    start, end = torch.tensor([[-1.0, 0.0], [-1.0, 0.0]]), torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    with pytest.raises(PathsDiverged) as error:
+        curve_paths(steep, start, end + torch.tensor([[0.0, 0.0], [0.0, 30.0]]), "polychain",
+                    garipov_curve_training(50, 0.01), n_points=5)
+    assert error.value.paths == [1]

@@ -254,3 +254,34 @@ def test_stage_timing_records_the_executor_that_ran_the_jobs_not_the_params_defa
     timing = load_json(tmp_path / "fc_depth" / "paths" / stages.STAGE_TIMING)
     assert timing["executor"] == "ray" and timing["cpus_per_job"] == params.ray.cpus_per_job
     assert where_words(timing) == f"cpu, ray executor, {params.ray.cpus_per_job:g} CPU per job"
+
+
+@pytest.mark.slow
+def test_best_of_both_path_methods_defines_each_bar_and_the_report_shows_both(tiny_params, tmp_path):
+    import dataclasses
+
+    from benchmarks.stages import run_curves
+
+    root = tmp_path / "artifacts"
+    config = tiny_params.experiment("fc_depth")
+    variants = fc_depth.variants(config)
+    run_curves("fc_depth", variants, config, tiny_params, root)  # method alg3: no curves requested
+    assert "alg3" in json.loads((root / "fc_depth/curves/NOT_RUN.json").read_text())["not_run"]
+    config = dataclasses.replace(config, paths=dataclasses.replace(config.paths, method="best", curve_steps=20))
+    for stage in (run_minima, run_paths, run_curves, run_topology):
+        stage("fc_depth", variants, config, tiny_params, root)
+    assert not (root / "fc_depth/curves/NOT_RUN.json").exists()
+    for variant in variants:
+        alg3 = json.loads((root / f"fc_depth/paths/{variant.key}/paths.json").read_text())
+        curves = json.loads((root / f"fc_depth/curves/{variant.key}/paths.json").read_text())
+        topo = json.loads((root / f"fc_depth/topology/{variant.key}/topology.json").read_text())
+        assert alg3["method"] == "alg3" and curves["method"] == "polychain"
+        assert topo["path_max"] == [min(a, c) for a, c in zip(alg3["max_loss"], curves["max_loss"])]
+        assert topo["path_method"] == ["alg3" if a <= c else "polychain"
+                                       for a, c in zip(alg3["max_loss"], curves["max_loss"])]
+        assert set(topo["to_score_by_method"]) == {"alg3", "polychain"}
+        assert topo["to_score"] <= min(topo["to_score_by_method"].values()) + 1e-12
+    section = fc_depth.report_section(config, tmp_path / "figures", root)
+    text = "\n".join(str(block) for block in section.blocks)
+    assert "TO-score, polychain alone" in text and "bars' paths by method" in text
+    assert (tmp_path / "figures" / "fc_depth_path_methods_svhn.png").stat().st_size > 1000

@@ -87,3 +87,27 @@ def test_persistence_equals_minimax_paths_on_random_graphs(seed):
     expected = [min([graph[p, q] for q in range(n) if losses[q] < losses[p]], default=INF) for p in range(n)]
     got = [d for _, d in barcode_of_minima(losses, path_max, "persistence")]
     assert np.allclose(got, expected)
+
+
+def test_best_paths_take_the_lower_maximum_per_pair_and_say_which():
+    from benchmarks.stages import best_paths
+    from losstopo.errors import ConfigError
+
+    pairs = [[0, 1], [0, 2], [1, 2]]
+    losses = [0.1, 0.2, 0.9]  # pair 1-2's floor is 0.9: a path at 0.9 cannot go lower
+    alg3 = {"variant": "v", "pairs": pairs, "minima_losses": losses, "max_loss": [0.5, 0.2, 0.9], "converged": [False, True, True],
+            "relative_change": [0.0, 0.5, 0.001], "orthogonal_grad_norm": [1.0, 2.0, 3.0]}
+    curve = {"variant": "v", "pairs": pairs, "minima_losses": losses, "max_loss": [0.4, 0.3, 0.9],
+             "converged": [True, True, False],
+             "relative_change": [0.2, 0.0, 0.0], "orthogonal_grad_norm": [float("nan")] * 3}
+    best = best_paths({"alg3": alg3, "polychain": curve})
+    assert best["max_loss"] == [0.4, 0.2, 0.9]
+    assert best["method"] == ["polychain", "alg3", "alg3"]  # a tie goes to the first method listed
+    # converged: every method's path converged, or the chosen one converged at its floor (pair 1-2)
+    assert best["converged"] == [False, True, True]
+    assert best_paths({"alg3": {**alg3, "max_loss": [0.5, 0.2, 0.95]}, "polychain": curve})["converged"][2] is False
+    assert best["relative_change"] == [0.2, 0.5, 0.001]
+    assert best["max_loss_by_method"] == {"alg3": alg3["max_loss"], "polychain": curve["max_loss"]}
+    assert best_paths({"alg3": alg3})["max_loss"] == alg3["max_loss"]
+    with pytest.raises(ConfigError, match="different pairs"):
+        best_paths({"alg3": alg3, "polychain": {**curve, "pairs": pairs[::-1]}})

@@ -17,6 +17,7 @@ import torch
 
 from benchmarks.perf.data_loading import data_loading_benchmark
 from benchmarks.perf.flops import matmul_peaks, rates
+from benchmarks.perf.path_maximum import path_maximum_benchmark
 from benchmarks.perf.path_step import path_step_benchmark
 from benchmarks.perf.permutation_descent import permutation_descent_benchmark
 from benchmarks.perf.training import training_benchmark
@@ -65,6 +66,7 @@ def main() -> None:
           for strategy in ("vmap", "loop")],
         *[functools.partial(path_step_benchmark, name, cifar.subset(sizes[size], 0).to(device), bf16=True)
           for name, size in bf16_convs.items() if bf16_pays],
+        lambda: path_maximum_benchmark("fc-4-32", fc_path),  # issue 16: the cost of a maximum to a tolerance
         lambda: training_benchmark("fc-4-32", mnist.subset(sizes["mnist_train"], 0).to(device)),
         lambda: training_benchmark("fc-2-25", mnist.subset(sizes["mnist_train"], 0).to(device), k=6),  # H=25 teachers
         lambda: training_benchmark("cnn-2-64", cifar.subset(sizes["cifar_train"], 0).to(device)),
