@@ -7,10 +7,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import markdown
-
 from losstopo import evidence
 from losstopo.io import save_json, save_text
+from losstopo.report_html import render_html
 from losstopo.stats import TestResult
 
 CLAIM_COLUMNS = ["#", "claim", "verdict", "p (adjusted)", "min. attainable p", "converged", "null rate",
@@ -137,10 +136,6 @@ def render(sections: list[Section], out_dir: Path, figures_dir: Path, preamble: 
     text = "\n\n".join(parts) + "\n"
     md_path = Path(out_dir) / "report.md"
     save_text(text, md_path)
-    body = markdown.markdown(text, extensions=["tables"])
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>losstopo report</title>"
-            f"<style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}table{{border-collapse:collapse;font-size:90%}}"
-            f"td,th{{border:1px solid #ccc;padding:3px 6px}}img{{max-width:100%}}</style></head><body>{body}</body></html>")
-    save_text(page, Path(out_dir) / "report.html")
+    save_text(render_html(preamble, sections, claims, figures_rel), Path(out_dir) / "report.html")
     save_json([c.as_dict() for c in claims], Path(out_dir) / "claims.json")
     return md_path
