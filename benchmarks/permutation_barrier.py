@@ -302,7 +302,7 @@ def toy_path_job(shared: dict, job: ToyPathJob) -> list[dict]:
 def _paths_toy(config: PermutationBarrierConfig, minima: Path, out: Path, rule: Convergence, executor: Executor,
                cache: JobCache, progress: bool) -> None:
     cfg = config.toy
-    saved = torch.load(minima / "teacher.pt", map_location="cpu")  # the toy is faster on the CPU
+    saved = torch.load(minima / "teacher.pt", map_location="cpu", weights_only=True)  # the toy is faster on the CPU
     address = content_hash(saved["address"], cfg.n_steps, cfg.final_ratio, rule)
     if _done(out / "paths.json", address) is not None:
         return
@@ -411,7 +411,7 @@ def _paths_mnist(config: PermutationBarrierConfig, minima_root: Path, out_root: 
     dataset = job_dataset(data, path_request(cfg))
     todo, shared, jobs = [], {}, []
     for width in cfg.widths:
-        saved = torch.load(minima_root / mnist_key(width) / "teachers.pt", map_location="cpu")
+        saved = torch.load(minima_root / mnist_key(width) / "teachers.pt", map_location="cpu", weights_only=True)
         address = content_hash(saved["address"], cfg.path_subset, cfg.n_steps, cfg.final_ratio, rule,
                                cfg.whiten_ridge, str(MNIST_DTYPE), dataset.source)
         if _done(out_root / mnist_key(width) / "paths.json", address) is None:

@@ -106,7 +106,7 @@ def _load_minima(dataset: str, root: Path) -> tuple[torch.Tensor, list[dict]]:
     thetas, summaries = [], []
     for kind in TYPES:
         out = stage_dir(EXPERIMENT, "minima", root) / f"{dataset}-{kind}"
-        thetas.append(torch.load(out / "minima.pt", map_location="cpu")["thetas"])
+        thetas.append(torch.load(out / "minima.pt", map_location="cpu", weights_only=True)["thetas"])
         summaries.append(load_json(out / "minima.json")["summary"])
     return torch.cat(thetas), summaries
 

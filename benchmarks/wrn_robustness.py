@@ -309,7 +309,7 @@ def _study(config: WRNRobustnessConfig, study: str, params: Params, data: DataCo
                           f"triangle regime needs polychain curves (a triangle's side is the polygonal chain "
                           f"through its side centre, Appendix I)")
     minima_dir = stage_dir(EXPERIMENT, "minima", root) / study
-    minima = torch.load(minima_dir / "minima.pt", map_location="cpu")
+    minima = torch.load(minima_dir / "minima.pt", map_location="cpu", weights_only=True)
     summary = load_json(minima_dir / "minima.json")["summary"]
     # The minima's seed: the curve subset is a prefix of the permutation of the minima's training set.
     request = DataRequest(sc.dataset, cfg.train_subset, 0, sc.minima.seed)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from losstopo.config import EXECUTORS, RayConfig, content_hash
 from losstopo.errors import LosstopoError
-from losstopo.io import load_or_discard, save_torch
+from losstopo.io import from_safe, load_or_discard, save_torch, to_safe
 
 JobFn = Callable[[Any, Any], Any]
 
@@ -69,11 +69,11 @@ class JobCache:
 
     def get(self, address: str) -> tuple[bool, Any]:
         """(True, result) for a finished job; an unreadable entry is discarded (the job runs again)."""
-        found = load_or_discard(self._file(address), "job-cache entry", weights_only=False)
-        return (False, None) if found is None else (True, found)
+        found = load_or_discard(self._file(address), "job-cache entry")  # weights_only: no pickles run
+        return (False, None) if found is None else (True, from_safe(found))
 
     def put(self, address: str, result: Any) -> None:
-        save_torch(result, self._file(address))
+        save_torch(to_safe(result), self._file(address))
 
     def clear(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)

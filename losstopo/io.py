@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -36,7 +39,11 @@ def _atomic(path: Path, write) -> None:
         raise
 
 
-def load_or_discard(path: Path, what: str, weights_only: bool = True) -> Any | None:
+NDARRAY_TAG = "__numpy_ndarray__"
+DATACLASS_TAG = "__losstopo_dataclass__"
+
+
+def load_or_discard(path: Path, what: str) -> Any | None:
     """The content of a file this project wrote and may recompute (a cache entry, a checkpoint, an output it
     skips on): None if it is missing; if it cannot be read (truncated, overwritten), it is deleted with one line
     saying so, and None returned, so the caller recomputes it."""
@@ -44,12 +51,60 @@ def load_or_discard(path: Path, what: str, weights_only: bool = True) -> Any | N
     if not path.is_file():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=weights_only)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 -- any unreadable file is recomputed, never trusted
         reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
         print(f"losstopo: discarded unreadable {what} {path} ({reason}); it will be recomputed")
         path.unlink(missing_ok=True)
         return None
+
+
+def to_safe(obj: Any) -> Any:
+    """``obj`` in the types ``torch.load(weights_only=True)`` reads (tensors, containers, plain scalars):
+    numpy arrays become tagged tensors, numpy scalars Python ones, losstopo's own dataclasses tagged dicts of
+    their fields; anything else is refused here, at write time, rather than pickled (a pickle in a shared
+    folder can run code when it is loaded)."""
+    if isinstance(obj, np.generic):  # before float: np.float64 is a float subclass, but pickled as numpy's
+        return obj.item()
+    if obj is None or isinstance(obj, (bool, int, float, str, torch.Tensor)):
+        return obj
+    if isinstance(obj, np.ndarray):
+        if obj.dtype == object:
+            raise TypeError("cannot store a numpy array of Python objects")
+        return {NDARRAY_TAG: torch.from_numpy(np.ascontiguousarray(obj))}
+    if isinstance(obj, dict):
+        return {key: to_safe(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_safe(value) for value in obj)
+    if dataclasses.is_dataclass(obj) and type(obj).__module__.startswith("losstopo."):
+        return {DATACLASS_TAG: f"{type(obj).__module__}:{type(obj).__qualname__}",
+                "fields": {f.name: to_safe(getattr(obj, f.name)) for f in dataclasses.fields(obj)}}
+    raise TypeError(f"cannot store a {type(obj).__name__} without pickling it; return tensors, numbers, "
+                    f"strings, numpy arrays, lists, tuples or dicts")
+
+
+def from_safe(obj: Any) -> Any:
+    """The inverse of :func:`to_safe`."""
+    if isinstance(obj, dict):
+        if set(obj) == {NDARRAY_TAG}:
+            return obj[NDARRAY_TAG].numpy()
+        if set(obj) == {DATACLASS_TAG, "fields"}:
+            return _dataclass(obj[DATACLASS_TAG])(**from_safe(obj["fields"]))
+        return {key: from_safe(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(from_safe(value) for value in obj)
+    return obj
+
+
+def _dataclass(name: str) -> type:
+    """A losstopo dataclass by ``module:qualname``; nothing else is ever constructed from a stored name."""
+    module, _, qualname = name.partition(":")
+    if not module.startswith("losstopo."):
+        raise TypeError(f"refusing to rebuild {name}: not a losstopo dataclass")
+    cls = getattr(importlib.import_module(module), qualname, None)
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise TypeError(f"refusing to rebuild {name}: not a losstopo dataclass")
+    return cls
 
 
 def save_torch(obj: Any, path: Path) -> None:

@@ -3,6 +3,8 @@
 import os
 import stat
 
+import pytest
+
 from losstopo.io import remove_orphans, save_json, save_torch
 
 
@@ -62,3 +64,48 @@ def test_a_variant_is_skipped_only_if_its_weights_are_readable_and_match(tmp_pat
     assert _finished_minima(tmp_path, "a1") is None and not weights.exists()  # truncated: retrain
     (tmp_path / "minima.json").write_text('{"address": "a1", "summ')
     assert _finished_minima(tmp_path, "a1") is None
+
+
+class _Payload:
+    """A pickled object of this class would be rebuilt by calling code: a job cache must not load one."""
+
+    def __reduce__(self):
+        return (print, ("a pickle ran code",))
+
+
+def test_job_cache_round_trips_results_without_pickles_and_refuses_pickled_objects(tmp_path, capsys):
+    import numpy as np
+    import torch
+
+    from losstopo.executor import JobCache
+
+    cache = JobCache(tmp_path / "jobs")
+    result = {"max_loss": [0.5, np.float64(0.25)], "positions": [np.arange(3.0)], "pair": (0, 1),
+              "minima_losses": {0: 1.0, 3: 2.0}, "thetas": torch.ones(2, 3), "note": None}
+    cache.put("a", result)
+    found, back = cache.get("a")
+    assert found and back["pair"] == (0, 1) and back["minima_losses"] == {0: 1.0, 3: 2.0}
+    assert isinstance(back["positions"][0], np.ndarray) and back["positions"][0].tolist() == [0.0, 1.0, 2.0]
+    assert back["max_loss"] == [0.5, 0.25] and type(back["max_loss"][1]) is float
+    assert torch.equal(back["thetas"], torch.ones(2, 3))
+    with pytest.raises(TypeError, match="_Payload"):
+        cache.put("b", {"x": _Payload()})
+    torch.save({"x": _Payload()}, tmp_path / "jobs" / "c.pt")  # an entry someone else wrote
+    assert cache.get("c") == (False, None)
+    out = capsys.readouterr().out
+    assert "a pickle ran code" not in out and "discarded unreadable job-cache entry" in out
+    assert not (tmp_path / "jobs" / "c.pt").exists()
+
+
+def test_losstopo_dataclasses_round_trip_and_other_names_are_refused():
+    import torch
+
+    from losstopo.io import DATACLASS_TAG, from_safe, to_safe
+    from losstopo.train import MinimaResult
+
+    result = MinimaResult(torch.zeros(2, 3), [0, 1], [0.1, 0.2], [1.0, 1.0], [0.3, 0.4], [0.9, 0.9], [5, 6],
+                          [True, False], [{"epoch": 1}])
+    back = from_safe(to_safe(result))
+    assert isinstance(back, MinimaResult) and back.seeds == [0, 1] and torch.equal(back.thetas, result.thetas)
+    with pytest.raises(TypeError, match="refusing"):
+        from_safe({DATACLASS_TAG: "os:system", "fields": {}})
