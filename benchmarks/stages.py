@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import itertools
 import shutil
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -94,9 +95,9 @@ class DataCache:
         """``names``: every dataset the stage will use, checked now, so that a missing one stops the
         stage with its one-line error before any training."""
         self.data, self._full = data, {}
-        for name in sorted(set(names)):
-            check_available(name, root=data.root, allow_partial=data.allow_partial,
-                            allow_synthetic=data.allow_synthetic)
+        self.stand_ins = [name for name in sorted(set(names))
+                          if check_available(name, root=data.root, allow_partial=data.allow_partial,
+                                             allow_synthetic=data.allows_synthetic(name))]
 
     def get(self, request: DataRequest, device: torch.device | str = "cpu") -> Dataset:
         cached = self._full.get(request.name)
@@ -104,7 +105,8 @@ class DataCache:
         if cached is None or (cached.iid_order and not _covers(cached, request.n_train, request.n_test)):
             cfg = self.data
             self._full[request.name] = load_dataset(
-                request.name, root=cfg.root, allow_partial=cfg.allow_partial, allow_synthetic=cfg.allow_synthetic,
+                request.name, root=cfg.root, allow_partial=cfg.allow_partial,
+                allow_synthetic=cfg.allows_synthetic(request.name),
                 synthetic_sizes=(request.n_train, request.n_test))
         return self._full[request.name].subset(request.n_train, request.n_test, seed=request.seed).to(device)
 
@@ -130,7 +132,10 @@ def stage_data(params: Params, names: Iterable[str]) -> DataConfig:
     or on another node), after checking that every dataset in ``names`` can be loaded."""
     root = resolve_root(params.data.root)
     data = dataclasses.replace(params.data, root=str(root.resolve()) if root else None)
-    DataCache(data, names)
+    stand_ins = DataCache(data, names).stand_ins
+    if stand_ins:
+        print(f"losstopo: SYNTHETIC stand-ins (no offline copy; data.allow_synthetic names them): "
+              f"{', '.join(stand_ins)}", file=sys.stderr)
     return data
 
 

@@ -33,7 +33,25 @@ class ExperimentNotInProfile(ConfigError):
 class DataConfig:
     root: str | None = None  # offline copies (<root>/offline/*.npz); None: torchvision download
     allow_partial: bool = False  # accept an offline copy with only part of the training images
-    allow_synthetic: bool = False  # accept a labelled synthetic stand-in when real data is missing
+    # a labelled synthetic stand-in for these datasets when they are missing (e.g. [svhn, cifar100]); a dataset
+    # not named must be there. true: any missing dataset (quick tests only: a missing MNIST would pass silently)
+    allow_synthetic: bool | list[str] = False
+
+    def __post_init__(self):
+        if isinstance(self.allow_synthetic, list):  # hashable: data settings key the per-process data cache
+            object.__setattr__(self, "allow_synthetic", tuple(self.allow_synthetic))
+
+    def allows_synthetic(self, name: str) -> bool:
+        return self.allow_synthetic is True or (not isinstance(self.allow_synthetic, bool)
+                                                and name in self.allow_synthetic)
+
+    def validate(self, where: str) -> None:
+        from losstopo.data import REGISTRY
+
+        if not isinstance(self.allow_synthetic, bool):
+            unknown = sorted(set(self.allow_synthetic) - set(REGISTRY))
+            _require(not unknown, where, "allow_synthetic",
+                     f"names unknown dataset(s) {unknown}; known: {', '.join(sorted(REGISTRY))}")
 
 
 @dataclass(frozen=True)
@@ -463,7 +481,13 @@ def _checked_scalar(value: Any, hint: Any, key: str) -> Any:
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         if value is None and type(None) in args:
             return None
-        hint = next(a for a in args if a is not type(None))
+        members = [a for a in args if a is not type(None)]
+        for member in members[:-1]:  # the first member the value fits; the last one's error otherwise
+            try:
+                return _checked_scalar(value, member, key)
+            except ConfigError:
+                pass
+        hint = members[-1]
         origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):

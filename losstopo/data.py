@@ -156,13 +156,17 @@ def load_dataset(
 
 
 def check_available(name: str, *, root: str | os.PathLike | None = None, allow_partial: bool = False,
-                    allow_synthetic: bool = False) -> None:
+                    allow_synthetic: bool = False) -> bool:
     """Raises the DataError that :func:`load_dataset` would raise for a missing offline copy, without
-    reading any images: stages call it for all their datasets before training anything. (Without a
-    data root, torchvision's download can only be tried by loading.)"""
+    reading any images: stages call it for all their datasets before training anything. Returns whether
+    the dataset will be a synthetic stand-in. (Without a data root, torchvision's download can only be
+    tried by loading.)"""
     spec, data_root, offline_file = _locate(name, root, allow_partial)
-    if offline_file is None and data_root is not None and not allow_synthetic:
-        raise _unavailable(_missing_offline(spec, data_root))
+    if offline_file is None and data_root is not None:
+        if not allow_synthetic:
+            raise _unavailable(_missing_offline(spec, data_root))
+        return True
+    return False
 
 
 def _locate(name: str, root, allow_partial: bool) -> tuple[DatasetSpec, Path | None, Path | None]:

@@ -18,6 +18,10 @@ def test_repository_params_resolve_for_every_profile():
         assert params.profile == profile
     paper, ci = load_params(REPO / "params.yaml", "paper"), load_params(REPO / "params.yaml", "ci")
     assert not paper.data.allow_synthetic and ci.data.allow_synthetic
+    # stand-ins only for the sets that are not available offline, never for one that should be there
+    assert ci.data.allows_synthetic("svhn") and ci.data.allows_synthetic("cifar100")
+    assert not ci.data.allows_synthetic("mnist") and not ci.data.allows_synthetic("cifar10")
+    assert not load_params(REPO / "params.yaml", "cpu").data.allows_synthetic("svhn")
     assert paper.experiment("fc_depth").minima.n_minima == 10
     assert ci.experiment("fc_depth").minima.n_minima < 10
     assert ci.experiment("fc_depth").paths.alphas == paper.experiment("fc_depth").paths.alphas  # inherited
@@ -35,6 +39,8 @@ def test_repository_params_resolve_for_every_profile():
     ({"fc_depth": {"depths": [2, 2]}}, "fc_depth.depths lists 2 more than once"),
     ({"fc_depth": {"depths": [2, 0]}}, "fc_depth.depths must all be >= 1"),
     ({"fc_depth": {"datasets": []}}, "fc_depth.datasets must not be empty"),
+    ({"data": {"allow_synthetic": ["svhn", "mnsit"]}}, "data.allow_synthetic names unknown dataset(s) ['mnsit']"),
+    ({"fc_depth": {"paths": {"method": "fastest"}}}, "fc_depth.paths.method must be one of"),
     ({"cnn_channels": {"models": ["cnn-1-32", "cnn-1-32"]}}, "cnn_channels.models lists 'cnn-1-32' more than once"),
     ({"permutation_barrier": {"mnist": {"widths": []}}}, "permutation_barrier.mnist.widths must not be empty"),
     ({"permutation_barrier": {"mnist": {"epochs": -1}}}, "permutation_barrier.mnist.epochs must be > 0"),

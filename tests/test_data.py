@@ -99,3 +99,15 @@ def test_a_data_dir_variable_set_to_nothing_or_a_wrong_folder_is_an_error(monkey
     monkeypatch.setenv(DATA_DIR_ENV, value)
     with pytest.raises(DataError, match=f"{DATA_DIR_ENV}='{value}' is set but is not a folder"):
         resolve_root("../shared/data")  # even where data.root would win
+
+
+def test_a_stage_uses_stand_ins_only_for_the_datasets_named_and_says_so(tmp_path, capsys):
+    from benchmarks.stages import stage_data
+    from losstopo.config import resolve
+
+    (tmp_path / "offline").mkdir()
+    params = resolve({"data": {"root": str(tmp_path), "allow_synthetic": ["svhn"]}})
+    stage_data(params, ["svhn"])
+    assert "SYNTHETIC stand-ins (no offline copy; data.allow_synthetic names them): svhn" in capsys.readouterr().err
+    with pytest.raises(DataError, match="mnist"):  # missing, and not named: an error, not a stand-in
+        stage_data(params, ["svhn", "mnist"])

@@ -77,7 +77,7 @@ def loaded_sizes(data: DataConfig) -> Sizes:
     def sizes(dataset: str, subset: int | None, split: str) -> int:
         if dataset not in loaded:
             copy = load_dataset(dataset, root=data.root, allow_partial=data.allow_partial,
-                                allow_synthetic=data.allow_synthetic)
+                                allow_synthetic=data.allows_synthetic(dataset))
             loaded[dataset] = (len(copy.y_train), len(copy.y_test))
         available = loaded[dataset][0 if split == "train" else 1]
         return available if subset is None else min(subset, available)
