@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.stages import (ARTIFACTS, DataRequest, MinimaJob, _prune, compute_stage, job_dataset, minima_job,
+from benchmarks.stages import (ARTIFACTS, DataRequest, MinimaJob, compute_stage, job_dataset, minima_job,
                                resolve_device, stage_dir, tensor_digest)
 from losstopo import plots, tracking
 from losstopo.config import (ConvergenceConfig, DataConfig, MinimaConfig, MNISTTeachersConfig, Params,
@@ -222,12 +222,17 @@ def _minima_mnist(cfg: MNISTTeachersConfig, data: DataConfig, params: Params, ou
     return summaries
 
 
+def datasets(config) -> list[str]:
+    """The datasets this experiment's stages read (checked by `losstopo validate`)."""
+    return ["mnist"]  # the toy teacher needs no dataset
+
+
 def run_minima(config: PermutationBarrierConfig, params: Params, root: Path = ARTIFACTS) -> None:
     """The toy teacher and the MNIST teachers of every width (all seeds of one width trained stacked)."""
     out_root = stage_dir(EXPERIMENT, "minima", root)
-    _prune(out_root, set(variant_keys(config)))
     logged = {"data": as_dict(params.data), "toy": as_dict(config.toy), "mnist": as_dict(config.mnist)}
-    with compute_stage(params, EXPERIMENT, "minima", ["mnist"], logged, root) as (data, executor, cache):
+    with compute_stage(params, EXPERIMENT, "minima", ["mnist"], logged, root,
+                       keep=set(variant_keys(config))) as (data, executor, cache):
         toy = _minima_toy(config.toy, out_root / TOY_KEY)
         summary = {TOY_KEY: {"data_source": toy["data_source"]}}
         teachers = _minima_mnist(config.mnist, data, params, out_root, executor, cache)
@@ -428,11 +433,11 @@ def _paths_mnist(config: PermutationBarrierConfig, minima_root: Path, out_root: 
 def run_paths(config: PermutationBarrierConfig, params: Params, root: Path = ARTIFACTS) -> None:
     """Toy: every pair of hidden neurons; MNIST: per teacher, the most cosine-similar pair of layer 2."""
     out_root, minima_root = stage_dir(EXPERIMENT, "paths", root), stage_dir(EXPERIMENT, "minima", root)
-    _prune(out_root, set(variant_keys(config)))
     rule = convergence_rule(config.convergence)
     logged = {"data": as_dict(params.data), "toy": as_dict(config.toy), "mnist": as_dict(config.mnist),
               "convergence": dataclasses.asdict(rule), "mnist_dtype": str(MNIST_DTYPE)}
-    with compute_stage(params, EXPERIMENT, "paths", ["mnist"], logged, root) as (data, executor, cache):
+    with compute_stage(params, EXPERIMENT, "paths", ["mnist"], logged, root,
+                       keep=set(variant_keys(config))) as (data, executor, cache):
         _paths_toy(config, minima_root / TOY_KEY, out_root / TOY_KEY, rule, executor, cache, params.runtime.progress)
         _paths_mnist(config, minima_root, out_root, data, rule, executor, cache, params)
 

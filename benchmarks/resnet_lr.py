@@ -80,13 +80,18 @@ def pair_kind(type_a: int, type_b: int) -> str:
 
 # --- stage 1: minima ------------------------------------------------------------------------------
 
+def datasets(config) -> list[str]:
+    """The datasets this experiment's stages read (checked by `losstopo validate`)."""
+    return list(config.datasets)
+
+
 def run_minima(config: ResNetLRConfig, params: Params, root: Path = ARTIFACTS) -> None:
     out_root = stage_dir(EXPERIMENT, "minima", root)
     all_variants = variants(config)
-    _prune(out_root, {v.key for v in all_variants})
     stage_params = {"data": as_dict(params.data), "model": config.model,
                     **{f"{d}.{kind}": as_dict(getattr(config.runs(d), kind)) for d in config.datasets for kind in TYPES}}
-    with compute_stage(params, EXPERIMENT, "minima", config.datasets, stage_params, root) as (data, executor, cache):
+    with compute_stage(params, EXPERIMENT, "minima", config.datasets, stage_params, root,
+                       keep={v.key for v in all_variants}) as (data, executor, cache):
         tasks = []
         for variant in all_variants:
             runs = config.runs(variant.dataset)
@@ -128,10 +133,10 @@ def _paths_task(config: ResNetLRConfig, name: str, data: DataConfig, root: Path)
 
 def run_paths(config: ResNetLRConfig, params: Params, root: Path = ARTIFACTS) -> None:
     out_root = stage_dir(EXPERIMENT, "paths", root)
-    _prune(out_root, set(config.datasets))
     metrics = {}
     logged = {"data": as_dict(params.data), **{f"{d}.paths": as_dict(config.runs(d).paths) for d in config.datasets}}
-    with compute_stage(params, EXPERIMENT, "paths", config.datasets, logged, root) as (data, executor, cache):
+    with compute_stage(params, EXPERIMENT, "paths", config.datasets, logged, root,
+                       keep=set(config.datasets)) as (data, executor, cache):
         prepared = [_paths_task(config, name, data, root) for name in config.datasets]
         tasks = [task for task, _ in prepared]
         results = optimize_variant_paths(tasks, params, data, executor, cache, f"{EXPERIMENT} paths")

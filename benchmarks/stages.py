@@ -25,7 +25,7 @@ import torch
 from losstopo import tracking
 from losstopo.config import DataConfig, MinimaConfig, Params, PathConfig, as_dict, content_hash
 from losstopo.data import Dataset, check_available, load_dataset, resolve_root
-from losstopo.errors import ConfigError, TrainingDiverged
+from losstopo.errors import ConfigError, LosstopoError, TrainingDiverged
 from losstopo.executor import Executor, Job, JobCache, job_address, make_executor
 from losstopo.io import load_json, load_or_discard, remove_orphans, save_json, save_torch
 from losstopo.models import build_model, parameter_count
@@ -141,16 +141,19 @@ def stage_data(params: Params, names: Iterable[str]) -> DataConfig:
 
 @contextmanager
 def compute_stage(params: Params, experiment: str, stage: str, datasets: Iterable[str], logged: dict,
-                  root: Path = ARTIFACTS) -> Iterator[tuple[DataConfig, Executor, JobCache]]:
+                  root: Path = ARTIFACTS, keep: set[str] | None = None) -> Iterator[tuple[DataConfig, Executor, JobCache]]:
     """The frame of a compute stage: checks every dataset it needs, opens its MLflow stage run (logging
     ``logged``) and yields the data settings for its jobs, the executor chosen in params (or on the command
     line) and the stage's cache of finished jobs. The cache is cleared once the stage's outputs are written;
-    a stage that raises keeps it, so that a rerun does only the unfinished jobs."""
+    a stage that raises keeps it, so that a rerun does only the unfinished jobs. ``keep``: the variant folders
+    to keep in the stage's output; the others are removed, but only after every dataset has been checked."""
     started = time.perf_counter()
     orphans = remove_orphans(stage_dir(experiment, stage, root))
     if orphans:
         print(f"{experiment} {stage}: removed {len(orphans)} unfinished write(s) of a killed run, e.g. {orphans[0].name}")
     data = stage_data(params, datasets)
+    if keep is not None:
+        _prune(stage_dir(experiment, stage, root), keep)
     executor, cache = make_executor(params.executor, params.ray), JobCache(root / ".jobs" / experiment / stage)
     device = str(resolve_device(params.runtime.device))
     with tracking.stage_run(experiment, stage, profile=params.profile, device=device, params=logged):
@@ -287,7 +290,6 @@ def save_minima_metrics(summary: dict[str, dict], path: Path) -> None:
 
 def run_minima(experiment: str, variants: list[Variant], config, params: Params, root: Path = ARTIFACTS) -> None:
     out_root = stage_dir(experiment, "minima", root)
-    _prune(out_root, {v.key for v in variants})
     cfg = config.minima
     with compute_stage(params, experiment, "minima", [v.dataset for v in variants],
                        {"data": as_dict(params.data), "minima": as_dict(cfg),
@@ -296,6 +298,7 @@ def run_minima(experiment: str, variants: list[Variant], config, params: Params,
         tasks = [MinimaTask(v, DataRequest(v.dataset, mine.train_subset, mine.test_subset, mine.seed),
                             replicate_config(mine, v), out_root / v.key)
                  for v, mine in ((v, config.minima_for(v.dataset)) for v in variants)]
+        _prune(out_root, {v.key for v in variants})  # only now: every dataset and setting has been checked
         summary = train_variants(tasks, params, data, executor, cache, f"{experiment} minima")
         save_minima_metrics(summary, stage_dir(experiment, "minima_metrics.json", root))
 
@@ -471,8 +474,6 @@ def run_paths(experiment: str, variants: list[Variant], config, params: Params, 
                   out_root / NOT_RUN)
         save_json({}, stage_dir(experiment, f"{stage}_metrics.json", root))
         return
-    (out_root / NOT_RUN).unlink(missing_ok=True)
-    _prune(out_root, {v.key for v in variants})
     metrics = {}
     with compute_stage(params, experiment, stage, [v.dataset for v in variants],
                        {"data": as_dict(params.data), "paths": as_dict(cfg)}, root) as (data, executor, cache):
@@ -481,6 +482,8 @@ def run_paths(experiment: str, variants: list[Variant], config, params: Params, 
         tasks = [PathsTask(v.key, v.model, torch.load(stage_dir(experiment, "minima", root) / v.key / "minima.pt",
                                                       map_location="cpu", weights_only=True)["thetas"],
                            request[v.key], cfg, config.minima.seed) for v in variants]
+        (out_root / NOT_RUN).unlink(missing_ok=True)
+        _prune(out_root, {v.key for v in variants})  # only now: the data and every variant's minima were read
         results = optimize_variant_paths(tasks, params, data, executor, cache, f"{experiment} {stage}", method)
         setting = f"{experiment}.paths.lr (now {cfg.lr})" if method == "alg3" else \
             f"{experiment}.paths.curve_lr (now {cfg.curve_lr})"
@@ -582,7 +585,11 @@ def variant_paths(experiment: str, key: str, method: str, root: Path = ARTIFACTS
     stages = [s for s, m in STAGE_METHOD.items() if method in (m, "best")]
     records = {}
     for stage in stages:
-        record = load_json(stage_dir(experiment, stage, root) / key / "paths.json")
+        path = stage_dir(experiment, stage, root) / key / "paths.json"
+        if not path.is_file():
+            raise LosstopoError(f"{experiment} topology: {path} is missing (paths.method {method!r} needs the "
+                                f"{stage} stage's output); run `losstopo stage {experiment} {stage}` first")
+        record = load_json(path)
         records[record.get("method", STAGE_METHOD[stage])] = record
     return records
 
@@ -598,12 +605,13 @@ def path_max_matrix(record: dict, key: str = "max_loss") -> np.ndarray:
 
 def run_topology(experiment: str, variants: list[Variant], config, params: Params, root: Path = ARTIFACTS) -> None:
     out_root = stage_dir(experiment, "topology", root)
-    _prune(out_root, {v.key for v in variants})
     metrics = {}
+    all_records = {v.key: variant_paths(experiment, v.key, config.paths.method, root) for v in variants}
+    _prune(out_root, {v.key for v in variants})  # only now: every variant's paths were read
     with tracking.stage_run(experiment, "topology", profile=params.profile, device="cpu",
                             params={"topology": as_dict(config.topology)}):
         for variant in variants:
-            records = variant_paths(experiment, variant.key, config.paths.method, root)
+            records = all_records[variant.key]
             record = next(iter(records.values()))
             combined = best_paths(records, config.paths.converge_tol, config.paths.converge_abs)
             losses, matrix = record["minima_losses"], path_max_matrix({**record, **combined})

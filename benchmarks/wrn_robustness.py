@@ -100,14 +100,18 @@ def _eval_loss(stacked: StackedModel, x: torch.Tensor, y: torch.Tensor) -> Datas
 
 # --- stage 1: minima --------------------------------------------------------------------------------
 
+def datasets(config) -> list[str]:
+    """The datasets this experiment's stages read (checked by `losstopo validate`)."""
+    return [study_config(config, s).dataset for s in config.studies]
+
+
 def run_minima(config: WRNRobustnessConfig, params: Params, root: Path = ARTIFACTS) -> None:
     out_root = stage_dir(EXPERIMENT, "minima", root)
-    _prune(out_root, set(config.studies))
     stage_params = {"data": as_dict(params.data),
                     **{s: {"dataset": study_config(config, s).dataset, "model": study_config(config, s).model,
                            "minima": as_dict(study_config(config, s).minima)} for s in config.studies}}
-    datasets = [study_config(config, s).dataset for s in config.studies]
-    with compute_stage(params, EXPERIMENT, "minima", datasets, stage_params, root) as (data, executor, cache):
+    with compute_stage(params, EXPERIMENT, "minima", datasets(config), stage_params, root,
+                       keep=set(config.studies)) as (data, executor, cache):
         tasks = []
         for study in config.studies:
             sc = study_config(config, study)
@@ -379,12 +383,10 @@ def _run_triangles(studies: list[_Study], curves: dict[str, dict], params: Param
 
 
 def run_paths(config: WRNRobustnessConfig, params: Params, root: Path = ARTIFACTS) -> None:
-    out_root = stage_dir(EXPERIMENT, "paths", root)
-    _prune(out_root, set(config.studies))
     stage_params = {"data": as_dict(params.data), **{f"{s}.curves": as_dict(study_config(config, s).curves)
                                                      for s in config.studies}}
-    datasets = [study_config(config, s).dataset for s in config.studies]
-    with compute_stage(params, EXPERIMENT, "paths", datasets, stage_params, root) as (data, executor, cache):
+    with compute_stage(params, EXPERIMENT, "paths", datasets(config), stage_params, root,
+                       keep=set(config.studies)) as (data, executor, cache):
         studies = [s for s in (_study(config, name, params, data, root) for name in config.studies) if s is not None]
         curves = _run_curves(studies, params, executor, cache)
         triangles = _run_triangles(studies, curves, params, executor, cache)

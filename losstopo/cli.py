@@ -3,6 +3,7 @@
     losstopo stage EXPERIMENT {minima,paths,curves,topology} [--params params.yaml] [--profile NAME]
     losstopo report [--params params.yaml] [--profile NAME] [--experiments NAME ...]
     losstopo config [--profile NAME]        # print the resolved settings
+    losstopo validate [--profile NAME]      # check settings and data (the first DVC stage)
     losstopo repro [--profile NAME]         # set params.yaml's profile, then `dvc repro`
 
 ``stage`` and ``repro`` take ``--executor {local,ray}`` and ``--ray-address ADDRESS``: they override
@@ -71,6 +72,21 @@ def run_stage(experiment: str, stage: str, params_path: str, profile: str | None
     runner(experiment, module.variants(config), config, params)
 
 
+def run_validate(params_path: str, profile: str | None, out: Path = Path("artifacts") / "validated.json") -> None:
+    """Every setting of the active profile and the data of every experiment it runs, checked before DVC runs a
+    compute stage (each depends on ``out``, whose content never changes: a pass reruns nothing, a failure stops
+    DVC before it removes any stage's outputs)."""
+    from benchmarks import stages
+    from losstopo.io import save_json
+
+    params = load_params(params_path, profile)
+    for name, config in params.experiments.items():
+        module = experiment_module(name)
+        datasets = module.datasets(config) if hasattr(module, "datasets") else [v.dataset for v in module.variants(config)]
+        stages.stage_data(params, datasets)
+    save_json({"validated": True}, out)
+
+
 def run_report(params_path: str, profile: str | None, out_dir: str | None = None,
                experiments: list[str] | None = None) -> Path:
     """The report of the active profile, in ``reports/<profile>/`` unless ``out_dir`` says otherwise."""
@@ -91,8 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--experiments", nargs="+", default=None,
                         help="report only these (a partial run, e.g. a GPU session's); default: all")
     config = sub.add_parser("config", help="print the resolved parameters")
+    validate = sub.add_parser("validate", help="check every setting and dataset of the profile (DVC's first stage)")
     repro = sub.add_parser("repro", help="set the profile in params.yaml, then run `dvc repro`")
-    for p in (stage, report, config, repro):
+    for p in (stage, report, config, validate, repro):
         p.add_argument("--params", default="params.yaml")
         p.add_argument("--profile", default=None, help="override the profile named in params.yaml")
     for p in (stage, repro):
@@ -113,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"losstopo: params.yaml now selects profile {args.profile!r}", file=sys.stderr)
             load_params(args.params)  # fail fast on invalid params before DVC starts
             return subprocess.call(["dvc", "repro"])
+        elif args.command == "validate":
+            run_validate(args.params, args.profile)
         elif args.command == "report":
             print(run_report(args.params, args.profile, args.out, args.experiments))
         else:

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-import torch
 from tqdm.auto import tqdm
 
 from losstopo.config import EXECUTORS, RayConfig, content_hash

@@ -1,7 +1,6 @@
 """cnn_channels and cnn_bn end to end on a tiny offline CIFAR-10 copy, and the stats helpers they use."""
 
 import json
-import math
 
 import mlflow
 import numpy as np

@@ -156,3 +156,33 @@ def test_a_cuda_device_on_a_machine_without_one_is_one_line(monkeypatch):
     with pytest.raises(ConfigError, match="runtime.device is 'cuda:1', but this machine's torch sees no CUDA"):
         resolve_device("cuda:1")
     assert resolve_device("auto").type == "cpu"
+
+
+def test_every_dvc_stage_waits_for_the_validation_of_all_params():
+    import yaml
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert stages["validate"]["params"] == [{"params.yaml": None}]  # the whole file
+    assert all("artifacts/validated.json" in stage["deps"] for name, stage in stages.items() if name != "validate")
+
+
+def test_validate_checks_settings_and_every_dataset_and_writes_a_constant_marker(tmp_path, monkeypatch, capsys):
+    import yaml
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["profile"] = "cpu"
+    raw["data"]["root"] = str((REPO / raw["data"]["root"]).resolve())
+    raw["profiles"]["cpu"]["fc_depth"]["datasets"] = ["mnist", "fashion_mnsit"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", "--params", "params.yaml"]) == 2
+    assert "unknown dataset 'fashion_mnsit'" in capsys.readouterr().err
+    assert not (tmp_path / "artifacts" / "validated.json").exists()
+    raw["profiles"]["cpu"]["fc_depth"]["datasets"] = ["mnist"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["validate", "--params", "params.yaml"]) == 0
+    first = (tmp_path / "artifacts" / "validated.json").read_bytes()
+    raw["profiles"]["cpu"]["fc_depth"]["replicates"] = 1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["validate", "--params", "params.yaml"]) == 0
+    assert (tmp_path / "artifacts" / "validated.json").read_bytes() == first  # downstream stages not invalidated

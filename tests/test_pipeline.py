@@ -285,3 +285,23 @@ def test_best_of_both_path_methods_defines_each_bar_and_the_report_shows_both(ti
     text = "\n".join(str(block) for block in section.blocks)
     assert "TO-score, polychain alone" in text and "bars' paths by method" in text
     assert (tmp_path / "figures" / "fc_depth_path_methods_svhn.png").stat().st_size > 1000
+
+
+def test_a_misspelled_dataset_or_missing_paths_delete_nothing(tiny_params, tmp_path):
+    import dataclasses
+
+    from losstopo.errors import DataError, LosstopoError
+
+    root = tmp_path / "artifacts"
+    config = tiny_params.experiment("fc_depth")
+    variants = fc_depth.variants(config)
+    kept = [root / "fc_depth" / stage / v.key / "kept.txt" for stage in ("minima", "topology") for v in variants]
+    for path in kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("finished work")
+    typo = dataclasses.replace(config, datasets=["fashion_mnsit"])
+    with pytest.raises(DataError, match="fashion_mnsit"):
+        run_minima("fc_depth", fc_depth.variants(typo), typo, tiny_params, root)
+    with pytest.raises(LosstopoError, match="paths.json is missing"):
+        run_topology("fc_depth", variants, config, tiny_params, root)
+    assert all(path.read_text() == "finished work" for path in kept)
