@@ -31,9 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.stages import (ARTIFACTS, DataRequest, MinimaJob, compute_stage, job_dataset, minima_job,
+from benchmarks.stages import (ARTIFACTS, TRAINING_CODE, DataRequest, MinimaJob, compute_stage, job_dataset, minima_job,
                                resolve_device, stage_dir, tensor_digest)
 from losstopo import plots, tracking
+from losstopo.codeversion import module_version
 from losstopo.config import (ConvergenceConfig, DataConfig, MinimaConfig, MNISTTeachersConfig, Params,
                              PermutationBarrierConfig, ToyConfig, as_dict, content_hash)
 from losstopo.data import Dataset
@@ -74,6 +75,7 @@ LEVEL_RESOLUTION = MONOTONE_TOLERANCE
 # before d = 0, where the constrained minimum's loss is flat (the permutation point is a critical point).
 LEVEL_WINDOW = 10.0
 
+PATH_CODE = module_version("losstopo.permutation", "losstopo.descent", "losstopo.hessian")  # in path addresses
 
 def mnist_key(width: int) -> str:
     return f"mnist-H{width}"
@@ -154,11 +156,11 @@ def path_request(cfg: MNISTTeachersConfig) -> DataRequest:
 
 def _mnist_training_address(cfg: MNISTTeachersConfig, width: int, source: str) -> str:
     training = {k: getattr(cfg, k) for k in ("n_seeds", "epochs", "lr", "batch_size", "train_subset")}
-    return content_hash("fc-2", width, TEACHER_SEED, training, source)
+    return content_hash(TRAINING_CODE, "fc-2", width, TEACHER_SEED, training, source)
 
 
 def _minima_toy(cfg: ToyConfig, out: Path) -> dict:
-    address = content_hash("toy-teacher-v1", cfg.n_inputs, cfg.hidden, cfg.seed)
+    address = content_hash(module_version("losstopo.permutation"), "toy-teacher-v1", cfg.n_inputs, cfg.hidden, cfg.seed)
     done = _done(out / "minima.json", address)
     if done is not None:
         return done["summary"]
@@ -308,7 +310,7 @@ def _paths_toy(config: PermutationBarrierConfig, minima: Path, out: Path, rule: 
                cache: JobCache, progress: bool) -> None:
     cfg = config.toy
     saved = torch.load(minima / "teacher.pt", map_location="cpu", weights_only=True)  # the toy is faster on the CPU
-    address = content_hash(saved["address"], cfg.n_steps, cfg.final_ratio, rule)
+    address = content_hash(PATH_CODE, saved["address"], cfg.n_steps, cfg.final_ratio, rule)
     if _done(out / "paths.json", address) is not None:
         return
     pairs = tuple(itertools.combinations(range(cfg.hidden), 2))
@@ -417,7 +419,7 @@ def _paths_mnist(config: PermutationBarrierConfig, minima_root: Path, out_root: 
     todo, shared, jobs = [], {}, []
     for width in cfg.widths:
         saved = torch.load(minima_root / mnist_key(width) / "teachers.pt", map_location="cpu", weights_only=True)
-        address = content_hash(saved["address"], cfg.path_subset, cfg.n_steps, cfg.final_ratio, rule,
+        address = content_hash(PATH_CODE, saved["address"], cfg.path_subset, cfg.n_steps, cfg.final_ratio, rule,
                                cfg.whiten_ridge, str(MNIST_DTYPE), dataset.source)
         if _done(out_root / mnist_key(width) / "paths.json", address) is None:
             todo.append((width, address, saved))

@@ -29,6 +29,7 @@ from losstopo.errors import ConfigError, LosstopoError, TrainingDiverged
 from losstopo.executor import Executor, Job, JobCache, job_address, make_executor
 from losstopo.io import load_json, load_or_discard, remove_orphans, save_json, save_torch
 from losstopo.models import build_model, parameter_count
+from losstopo.codeversion import module_version
 from losstopo.curves import curve_paths, garipov_curve_training
 from losstopo.paths import (Refinement, check_not_diverged, convergence_checkpoint, convergence_rule_words,
                             evaluate_in_chunks, path_converged, PathsDiverged, evaluate_paths, optimize_paths,
@@ -39,6 +40,8 @@ from losstopo.topology import barcode_of_minima, segment_lengths, to_score
 from losstopo.train import train_minima
 
 ARTIFACTS = Path("artifacts")
+# persisted minima carry the version of the code that trained them (and of nothing else): losstopo.codeversion
+TRAINING_CODE = module_version("losstopo.train", "losstopo.models")
 
 
 @dataclass(frozen=True)
@@ -225,7 +228,7 @@ def train_variants(tasks: list[MinimaTask], params: Params, data: DataConfig, ex
     summaries, jobs, todo = {}, [], []
     for task in tasks:
         dataset = job_dataset(data, task.request)
-        address = content_hash(task.variant.model, task.variant.dataset, task.config, dataset.source,
+        address = content_hash(TRAINING_CODE, task.variant.model, task.variant.dataset, task.config, dataset.source,
                                *task.address_parts)
         if (finished := _finished_minima(task.out, address)) is not None:
             summaries[task.variant.key] = finished["summary"]

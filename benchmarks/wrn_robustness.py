@@ -45,6 +45,7 @@ from benchmarks.stages import (ARTIFACTS, DataRequest, MinimaTask, Variant, _pru
 from losstopo import plots, tracking
 from losstopo.config import (CurveConfig, DataConfig, Params, TriangleStudyConfig, WRNRobustnessConfig, as_dict,
                              content_hash)
+from losstopo.codeversion import module_version
 from losstopo.curves import CurveTraining, evaluate_curves, evaluate_triangles, train_curves, train_triangles
 from losstopo.data import source_label, title_caveat
 from losstopo.errors import ConfigError, DataError
@@ -321,7 +322,8 @@ def _study(config: WRNRobustnessConfig, study: str, params: Params, data: DataCo
     if summary["data_source"] != dataset.source:
         raise DataError(f"{EXPERIMENT} {study}: the minima were trained on {summary['data_source']!r} but "
                         f"the curves would use {dataset.source!r}; rerun the minima stage")
-    address = content_hash(minima["address"], cfg, dataset.source, {"augment": sc.minima.augment})
+    address = content_hash(module_version("losstopo.curves", "losstopo.stacked", "losstopo.models"), minima["address"],
+                           cfg, dataset.source, {"augment": sc.minima.augment})
     out = stage_dir(EXPERIMENT, "paths", root) / study / "paths.json"
     if out.is_file() and load_json(out).get("address") == address:
         return None

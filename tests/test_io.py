@@ -109,3 +109,33 @@ def test_losstopo_dataclasses_round_trip_and_other_names_are_refused():
     assert isinstance(back, MinimaResult) and back.seeds == [0, 1] and torch.equal(back.thetas, result.thetas)
     with pytest.raises(TypeError, match="refusing"):
         from_safe({DATACLASS_TAG: "os:system", "fields": {}})
+
+
+def test_code_version_follows_the_imports_and_ignores_the_rest(tmp_path, monkeypatch):
+    from losstopo import codeversion
+
+    package = tmp_path / "losstopo"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "train.py").write_text("from losstopo.schedules import lr\nfrom . import models\nimport numpy\n")
+    (package / "schedules.py").write_text("def lr():\n    return 0.1\n")
+    (package / "models.py").write_text("def build():\n    from losstopo.layers import conv  # a late import\n")
+    (package / "layers.py").write_text("conv = 1\n")
+    (package / "report.py").write_text("x = 1\n")
+    monkeypatch.setattr(codeversion, "ROOT", tmp_path)
+
+    def version():
+        codeversion.module_closure.cache_clear()
+        codeversion.module_version.cache_clear()
+        return codeversion.module_version("losstopo.train")
+
+    first = version()
+    assert {p.name for p in (codeversion.module_closure("losstopo.train"))} == {
+        "train.py", "schedules.py", "models.py", "layers.py", "__init__.py"}
+    (package / "report.py").write_text("x = 2\n")  # not imported by training: same version
+    assert version() == first
+    (package / "layers.py").write_text("conv = 2\n")  # a training constant two imports away: a new version
+    assert version() != first
+    monkeypatch.undo()
+    codeversion.module_closure.cache_clear()
+    codeversion.module_version.cache_clear()

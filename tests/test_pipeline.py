@@ -305,3 +305,21 @@ def test_a_misspelled_dataset_or_missing_paths_delete_nothing(tiny_params, tmp_p
     with pytest.raises(LosstopoError, match="paths.json is missing"):
         run_topology("fc_depth", variants, config, tiny_params, root)
     assert all(path.read_text() == "finished work" for path in kept)
+
+
+def test_minima_made_by_other_training_code_are_retrained_not_kept(tiny_params, tmp_path, monkeypatch):
+    from executors import use_pickling_executor
+
+    import benchmarks.stages as stages
+
+    root = tmp_path / "artifacts"
+    config = tiny_params.experiment("fc_depth")
+    variants = fc_depth.variants(config)
+    executor = use_pickling_executor(monkeypatch)
+    run_minima("fc_depth", variants, config, tiny_params, root)
+    assert executor.calls == len(variants)
+    run_minima("fc_depth", variants, config, tiny_params, root)  # same code: every variant is skipped
+    assert executor.calls == len(variants)
+    monkeypatch.setattr(stages, "TRAINING_CODE", "another version of losstopo.train")
+    run_minima("fc_depth", variants, config, tiny_params, root)
+    assert executor.calls == 2 * len(variants)

@@ -1,0 +1,72 @@
+"""The version of the code behind a result: a hash of a module's source and of every project module it
+imports, directly or not (found by reading the import statements), so that a persisted output whose
+content address includes it never outlives a change of the code that made it, and a change elsewhere in
+the project does not invalidate it."""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+from pathlib import Path
+
+PROJECT_PACKAGES = ("losstopo", "benchmarks")
+
+
+ROOT = Path(__file__).resolve().parent.parent  # the folder that holds the project's packages
+
+
+def _source(module: str) -> Path | None:
+    """The file of a project module, found without importing anything (None: not a project module, or a
+    name imported from a module rather than a module)."""
+    if module.split(".")[0] not in PROJECT_PACKAGES:
+        return None
+    base = ROOT.joinpath(*module.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _imports(module: str, path: Path) -> set[str]:
+    """Project modules named by ``path``'s import statements (function-level imports included)."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+            found.add(base)
+            found |= {f"{base}.{alias.name}" for alias in node.names}  # `from pkg import module`
+    return {name for name in found if name.split(".")[0] in PROJECT_PACKAGES}
+
+
+@functools.cache
+def module_closure(*modules: str) -> tuple[Path, ...]:
+    """The source files of ``modules`` and of every project module they import, transitively, sorted."""
+    seen: dict[str, Path] = {}
+    todo = list(modules)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = _source(name)
+        if path is None:
+            continue
+        seen[name] = path
+        todo += sorted(_imports(name, path) - set(seen))
+    return tuple(sorted(set(seen.values())))
+
+
+@functools.cache
+def module_version(*modules: str) -> str:
+    """Hash of the sources in :func:`module_closure` (paths relative to the project, then contents)."""
+    digest = hashlib.sha256()
+    for path in module_closure(*modules):
+        digest.update(f"{path.parent.name}/{path.name}\n".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
