@@ -10,7 +10,8 @@ from benchmarks.stages import ARTIFACTS, STAGE_TIMING, stage_dir
 from losstopo import tracking
 from losstopo.config import EXPERIMENTS, Params
 from losstopo.errors import ConfigError
-from losstopo.io import load_json
+from losstopo.evidence import VERDICTS
+from losstopo.io import load_json, save_json
 from losstopo.report import markdown_table, render
 
 PREAMBLE = """# losstopo reproduction report
@@ -54,6 +55,27 @@ def stage_times(experiments: list[str], root: Path = ARTIFACTS) -> str:
             + markdown_table(["experiment", "stage", "wall", "where"], rows) + "\n")
 
 
+def save_report_metrics(experiments: list[str], claims, out_dir: Path, root: Path = ARTIFACTS) -> None:
+    """metrics.json (numbers only, for `dvc metrics show/diff` and `dvc exp show`: verdict counts, each
+    variant's TO-score, the recorded stage wall time) and to_scores.json (one row per barcode, for `dvc plots`)."""
+    rows = []
+    for experiment in experiments:
+        path = stage_dir(experiment, "topology_metrics.json", root)
+        for variant, values in (load_json(path) if path.is_file() else {}).items():
+            if isinstance(values, dict) and isinstance(values.get("to_score"), (int, float)):
+                rows.append({"experiment": experiment, "variant": variant, "to_score": values["to_score"]})
+    wall = 0.0
+    for experiment in experiments:
+        for stage in ("minima", "paths", "curves"):
+            timing = stage_dir(experiment, stage, root) / STAGE_TIMING
+            wall += load_json(timing)["wall_s"] if timing.is_file() else 0.0
+    save_json({"claims": {verdict.replace(" ", "_"): sum(c.verdict == verdict for c in claims)
+                          for verdict in VERDICTS},
+               "to_score": {f"{row['experiment']}/{row['variant']}": row["to_score"] for row in rows},
+               "stage_wall_min": round(wall / 60, 1)}, out_dir / "metrics.json")
+    save_json(rows, out_dir / "to_scores.json")
+
+
 def build_report(params: Params, out_dir: Path, experiments: list[str] | None = None) -> Path:
     """The report of every experiment of ``params``, or of ``experiments`` only (a partial run: the
     preamble names the ones left out)."""
@@ -76,6 +98,7 @@ def build_report(params: Params, out_dir: Path, experiments: list[str] | None = 
                      f"reported: {', '.join(outside)}.\n")
     preamble += stage_times(list(chosen))
     path = render(sections, out_dir, figures, preamble)
+    save_report_metrics(list(chosen), [c for s in sections for c in s.claims], out_dir)
     with tracking.stage_run("report", "report", profile=params.profile, device="cpu", params={}):
         for name in ("report.md", "report.html", "claims.json"):
             tracking.log_artifact(out_dir / name)

@@ -286,8 +286,10 @@ def _save_minima(task: MinimaTask, address: str, dataset: Dataset, output: dict)
 
 
 def save_minima_metrics(summary: dict[str, dict], path: Path) -> None:
+    """Numbers only (DVC's metrics table); each variant's data source is in its minima.json."""
     save_json({key: {"mean_train_loss": float(np.mean(record["train_loss"])),
-                     "mean_test_acc": float(np.mean(record["test_acc"])), "data_source": record["data_source"]}
+                     "mean_test_acc": float(np.mean(record["test_acc"])),
+                     "converged_fraction": float(np.mean(record["converged"]))}
                for key, record in summary.items()}, path)
 
 

@@ -633,7 +633,6 @@ def run_topology(config: WRNRobustnessConfig, params: Params, root: Path = ARTIF
                 "mean_cv_by_size": {str(row["size"]): row["mean_cv"] for row in robust["mean_cv_by_size"]},
                 "fixed_minimum": fixed["index"],
                 "fixed_minimum_cv_by_size": {str(row["size"]): row["cv"] for row in fixed["by_size"]},
-                "data_source": record["data_source"],
             }
         save_json(metrics, stage_dir(EXPERIMENT, "topology_metrics.json", root))
 

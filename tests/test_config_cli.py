@@ -186,3 +186,37 @@ def test_validate_checks_settings_and_every_dataset_and_writes_a_constant_marker
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     assert main(["validate", "--params", "params.yaml"]) == 0
     assert (tmp_path / "artifacts" / "validated.json").read_bytes() == first  # downstream stages not invalidated
+
+
+def test_dvc_metrics_are_the_reports_numbers_and_the_plots_are_declared():
+    import yaml
+
+    pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    metrics = {name: stage.get("metrics") for name, stage in pipeline["stages"].items() if stage.get("metrics")}
+    assert metrics == {"report": [{"reports/${profile}/metrics.json": {"cache": False}}]}
+    declared = [next(iter(p)) if isinstance(p, dict) else p for p in pipeline["plots"]]
+    assert declared == ["TO-score per barcode", "reports/${profile}/figures"]
+
+
+def test_report_metrics_hold_numbers_only(tmp_path):
+    import json
+
+    from benchmarks.report import save_report_metrics
+    from losstopo.io import save_json
+
+    save_json({"svhn-fc-1-8": {"to_score": 0.25}}, tmp_path / "fc_depth" / "topology_metrics.json")
+    save_json({"wall_s": 120.0}, tmp_path / "fc_depth" / "minima" / "stage.json")
+
+    class Claim:
+        verdict = "not converged"
+
+    save_report_metrics(["fc_depth"], [Claim(), Claim()], tmp_path / "out", root=tmp_path)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["claims"]["not_converged"] == 2 and metrics["claims"]["supported"] == 0
+    assert metrics["to_score"] == {"fc_depth/svhn-fc-1-8": 0.25} and metrics["stage_wall_min"] == 2.0
+
+    def numbers(value):
+        return all(numbers(v) for v in value.values()) if isinstance(value, dict) else isinstance(value, (int, float))
+
+    assert numbers(metrics)
+    assert json.loads((tmp_path / "out" / "to_scores.json").read_text())[0]["variant"] == "svhn-fc-1-8"
