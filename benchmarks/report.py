@@ -100,8 +100,12 @@ def build_report(params: Params, out_dir: Path, experiments: list[str] | None = 
     path = render(sections, out_dir, figures, preamble)
     save_report_metrics(list(chosen), [c for s in sections for c in s.claims], out_dir)
     with tracking.stage_run("report", "report", profile=params.profile, device="cpu", params={}):
-        for name in ("report.md", "report.html", "claims.json"):
+        for name in ("report.md", "report.html", "claims.json", "metrics.json"):
             tracking.log_artifact(out_dir / name)
+        claims = load_json(out_dir / "claims.json")
+        tracking.log_table({key: [claim[key] for claim in claims]
+                            for key in ("claim", "verdict", "p_value", "p_adjusted", "unit", "n", "data_source")},
+                           "claims_table.json")
         for figure in sorted(figures.glob("*.png")):
             tracking.log_artifact(figure, "figures")
         tracking.log_metrics({f"claim_{i}_p_value": claim.result.p_value

@@ -25,6 +25,8 @@ warnings.filterwarnings("ignore", message=".*noload.*")  # SQLAlchemy 2.1 deprec
 
 TRACKING_ENV = "LOSSTOPO_TRACKING"
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # MLflow 3 opens experiments by this tag in its training or GenAI view
+
 
 def enabled() -> bool:
     return os.environ.get(TRACKING_ENV, "on").strip().lower() not in ("off", "0", "false", "no")
@@ -92,6 +94,7 @@ def stage_run(experiment: str, stage: str, *, profile: str, device: str, params:
     check_server()
     mlflow = _mlflow()
     mlflow.set_experiment(experiment)
+    mlflow.set_experiment_tag(EXPERIMENT_KIND_TAG, "custom_model_development")  # the UI's training view, not GenAI
     if killed := close_stale_runs(experiment, stage):
         print(f"{experiment} {stage}: {killed} MLflow run(s) left RUNNING by a killed process marked KILLED")
     tags = {"git_commit": git_commit(), "stage": f"{experiment}_{stage}", "profile": profile, "device": device}
@@ -127,6 +130,12 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
 def log_artifact(path: str | os.PathLike, folder: str | None = None) -> None:
     if enabled():
         _mlflow().log_artifact(str(path), artifact_path=folder)
+
+
+def log_table(columns: dict[str, list], artifact_file: str) -> None:
+    """A table (column name -> values) as an MLflow table artifact, shown as a table in the UI."""
+    if enabled():
+        _mlflow().log_table(data=columns, artifact_file=artifact_file)
 
 
 def set_tags(tags: dict[str, str]) -> None:

@@ -104,8 +104,13 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_logged_runs_are_readable_through_the_mlflow_server_rest_api(tiny_params, tmp_path, mlflow_store):
+def test_logged_runs_are_readable_through_the_mlflow_server_rest_api(tiny_params, tmp_path, mlflow_store,
+                                                                      monkeypatch):
+    from benchmarks.report import build_report
+
     _run_all(tiny_params, tmp_path / "artifacts")
+    monkeypatch.chdir(tmp_path)  # the report reads artifacts/ of the working directory
+    build_report(tiny_params, tmp_path / "reports" / "tiny", ["fc_depth"])
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
@@ -124,7 +129,15 @@ def test_logged_runs_are_readable_through_the_mlflow_server_rest_api(tiny_params
             pytest.fail("mlflow server did not answer /health within 120 s")
         experiments = requests.post(f"{base}/api/2.0/mlflow/experiments/search", json={"max_results": 100}).json()
         ids = {e["name"]: e["experiment_id"] for e in experiments["experiments"]}
-        assert "fc_depth" in ids
+        assert "fc_depth" in ids and "report" in ids
+        kinds = {e["name"]: {t["key"]: t["value"] for t in e.get("tags", [])}.get("mlflow.experimentKind")
+                 for e in experiments["experiments"]}
+        assert kinds["fc_depth"] == kinds["report"] == "custom_model_development"  # the UI's training view
+        report_run = requests.post(f"{base}/api/2.0/mlflow/runs/search",
+                                   json={"experiment_ids": [ids["report"]]}).json()["runs"][0]
+        listed = requests.get(f"{base}/api/2.0/mlflow/artifacts/list",
+                              params={"run_id": report_run["info"]["run_id"]}).json()["files"]
+        assert {"claims_table.json", "report.html", "metrics.json"} <= {f["path"] for f in listed}
         runs = requests.post(f"{base}/api/2.0/mlflow/runs/search",
                              json={"experiment_ids": [ids["fc_depth"]], "max_results": 1000}).json()["runs"]
         tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs]
