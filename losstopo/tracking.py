@@ -39,10 +39,13 @@ def _mlflow():
 
 
 def git_commit() -> str:
+    """HEAD, with "-dirty" when the code differs from it: tracked Python files (settings are logged as params,
+    and choosing a profile edits params.yaml, which does not make the code dirty)."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, timeout=10).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                 text=True, timeout=10).stdout.splitlines()
+        dirty = any(line[3:].strip().endswith(".py") for line in changed)
         return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -220,3 +220,11 @@ def test_report_metrics_hold_numbers_only(tmp_path):
 
     assert numbers(metrics)
     assert json.loads((tmp_path / "out" / "to_scores.json").read_text())[0]["variant"] == "svhn-fc-1-8"
+
+
+def test_params_share_no_yaml_anchors_so_dvc_exp_run_set_changes_one_value():
+    import yaml
+
+    text = (REPO / "params.yaml").read_text()
+    events = list(yaml.parse(text))
+    assert not [e for e in events if getattr(e, "anchor", None)]  # `dvc exp run -S a.b=1` would change c too

@@ -36,3 +36,24 @@ def test_a_run_left_running_by_a_killed_stage_is_marked_killed_at_the_next_start
     assert mlflow.get_run(killed).info.status == "KILLED"
     assert mlflow.get_run(other).info.status == "RUNNING"  # another stage's run is not this stage's to close
     assert "1 MLflow run(s) left RUNNING by a killed process marked KILLED" in capsys.readouterr().out
+
+
+def test_the_commit_tag_marks_changed_code_not_a_changed_profile(tmp_path, monkeypatch):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("config", "user.email", "t@t")
+    git("config", "user.name", "t")
+    (tmp_path / "params.yaml").write_text("profile: paper\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("commit", "-qm", "c")
+    monkeypatch.chdir(tmp_path)
+    assert not tracking.git_commit().endswith("-dirty")
+    (tmp_path / "params.yaml").write_text("profile: ci\n")  # what `losstopo repro --profile ci` does
+    assert not tracking.git_commit().endswith("-dirty")
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert tracking.git_commit().endswith("-dirty")
