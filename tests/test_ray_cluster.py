@@ -51,20 +51,49 @@ def two_node_cluster(monkeypatch):
                        check=True, env=env, capture_output=True, timeout=120)
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        stop_cluster(port)  # this cluster's processes only: `ray stop` would stop every Ray on the machine
+
+
+def cluster_processes(port: int) -> list[psutil.Process]:
+    """The processes of the test's cluster: those naming its GCS port (GCS server, raylets, agents) and
+    everything they started (the workers)."""
+    markers = (f"127.0.0.1:{port}", f"gcs_server_port={port}", f"gcs-address=127.0.0.1:{port}")
+    roots = [p for p in psutil.process_iter(["cmdline"])
+             if any(m in arg for arg in (p.info["cmdline"] or []) for m in markers)]
+    found = {p.pid: p for p in roots}
+    for root in roots:
+        try:
+            found |= {child.pid: child for child in root.children(recursive=True)}
+        except psutil.NoSuchProcess:
+            continue
+    return list(found.values())
+
+
+def stop_cluster(port: int) -> None:
+    processes = cluster_processes(port)
+    for proc in processes:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(processes, timeout=60)
 
 
 class WorkerKiller(threading.Thread):
-    """Kills (SIGKILL) the first Ray worker process seen running a job for at least ``after`` seconds."""
+    """Kills (SIGKILL) the first worker of the test's cluster (GCS ``port``) seen running a job for at least
+    ``after`` seconds; workers of any other Ray instance on the machine are left alone."""
 
-    def __init__(self, after: float = 1.5):
+    def __init__(self, port: int, after: float = 1.5):
         super().__init__(daemon=True)
-        self.after, self.killed, self.stop = after, None, threading.Event()
+        self.port, self.after, self.killed, self.stop = port, after, None, threading.Event()
 
     def run(self):
         while not self.stop.is_set() and self.killed is None:
-            for proc in psutil.process_iter(["cmdline", "create_time"]):
-                title = " ".join(proc.info["cmdline"] or [])
+            for proc in cluster_processes(self.port):
+                try:
+                    title = " ".join(proc.cmdline())
+                except psutil.NoSuchProcess:
+                    continue
                 if title.startswith("ray::_call"):
                     time.sleep(self.after)
                     try:
@@ -81,7 +110,7 @@ class WorkerKiller(threading.Thread):
 def stage_command(workdir: Path, stage: str, *options: str) -> str:
     """``losstopo stage fc_depth STAGE --profile ci`` in its own process, as ``dvc repro`` runs it."""
     done = subprocess.run([sys.executable, "-m", "losstopo.cli", "stage", fc_depth.EXPERIMENT, stage, "--profile", "ci",
-                           *options], cwd=workdir, capture_output=True, text=True, timeout=900)
+                           *options], cwd=workdir, capture_output=True, text=True, timeout=3600)  # catches a hang only
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout + done.stderr
 
@@ -104,7 +133,7 @@ def test_ci_paths_on_a_two_node_ray_cluster_survive_a_killed_worker(two_node_clu
     shutil.copytree(local / minima, remote / minima)
     stage_command(local, "paths")
 
-    killer = WorkerKiller()
+    killer = WorkerKiller(int(two_node_cluster.rsplit(":", 1)[1]))
     killer.start()
     try:
         output = stage_command(remote, "paths", "--executor", "ray", "--ray-address", two_node_cluster)
