@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.stages import ARTIFACTS, Variant, converged_fraction, mean_bar_length, stage_dir, zero_length_bars
+from benchmarks.stages import (ARTIFACTS, Variant, converged_fraction, load_topology, mean_bar_length, stage_dir,
+                               zero_length_bars)
 from losstopo import plots
 from losstopo.config import ModelSweepConfig
 from losstopo.data import REGISTRY
@@ -55,7 +56,7 @@ def variants(config: ModelSweepConfig) -> list[Variant]:
 def load_row(experiment: str, variant: Variant, root: Path) -> dict:
     """What the report needs of one network: its labels, minima summary, topology record and h_p."""
     summary = load_json(stage_dir(experiment, "minima", root) / variant.key / "minima.json")["summary"]
-    topology = load_json(stage_dir(experiment, "topology", root) / variant.key / "topology.json")
+    topology = load_topology(experiment, variant.key, root)
     bars = [(float(b), float(d)) for b, d in topology["bars"]]
     return {"variant": variant, "summary": summary, "topology": topology, "bars": bars,
             "minima_losses": [b for b, _ in bars], "heights": [d for _, d in bars if np.isfinite(d)]}

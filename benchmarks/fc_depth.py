@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import path_methods
-from benchmarks.stages import (ARTIFACTS, STAGE_METHOD, STAGE_TIMING, Variant, converged_fraction, stage_dir,
-                               zero_length_bars)
+from benchmarks.stages import (ARTIFACTS, STAGE_METHOD, STAGE_TIMING, Variant, converged_fraction, load_topology,
+                               stage_dir, zero_length_bars)
 from losstopo import plots
 from losstopo.config import FCDepthConfig
 from losstopo.data import title_caveat
@@ -41,9 +41,9 @@ def report_section(config: FCDepthConfig, figures: Path, root: Path = ARTIFACTS)
         "Unit of analysis: one **set of minima** (one barcode) per depth and replicate; replicates are "
         "independent sets of minima (their own seeds). The depth trends are permutation tests that move whole "
         "sets across depths; the bars of one barcode are never counted as independent samples.")
-    minima_root, topology_root = stage_dir(EXPERIMENT, "minima", root), stage_dir(EXPERIMENT, "topology", root)
+    minima_root = stage_dir(EXPERIMENT, "minima", root)
     for dataset in config.datasets:
-        rows = [(v, load_json(topology_root / v.key / "topology.json"),
+        rows = [(v, load_topology(EXPERIMENT, v.key, root),
                  load_json(minima_root / v.key / "minima.json")["summary"])
                 for v in variants(config) if v.dataset == dataset]
         depths = [v.labels["depth"] for v, _, _ in rows]

@@ -584,6 +584,25 @@ def _best_converged(records: dict[str, dict], methods: list[str], chosen: str, p
     return bool(record["converged"][p] and (at_floor or all(records[m]["converged"][p] for m in methods)))
 
 
+def paths_digests(experiment: str, key: str, stages: Iterable[str], root: Path = ARTIFACTS) -> dict[str, str]:
+    """sha256 of each stage's paths.json of a variant (missing: "missing"); a topology records those it used."""
+    digests = {}
+    for stage in stages:
+        path = stage_dir(experiment, stage, root) / key / "paths.json"
+        digests[stage] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
+    return digests
+
+
+def load_topology(experiment: str, key: str, root: Path = ARTIFACTS) -> dict:
+    """A variant's topology.json, refused (one line) when the paths it was built from have changed since."""
+    topology = load_json(stage_dir(experiment, "topology", root) / key / "topology.json")
+    recorded = topology.get("paths_digest")
+    if recorded is not None and recorded != paths_digests(experiment, key, recorded, root):
+        raise LosstopoError(f"{experiment} {key}: the topology is older than its paths (paths.json changed since); "
+                            f"run `losstopo stage {experiment} topology` before the report")
+    return topology
+
+
 def variant_paths(experiment: str, key: str, method: str, root: Path = ARTIFACTS) -> dict[str, dict]:
     """The paths.json records ``paths.method`` asks for, by path method (alg3: the paths stage, polychain: the
     curves stage; best: both)."""
@@ -635,6 +654,8 @@ def run_topology(experiment: str, variants: list[Variant], config, params: Param
                 "orthogonal_grad_norm": combined["orthogonal_grad_norm"],
                 "path_method": combined["method"], "path_max_by_method": combined["max_loss_by_method"],
                 "paths_converged_by_method": combined["converged_by_method"], "to_score_by_method": by_method,
+                "paths_digest": paths_digests(experiment, variant.key, [s for s, m in STAGE_METHOD.items()
+                                                                       if config.paths.method in (m, "best")], root),
             }
             out = out_root / variant.key / "topology.json"
             save_json(result, out)

@@ -336,3 +336,15 @@ def test_minima_made_by_other_training_code_are_retrained_not_kept(tiny_params, 
     monkeypatch.setattr(stages, "TRAINING_CODE", "another version of losstopo.train")
     run_minima("fc_depth", variants, config, tiny_params, root)
     assert executor.calls == 2 * len(variants)
+
+
+def test_the_report_refuses_a_topology_older_than_its_paths(tiny_params, tmp_path):
+    from losstopo.errors import LosstopoError
+
+    root = tmp_path / "artifacts"
+    config, variants = _run_all(tiny_params, root)
+    fc_depth.report_section(config, tmp_path / "figures", root)  # fresh: fine
+    path = root / "fc_depth/paths" / variants[0].key / "paths.json"
+    path.write_text(path.read_text().replace('"variant"', '"variant" ', 1))  # the paths stage wrote again
+    with pytest.raises(LosstopoError, match="older than its paths"):
+        fc_depth.report_section(config, tmp_path / "figures", root)
