@@ -1,5 +1,6 @@
 """After a ci reproduction: DVC must be clean, and a path-optimisation parameter must re-run
-paths -> topology -> report but never minima. Then params.yaml is restored and reproduced again,
+validate (cheap, every params change), paths, curves (curve_steps may follow paths.steps) -> topology -> report
+but never minima. Then params.yaml is restored and reproduced again,
 so the final artifacts are those of the real ci settings."""
 
 import json
@@ -38,8 +39,8 @@ finally:
     with open("params.yaml", "w") as handle:
         handle.write(original)
 ran = set(re.findall(r"Running stage '([^']+)'", log))
-if ran != {"fc_depth_paths", "fc_depth_topology", "report"}:
-    fail(f"dvc repro ran {sorted(ran)}; expected paths, topology and report only")
+if ran != {"validate", "fc_depth_paths", "fc_depth_curves", "fc_depth_topology", "report"}:
+    fail(f"dvc repro ran {sorted(ran)}; expected validate, paths, curves, topology and report only")
 restored = subprocess.run(["dvc", "repro"], check=True, capture_output=True, text=True).stdout
 if "fc_depth_minima" in set(re.findall(r"Running stage '([^']+)'", restored)):
     fail("restoring the ci settings retrained minima")
