@@ -136,12 +136,9 @@ class RayExecutor(Executor):
             raise LosstopoError("executor 'ray' needs Ray: pip install -e \".[ray]\"") from error
         self.ray, self.config = ray, config
         if not ray.is_initialized():
-            # a Ray instance this stage starts itself listens on the loopback interface only (Ray has no
-            # authentication by default); a cluster to join is named by ray.address or RAY_ADDRESS
-            local = config.address is None and not os.environ.get("RAY_ADDRESS")
             try:
                 ray.init(address=config.address, include_dashboard=False, log_to_driver=config.log_to_driver,
-                         configure_logging=False, **({"_node_ip_address": "127.0.0.1"} if local else {}))
+                         configure_logging=False)
             except ConnectionError as error:
                 raise LosstopoError(f"cannot reach the Ray cluster at {config.address!r}: {error}") from error
         self._remote = ray.remote(_call)

@@ -51,49 +51,20 @@ def two_node_cluster(monkeypatch):
                        check=True, env=env, capture_output=True, timeout=120)
         yield f"127.0.0.1:{port}"
     finally:
-        stop_cluster(port)  # this cluster's processes only: `ray stop` would stop every Ray on the machine
-
-
-def cluster_processes(port: int) -> list[psutil.Process]:
-    """The processes of the test's cluster: those naming its GCS port (GCS server, raylets, agents) and
-    everything they started (the workers)."""
-    markers = (f"127.0.0.1:{port}", f"gcs_server_port={port}", f"gcs-address=127.0.0.1:{port}")
-    roots = [p for p in psutil.process_iter(["cmdline"])
-             if any(m in arg for arg in (p.info["cmdline"] or []) for m in markers)]
-    found = {p.pid: p for p in roots}
-    for root in roots:
-        try:
-            found |= {child.pid: child for child in root.children(recursive=True)}
-        except psutil.NoSuchProcess:
-            continue
-    return list(found.values())
-
-
-def stop_cluster(port: int) -> None:
-    processes = cluster_processes(port)
-    for proc in processes:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(processes, timeout=60)
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
 class WorkerKiller(threading.Thread):
-    """Kills (SIGKILL) the first worker of the test's cluster (GCS ``port``) seen running a job for at least
-    ``after`` seconds; workers of any other Ray instance on the machine are left alone."""
+    """Kills (SIGKILL) the first Ray worker process seen running a job for at least ``after`` seconds."""
 
-    def __init__(self, port: int, after: float = 1.5):
+    def __init__(self, after: float = 1.5):
         super().__init__(daemon=True)
-        self.port, self.after, self.killed, self.stop = port, after, None, threading.Event()
+        self.after, self.killed, self.stop = after, None, threading.Event()
 
     def run(self):
         while not self.stop.is_set() and self.killed is None:
-            for proc in cluster_processes(self.port):
-                try:
-                    title = " ".join(proc.cmdline())
-                except psutil.NoSuchProcess:
-                    continue
+            for proc in psutil.process_iter(["cmdline", "create_time"]):
+                title = " ".join(proc.info["cmdline"] or [])
                 if title.startswith("ray::_call"):
                     time.sleep(self.after)
                     try:
@@ -133,7 +104,7 @@ def test_ci_paths_on_a_two_node_ray_cluster_survive_a_killed_worker(two_node_clu
     shutil.copytree(local / minima, remote / minima)
     stage_command(local, "paths")
 
-    killer = WorkerKiller(int(two_node_cluster.rsplit(":", 1)[1]))
+    killer = WorkerKiller()
     killer.start()
     try:
         output = stage_command(remote, "paths", "--executor", "ray", "--ray-address", two_node_cluster)
