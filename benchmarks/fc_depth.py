@@ -103,6 +103,6 @@ def report_section(config: FCDepthConfig, figures: Path, root: Path = ARTIFACTS)
                         f"smaller differences are ties)" if resolution else "")
             section.add_claim(Claim(
                 name, evidence_words, result, source, profile, "set of minima", converged, null, null_words,
-                note=f"{convergence_words}; Theil-Sen slope {theil_sen_slope(depths, values):.4g} per layer"
-                     f"{rounding}."))
+                note=f"{convergence_words}{path_methods.words([t for _, t, _ in rows])}; Theil-Sen slope "
+                     f"{theil_sen_slope(depths, values):.4g} per layer{rounding}."))
     return section

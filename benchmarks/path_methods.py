@@ -43,6 +43,15 @@ def add_comparison(section: Section, names: list[str], topologies: list[dict], p
                            f"Every pair's path maximum by both methods ({y_method} below the diagonal: lower)")
 
 
+def words(topologies: list[dict]) -> str:
+    """For a claim's note: which path method defined how many bars (empty for one method)."""
+    if not compared(topologies):
+        return ""
+    chosen = [m for t in topologies for m in t["path_method"]]
+    methods = list(topologies[0]["path_max_by_method"])
+    return f" (paths.method best: each pair's lower maximum; {_chosen_counts(chosen, methods)} pairs)"
+
+
 def _chosen_counts(chosen: list[str], methods: list[str]) -> str:
     return ", ".join(f"{m} {chosen.count(m)}/{len(chosen)}" for m in methods)
 
