@@ -11,11 +11,13 @@ without MLflow (a lent GPU): the stages then write their artefacts only, and say
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import urllib.request
 import warnings
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
 
 from losstopo.errors import LosstopoError
@@ -77,6 +79,23 @@ def check_server(uri: str | None = None) -> None:
                             f"start it, point MLFLOW_TRACKING_URI elsewhere, or run with {TRACKING_ENV}=off") from None
 
 
+@contextmanager
+def store_lock() -> Iterator[None]:
+    """An exclusive file lock beside a local sqlite tracking store (none for a server: it serialises itself)."""
+    uri = _mlflow().get_tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock_path = Path(uri[len("sqlite:///"):] + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def close_stale_runs(experiment: str, stage: str) -> int:
     """Mark the runs of this stage that a killed process left RUNNING as KILLED; returns how many."""
     mlflow = _mlflow()
@@ -96,7 +115,8 @@ def stage_run(experiment: str, stage: str, *, profile: str, device: str, params:
         return
     check_server()
     mlflow = _mlflow()
-    mlflow.set_experiment(experiment)
+    with store_lock():  # two first-time stages would race on creating the sqlite schema and the experiment
+        mlflow.set_experiment(experiment)
     mlflow.set_experiment_tag(EXPERIMENT_KIND_TAG, "custom_model_development")  # the UI's training view, not GenAI
     if killed := close_stale_runs(experiment, stage):
         print(f"{experiment} {stage}: {killed} MLflow run(s) left RUNNING by a killed process marked KILLED")

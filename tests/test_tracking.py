@@ -57,3 +57,25 @@ def test_the_commit_tag_marks_changed_code_not_a_changed_profile(tmp_path, monke
     assert not tracking.git_commit().endswith("-dirty")
     (tmp_path / "code.py").write_text("x = 2\n")
     assert tracking.git_commit().endswith("-dirty")
+
+
+def test_two_first_time_stages_at_once_share_one_new_store(tmp_path):
+    import subprocess
+    import sys
+
+    script = """
+import sys
+from losstopo import tracking
+with tracking.stage_run("e", sys.argv[1], profile="p", device="cpu", params={}):
+    tracking.log_metrics({"x": 1.0})
+print("ok")
+"""
+    env = {**__import__("os").environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    procs = [subprocess.Popen([sys.executable, "-c", script, stage], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for stage in ("minima", "paths", "topology")]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outputs]
+    import mlflow
+
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    assert len(mlflow.search_runs(experiment_names=["e"], output_format="list")) == 3
