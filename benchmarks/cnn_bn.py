@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import cnn_channels
+from benchmarks import path_methods
 from benchmarks.cnn_channels import cnn_variant, display_name, load_row, network_table, training_note
 from benchmarks.stages import ARTIFACTS, Variant, converged_fraction, mean_bar_length, stage_dir, zero_length_bars
 from losstopo import plots
@@ -117,6 +118,9 @@ def report_section(config: ModelSweepConfig, figures: Path, root: Path = ARTIFAC
         extra = [f"- {display_name(p['bn']['variant'])} vs {display_name(p['plain']['variant'])}: {', '.join(notes)}"
                  for p in pairs if (notes := _comparability(p["plain"], p["bn"]))]
         network_table(section, rows, config.minima.test_subset, extra)
+        bn_rows = [p["bn"] for p in pairs]  # the BN networks are this experiment's; the others cnn_channels'
+        path_methods.add_if_compared(section, EXPERIMENT, [r["variant"].key for r in bn_rows],
+                                     [r["topology"] for r in bn_rows], figures, dataset, root=root)
         section.add_figure(
             plots.barcode_grid(
                 {"without BatchNorm": {display_name(p["plain"]["variant"]): p["plain"]["bars"] for p in pairs},

@@ -18,6 +18,7 @@ import numpy as np
 
 from benchmarks.stages import (ARTIFACTS, Variant, converged_fraction, load_topology, mean_bar_length, stage_dir,
                                zero_length_bars)
+from benchmarks import path_methods
 from losstopo import plots
 from losstopo.config import ModelSweepConfig
 from losstopo.data import REGISTRY
@@ -220,6 +221,8 @@ def report_section(config: ModelSweepConfig, figures: Path, root: Path = ARTIFAC
                          + training_note(rows[0]["summary"]["data_source"], config.minima.train_subset,
                                          config.paths.train_subset) + f". Profile: {profile}.")
         network_table(section, rows, config.minima.test_subset)
+        path_methods.add_if_compared(section, EXPERIMENT, [r["variant"].key for r in rows],
+                                     [r["topology"] for r in rows], figures, dataset, root=root)
 
         # Fig. 4a: one convolution, more channels.
         single = sorted([r for r in rows if r["variant"].labels["conv_layers"] == 1

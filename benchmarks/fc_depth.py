@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import path_methods
-from benchmarks.stages import (ARTIFACTS, STAGE_METHOD, STAGE_TIMING, Variant, converged_fraction, load_topology,
-                               stage_dir, zero_length_bars)
+from benchmarks.stages import ARTIFACTS, Variant, converged_fraction, load_topology, stage_dir, zero_length_bars
 from losstopo import plots
 from losstopo.config import FCDepthConfig
 from losstopo.data import title_caveat
@@ -62,12 +61,8 @@ def report_section(config: FCDepthConfig, figures: Path, root: Path = ARTIFACTS)
               f"{np.mean(t['straight_max']):.4f}"]
              for d, (v, t, m) in zip(depths, rows)],
         )
-        if path_methods.compared([t for _, t, _ in rows]):
-            seconds = {method: load_json(path)["wall_s"] for stage, method in STAGE_METHOD.items()
-                       if (path := stage_dir(EXPERIMENT, stage, root) / STAGE_TIMING).is_file()}
-            path_methods.add_comparison(section, [v.key for v, _, _ in rows], [t for _, t, _ in rows], seconds,
-                                        figures / f"fc_depth_path_methods_{dataset}.png",
-                                        f"Path maxima by method, {dataset}{caveat}")
+        path_methods.add_if_compared(section, EXPERIMENT, [v.key for v, _, _ in rows], [t for _, t, _ in rows],
+                                     figures, dataset, caveat, root)
         first = [(d, t) for d, (v, t, _) in zip(depths, rows) if not v.replicate]
         section.add_figure(plots.barcodes({f"{d} layers": t["bars"] for d, t in first},
                                           figures / f"fc_depth_barcodes_{dataset}.png",

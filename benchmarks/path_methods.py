@@ -7,13 +7,26 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.stages import ARTIFACTS, STAGE_METHOD, STAGE_TIMING, stage_dir
 from losstopo import plots
+from losstopo.io import load_json
 from losstopo.report import Section
 
 
 def compared(topologies: list[dict]) -> bool:
     """Whether these topologies were built from more than one path method."""
     return any(len(t.get("path_max_by_method") or {}) > 1 for t in topologies)
+
+
+def add_if_compared(section: Section, experiment: str, names: list[str], topologies: list[dict], figures: Path,
+                    dataset: str, caveat: str = "", root: Path = ARTIFACTS) -> None:
+    """:func:`add_comparison` for one dataset of an experiment, when its topologies used both path methods."""
+    if not compared(topologies):
+        return
+    seconds = {method: load_json(path)["wall_s"] for stage, method in STAGE_METHOD.items()
+               if (path := stage_dir(experiment, stage, root) / STAGE_TIMING).is_file()}
+    add_comparison(section, names, topologies, seconds, figures / f"{experiment}_path_methods_{dataset}.png",
+                   f"Path maxima by method, {dataset}{caveat}")
 
 
 def add_comparison(section: Section, names: list[str], topologies: list[dict], path_seconds: dict[str, float],

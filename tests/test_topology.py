@@ -111,3 +111,22 @@ def test_best_paths_take_the_lower_maximum_per_pair_and_say_which():
     assert best_paths({"alg3": alg3})["max_loss"] == alg3["max_loss"]
     with pytest.raises(ConfigError, match="different pairs"):
         best_paths({"alg3": alg3, "polychain": {**curve, "pairs": pairs[::-1]}})
+
+
+def test_the_path_method_comparison_appears_only_when_both_methods_ran(tmp_path):
+    from benchmarks import path_methods
+    from losstopo.report import Section
+
+    both = {"path_max_by_method": {"alg3": [0.5, 0.2], "polychain": [0.4, 0.3]},
+            "to_score_by_method": {"alg3": 0.2, "polychain": 0.15}, "to_score": 0.1,
+            "path_method": ["polychain", "alg3"],
+            "paths_converged_by_method": {"alg3": [True, True], "polychain": [False, True]}}
+    one = {"path_max_by_method": {"alg3": [0.5, 0.2]}}
+    section = Section("t")
+    path_methods.add_if_compared(section, "cnn_channels", ["v"], [one], tmp_path, "cifar10", root=tmp_path)
+    assert not section.blocks
+    path_methods.add_if_compared(section, "cnn_channels", ["v"], [both], tmp_path, "cifar10", root=tmp_path)
+    table = section.blocks[1]
+    assert "| v | 0.3500 | 0.3500 | 0.2000 | 0.1500 | 0.1000 | alg3 1/2, polychain 1/2 | 2/2 | 1/2 |" in table
+    assert (tmp_path / "cnn_channels_path_methods_cifar10.png").is_file()
+    assert "polychain 1/2" in path_methods.words([both]) and path_methods.words([one]) == ""
