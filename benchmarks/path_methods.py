@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.stages import ARTIFACTS, STAGE_METHOD, STAGE_TIMING, stage_dir
+from benchmarks.stages import ARTIFACTS, STAGE_METHOD, stage_timing
 from losstopo import plots
-from losstopo.io import load_json
 from losstopo.report import Section
 
 
@@ -23,8 +22,8 @@ def add_if_compared(section: Section, experiment: str, names: list[str], topolog
     """:func:`add_comparison` for one dataset of an experiment, when its topologies used both path methods."""
     if not compared(topologies):
         return
-    seconds = {method: load_json(path)["wall_s"] for stage, method in STAGE_METHOD.items()
-               if (path := stage_dir(experiment, stage, root) / STAGE_TIMING).is_file()}
+    seconds = {method: timing["wall_s"] for stage, method in STAGE_METHOD.items()
+               if (timing := stage_timing(experiment, stage, root)) is not None}
     add_comparison(section, names, topologies, seconds, figures / f"{experiment}_path_methods_{dataset}.png",
                    f"Path maxima by method, {dataset}{caveat}")
 

@@ -6,7 +6,7 @@ import datetime
 import math
 from pathlib import Path
 
-from benchmarks.stages import ARTIFACTS, STAGE_TIMING, stage_dir
+from benchmarks.stages import ARTIFACTS, stage_dir, stage_timing
 from losstopo import tracking
 from losstopo.config import EXPERIMENTS, Params
 from losstopo.errors import ConfigError
@@ -41,8 +41,7 @@ def stage_times(experiments: list[str], root: Path = ARTIFACTS) -> str:
     rows, total = [], 0.0
     for experiment in experiments:
         for stage in ("minima", "paths", "curves"):
-            path = stage_dir(experiment, stage, root) / STAGE_TIMING
-            timing = load_json(path) if path.is_file() else None
+            timing = stage_timing(experiment, stage, root)
             if stage == "curves" and timing is None:  # only the experiments whose paths.method asks for curves
                 continue
             if timing:
@@ -64,11 +63,8 @@ def save_report_metrics(experiments: list[str], claims, out_dir: Path, root: Pat
         for variant, values in (load_json(path) if path.is_file() else {}).items():
             if isinstance(values, dict) and isinstance(values.get("to_score"), (int, float)):
                 rows.append({"experiment": experiment, "variant": variant, "to_score": values["to_score"]})
-    wall = 0.0
-    for experiment in experiments:
-        for stage in ("minima", "paths", "curves"):
-            timing = stage_dir(experiment, stage, root) / STAGE_TIMING
-            wall += load_json(timing)["wall_s"] if timing.is_file() else 0.0
+    wall = sum(timing["wall_s"] for experiment in experiments for stage in ("minima", "paths", "curves")
+               if (timing := stage_timing(experiment, stage, root)) is not None)
     save_json({"claims": {verdict.replace(" ", "_"): sum(c.verdict == verdict for c in claims)
                           for verdict in VERDICTS},
                "to_score": {f"{row['experiment']}/{row['variant']}": row["to_score"] for row in rows},
@@ -102,7 +98,7 @@ def build_report(params: Params, out_dir: Path, experiments: list[str] | None = 
     with tracking.stage_run("report", "report", profile=params.profile, device="cpu", params={}):
         for name in ("report.md", "report.html", "claims.json", "metrics.json"):
             tracking.log_artifact(out_dir / name)
-        claims = load_json(out_dir / "claims.json")
+        claims = [c.as_dict() for s in sections for c in s.claims]
         tracking.log_table({key: [claim[key] for claim in claims]
                             for key in ("claim", "verdict", "p_value", "p_adjusted", "unit", "n", "data_source")},
                            "claims_table.json")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import itertools
+import json
 import shutil
 import sys
 import time
@@ -31,7 +32,7 @@ from losstopo.io import load_json, load_or_discard, remove_orphans, save_json, s
 from losstopo.models import build_model, parameter_count
 from losstopo.codeversion import module_version
 from losstopo.curves import curve_paths, garipov_curve_training
-from losstopo.paths import (Refinement, check_not_diverged, convergence_checkpoint, convergence_rule_words,
+from losstopo.paths import (Refinement, at_floor, check_not_diverged, convergence_checkpoint, convergence_rule_words,
                             evaluate_in_chunks, path_converged, PathsDiverged, evaluate_paths, optimize_paths,
                             straight_path)
 from losstopo.schedules import piecewise_linear_lr
@@ -78,6 +79,12 @@ NOT_RUN = "NOT_RUN.json"  # in a stage's output folder: why it computed nothing
 
 def stage_dir(experiment: str, stage: str, root: Path = ARTIFACTS) -> Path:
     return root / experiment / stage
+
+
+def stage_timing(experiment: str, stage: str, root: Path = ARTIFACTS) -> dict | None:
+    """A compute stage's STAGE_TIMING record (wall time, where it ran), or None if it has none."""
+    path = stage_dir(experiment, stage, root) / STAGE_TIMING
+    return load_json(path) if path.is_file() else None
 
 
 @dataclass(frozen=True)
@@ -298,12 +305,12 @@ def run_minima(experiment: str, variants: list[Variant], config, params: Params,
     cfg = config.minima
     with compute_stage(params, experiment, "minima", [v.dataset for v in variants],
                        {"data": as_dict(params.data), "minima": as_dict(cfg),
-                        "minima_by_dataset": config.minima_by_dataset}, root) as (data, executor, cache):
+                        "minima_by_dataset": config.minima_by_dataset}, root,
+                       keep={v.key for v in variants}) as (data, executor, cache):
         # Replicates differ in their seeds only; every variant trains on the same data subset.
         tasks = [MinimaTask(v, DataRequest(v.dataset, mine.train_subset, mine.test_subset, mine.seed),
                             replicate_config(mine, v), out_root / v.key)
                  for v, mine in ((v, config.minima_for(v.dataset)) for v in variants)]
-        _prune(out_root, {v.key for v in variants})  # only now: every dataset and setting has been checked
         summary = train_variants(tasks, params, data, executor, cache, f"{experiment} minima")
         save_minima_metrics(summary, stage_dir(experiment, "minima_metrics.json", root))
 
@@ -410,8 +417,7 @@ def pair_chunks(n_minima: int, per_job: int | None) -> list[tuple[tuple[int, int
 
 def merge_path_jobs(n_minima: int, outputs: list[dict]) -> dict:
     """The jobs' outputs of one variant as one record over all pairs, in pair order."""
-    keys = [key for key in outputs[0] if key != "minima_losses" and all(key in out for out in outputs)]
-    merged = {key: [v for out in outputs for v in out[key]] for key in keys}
+    merged = {key: [v for out in outputs for v in out[key]] for key in outputs[0] if key != "minima_losses"}
     losses: dict[int, float] = {}
     for out in outputs:
         for k, value in out["minima_losses"].items():
@@ -580,8 +586,13 @@ def _best_converged(records: dict[str, dict], methods: list[str], chosen: str, p
     record = records[chosen]
     i, j = record["pairs"][p]
     floor = max(record["minima_losses"][i], record["minima_losses"][j])
-    at_floor = record["max_loss"][p] <= (1 + tolerance) * floor + absolute
-    return bool(record["converged"][p] and (at_floor or all(records[m]["converged"][p] for m in methods)))
+    return bool(record["converged"][p] and (at_floor(record["max_loss"][p], floor, tolerance, absolute)
+                                            or all(records[m]["converged"][p] for m in methods)))
+
+
+def method_stages(method: str) -> list[str]:
+    """The stages whose paths ``paths.method`` uses (alg3: paths, polychain: curves; best: both)."""
+    return [stage for stage, m in STAGE_METHOD.items() if method in (m, "best")]
 
 
 def paths_digests(experiment: str, key: str, stages: Iterable[str], root: Path = ARTIFACTS) -> dict[str, str]:
@@ -603,19 +614,21 @@ def load_topology(experiment: str, key: str, root: Path = ARTIFACTS) -> dict:
     return topology
 
 
-def variant_paths(experiment: str, key: str, method: str, root: Path = ARTIFACTS) -> dict[str, dict]:
-    """The paths.json records ``paths.method`` asks for, by path method (alg3: the paths stage, polychain: the
-    curves stage; best: both)."""
-    stages = [s for s, m in STAGE_METHOD.items() if method in (m, "best")]
-    records = {}
-    for stage in stages:
+def variant_paths(experiment: str, key: str, method: str, root: Path = ARTIFACTS) -> tuple[dict[str, dict],
+                                                                                           dict[str, str]]:
+    """The paths.json records ``paths.method`` asks for, by path method, and the sha256 of each file by stage
+    (what :func:`load_topology` checks later)."""
+    records, digests = {}, {}
+    for stage in method_stages(method):
         path = stage_dir(experiment, stage, root) / key / "paths.json"
         if not path.is_file():
             raise LosstopoError(f"{experiment} topology: {path} is missing (paths.method {method!r} needs the "
                                 f"{stage} stage's output); run `losstopo stage {experiment} {stage}` first")
-        record = load_json(path)
+        content = path.read_bytes()
+        record = json.loads(content)
         records[record.get("method", STAGE_METHOD[stage])] = record
-    return records
+        digests[stage] = hashlib.sha256(content).hexdigest()
+    return records, digests
 
 
 def path_max_matrix(record: dict, key: str = "max_loss") -> np.ndarray:
@@ -635,7 +648,7 @@ def run_topology(experiment: str, variants: list[Variant], config, params: Param
     with tracking.stage_run(experiment, "topology", profile=params.profile, device="cpu",
                             params={"topology": as_dict(config.topology)}):
         for variant in variants:
-            records = all_records[variant.key]
+            records, digests = all_records[variant.key]
             record = next(iter(records.values()))
             combined = best_paths(records, config.paths.converge_tol, config.paths.converge_abs)
             losses, matrix = record["minima_losses"], path_max_matrix({**record, **combined})
@@ -654,8 +667,7 @@ def run_topology(experiment: str, variants: list[Variant], config, params: Param
                 "orthogonal_grad_norm": combined["orthogonal_grad_norm"],
                 "path_method": combined["method"], "path_max_by_method": combined["max_loss_by_method"],
                 "paths_converged_by_method": combined["converged_by_method"], "to_score_by_method": by_method,
-                "paths_digest": paths_digests(experiment, variant.key, [s for s, m in STAGE_METHOD.items()
-                                                                       if config.paths.method in (m, "best")], root),
+                "paths_digest": digests,
             }
             out = out_root / variant.key / "topology.json"
             save_json(result, out)

@@ -79,8 +79,13 @@ def path_converged(change: float, max_loss: float, endpoint_loss: float, toleran
     two values are not told apart (e.g. the minima's own convergence resolution): a relative rule alone
     cannot be met by maxima that are themselves ~0."""
     moved = change * abs(max_loss)
-    return bool(change <= tolerance or moved <= absolute
-                or max_loss <= (1 + tolerance) * endpoint_loss + absolute)
+    return bool(change <= tolerance or moved <= absolute or at_floor(max_loss, endpoint_loss, tolerance, absolute))
+
+
+def at_floor(max_loss: float, endpoint_loss: float, tolerance: float, absolute: float = 0.0) -> bool:
+    """Whether a path maximum lies within ``tolerance`` (relative) plus ``absolute`` of its floor, the higher
+    endpoint's loss: no path between the two minima can go lower."""
+    return bool(max_loss <= (1 + tolerance) * endpoint_loss + absolute)
 
 
 def convergence_rule_words(tolerance: float, absolute: float, floor: str) -> str:
