@@ -376,10 +376,15 @@ class MNISTTeachersConfig:
     # descend in whitened input coordinates (ridge x the mean eigenvalue added to the pixels' covariance): the
     # same networks and losses, a better-conditioned descent; null: raw pixels
     whiten_ridge: float | None = None
+    # iterations of the descent at d = 0 (the permutation point, where the saddle, accuracy and loss-at-saddle
+    # claims read), in two halves: the second half's change is the point's convergence; null: a step like the others
+    final_max_iter: int | None = None
 
     def validate(self, where: str) -> None:
         _distinct(self.widths, where, "widths")
-        _positive(self, where, "whiten_ridge")
+        _positive(self, where, "whiten_ridge", "final_max_iter")
+        _require(self.final_max_iter is None or self.final_max_iter >= 2, where, "final_max_iter",
+                 "must be >= 2 (two halves) or null")
         _require(min(self.widths) >= 2, where, "widths", "must all be >= 2 (two neurons are merged)")
         _positive(self, where, "n_seeds", "epochs", "lr", "batch_size", "train_subset", "path_subset")
         _merge_schedule(self, where)

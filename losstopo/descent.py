@@ -13,6 +13,7 @@ problem of the batch in the same tensor operations; ``gd`` and ``adam`` are the 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -50,6 +51,12 @@ class Convergence:
       that are already ~0; a ``window`` > 1 judges the progress of several iterations, which one L-BFGS
       iteration of a float32 loss cannot resolve);
     * not converged, after ``max_iter`` iterations (reported in ``DescentResult.converged``).
+
+    ``final_max_iter`` (None: the last descent is a step like the others) is the budget of a path's last
+    descent, at the permutation point (d = 0), where the claims read the loss, the accuracy and the Hessian:
+    one problem, so a budget many times a distance step's costs little. It runs in two halves without the
+    relative and absolute rules (only a vanishing gradient or a stall stops it early), and the loss after the
+    first half is kept: the second half's change is the point's measured convergence.
     """
 
     method: str = "lbfgs"
@@ -61,12 +68,13 @@ class Convergence:
     history_size: int = 50
     line_search_evals: int = 10
     window: int = 1
+    final_max_iter: int | None = None
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise LosstopoError(f"unknown descent method {self.method!r}; use one of {', '.join(METHODS)}")
-        if self.max_iter < 0 or self.history_size < 1 or self.line_search_evals < 1 or self.window < 1:
-            raise LosstopoError("descent needs max_iter >= 0, history_size >= 1, line_search_evals >= 1 "
+        if self.max_iter < 0 or (self.final_max_iter is not None and self.final_max_iter < 0) or self.history_size < 1 or self.line_search_evals < 1 or self.window < 1:
+            raise LosstopoError("descent needs max_iter >= 0, final_max_iter >= 0, history_size >= 1, line_search_evals >= 1 "
                                 "and window >= 1")
 
 
@@ -76,6 +84,18 @@ class DescentResult:
     loss: torch.Tensor  # (B,) losses there
     iterations: list[int]  # iterations each problem ran before its rule stopped it (max_iter if never)
     converged: list[bool]
+
+
+def final_half_rule(rule: Convergence) -> Convergence:
+    """The rule of each half of a path's last descent (see ``Convergence.final_max_iter``)."""
+    return dataclasses.replace(rule, max_iter=rule.final_max_iter // 2, rel_tol=0.0, abs_tol=0.0, window=1,
+                               final_max_iter=None)
+
+
+def halved(rule: Convergence) -> Convergence:
+    """``rule`` with half its iteration caps: the budget a convergence check compares against."""
+    final = None if rule.final_max_iter is None else rule.final_max_iter // 2
+    return dataclasses.replace(rule, max_iter=rule.max_iter // 2, final_max_iter=final)
 
 
 def value_and_grad(objective: BatchObjective, rows: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from losstopo.descent import Convergence, descend_batch
+from losstopo.descent import Convergence, descend_batch, final_half_rule
 from losstopo.errors import LosstopoError
 
 
@@ -357,6 +357,7 @@ class MergePath:
     params: list[MLPParams]
     iterations: list[int]
     converged: list[bool]
+    final_half_loss: float | None = None  # the d = 0 loss after half of ``final_max_iter`` (None: no final budget)
 
 
 def _constrained(free: MLPParams, direction: torch.Tensor, distance: torch.Tensor, layer: int, l: torch.Tensor,
@@ -405,9 +406,20 @@ def merge_neurons_batch(starts: list[MLPParams], layer: int, pairs: list[tuple[i
     ratios = distance_schedule(1.0, n_steps, final_ratio)[1:].tolist() + [0.0]
     initial64 = initial.to(torch.float64).cpu()
     distances, points, iterations, converged = [initial64], [start], [[0] * len(pairs)], [[True] * len(pairs)]
+    final_half_losses = [None] * len(pairs)
     for ratio in ratios:
         distance = (initial64 * ratio).to(device=device, dtype=x.dtype)
-        result = descend_batch(lambda rows, index: loss_fn(point(rows, index, distance), index), x, rule)
+
+        def objective(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+            return loss_fn(point(rows, index, distance), index)
+
+        if ratio == 0.0 and rule.final_max_iter is not None:
+            first = descend_batch(objective, x, final_half_rule(rule))
+            result = descend_batch(objective, first.x, final_half_rule(rule))
+            result.iterations = [a + b for a, b in zip(first.iterations, result.iterations)]
+            final_half_losses = first.loss.tolist()
+        else:
+            result = descend_batch(objective, x, rule)
         x = result.x
         x[:, n_free:] /= torch.linalg.vector_norm(x[:, n_free:], dim=-1, keepdim=True)
         distances.append(initial64 * ratio)
@@ -419,7 +431,7 @@ def merge_neurons_batch(starts: list[MLPParams], layer: int, pairs: list[tuple[i
         mine = [p.select(b) for p in points]
         merges.append(MergePath(layer, pair_l, pair_m, torch.stack([d[b] for d in distances]),
                                 losses_along(mine, loss_fn, b), mine, [it[b] for it in iterations],
-                                [ok[b] for ok in converged]))
+                                [ok[b] for ok in converged], final_half_losses[b]))
     return merges
 
 

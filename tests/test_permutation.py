@@ -357,3 +357,25 @@ def test_whitened_descent_gets_lower_in_the_same_budget_and_returns_original_coo
     assert float(neuron_distance(at_point, 2, *pair)) < 1e-12  # ϑ_l = ϑ_m in the original coordinates too
     with pytest.raises(LosstopoError, match="layer >= 2"):
         permutation_paths([teacher], 1, [(0, 1)], loss_fn, 4, 1e-2, rule, whitening=InputWhitening.fit(x))
+
+
+def test_the_permutation_point_gets_its_own_budget_in_two_halves():
+    """final_max_iter is the d = 0 descent's budget alone, run in two halves without the relative rule; the loss
+    after the first half is kept; every distance step keeps max_iter; halved() halves both budgets."""
+    from losstopo.descent import halved
+
+    teacher = random_mlp((2, 4, 1), seed=12, bias_scale=0.3)
+    x = torch.randn(300, 2, generator=torch.Generator().manual_seed(13), dtype=F64)
+    loss_fn = quadratic_loss(x, teacher.forward(x).detach())
+    steps = Convergence(max_iter=3, rel_tol=0.0, abs_tol=0.0, grad_tol=0.0)
+    rule = Convergence(max_iter=3, rel_tol=0.5, abs_tol=1.0, grad_tol=0.0, final_max_iter=40)
+    path = permutation_path(teacher, 1, 0, 1, loss_fn, n_steps=6, rule=rule)
+    # rel_tol 0.5 would stop any descent at once: the steps stop after their first iteration, d = 0 runs 2 x 20
+    assert path.merge.iterations[1:-1] == [1] * 5 and path.merge.iterations[-1] == 40
+    plain = permutation_path(teacher, 1, 0, 1, loss_fn, n_steps=6, rule=steps)
+    assert plain.merge.iterations[-1] == 3 and plain.merge.final_half_loss is None
+    # the first half's loss is kept, and the second half lowered it further
+    final = path.losses[path.permutation_index].item()
+    assert final < path.merge.final_half_loss < plain.losses[plain.permutation_index].item()
+    assert (halved(rule).max_iter, halved(rule).final_max_iter) == (1, 20)
+    assert halved(steps).final_max_iter is None

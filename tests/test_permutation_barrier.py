@@ -95,10 +95,10 @@ def test_stages_paths_summary_and_report_section(tiny_params, tmp_path):
     assert summary["profile"] == "tiny"
 
     section = pb.report_section(config, tmp_path / "figures", root)
-    assert len(section.claims) == 5
+    assert len(section.claims) == 6
     assert all(c.data_source.startswith("SYNTHETIC") and c.profile == "tiny" and c.unit == "teacher"
-               for c in section.claims[:4])
-    toy_claim = section.claims[4]  # Fig. 2: the permutation-point loss differs between the toy's pairs
+               for c in section.claims[:5])
+    toy_claim = section.claims[5]  # Fig. 2: the permutation-point loss differs between the toy's pairs
     assert "differs between neuron pairs" in toy_claim.claim and toy_claim.unit == "pair (its own descent)"
     assert toy_claim.result.n == math.comb(4, 2) and toy_claim.data_source == toy["data_source"]
     assert toy_claim.converged_fraction == pytest.approx(np.mean([np.mean(r["converged"][1:]) for r in toy["paths"]]))
@@ -107,9 +107,17 @@ def test_stages_paths_summary_and_report_section(tiny_params, tmp_path):
     assert "saddle" in section.claims[0].claim and section.claims[0].result.statistic == pytest.approx(np.mean(saddles))
     for record in (r for v in mnist for r in v["paths"]):
         assert record["hessian_min_eigenvalue"] <= record["hessian_max_eigenvalue"]
-    assert section.claims[1].result.n == 4 and "decreasing" in section.claims[1].result.test
-    assert section.claims[1].result.min_attainable_p == pytest.approx(1 / 6)  # 2 teachers at each of 2 widths
-    assert section.claims[2].result.statistic == pytest.approx(np.mean(monotone))
+    paths = [pb.summarise_path(r) for v in mnist for r in v["paths"]]
+    at_point = np.mean([p["permutation_point_converged"] for p in paths])
+    for claim in (section.claims[0], section.claims[1], section.claims[4]):  # saddle, loss at it, accuracy there
+        assert claim.converged_fraction == pytest.approx(at_point)
+    assert "permutation point decreases" in section.claims[1].claim
+    assert section.claims[2].converged_fraction == pytest.approx(np.mean([p["barrier_converged"] for p in paths]))
+    assert section.claims[3].converged_fraction == pytest.approx(np.mean([p["converged_fraction"] for p in paths]))
+    for trend in section.claims[1:3]:
+        assert trend.result.n == 4 and "decreasing" in trend.result.test
+        assert trend.result.min_attainable_p == pytest.approx(1 / 6)  # 2 teachers at each of 2 widths
+    assert section.claims[3].result.statistic == pytest.approx(np.mean(monotone))
     assert len(section.figures) == 5
     for figure in section.figures:
         assert figure.stat().st_size > 1000, figure
@@ -190,3 +198,27 @@ def test_mnist_steps_count_as_converged_only_if_halving_their_budget_leaves_thei
     assert converged_fraction(record) == 0.0  # no half-budget run: the rule's flags (none met it)
     record["half_budget_losses"] = [0.0, 0.1, 0.52, 1.005, 1.005, 0.52, 0.1, 0.0]
     assert converged_fraction(record) == 2 / 3  # step 2 moved by 0.02 > 1% of the barrier, step 3 by 0.005
+
+
+def test_each_claim_reads_the_convergence_of_what_it_uses():
+    """The permutation point and the path maximum are converged when halving the budget moved them by <= 1% of
+    themselves, whatever the steps between them did; without a half-budget run, the rule's flag of their step."""
+    from benchmarks.permutation_barrier import barrier_converged, permutation_point_converged
+
+    record = {"merge_points": 4, "permutation_index": 3, "barrier": 1.0, "converged": [True, False, False, True],
+              "losses": [0.0, 0.1, 0.5, 1.0, 1.0, 0.5, 0.1, 0.0],
+              "half_budget_losses": [0.0, 0.3, 0.9, 1.005, 1.005, 0.9, 0.3, 0.0]}
+    assert permutation_point_converged(record) and barrier_converged(record)
+    record["half_budget_losses"][3] = record["half_budget_losses"][4] = 1.02  # moved by 2% of itself
+    assert not permutation_point_converged(record) and not barrier_converged(record)
+    # a maximum mid-path: the permutation point can converge while the maximum has not
+    record |= {"losses": [0.0, 0.1, 2.0, 1.0, 1.0, 2.0, 0.1, 0.0], "barrier": 2.0,
+               "half_budget_losses": [0.0, 0.1, 2.5, 1.001, 1.001, 2.5, 0.1, 0.0]}
+    assert permutation_point_converged(record) and not barrier_converged(record)
+    record["final_half_loss"] = 1.02  # the point's own descent: its second half moved it by 2% of itself
+    assert not permutation_point_converged(record)
+    record["final_half_loss"] = 1.009  # by 0.9%, whatever the half-budget path says
+    record["half_budget_losses"][3] = 1.5
+    assert permutation_point_converged(record)
+    del record["half_budget_losses"], record["final_half_loss"]
+    assert permutation_point_converged(record) and not barrier_converged(record)  # flags: step 3 yes, step 2 no
