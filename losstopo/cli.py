@@ -23,7 +23,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from losstopo.config import EXECUTORS, ExperimentNotInProfile, as_dict, load_params, set_profile
+import yaml
+
+from losstopo.config import EXECUTORS, ExperimentNotInProfile, as_dict, load_params, set_profile, shadowed_changes
 from losstopo.errors import LosstopoError
 
 STAGES = ("minima", "paths", "curves", "topology")
@@ -72,6 +74,19 @@ def run_stage(experiment: str, stage: str, params_path: str, profile: str | None
     runner(experiment, module.variants(config), config, params)
 
 
+def committed_params(path: Path) -> dict | None:
+    """params.yaml as last committed to git (None outside a repository or before its first commit)."""
+    try:
+        shown = subprocess.run(["git", "show", f"HEAD:./{path.name}"], cwd=path.resolve().parent, capture_output=True,
+                               text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    try:
+        return (yaml.safe_load(shown.stdout) or {}) if shown.returncode == 0 else None
+    except yaml.YAMLError:
+        return None
+
+
 def run_validate(params_path: str, profile: str | None, out: Path = Path("artifacts") / "validated.json") -> None:
     """Every setting of the active profile and the data of every experiment it runs, checked before DVC runs a
     compute stage (each depends on ``out``, whose content never changes: a pass reruns nothing, a failure stops
@@ -80,6 +95,9 @@ def run_validate(params_path: str, profile: str | None, out: Path = Path("artifa
     from losstopo.io import save_json
 
     params = load_params(params_path, profile)
+    committed = committed_params(Path(params_path))
+    for line in shadowed_changes(yaml.safe_load(Path(params_path).read_text()) or {}, committed) if committed else []:
+        print(f"losstopo: warning: {line}", file=sys.stderr)
     for name, config in params.experiments.items():
         module = experiment_module(name)
         datasets = module.datasets(config) if hasattr(module, "datasets") else [v.dataset for v in module.variants(config)]

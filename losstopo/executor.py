@@ -20,6 +20,8 @@ import functools
 import hashlib
 import os
 import shutil
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -94,14 +96,20 @@ class Executor:
                 results[index] = value
             else:
                 pending.append(index)
-        bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc=f"{description} [{self.name}]",
-                   disable=not progress or len(jobs) <= 1, leave=False)
+        label = f"{description} [{self.name}]"
+        bars = progress and len(jobs) > 1 and sys.stderr.isatty()
+        bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc=label, disable=not bars, leave=False)
+        start, done = time.monotonic(), len(jobs) - len(pending)
         with bar:
             for index, value in self._run(fn, shared, [(i, jobs[i].spec) for i in pending], gpu):
                 if cache is not None:
                     cache.put(jobs[index].address, value)
                 results[index] = value
+                done += 1
                 bar.update()
+                if not bars:  # a log, not a terminal (or bars off): one line per finished job
+                    print(f"{label}: {done}/{len(jobs)} jobs done ({time.monotonic() - start:.0f} s)",
+                          file=sys.stderr, flush=True)
         return results
 
     def _run(self, fn: JobFn, shared: Any, jobs: list[tuple[int, Any]], gpu: bool) -> Iterator[tuple[int, Any]]:

@@ -1,9 +1,11 @@
+import copy
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from losstopo.cli import main
 from losstopo.config import load_params, resolve
@@ -228,3 +230,37 @@ def test_params_share_no_yaml_anchors_so_dvc_exp_run_set_changes_one_value():
     text = (REPO / "params.yaml").read_text()
     events = list(yaml.parse(text))
     assert not [e for e in events if getattr(e, "anchor", None)]  # `dvc exp run -S a.b=1` would change c too
+
+
+def test_a_change_the_active_profile_overrides_is_named_with_the_key_to_set(tmp_path, capsys):
+    from losstopo.cli import run_validate
+    from losstopo.config import shadowed_changes
+
+    committed = {"profile": "ci", "fc_depth": {"minima": {"n_minima": 10, "max_epochs": 60}},
+                 "profiles": {"ci": {"fc_depth": {"minima": {"n_minima": 5}}}}}
+    changed = copy.deepcopy(committed)
+    changed["fc_depth"]["minima"]["n_minima"] = 7  # what `dvc exp run -S fc_depth.minima.n_minima=7` writes
+    changed["fc_depth"]["minima"]["max_epochs"] = 80  # not overridden by ci: takes effect, no line
+    (line,) = shadowed_changes(changed, committed)
+    assert line.startswith("params: fc_depth.minima.n_minima was changed to 7, but profile 'ci' sets "
+                           "profiles.ci.fc_depth.minima.n_minima = 5") and "-S profiles.ci.fc_depth.minima.n_minima" in line
+    assert shadowed_changes(committed, committed) == []
+    changed["profile"] = "paper"  # no profile overrides anything
+    assert shadowed_changes(changed, committed) == []
+
+    # through the validate stage of a git checkout: one warning line, and the stage still passes
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    params = repo / "params.yaml"
+    text = (Path(__file__).parents[1] / "params.yaml").read_text().replace("profile: paper", "profile: ci", 1)
+    params.write_text(text)
+    for command in (["init", "-q"], ["add", "params.yaml"],
+                    ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "params"]):
+        subprocess.run(["git", *command], cwd=repo, check=True, capture_output=True)
+    raw = yaml.safe_load(text)
+    raw["fc_depth"]["minima"]["n_minima"] = 7
+    params.write_text(yaml.safe_dump(raw))
+    capsys.readouterr()
+    run_validate(str(params), None, tmp_path / "validated.json")
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "profiles.ci.fc_depth.minima.n_minima" in warnings[0]

@@ -37,6 +37,16 @@ def test_local_executor_returns_results_in_job_order():
     assert [r["value"] for r in results] == [19, 11, 14]
 
 
+def test_a_log_gets_one_line_per_finished_job_counting_the_cached_ones(tmp_path, capsys):
+    cache = JobCache(tmp_path / "jobs")
+    LocalExecutor().map(square_job, jobs_for([1]), shared={"offset": 0}, cache=cache, progress=False)
+    capsys.readouterr()
+    LocalExecutor().map(square_job, jobs_for([1, 2, 3]), shared={"offset": 0}, cache=cache, description="squares",
+                        progress=True)  # stderr is captured, not a terminal: lines, not a bar
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" (")[0] for line in lines] == ["squares [local]: 2/3 jobs done", "squares [local]: 3/3 jobs done"]
+
+
 def test_a_rerun_after_a_failure_does_only_the_unfinished_jobs(tmp_path):
     cache = JobCache(tmp_path / "jobs")
     first = CountingExecutor()
