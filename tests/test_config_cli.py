@@ -233,8 +233,7 @@ def test_params_share_no_yaml_anchors_so_dvc_exp_run_set_changes_one_value():
 
 
 def test_a_change_the_active_profile_overrides_is_named_with_the_key_to_set(tmp_path, capsys):
-    from losstopo.cli import run_validate
-    from losstopo.config import shadowed_changes
+    from losstopo.cli import run_validate, shadowed_changes
 
     committed = {"profile": "ci", "fc_depth": {"minima": {"n_minima": 10, "max_epochs": 60}},
                  "profiles": {"ci": {"fc_depth": {"minima": {"n_minima": 5}}}}}
