@@ -24,7 +24,27 @@ img{max-width:100%;height:auto;border:1px solid #eee}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-size:85%;white-space:nowrap}
 .claims td.claim{min-width:280px} details summary{cursor:pointer;color:#0969da}
 .summary td{min-width:90px} .muted{color:#57606a;font-size:90%}
+.broken{background:#ffebe9;border:1px solid #cf222e;margin:0;padding:6px 16px}
 @media (max-width:800px){main{padding:0 8px} table{font-size:80%}}
+"""
+
+
+# After the page loads: the count of figures and of those that failed to load, on <body> (a browser test reads
+# them) and, where one failed, a banner saying so at the top of the page.
+IMAGE_CHECK = """
+window.addEventListener('load', function () {
+  var images = document.images, broken = 0;
+  for (var i = 0; i < images.length; i++) { if (!images[i].complete || images[i].naturalWidth === 0) broken++; }
+  document.body.setAttribute('data-images', images.length);
+  document.body.setAttribute('data-broken-images', broken);
+  if (broken > 0) {
+    var note = document.createElement('p');
+    note.className = 'broken';
+    note.textContent = broken + ' of ' + images.length + ' figures did not load: open report.html from its own ' +
+                       'folder, with figures/ beside it.';
+    document.body.insertBefore(note, document.body.firstChild);
+  }
+});
 """
 
 
@@ -85,7 +105,7 @@ def render_html(preamble: str, sections, claims, figures_rel: str) -> str:
     body.append("</main>")
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
             f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>losstopo report</title>"
-            f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>")
+            f"<style>{STYLE}</style><script>{IMAGE_CHECK}</script></head><body>{''.join(body)}</body></html>")
 
 
 def _p(value) -> str:

@@ -1,9 +1,13 @@
 """report.html: summary per experiment, one line per claim with a verdict badge and folded details, figures
 inline, a navigation bar; parsed back with the standard library's HTML parser."""
 
+import re
+import shutil
+import subprocess
 from html.parser import HTMLParser
 
 import matplotlib.pyplot as plt
+import pytest
 
 from losstopo.evidence import trend_test
 from losstopo.report import Claim, Section, render
@@ -67,3 +71,50 @@ def test_report_html_has_a_summary_badges_folded_details_figures_and_working_lin
     assert page.images == ["../figures/one.png"] and (tmp_path / "report" / page.images[0]).is_file()
     text = (tmp_path / "report" / "report.html").read_text()
     assert "http://" not in text and "https://" not in text  # nothing fetched from elsewhere
+
+
+def _chromium() -> str | None:
+    return next((found for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+                 if (found := shutil.which(name))), None)
+
+
+def _headless(browser: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
+                           "--virtual-time-budget=10000", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_the_report_renders_in_headless_chromium_with_every_figure_loaded(tmp_path):
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no Chromium on this machine (.ci/run installs the distribution's chromium package where it can)")
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    for name in ("one", "two"):
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [0, 1])
+        fig.savefig(figures / f"{name}.png")
+        plt.close(fig)
+    sections = [_section("FC depth sweep (Fig. 2)", [("decreases", [6, 5, 4, 3, 2, 1])], figures / "one.png"),
+                _section("Permutation barrier (Fig. 3)", [("flat", [1, 3, 2, 2, 3, 1]),
+                                                          ("increases", [1, 2, 3, 4, 5, 6])], figures / "two.png")]
+    render(sections, tmp_path / "report", figures, "# losstopo report\n\nProfile `test`.")
+    page = (tmp_path / "report" / "report.html").as_uri()
+
+    def rendered() -> tuple[dict, str]:
+        dom = _headless(browser, "--dump-dom", page).stdout
+        body = re.search(r"<body([^>]*)>", dom)
+        assert body is not None, dom[:500]
+        return dict(re.findall(r'([\w-]+)="([^"]*)"', body.group(1))), dom
+
+    attributes, dom = rendered()
+    assert (attributes.get("data-images"), attributes.get("data-broken-images")) == ("2", "0")
+    assert 'id="summary"' in dom and all(f'id="claim-{n}"' in dom for n in (1, 2, 3))
+    assert '<p class="broken">' not in dom
+    shot = tmp_path / "report.png"
+    _headless(browser, f"--screenshot={shot}", "--window-size=1400,1800", page)
+    assert shot.is_file() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+    (tmp_path / "figures" / "two.png").unlink()  # a broken figure is seen, and the page says so
+    attributes, dom = rendered()
+    assert (attributes.get("data-images"), attributes.get("data-broken-images")) == ("2", "1")
+    assert '<p class="broken">1 of 2 figures did not load' in dom
