@@ -1,5 +1,6 @@
 """The benchmark code runs and compares equal work (no timing is asserted)."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -63,3 +64,14 @@ def test_wrn_throughput_counts_flops_by_hand_on_a_tiny_net():
     result = wrn_throughput_benchmark("wrn-10-1", CPU, peaks, batch_size=8, repeats=1)
     assert result["images_per_s"] > 0 and result["precision"] == "fp32"
     assert abs(result["fraction_of_peak"] - result["achieved_flops"] / 1e11) < 1e-12
+
+
+def test_bf16_effect_compares_maxima_and_bars_by_hand():
+    from benchmarks.bf16_effect import bars_differ, largest_relative_difference
+
+    assert largest_relative_difference([1.0, 0.5, 2.0], [1.01, 0.5, 1.9]) == pytest.approx(0.05)
+    inf = float("inf")
+    fp32 = [(0.1, 0.3), (0.2, 0.35), (0.05, inf)]
+    assert bars_differ(fp32, [(0.1, 0.30005), (0.2, 0.35), (0.05, inf)], 1e-4) == []  # within the resolution
+    assert bars_differ(fp32, [(0.1, 0.3), (0.2, 0.36), (0.05, inf)], 1e-4) == [1]  # a death moved
+    assert bars_differ(fp32, [(0.1, inf), (0.2, 0.35), (0.05, 0.3)], 1e-4) == [0, 2]  # the infinite bar moved

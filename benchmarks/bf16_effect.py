@@ -1,0 +1,98 @@
+"""What bf16 path steps do to the FC barcodes: a profile's Algorithm 3 paths of some variants, optimised once
+with fp32 steps and once with bf16 steps (autocast on the minibatch losses only; every reported maximum and the
+minima's losses are evaluated in fp32 in both), compared maximum by maximum and bar by bar, with the wall time of
+each.
+
+    python -m benchmarks.bf16_effect --profile cpu --variants mnist-fc-4-32
+
+Writes ``artifacts/fc_depth/bf16_effect/<variant>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import time
+
+import numpy as np
+import torch
+
+from benchmarks import fc_depth
+from benchmarks.stages import (ARTIFACTS, DataRequest, PathsJob, merge_path_jobs, path_max_matrix, paths_job,
+                               stage_data, stage_dir)
+from losstopo.config import load_params
+from losstopo.errors import LosstopoError
+from losstopo.io import save_json
+from losstopo.stacked import fast_bf16
+from losstopo.topology import barcode_of_minima, to_score
+
+PRECISIONS = {"fp32": False, "bf16": True}
+
+
+def largest_relative_difference(reference, other) -> float:
+    reference, other = np.asarray(reference, dtype=float), np.asarray(other, dtype=float)
+    return float(np.max(np.abs(other - reference) / np.maximum(np.abs(reference), 1e-12)))
+
+
+def bars_differ(first, second, resolution: float) -> list[int]:
+    """Minima whose bar (birth or death) differs by more than ``resolution`` between two barcodes."""
+    return [k for k, ((b1, d1), (b2, d2)) in enumerate(zip(first, second))
+            if abs(b1 - b2) > resolution or (np.isfinite(d1) != np.isfinite(d2))
+            or (np.isfinite(d1) and abs(d1 - d2) > resolution)]
+
+
+def compare(profile: str, key: str, params_path: str = "params.yaml", root=ARTIFACTS) -> dict:
+    params = load_params(params_path, profile)
+    config = params.experiment("fc_depth")
+    variants = {v.key: v for v in fc_depth.variants(config)}
+    if key not in variants:
+        raise LosstopoError(f"no fc_depth variant {key!r} at profile {profile!r}; one of {', '.join(variants)}")
+    if not fast_bf16(torch.device("cpu")):
+        raise LosstopoError("this CPU has no fast bf16 (AMX or AVX512-BF16): the bf16 steps would not be taken")
+    variant = variants[key]
+    data = stage_data(params, [variant.dataset])
+    thetas = torch.load(stage_dir("fc_depth", "minima", root) / key / "minima.pt", map_location="cpu",
+                        weights_only=True)["thetas"]
+    pairs = tuple(itertools.combinations(range(len(thetas)), 2))
+    request = DataRequest(variant.dataset, config.paths.train_subset, 0, config.minima.seed)
+    records, walls = {}, {}
+    for precision, bf16 in PRECISIONS.items():
+        cfg = dataclasses.replace(config.paths, mixed_precision=bf16)
+        job = PathsJob(key, variant.model, data, request, cfg, pairs, config.minima.seed, "cpu",
+                       params.runtime.progress, f"{key} paths, {precision} steps")
+        started = time.perf_counter()
+        records[precision] = {"pairs": list(pairs), **merge_path_jobs(len(thetas), [paths_job({key: thetas}, job)])}
+        walls[precision] = time.perf_counter() - started
+    resolution = config.paths.converge_abs
+    bars = {p: barcode_of_minima(r["minima_losses"], path_max_matrix(r), config.topology.method)
+            for p, r in records.items()}
+    return {"profile": profile, "variant": key, "pairs": len(pairs), "steps": config.paths.steps,
+            "threads": torch.get_num_threads(), "wall_s": walls,
+            "max_loss": {p: r["max_loss"] for p, r in records.items()},
+            "largest_relative_difference": largest_relative_difference(records["fp32"]["max_loss"],
+                                                                       records["bf16"]["max_loss"]),
+            "largest_absolute_difference": float(np.max(np.abs(np.subtract(records["bf16"]["max_loss"],
+                                                                           records["fp32"]["max_loss"])))),
+            "bars": bars, "to_score": {p: to_score(b) for p, b in bars.items()}, "resolution": resolution,
+            "bars_changed": bars_differ(bars["fp32"], bars["bf16"], resolution)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="cpu")
+    parser.add_argument("--variants", nargs="+", default=["mnist-fc-4-32"])
+    args = parser.parse_args(argv)
+    for key in args.variants:
+        result = compare(args.profile, key)
+        save_json(result, stage_dir("fc_depth", "bf16_effect") / f"{key}.json")
+        print(f"{key}: path maxima differ by at most {result['largest_relative_difference']:.2%} "
+              f"({result['largest_absolute_difference']:.2g} nats); bars changed beyond {result['resolution']:g}: "
+              f"{result['bars_changed'] or 'none'}; TO-score fp32 {result['to_score']['fp32']:.4g}, bf16 "
+              f"{result['to_score']['bf16']:.4g}; wall fp32 {result['wall_s']['fp32']:.0f} s, bf16 "
+              f"{result['wall_s']['bf16']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
