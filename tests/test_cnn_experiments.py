@@ -5,6 +5,7 @@ import json
 import mlflow
 import numpy as np
 import pytest
+from tiny import tiny_params
 
 from losstopo import evidence
 
@@ -15,18 +16,7 @@ from losstopo.errors import ConfigError
 from losstopo.report import finalise, render
 
 N_TRAIN, N_TEST = 64, 32
-TINY = {
-    "profile": "tiny",
-    "data": {"root": "SET BELOW"},
-    "runtime": {"device": "cpu", "progress": False},
-    "cnn_channels": {"datasets": ["cifar10"], "models": ["cnn-1-4", "cnn-1-8", "cnn-2-4", "cnn-3-4"],
-                     "minima": {"n_minima": 3, "max_epochs": 2, "batch_size": 32},
-                     "paths": {"n_points": 3, "steps": 2, "train_subset": 32}},
-    "cnn_bn": {"datasets": ["cifar10"], "models": ["cnn-1-4-bn", "cnn-2-4-bn", "cnn-3-4-bn"],
-               "minima": {"n_minima": 3, "max_epochs": 2, "batch_size": 32},
-               "paths": {"n_points": 3, "steps": 2, "train_subset": 32}},
-    "profiles": {"tiny": {}},
-}
+TINY = tiny_params("cnn_channels", "cnn_bn")
 OFFLINE_NOTE = f"test accuracy on the {N_TEST} test images of the offline copy"
 
 

@@ -6,6 +6,7 @@ import tarfile
 import time
 
 import pytest
+from tiny import tiny_params
 import yaml
 
 from benchmarks.perf import device_ingest, device_session
@@ -75,19 +76,7 @@ def test_pack_leaves_checkpoints_out(tmp_path):
     assert files == ["artifacts/e1/minima/v/minima.json"]
 
 
-TINY = {
-    "profile": "tiny",
-    "data": {"root": "EMPTY", "allow_synthetic": True, "allow_partial": True},
-    "runtime": {"device": "cpu", "progress": False},
-    "fc_depth": {"datasets": ["svhn"], "depths": [1, 2], "width": 8,
-                 "minima": {"n_minima": 3, "max_epochs": 2, "train_subset": 256, "test_subset": 64, "batch_size": 64},
-                 "paths": {"n_points": 5, "steps": 5, "train_subset": 128}},
-    "cnn_channels": {"datasets": ["cifar10"], "models": ["cnn-1-4", "cnn-1-8"],
-                     "minima": {"n_minima": 2, "max_epochs": 1, "train_subset": 64, "test_subset": 16,
-                                "batch_size": 32},
-                     "paths": {"n_points": 3, "steps": 2, "train_subset": 64}},
-    "profiles": {"tiny": {}},
-}
+TINY = tiny_params("fc_depth", "cnn_channels")
 
 
 @pytest.mark.slow

@@ -63,8 +63,6 @@ def test_stacked_gradients_equal_separate_gradients():
 
 def test_minibatch_autocast_applies_to_the_steps_only():
     """bf16 minibatch losses (path steps) while the losses over the whole data stay fp32."""
-    from benchmarks.stages import path_loss
-    from losstopo.config import PathConfig
     from losstopo.data import REGISTRY, synthetic_dataset
 
     data = synthetic_dataset(REGISTRY["mnist"], reason="test", sizes=(256, 8))
@@ -77,7 +75,6 @@ def test_minibatch_autocast_applies_to_the_steps_only():
     step_mixed = mixed.minibatch(torch.Generator().manual_seed(3))(thetas)
     assert not torch.equal(step_mixed, step_plain)  # bf16 matmuls: not the fp32 numbers ...
     assert torch.allclose(step_mixed, step_plain, rtol=0.02)  # ... but close to them
-
 
 
 @pytest.mark.parametrize("amx, expected", [(True, torch.bfloat16), (False, None)])

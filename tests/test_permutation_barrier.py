@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from tiny import tiny_params
 from conftest import resolve_tiny
 from executors import run_minima_and_paths_both_ways
 import torch
@@ -15,18 +16,7 @@ from losstopo.permutation import incoming_vectors, neuron_distance
 from losstopo.evidence import below_threshold_test, binomial_test
 from losstopo.stats import bootstrap_ci
 
-TINY = {
-    "profile": "tiny",
-    "data": {"root": None},
-    "runtime": {"device": "cpu", "progress": False},
-    "permutation_barrier": {
-        "toy": {"n_inputs": 200, "hidden": 4, "n_steps": 6, "final_ratio": 1.0e-3, "seed": 1},
-        "mnist": {"widths": [4, 6], "n_seeds": 2, "epochs": 1, "batch_size": 64, "train_subset": 512,
-                  "path_subset": 128, "n_steps": 5, "final_ratio": 1.0e-3},
-        "convergence": {"max_iter": 8, "rel_tol": 1.0e-6, "abs_tol": 1.0e-12},
-    },
-    "profiles": {"tiny": {"data": {"root": "EMPTY", "allow_synthetic": True}}},
-}
+TINY = tiny_params("permutation_barrier")
 
 
 @pytest.fixture

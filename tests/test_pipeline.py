@@ -10,6 +10,7 @@ import time
 
 import math
 import pytest
+from tiny import tiny_params
 from conftest import resolve_tiny
 import requests
 
@@ -17,15 +18,7 @@ from benchmarks import fc_depth
 from benchmarks.stages import run_minima, run_paths, run_topology
 from losstopo.errors import TrainingDiverged
 
-TINY = {
-    "profile": "tiny",
-    "data": {"root": None},
-    "runtime": {"device": "cpu", "progress": False},
-    "fc_depth": {"datasets": ["svhn"], "depths": [1, 2], "width": 8,
-                 "minima": {"n_minima": 3, "max_epochs": 2, "train_subset": 256, "test_subset": 64, "batch_size": 64},
-                 "paths": {"n_points": 5, "steps": 5, "train_subset": 128}},
-    "profiles": {"tiny": {"data": {"root": "EMPTY", "allow_synthetic": True}}},
-}
+TINY = tiny_params("fc_depth")
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import math
 import mlflow
 import numpy as np
 import pytest
+from tiny import RESNET_MINIMA, RESNET_POINTS, tiny_params
 from conftest import resolve_tiny
 from executors import run_minima_and_paths_both_ways
 
@@ -15,30 +16,8 @@ from losstopo.config import resolve
 from losstopo import evidence
 from losstopo.report import finalise, render
 
-N_MINIMA = 2  # per type
-N_POINTS = 3
-TINY = {
-    "profile": "tiny",
-    "data": {"root": "SET BELOW", "allow_synthetic": True},
-    "runtime": {"device": "cpu", "progress": False},
-    "resnet_lr": {
-        "datasets": ["cifar10", "svhn"],
-        "model": "resnet-t11-code",
-        "cifar10": {
-            "type1": {"n_minima": N_MINIMA, "seed": 0, "optimizer": "sgd", "schedule": "piecewise", "lr_max": 1e-3,
-                      "lr_base": 1e-3, "max_epochs": 2, "patience": None, "batch_size": 16, "train_subset": 32,
-                      "test_subset": 16},
-            "type2": {"n_minima": N_MINIMA, "seed": 100, "optimizer": "sgd", "schedule": "piecewise", "lr_max": 2e-2,
-                      "lr_base": 1e-3, "m1": 1, "m2": 2, "max_epochs": 2, "patience": None, "batch_size": 16,
-                      "train_subset": 32, "test_subset": 16},
-            "paths": {"n_points": N_POINTS, "batch_size": None, "weight_decay": 1e-5, "momentum": 0.0,
-                      "clip_norm": None, "schedule": "piecewise", "lr": 2e-3, "lr_min": 1.25e-4, "m1": 2, "m2": 3,
-                      "epochs": 3, "refine_every_epochs": 2, "train_subset": 16, "max_models": 64},
-        },
-    },
-    "profiles": {"tiny": {}},
-}
-TINY["resnet_lr"]["svhn"] = TINY["resnet_lr"]["cifar10"]
+N_MINIMA, N_POINTS = RESNET_MINIMA, RESNET_POINTS  # per type; per path
+TINY = tiny_params("resnet_lr")
 N_PATHS = math.comb(2 * N_MINIMA, 2)
 
 

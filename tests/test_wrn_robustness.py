@@ -6,6 +6,7 @@ from itertools import combinations
 
 import numpy as np
 import pytest
+from tiny import WRN_EVAL_POINTS, WRN_TRIANGLE_RESOLUTION, tiny_params
 from conftest import resolve_tiny
 from executors import use_pickling_executor
 
@@ -13,25 +14,8 @@ from benchmarks import wrn_robustness as wr
 from losstopo import data
 from losstopo.config import resolve
 
-N_EVAL, RESOLUTION = 5, 4  # t = k/4 on the curves and s = k/4 on the triangles' sides: the grids coincide
-STUDY = {"minima": {"n_minima": 3, "max_epochs": 1, "batch_size": 32, "train_subset": 64, "test_subset": 32,
-                    "optimizer": "sgd", "schedule": "garipov", "lr_max": 0.03, "lr_base": 3.0e-4, "patience": None},
-         "curves": {"epochs": 1, "batch_size": 32, "train_subset": 64, "n_eval": N_EVAL, "triangle_epochs": 1,
-                    "triangle_resolution": RESOLUTION, "triangle_regimes": ["vertices_fixed", "sides_fixed"]}}
-TINY = {
-    "profile": "tiny",
-    "data": {"root": None},
-    "runtime": {"device": "cpu", "progress": False},
-    "wrn_robustness": {
-        "wrn": {"dataset": "cifar100", "model": "wrn-10-1", **json.loads(json.dumps(STUDY))},
-        "lenet": {"dataset": "fashion_mnist", "model": "lenet", **json.loads(json.dumps(STUDY))},
-        "subset_sizes": [2, 3, 4, 5],
-        "fixed_minimum": 3,
-    },
-    "profiles": {"tiny": {"data": {"root": "EMPTY", "allow_synthetic": True}}},
-}
-TINY["wrn_robustness"]["lenet"]["minima"]["n_minima"] = 4  # 4 minima: two subset sizes below the full set
-TINY["wrn_robustness"]["wrn"]["minima"]["augment"] = True  # curves then train with crop+flip too, lenet's not
+N_EVAL, RESOLUTION = WRN_EVAL_POINTS, WRN_TRIANGLE_RESOLUTION
+TINY = tiny_params("wrn_robustness")
 N_MINIMA = {"wrn": 3, "lenet": 4}
 
 
@@ -42,7 +26,7 @@ def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wrn_robustness")
     (tmp / "data" / "offline").mkdir(parents=True)
     raw = json.loads(json.dumps(TINY))
-    raw["profiles"]["tiny"]["data"]["root"] = str(tmp / "data")
+    raw["data"]["root"] = str(tmp / "data")
     params = resolve(raw)
     config = params.experiment("wrn_robustness")
     root = tmp / "artifacts"
