@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from benchmarks.stages import (ARTIFACTS, TRAINING_CODE, DataRequest, MinimaJob, compute_stage, job_dataset, minima_job,
-                               resolve_device, stage_dir, tensor_digest)
+                               require_complete, resolve_device, stage_dir, tensor_digest)
 from losstopo import plots, tracking
 from losstopo.codeversion import module_version
 from losstopo.config import (ConvergenceConfig, DataConfig, MinimaConfig, MNISTTeachersConfig, Params,
@@ -442,7 +442,7 @@ def run_paths(config: PermutationBarrierConfig, params: Params, root: Path = ART
     logged = {"data": as_dict(params.data), "toy": as_dict(config.toy), "mnist": as_dict(config.mnist),
               "convergence": dataclasses.asdict(rule), "mnist_dtype": str(MNIST_DTYPE)}
     with compute_stage(params, EXPERIMENT, "paths", ["mnist"], logged, root,
-                       keep=set(variant_keys(config))) as (data, executor, cache):
+                       keep=set(variant_keys(config)), inputs=["minima"]) as (data, executor, cache):
         _paths_toy(config, minima_root / TOY_KEY, out_root / TOY_KEY, rule, executor, cache, params.runtime.progress)
         _paths_mnist(config, minima_root, out_root, data, rule, executor, cache, params)
 
@@ -547,6 +547,7 @@ def summarise_widths(paths: list[dict], widths: list[int]) -> dict:
 
 def run_topology(config: PermutationBarrierConfig, params: Params, root: Path = ARTIFACTS) -> None:
     """summary.json (everything the report draws and tests) and topology_metrics.json (headline numbers)."""
+    require_complete(EXPERIMENT, "paths", root)
     paths_root = stage_dir(EXPERIMENT, "paths", root)
     toy = load_json(paths_root / TOY_KEY / "paths.json")
     mnist_records = [load_json(paths_root / mnist_key(w) / "paths.json") for w in config.mnist.widths]

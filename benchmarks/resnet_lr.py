@@ -26,7 +26,7 @@ import torch
 from benchmarks.cnn_channels import accuracy_note, training_note
 from benchmarks.stages import (ARTIFACTS, DataRequest, MinimaTask, PathsTask, Variant, _prune, compute_stage,
                                job_dataset, optimize_variant_paths, path_max_matrix, path_schedule,
-                               converged_fraction, save_minima_metrics, stage_dir, train_variants,
+                               converged_fraction, require_complete, save_minima_metrics, stage_dir, train_variants,
                                zero_length_bars)
 from losstopo import plots, tracking
 from losstopo.config import DataConfig, LRTypeRuns, Params, ResNetLRConfig, as_dict
@@ -136,7 +136,7 @@ def run_paths(config: ResNetLRConfig, params: Params, root: Path = ARTIFACTS) ->
     metrics = {}
     logged = {"data": as_dict(params.data), **{f"{d}.paths": as_dict(config.runs(d).paths) for d in config.datasets}}
     with compute_stage(params, EXPERIMENT, "paths", config.datasets, logged, root,
-                       keep=set(config.datasets)) as (data, executor, cache):
+                       keep=set(config.datasets), inputs=["minima"]) as (data, executor, cache):
         prepared = [_paths_task(config, name, data, root) for name in config.datasets]
         tasks = [task for task, _ in prepared]
         results = optimize_variant_paths(tasks, params, data, executor, cache, f"{EXPERIMENT} paths")
@@ -193,6 +193,7 @@ def _paths_metrics(record: dict) -> dict:
 # --- stage 3: barcodes -----------------------------------------------------------------------------
 
 def run_topology(config: ResNetLRConfig, params: Params, root: Path = ARTIFACTS) -> None:
+    require_complete(EXPERIMENT, "paths", root)
     out_root = stage_dir(EXPERIMENT, "topology", root)
     _prune(out_root, set(config.datasets))
     metrics = {}

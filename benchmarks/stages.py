@@ -81,6 +81,34 @@ def stage_dir(experiment: str, stage: str, root: Path = ARTIFACTS) -> Path:
     return root / experiment / stage
 
 
+def file_digests(directory: Path) -> dict[str, str]:
+    """sha256 of every file under ``directory`` but the stage record itself, by path relative to it."""
+    return {str(path.relative_to(directory)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(directory.rglob("*")) if path.is_file() and path.name != STAGE_TIMING}
+
+
+def require_complete(experiment: str, stage: str, root: Path = ARTIFACTS) -> None:
+    """A compute stage's outputs are one unit: its record (STAGE_TIMING) is removed when a run starts writing and
+    written, naming every file's sha256, when it ends. Raises, naming the stage to rerun, when the record is missing
+    (the last run stopped half way) or a file differs from it; a record without file hashes (written before they
+    were kept) is trusted as it is."""
+    directory = stage_dir(experiment, stage, root)
+    rerun = f"run it (dvc repro, or python -m losstopo.cli stage {experiment} {stage})"
+    if (directory / NOT_RUN).is_file():
+        return
+    if not (directory / STAGE_TIMING).is_file():
+        raise LosstopoError(f"{experiment} {stage}: no finished run of this stage (never run, or its last run stopped "
+                            f"half way); {rerun}")
+    recorded = load_json(directory / STAGE_TIMING).get("files")
+    if recorded is None:
+        return
+    found = file_digests(directory)
+    changed = sorted(name for name in recorded.keys() | found.keys() if recorded.get(name) != found.get(name))
+    if changed:
+        raise LosstopoError(f"{experiment} {stage}: {changed[0]} is not what the stage wrote"
+                            + (f" (and {len(changed) - 1} more file(s))" if len(changed) > 1 else "") + f"; {rerun}")
+
+
 def stage_timing(experiment: str, stage: str, root: Path = ARTIFACTS) -> dict | None:
     """A compute stage's STAGE_TIMING record (wall time, where it ran), or None if it has none."""
     path = stage_dir(experiment, stage, root) / STAGE_TIMING
@@ -151,13 +179,19 @@ def stage_data(params: Params, names: Iterable[str]) -> DataConfig:
 
 @contextmanager
 def compute_stage(params: Params, experiment: str, stage: str, datasets: Iterable[str], logged: dict,
-                  root: Path = ARTIFACTS, keep: set[str] | None = None) -> Iterator[tuple[DataConfig, Executor, JobCache]]:
+                  root: Path = ARTIFACTS, keep: set[str] | None = None,
+                  inputs: Iterable[str] = ()) -> Iterator[tuple[DataConfig, Executor, JobCache]]:
     """The frame of a compute stage: checks every dataset it needs, opens its MLflow stage run (logging
     ``logged``) and yields the data settings for its jobs, the executor chosen in params (or on the command
     line) and the stage's cache of finished jobs. The cache is cleared once the stage's outputs are written;
     a stage that raises keeps it, so that a rerun does only the unfinished jobs. ``keep``: the variant folders
-    to keep in the stage's output; the others are removed, but only after every dataset has been checked."""
+    to keep in the stage's output; the others are removed, but only after every dataset has been checked.
+    ``inputs``: the experiment's stages whose outputs this one reads, each checked complete first
+    (:func:`require_complete`); this stage's own record goes before it writes and comes back, with every file's
+    hash, when it ends."""
     started = time.perf_counter()
+    for upstream in inputs:
+        require_complete(experiment, upstream, root)
     orphans = remove_orphans(stage_dir(experiment, stage, root))
     if orphans:
         print(f"{experiment} {stage}: removed {len(orphans)} unfinished write(s) of a killed run, e.g. {orphans[0].name}")
@@ -166,6 +200,8 @@ def compute_stage(params: Params, experiment: str, stage: str, datasets: Iterabl
         _prune(stage_dir(experiment, stage, root), keep)
     executor, cache = make_executor(params.executor, params.ray), JobCache(root / ".jobs" / experiment / stage)
     device = str(resolve_device(params.runtime.device))
+    record = stage_dir(experiment, stage, root) / STAGE_TIMING
+    record.unlink(missing_ok=True)  # from here until the end, the outputs are not a finished unit
     with tracking.stage_run(experiment, stage, profile=params.profile, device=device, params=logged):
         yield data, executor, cache
         wall = time.perf_counter() - started
@@ -173,8 +209,8 @@ def compute_stage(params: Params, experiment: str, stage: str, datasets: Iterabl
     save_json({"experiment": experiment, "stage": stage, "profile": params.profile, "device": device,
                "executor": executor.name, "threads": torch.get_num_threads(), "wall_s": wall,
                "cpus_per_job": params.ray.cpus_per_job if executor.name == "ray" else None,
-               "note": "this invocation only: jobs finished by an interrupted earlier one came from its cache"},
-              stage_dir(experiment, stage, root) / STAGE_TIMING)
+               "note": "this invocation only: jobs finished by an interrupted earlier one came from its cache",
+               "files": file_digests(stage_dir(experiment, stage, root))}, record)
     cache.clear()
 
 
@@ -487,7 +523,8 @@ def run_paths(experiment: str, variants: list[Variant], config, params: Params, 
         return
     metrics = {}
     with compute_stage(params, experiment, stage, [v.dataset for v in variants],
-                       {"data": as_dict(params.data), "paths": as_dict(cfg)}, root) as (data, executor, cache):
+                       {"data": as_dict(params.data), "paths": as_dict(cfg)}, root,
+                       inputs=["minima"]) as (data, executor, cache):
         # Same seed as the minima's subset: the path subset is nested in the minima's training set.
         request = {v.key: DataRequest(v.dataset, cfg.train_subset, 0, config.minima.seed) for v in variants}
         tasks = [PathsTask(v.key, v.model, torch.load(stage_dir(experiment, "minima", root) / v.key / "minima.pt",
@@ -641,6 +678,8 @@ def path_max_matrix(record: dict, key: str = "max_loss") -> np.ndarray:
 
 
 def run_topology(experiment: str, variants: list[Variant], config, params: Params, root: Path = ARTIFACTS) -> None:
+    for stage in method_stages(config.paths.method):
+        require_complete(experiment, stage, root)
     out_root = stage_dir(experiment, "topology", root)
     metrics = {}
     all_records = {v.key: variant_paths(experiment, v.key, config.paths.method, root) for v in variants}

@@ -41,7 +41,8 @@ import torch
 
 from benchmarks.cnn_channels import accuracy_note
 from benchmarks.stages import (ARTIFACTS, DataRequest, MinimaTask, Variant, _prune, compute_stage, job_dataset,
-                               pair_chunks, path_max_matrix, resolve_device, stage_dir, tensor_digest, train_variants)
+                               pair_chunks, path_max_matrix, require_complete, resolve_device, stage_dir, tensor_digest,
+                               train_variants)
 from losstopo import plots, tracking
 from losstopo.config import (CurveConfig, DataConfig, Params, TriangleStudyConfig, WRNRobustnessConfig, as_dict,
                              content_hash)
@@ -388,7 +389,7 @@ def run_paths(config: WRNRobustnessConfig, params: Params, root: Path = ARTIFACT
     stage_params = {"data": as_dict(params.data), **{f"{s}.curves": as_dict(study_config(config, s).curves)
                                                      for s in config.studies}}
     with compute_stage(params, EXPERIMENT, "paths", datasets(config), stage_params, root,
-                       keep=set(config.studies)) as (data, executor, cache):
+                       keep=set(config.studies), inputs=["minima"]) as (data, executor, cache):
         studies = [s for s in (_study(config, name, params, data, root) for name in config.studies) if s is not None]
         curves = _run_curves(studies, params, executor, cache)
         triangles = _run_triangles(studies, curves, params, executor, cache)
@@ -575,6 +576,7 @@ def robustness(losses, matrix: np.ndarray, sizes_requested, fixed_requested: int
 
 
 def run_topology(config: WRNRobustnessConfig, params: Params, root: Path = ARTIFACTS) -> None:
+    require_complete(EXPERIMENT, "paths", root)
     out_root = stage_dir(EXPERIMENT, "topology", root)
     _prune(out_root, set(config.studies))
     metrics = {}

@@ -53,6 +53,30 @@ def test_stages_write_barcodes_and_report_section(tiny_params, tmp_path):
     assert (tmp_path / "figures" / "fc_depth_barcodes_svhn.png").stat().st_size > 1000
 
 
+def test_a_stage_reads_only_complete_inputs(tiny_params, tmp_path):
+    """A compute stage's record names every file's hash: an interrupted run (no record) or a changed file stops the
+    next stage with one line naming the stage to rerun; a clean rerun makes the unit whole again."""
+    from benchmarks.stages import require_complete
+    from losstopo.errors import LosstopoError
+
+    root = tmp_path / "artifacts"
+    config, variants = _run_all(tiny_params, root)
+    record = json.loads((root / "fc_depth/minima/stage.json").read_text())
+    assert "svhn-fc-2-8/minima.pt" in record["files"] and "stage.json" not in record["files"]
+    for stage in ("minima", "paths"):
+        require_complete("fc_depth", stage, root)
+    minima_json = root / "fc_depth/minima/svhn-fc-2-8/minima.json"
+    minima_json.write_text(minima_json.read_text() + " ")
+    with pytest.raises(LosstopoError, match=r"fc_depth minima: svhn-fc-2-8/minima.json is not what the stage wrote"):
+        run_paths("fc_depth", variants, config, tiny_params, root)
+    (root / "fc_depth/paths/stage.json").unlink()  # as a run killed half way leaves it
+    with pytest.raises(LosstopoError, match="fc_depth paths: no finished run of this stage"):
+        run_topology("fc_depth", variants, config, tiny_params, root)
+    run_minima("fc_depth", variants, config, tiny_params, root)  # retrains nothing, records the files again
+    run_paths("fc_depth", variants, config, tiny_params, root)
+    require_complete("fc_depth", "paths", root)
+
+
 def test_stages_run_without_mlflow_when_tracking_is_off(tiny_params, tmp_path, monkeypatch):
     """LOSSTOPO_TRACKING=off: a machine without MLflow (a lent GPU) runs the stages; nothing is logged."""
     import mlflow
@@ -308,7 +332,7 @@ def test_a_misspelled_dataset_or_missing_paths_delete_nothing(tiny_params, tmp_p
     typo = dataclasses.replace(config, datasets=["fashion_mnsit"])
     with pytest.raises(DataError, match="fashion_mnsit"):
         run_minima("fc_depth", fc_depth.variants(typo), typo, tiny_params, root)
-    with pytest.raises(LosstopoError, match="paths.json is missing"):
+    with pytest.raises(LosstopoError, match="fc_depth paths: no finished run of this stage"):
         run_topology("fc_depth", variants, config, tiny_params, root)
     assert all(path.read_text() == "finished work" for path in kept)
 
