@@ -1,0 +1,143 @@
+"""Fault injection: stages killed with SIGKILL at chosen points (after a job's result is cached, while the stage
+record is written), corrupted outputs and a diverging learning rate, each through the command line as a user meets
+it. Asserted: the next stage refuses in one line, the rerun recovers, and the recovered outputs are identical to an
+uninterrupted run's."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from tiny import tiny_params
+
+pytestmark = pytest.mark.slow
+
+# Runs the CLI with a fault: SIGKILL the process after the n-th job result is cached ("job n"), or when the stage
+# record is about to be written ("record"): the two ends of a stage's writes.
+KILLER = """
+import os, signal, sys
+point, argv = sys.argv[1], sys.argv[2:]
+import losstopo.executor as executor
+import losstopo.io as io
+if point.startswith("job"):
+    limit, seen, put = int(point[3:]), [0], executor.JobCache.put
+    def killing_put(self, address, value):
+        put(self, address, value)
+        seen[0] += 1
+        if seen[0] >= limit:
+            os.kill(os.getpid(), signal.SIGKILL)
+    executor.JobCache.put = killing_put
+elif point == "record":
+    import benchmarks.stages as stages
+    save = stages.save_json
+    def killing_save(obj, path, *args, **kwargs):
+        if os.path.basename(str(path)) == "stage.json":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return save(obj, path, *args, **kwargs)
+    stages.save_json = killing_save
+from losstopo.cli import main
+sys.exit(main(argv))
+"""
+TIMING_KEYS = {"wall_s", "seconds", "train_seconds", "elapsed_s", "started", "finished"}
+
+
+def _workdir(tmp_path: Path, name: str, **paths) -> Path:
+    work = tmp_path / name
+    (work / "data" / "offline").mkdir(parents=True)
+    raw = tiny_params("fc_depth")
+    raw["data"]["root"] = str(work / "data")
+    raw["fc_depth"]["paths"] |= paths
+    (work / "params.yaml").write_text(yaml.safe_dump(raw))
+    return work
+
+
+def _stage(work: Path, stage: str, fault: str | None = None) -> subprocess.CompletedProcess:
+    argv = ["stage", "fc_depth", stage, "--params", "params.yaml"]
+    command = [sys.executable, "-c", KILLER, fault, *argv] if fault else [sys.executable, "-m", "losstopo.cli", *argv]
+    env = os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "LOSSTOPO_EXECUTOR": "local",
+                        "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=900)
+
+
+def _ok(done: subprocess.CompletedProcess) -> None:
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def _error_line(done: subprocess.CompletedProcess) -> str:
+    lines = [line for line in done.stderr.splitlines() if line.startswith("losstopo: error")]
+    assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    return lines[0]
+
+
+def _without_timing(value):
+    if isinstance(value, dict):
+        return {k: _without_timing(v) for k, v in value.items() if k not in TIMING_KEYS}
+    if isinstance(value, list):
+        return [_without_timing(v) for v in value]
+    return value
+
+
+def _outputs(work: Path) -> dict:
+    """Every output file of the minima and paths stages: JSON without wall times, tensors as tensors."""
+    found = {}
+    for stage in ("minima", "paths"):
+        for path in sorted((work / "artifacts" / "fc_depth" / stage).rglob("*")):
+            name = str(path.relative_to(work / "artifacts"))
+            if path.suffix == ".json" and path.name != "stage.json":
+                found[name] = _without_timing(json.loads(path.read_text()))
+            elif path.suffix == ".pt":
+                found[name] = torch.load(path, weights_only=True)
+    return found
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def test_killed_stages_refuse_downstream_then_recover_to_the_uninterrupted_outputs(tmp_path):
+    reference = _workdir(tmp_path, "reference")
+    for stage in ("minima", "paths"):
+        _ok(_stage(reference, stage))
+
+    work = _workdir(tmp_path, "killed")
+    killed = _stage(work, "minima", "job1")  # one variant's minima cached, nothing written yet
+    assert killed.returncode == -9
+    assert "no finished run of this stage" in _error_line(_stage(work, "paths"))
+    at_record = _stage(work, "minima", "record")  # every output written (job 1 from the cache), killed at the record
+    assert at_record.returncode == -9 and "2/2 jobs done" in at_record.stderr
+    assert (work / "artifacts/fc_depth/minima/svhn-fc-2-8/minima.pt").is_file()
+    assert not (work / "artifacts/fc_depth/minima/stage.json").exists()
+    assert "fc_depth minima: no finished run" in _error_line(_stage(work, "paths"))
+    _ok(_stage(work, "minima"))
+    assert _stage(work, "paths", "job1").returncode == -9
+    _ok(_stage(work, "paths"))
+    assert not list((work / "artifacts").rglob(".*.tmp"))  # no half-written file left anywhere
+    recovered, uninterrupted = _outputs(work), _outputs(reference)
+    assert recovered.keys() == uninterrupted.keys() and len(recovered) >= 6
+    assert all(_same(recovered[name], uninterrupted[name]) for name in recovered), \
+        [name for name in recovered if not _same(recovered[name], uninterrupted[name])]
+
+    # a corrupted output: random bytes in a minima file stop the next stage with one line
+    weights = work / "artifacts/fc_depth/minima/svhn-fc-2-8/minima.pt"
+    weights.write_bytes(os.urandom(weights.stat().st_size))
+    assert "svhn-fc-2-8/minima.pt is not what the stage wrote" in _error_line(_stage(work, "paths"))
+
+
+def test_a_diverging_path_learning_rate_stops_with_one_line_naming_the_setting(tmp_path):
+    work = _workdir(tmp_path, "diverging", lr=1.0e6, step_rule="sgd")
+    _ok(_stage(work, "minima"))
+    line = _error_line(_stage(work, "paths"))
+    assert "paths.lr" in line and "fc_depth" in line
+    assert not (work / "artifacts/fc_depth/paths/stage.json").exists()  # nothing finished is claimed
