@@ -113,7 +113,7 @@ def report_section(config: ModelSweepConfig, figures: Path, root: Path = ARTIFAC
         rows = [row for p in pairs for row in (p["plain"], p["bn"])]
         source, profile = cnn_channels.claim_source(rows), cnn_channels.claim_profile(rows)
         section.add_text(f"### {dataset}\n\nData: **{source}**; "
-                         + training_note(pairs[0]["bn"]["summary"]["data_source"], config.minima.train_subset,
+                         + training_note(pairs[0]["bn"]["summary"]["n_train"], config.minima.train_subset,
                                          config.paths.train_subset) + f" (BN networks). Profile: {profile}.")
         extra = [f"- {display_name(p['bn']['variant'])} vs {display_name(p['plain']['variant'])}: {', '.join(notes)}"
                  for p in pairs if (notes := _comparability(p["plain"], p["bn"]))]

@@ -67,37 +67,25 @@ def display_name(variant: Variant) -> str:
     return variant.model.upper()
 
 
-def _count(pattern: str, source: str) -> int | None:
-    match = re.search(pattern, source)
-    return int(match[1]) if match else None
-
-
-def accuracy_note(data_kind: str, data_source: str, test_subset: int | None) -> str:
-    """Which images a test accuracy was measured on, in words (the offline CIFAR-10 has only 1,000)."""
+def accuracy_note(data_kind: str, n_test: int, test_subset: int | None) -> str:
+    """Which images a test accuracy was measured on, in words, from the record's counts (the minima's ``n_test``:
+    the offline CIFAR-10 has only 1,000); ``test_subset`` None: all test images of the source were used."""
     if data_kind == "offline":
-        n = _count(r"/ (\d+) test", data_source)
-        if n is not None and test_subset is not None:
-            n = min(n, test_subset)
-        return f"test accuracy on the {n:,} test images of the offline copy" if n is not None else \
-            "test accuracy on the test images of the offline copy"
+        return f"test accuracy on {'the ' if test_subset is None else ''}{n_test:,} test images of the offline copy"
     if data_kind == "offline-partial":
         return "test accuracy on held-out training images of a partial offline copy, not on the official test set"
     if data_kind == "synthetic":
         return "test accuracy on a SYNTHETIC stand-in; it says nothing about the real dataset"
     return ("test accuracy on the official test set" if test_subset is None else
-            f"test accuracy on {test_subset:,} images of the official test set")
+            f"test accuracy on {n_test:,} images of the official test set")
 
 
-def training_note(data_source: str, train_subset: int | None, path_subset: int | None) -> str:
-    total = _count(r"\((\d+) train", data_source)
-
-    def amount(n: int | None) -> str:
-        if n is None or (total is not None and n >= total):
-            return "all" + (f" {total:,}" if total is not None else "")
-        return f"{n:,}"
-
-    return (f"minima trained on {amount(train_subset)} training images; minima losses L(p) and path maxima "
-            f"(saddle heights h_p) measured on {amount(path_subset)} of them")
+def training_note(n_train: int, train_subset: int | None, path_subset: int | None) -> str:
+    """Which images the minima trained on and the paths were measured on, from the record's count ``n_train``."""
+    everything = "all " if train_subset is None or train_subset >= n_train else ""
+    paths = f"all {n_train:,}" if path_subset is None or path_subset >= n_train else f"{path_subset:,}"
+    return (f"minima trained on {everything}{n_train:,} training images; minima losses L(p) and path maxima "
+            f"(saddle heights h_p) measured on {paths} of them")
 
 
 def data_notes(rows: list[dict], test_subset: int | None) -> str:
@@ -105,9 +93,9 @@ def data_notes(rows: list[dict], test_subset: int | None) -> str:
     seen = {}
     for row in rows:
         s = row["summary"]
-        seen.setdefault((s["data_kind"], s["data_source"]), None)
-    return "\n".join(f"- † data: **{source}**; {accuracy_note(kind, source, test_subset)}."
-                     for kind, source in seen)
+        seen.setdefault((s["data_kind"], s["data_source"], s["n_test"]), None)
+    return "\n".join(f"- † data: **{source}**; {accuracy_note(kind, n_test, test_subset)}."
+                      for kind, source, n_test in seen)
 
 
 def network_table(section: Section, rows: list[dict], test_subset: int | None, extra: list[str] | None = None) -> None:
@@ -218,7 +206,7 @@ def report_section(config: ModelSweepConfig, figures: Path, root: Path = ARTIFAC
                       key=lambda r: r["variant"].labels["parameters"])
         source, profile = claim_source(rows), claim_profile(rows)
         section.add_text(f"### {dataset}\n\nData: **{source}**; "
-                         + training_note(rows[0]["summary"]["data_source"], config.minima.train_subset,
+                         + training_note(rows[0]["summary"]["n_train"], config.minima.train_subset,
                                          config.paths.train_subset) + f". Profile: {profile}.")
         network_table(section, rows, config.minima.test_subset)
         path_methods.add_if_compared(section, EXPERIMENT, [r["variant"].key for r in rows],

@@ -287,9 +287,9 @@ def report_section(config: ResNetLRConfig, figures: Path, root: Path = ARTIFACTS
         topo = load_json(topology_root / dataset / "topology.json")
         source, kind_of_data, profile = topo["data_source"], topo["data_kind"], topo["profile"]
         n_test = summaries["type1"]["n_test"]
-        test_note = accuracy_note(kind_of_data, source, n_test)
+        test_note = accuracy_note(kind_of_data, n_test, runs.type1.test_subset)
         lines = [f"### {dataset}", f"Data: **{source}**.",
-                 f"- {training_note(source, summaries['type1']['n_train'], topo['n_path_samples'])} "
+                 f"- {training_note(summaries['type1']['n_train'], runs.type1.train_subset, topo['n_path_samples'])} "
                  f"(one permutation, seed {summaries['type1']['data_seed']}: the path subset is nested in every "
                  f"minimum's training set, and both types see the same images).",
                  f"- {test_note}."]

@@ -668,12 +668,12 @@ def short_source(record: dict) -> str:
     return source_label(record["data_kind"], record["dataset"])
 
 
-def minima_table(section: Section, study: str, summary: dict, paths: dict) -> None:
+def minima_table(section: Section, study: str, summary: dict, paths: dict, test_subset: int | None) -> None:
     """Table 3 / Table 14: ours (mean ± sample std over our minima) beside the paper's, scale and data on every row."""
     paper = PAPER_TABLES[study]
     scale = (f"{summary['model']}, {len(summary['train_loss'])} minima, {summary['max_epochs']} epochs on "
              f"{summary['n_train']:,} images, profile {summary['profile']}")
-    note = accuracy_note(summary["data_kind"], summary["data_source"], summary["n_test"])
+    note = accuracy_note(summary["data_kind"], summary["n_test"], test_subset)
     rows = []
     for q in QUANTITIES:
         acc = q.endswith("acc")
@@ -845,7 +845,7 @@ def report_section(config: WRNRobustnessConfig, figures: Path, root: Path = ARTI
         section.add_text("\n\n".join(lines[:2]) + "\n\n" + "\n".join(lines[2:]))
         section.add_text(f"Minima characteristics ({PAPER_TABLE_NAMES[study]}; mean ± std, ours: sample std over "
                          f"our minima; ours at the scale stated on each row):")
-        minima_table(section, study, summary, paths)
+        minima_table(section, study, summary, paths, study_config(config, study).minima.test_subset)
 
         flat = sum(1 for b, d in topo["bars"] if math.isfinite(d) and d <= b)
         if flat:

@@ -22,12 +22,17 @@ OFFLINE_NOTE = f"test accuracy on the {N_TEST} test images of the offline copy"
 
 # --- stats helpers -------------------------------------------------------------------------------
 
-def test_accuracy_note_names_the_offline_test_images():
-    source = "offline copy cifar10.npz (50000 train / 1000 test real images)"
-    assert cnn_channels.accuracy_note("offline", source, None) == "test accuracy on the 1,000 test images of the offline copy"
-    assert cnn_channels.accuracy_note("offline", source, 200).startswith("test accuracy on the 200 test images")
-    assert "SYNTHETIC" in cnn_channels.accuracy_note("synthetic", "SYNTHETIC stand-in of cifar10", None)
-    assert cnn_channels.training_note(source, None, 256).startswith("minima trained on all 50,000 training images")
+def test_accuracy_and_training_notes_come_from_the_recorded_counts():
+    assert cnn_channels.accuracy_note("offline", 1000, None) == "test accuracy on the 1,000 test images of the offline copy"
+    assert cnn_channels.accuracy_note("offline", 200, 200) == "test accuracy on 200 test images of the offline copy"
+    assert "SYNTHETIC" in cnn_channels.accuracy_note("synthetic", 32, None)
+    assert cnn_channels.accuracy_note("torchvision", 10000, None) == "test accuracy on the official test set"
+    assert cnn_channels.accuracy_note("torchvision", 500, 500) == "test accuracy on 500 images of the official test set"
+    assert cnn_channels.training_note(50000, None, 256).startswith(
+        "minima trained on all 50,000 training images; minima losses L(p) and path maxima (saddle heights h_p) "
+        "measured on 256 of them")
+    assert cnn_channels.training_note(4000, 4000, None).endswith("measured on all 4,000 of them")
+    assert cnn_channels.training_note(4000, 5000, 8000).startswith("minima trained on all 4,000")
 
 
 # --- both experiments end to end -----------------------------------------------------------------
