@@ -119,6 +119,7 @@ def run_validate(params_path: str, profile: str | None, out: Path = Path("artifa
     from losstopo.io import save_json
 
     params = load_params(params_path, profile)
+    stages.resolve_device(params.runtime.device)  # a device this machine does not have: one line, now
     committed = committed_params(Path(params_path))
     for line in shadowed_changes(yaml.safe_load(Path(params_path).read_text()) or {}, committed) if committed else []:
         print(f"losstopo: warning: {line}", file=sys.stderr)

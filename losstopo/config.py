@@ -160,7 +160,7 @@ class PathConfig:
 
     def validate(self, where: str) -> None:
         _require(self.n_points >= 3, where, "n_points", "must be >= 3")
-        _require(self.converge_tol > 0, where, "converge_tol", "must be > 0")
+        _require(0 < self.converge_tol < 1, where, "converge_tol", "must lie strictly between 0 and 1 (relative)")
         _require(self.converge_abs >= 0, where, "converge_abs", "must be >= 0")
         _require(self.step_rule in STEP_RULES, where, "step_rule", f"must be one of {STEP_RULES}")
         _require(self.sample in SAMPLES, where, "sample", f"must be one of {SAMPLES}")
@@ -290,7 +290,7 @@ class CurveConfig:
 
     def validate(self, where: str) -> None:
         _require(self.kind in ("polychain", "bezier"), where, "kind", "must be 'polychain' or 'bezier'")
-        _require(self.converge_tol > 0, where, "converge_tol", "must be > 0")
+        _require(0 < self.converge_tol < 1, where, "converge_tol", "must lie strictly between 0 and 1 (relative)")
         _require(self.converge_abs >= 0, where, "converge_abs", "must be >= 0")
         _require(set(self.triangle_regimes) <= {"vertices_fixed", "sides_fixed"}, where, "triangle_regimes",
                  "must be among vertices_fixed, sides_fixed")

@@ -263,3 +263,21 @@ def test_a_change_the_active_profile_overrides_is_named_with_the_key_to_set(tmp_
     run_validate(str(params), None, tmp_path / "validated.json")
     warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
     assert len(warnings) == 1 and "profiles.ci.fc_depth.minima.n_minima" in warnings[0]
+
+
+def test_validate_refuses_a_device_this_machine_lacks_and_a_relative_tolerance_of_one(tmp_path):
+    import torch
+
+    from losstopo.cli import run_validate
+
+    text = (Path(__file__).parents[1] / "params.yaml").read_text().replace("profile: paper", "profile: ci", 1)
+    raw = yaml.safe_load(text)
+    raw["runtime"]["device"] = f"cuda:{torch.cuda.device_count() + 1}"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"runtime.device is 'cuda:\d+', but this machine's torch sees"):
+        run_validate(str(tmp_path / "params.yaml"), None, tmp_path / "validated.json")
+    assert not (tmp_path / "validated.json").exists()
+    raw["runtime"]["device"] = "cpu"
+    raw["fc_depth"]["paths"]["converge_tol"] = 1.5
+    with pytest.raises(ConfigError, match="fc_depth.paths.converge_tol must lie strictly between 0 and 1"):
+        resolve(raw)

@@ -117,7 +117,9 @@ def test_code_version_follows_the_imports_and_ignores_the_rest(tmp_path, monkeyp
     package = tmp_path / "losstopo"
     package.mkdir()
     (package / "__init__.py").write_text("")
-    (package / "train.py").write_text("from losstopo.schedules import lr\nfrom . import models\nimport numpy\n")
+    (package / "train.py").write_text("from losstopo.schedules import lr\nfrom . import models\nimport numpy\n"
+                                      "from losstopo.config import MinimaConfig\n")
+    (package / "config.py").write_text("class MinimaConfig:\n    def validate(self):\n        pass\n")
     (package / "schedules.py").write_text("def lr():\n    return 0.1\n")
     (package / "models.py").write_text("def build():\n    from losstopo.layers import conv  # a late import\n")
     (package / "layers.py").write_text("conv = 1\n")
@@ -134,6 +136,8 @@ def test_code_version_follows_the_imports_and_ignores_the_rest(tmp_path, monkeyp
         "train.py", "schedules.py", "models.py", "layers.py", "__init__.py"}
     (package / "report.py").write_text("x = 2\n")  # not imported by training: same version
     assert version() == first
+    (package / "config.py").write_text("class MinimaConfig:\n    def validate(self):\n        raise ValueError\n")
+    assert version() == first  # the settings' schema: its values are in the addresses, its code is not
     (package / "layers.py").write_text("conv = 2\n")  # a training constant two imports away: a new version
     assert version() != first
     monkeypatch.undo()
