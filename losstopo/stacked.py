@@ -141,14 +141,25 @@ class StackedModel:
         return self._per_model(thetas, xs)
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux reports them (empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next((set(line.split(":", 1)[1].split()) for line in info if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
 def fast_bf16(device: torch.device) -> bool:
-    """Whether bf16 autocast speeds up matrix products on ``device``: CUDA, or a CPU with AMX tiles
-    (on this project's Xeon a bf16 matmul runs ~5x an fp32 one; benchmarks/RESULTS.md). Elsewhere
-    bf16 on CPU is emulated or converted and slower than fp32."""
+    """Whether bf16 autocast speeds up matrix products on ``device``: CUDA, or a CPU with AMX tiles or AVX512-BF16
+    instructions (a Xeon's AMX bf16 matmul ran ~5x its fp32 one, an EPYC's AVX512-BF16 one ~2x;
+    benchmarks/RESULTS.md). Elsewhere bf16 on CPU is emulated or converted and slower than fp32."""
     if device.type == "cuda":
         return True
+    if device.type != "cpu":
+        return False
     init_amx = getattr(torch._C._cpu, "_init_amx", None)  # private, present in torch 2.1 .. 2.13
-    return device.type == "cpu" and init_amx is not None and bool(init_amx())
+    return (init_amx is not None and bool(init_amx())) or "avx512_bf16" in cpu_flags()
 
 
 def mlp_linear_layers(module: nn.Module) -> list[tuple[str, str]] | None:

@@ -77,13 +77,17 @@ def test_minibatch_autocast_applies_to_the_steps_only():
     assert torch.allclose(step_mixed, step_plain, rtol=0.02)  # ... but close to them
 
 
-@pytest.mark.parametrize("amx, expected", [(True, torch.bfloat16), (False, None)])
-def test_bf16_path_steps_on_cpu_only_where_it_has_amx(monkeypatch, amx, expected):
+@pytest.mark.parametrize("amx, flags, expected", [(True, set(), torch.bfloat16), (False, {"avx512_bf16"}, torch.bfloat16),
+                                                  (False, {"avx512f"}, None)])
+def test_bf16_path_steps_on_cpu_only_where_it_has_amx_or_avx512_bf16(monkeypatch, amx, flags, expected):
+    from losstopo import stacked
+
     from benchmarks.stages import path_loss
     from losstopo.config import PathConfig
     from losstopo.data import REGISTRY, synthetic_dataset
 
     monkeypatch.setattr(torch._C._cpu, "_init_amx", lambda: amx)
+    monkeypatch.setattr(stacked, "cpu_flags", lambda: flags)
     data = synthetic_dataset(REGISTRY["mnist"], reason="test", sizes=(32, 8))
     stacked = StackedModel(build_model("fc-2-16", (1, 28, 28), 10))
     assert path_loss(stacked, data, PathConfig(mixed_precision=True)).minibatch_autocast_dtype == expected
