@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from benchmarks import fc_depth
+from benchmarks.path_study import largest_relative_difference
 from benchmarks.stages import (ARTIFACTS, DataRequest, PathsJob, merge_path_jobs, path_max_matrix, paths_job,
                                stage_data, stage_dir)
 from losstopo.config import load_params
@@ -28,11 +29,6 @@ from losstopo.stacked import fast_bf16
 from losstopo.topology import barcode_of_minima, to_score
 
 PRECISIONS = {"fp32": False, "bf16": True}
-
-
-def largest_relative_difference(reference, other) -> float:
-    reference, other = np.asarray(reference, dtype=float), np.asarray(other, dtype=float)
-    return float(np.max(np.abs(other - reference) / np.maximum(np.abs(reference), 1e-12)))
 
 
 def bars_differ(first, second, resolution: float) -> list[int]:
@@ -64,14 +60,14 @@ def compare(profile: str, key: str, params_path: str = "params.yaml", root=ARTIF
         started = time.perf_counter()
         records[precision] = {"pairs": list(pairs), **merge_path_jobs(len(thetas), [paths_job({key: thetas}, job)])}
         walls[precision] = time.perf_counter() - started
-    resolution = config.paths.converge_abs
+    resolution, steps = config.paths.converge_abs, config.paths.steps
     bars = {p: barcode_of_minima(r["minima_losses"], path_max_matrix(r), config.topology.method)
             for p, r in records.items()}
-    return {"profile": profile, "variant": key, "pairs": len(pairs), "steps": config.paths.steps,
+    return {"profile": profile, "variant": key, "pairs": len(pairs), "steps": steps,
             "threads": torch.get_num_threads(), "wall_s": walls,
             "max_loss": {p: r["max_loss"] for p, r in records.items()},
-            "largest_relative_difference": largest_relative_difference(records["fp32"]["max_loss"],
-                                                                       records["bf16"]["max_loss"]),
+            "largest_relative_difference": largest_relative_difference({steps: records["fp32"]["max_loss"]},
+                                                                       {steps: records["bf16"]["max_loss"]}),
             "largest_absolute_difference": float(np.max(np.abs(np.subtract(records["bf16"]["max_loss"],
                                                                            records["fp32"]["max_loss"])))),
             "bars": bars, "to_score": {p: to_score(b) for p, b in bars.items()}, "resolution": resolution,

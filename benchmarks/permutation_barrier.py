@@ -38,10 +38,10 @@ from losstopo.codeversion import module_version
 from losstopo.config import (ConvergenceConfig, DataConfig, MinimaConfig, MNISTTeachersConfig, Params,
                              PermutationBarrierConfig, ToyConfig, as_dict, content_hash)
 from losstopo.data import Dataset
+from losstopo.descent import halved
 from losstopo.executor import Executor, Job, JobCache, job_address
 from losstopo.hessian import extreme_eigenvalues
 from losstopo.io import load_json, save_json, save_torch
-from losstopo.descent import halved
 from losstopo.permutation import (Convergence, InputWhitening, MLPParams, PermutationPath, QuadraticLoss,
                                   incoming_cosine_similarity, incoming_vectors, merge_candidates, permutation_paths,
                                   quadratic_loss)

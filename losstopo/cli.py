@@ -74,27 +74,23 @@ def run_stage(experiment: str, stage: str, params_path: str, profile: str | None
     runner(experiment, module.variants(config), config, params)
 
 
-def _leaves(tree, prefix: tuple = ()) -> dict:
-    if isinstance(tree, dict):
-        return {k: v for key, sub in tree.items() for k, v in _leaves(sub, prefix + (key,)).items()}
-    return {prefix: tree}
-
-
 def shadowed_changes(raw: dict, committed: dict) -> list[str]:
     """One line per top-level setting that differs from ``committed`` (e.g. set by ``dvc exp run -S``) although the
     active profile overrides it, so that the change has no effect; each names the profile key to set instead."""
+    from losstopo.tracking import flatten
+
     active = raw.get("profile", "paper")
-    profile = _leaves((raw.get("profiles") or {}).get(active) or {})
-    now = _leaves({k: v for k, v in raw.items() if k not in ("profiles", "profile")})
-    before = _leaves({k: v for k, v in committed.items() if k not in ("profiles", "profile")})
+    profile = flatten("", (raw.get("profiles") or {}).get(active) or {})
+    now = flatten("", {k: v for k, v in raw.items() if k not in ("profiles", "profile")})
+    before = flatten("", {k: v for k, v in committed.items() if k not in ("profiles", "profile")})
     lines = []
-    for key, value in sorted(now.items(), key=lambda item: [str(part) for part in item[0]]):
-        shadow = next((key[:n] for n in range(1, len(key) + 1) if key[:n] in profile), None)
+    for key, value in sorted(now.items()):
+        parts = key.split(".")
+        shadow = next((p for p in (".".join(parts[:n]) for n in range(1, len(parts) + 1)) if p in profile), None)
         if shadow is not None and (key not in before or before[key] != value):
-            dotted, override = ".".join(map(str, key)), ".".join(map(str, shadow))
-            lines.append(f"params: {dotted} was changed to {value!r}, but profile {active!r} sets "
-                         f"profiles.{active}.{override} = {profile[shadow]!r}, so the change has no effect: set "
-                         f"profiles.{active}.{override} instead (e.g. dvc exp run -S profiles.{active}.{override}=...)")
+            lines.append(f"params: {key} was changed to {value!r}, but profile {active!r} sets "
+                         f"profiles.{active}.{shadow} = {profile[shadow]!r}, so the change has no effect: set "
+                         f"profiles.{active}.{shadow} instead (e.g. dvc exp run -S profiles.{active}.{shadow}=...)")
     return lines
 
 

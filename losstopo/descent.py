@@ -73,9 +73,10 @@ class Convergence:
     def __post_init__(self):
         if self.method not in METHODS:
             raise LosstopoError(f"unknown descent method {self.method!r}; use one of {', '.join(METHODS)}")
-        if self.max_iter < 0 or (self.final_max_iter is not None and self.final_max_iter < 0) or self.history_size < 1 or self.line_search_evals < 1 or self.window < 1:
-            raise LosstopoError("descent needs max_iter >= 0, final_max_iter >= 0, history_size >= 1, line_search_evals >= 1 "
-                                "and window >= 1")
+        final_negative = self.final_max_iter is not None and self.final_max_iter < 0
+        if self.max_iter < 0 or final_negative or self.history_size < 1 or self.line_search_evals < 1 or self.window < 1:
+            raise LosstopoError("descent needs max_iter >= 0, final_max_iter >= 0, history_size >= 1, "
+                                "line_search_evals >= 1 and window >= 1")
 
 
 @dataclass

@@ -67,9 +67,10 @@ def test_wrn_throughput_counts_flops_by_hand_on_a_tiny_net():
 
 
 def test_bf16_effect_compares_maxima_and_bars_by_hand():
-    from benchmarks.bf16_effect import bars_differ, largest_relative_difference
+    from benchmarks.bf16_effect import bars_differ
+    from benchmarks.path_study import largest_relative_difference
 
-    assert largest_relative_difference([1.0, 0.5, 2.0], [1.01, 0.5, 1.9]) == pytest.approx(0.05)
+    assert largest_relative_difference({4000: [1.0, 0.5, 2.0]}, {4000: [1.01, 0.5, 1.9]}) == pytest.approx(0.05)
     inf = float("inf")
     fp32 = [(0.1, 0.3), (0.2, 0.35), (0.05, inf)]
     assert bars_differ(fp32, [(0.1, 0.30005), (0.2, 0.35), (0.05, inf)], 1e-4) == []  # within the resolution
