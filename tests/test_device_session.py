@@ -1,54 +1,56 @@
-"""The one-call GPU session (benchmarks.perf.device_session) and bringing its files home (device_ingest)."""
+"""The one-call GPU session (scripts/gpu_session.py run) and bringing its files home (ingest).
 
+No wall time is read: the session's clock is a fake one that the steps themselves move forward."""
+
+import importlib.util
 import json
+import subprocess
 import sys
 import tarfile
 import time
+from pathlib import Path
 
 import pytest
 from tiny import tiny_params
 import yaml
 
-from benchmarks.perf import device_ingest, device_session
-from benchmarks.perf.device_session import Session, Step, pack_artifacts, run_step, seconds_needed
+from benchmarks.stages import STAGE_TIMING, file_digests, require_complete
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_session.py"
+spec = importlib.util.spec_from_file_location("gpu_session", SCRIPT)
+gpu_session = sys.modules["gpu_session"] = importlib.util.module_from_spec(spec)  # dataclasses look it up
+spec.loader.exec_module(gpu_session)
+Session, Step, run_step = gpu_session.Session, gpu_session.Step, gpu_session.run_step
 
 
-def test_an_experiment_needs_both_stages_projected_with_margin_and_overhead():
-    projected = {("a", "minima"): 10, ("a", "paths"): 20, ("d", "minima"): 1}
-    assert seconds_needed(projected, "a", margin=2, overhead_s=10) == 2 * 30 + 2 * 10
-    assert seconds_needed(projected, "d", margin=2) is None  # no paths projection
-    assert seconds_needed(projected, "e", margin=2) is None
-
-
-def test_the_plan_ignores_stages_the_projection_left_untimed(tmp_path):
-    rows = [{"experiment": "a", "stage": "minima", "seconds": 1.0, "bound": "exact"},
-            {"experiment": "a", "stage": "paths", "seconds": 0.0, "bound": "untimed"}]
-    (tmp_path / "p.json").write_text(json.dumps({"stages": rows}))
-    projected = device_session.projected_seconds(tmp_path / "p.json")
-    assert projected == {("a", "minima"): 1.0}
-    assert seconds_needed(projected, "a", 1.5) is None
+def test_the_stages_of_an_experiment_come_from_dvc_yaml_in_its_order_without_topology():
+    assert gpu_session.compute_stages("fc_depth") == ["minima", "paths", "curves"]
+    assert gpu_session.compute_stages("permutation_barrier") == ["minima", "paths"]
 
 
 def test_a_step_that_outruns_the_budget_is_killed_with_its_children(tmp_path):
-    session = Session(budget_s=4)  # long enough for two interpreters to start on a loaded machine
     child = tmp_path / "child.pid"
-    code = ("import subprocess, sys, time; "
-            "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
-            f"open({str(child)!r}, 'w').write(str(c.pid)); print('started', flush=True); time.sleep(60)")
+    # the clock stands still until the step has started its child, then jumps past any limit
+    clock = lambda: 1e9 if child.exists() else 0.0  # noqa: E731
+    code = ("import os, subprocess, sys, time; "
+            "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
+            f"print('started', flush=True); open({str(child)!r} + '.tmp', 'w').write(str(c.pid)); "
+            f"os.replace({str(child)!r} + '.tmp', {str(child)!r}); time.sleep(600)")
+    session = Session(budget_s=4, clock=clock)
     with open(tmp_path / "log", "w") as log:
-        start = time.monotonic()
         step = run_step(session, Step("sleeper", [sys.executable, "-c", code]), log, {}, reserve_s=0)
-    assert step.status == "timed out" and time.monotonic() - start < 60  # the budget stopped it, not the 60 s sleep
+    assert (step.status, step.why) == ("timed out", "killed after 4 s")  # the budget stopped it
     assert "started" in (tmp_path / "log").read_text()
     deadline = time.monotonic() + 30
     while _running(int(child.read_text())) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _running(int(child.read_text()))  # the whole process group went
-    with open(tmp_path / "log", "w") as log:  # a step's own cap
-        step = run_step(Session(60), Step("capped", [sys.executable, "-c", code]), log, {}, reserve_s=0, max_s=2)
-    assert step.status == "timed out" and step.why == "killed after 2 s"
     with open(tmp_path / "log", "w") as log:  # nothing left: the next step does not start
         assert run_step(session, Step("next", [sys.executable, "-c", "pass"]), log, {}).status == "skipped"
+    child.unlink()
+    with open(tmp_path / "log", "w") as log:  # a step's own cap
+        step = run_step(Session(60, clock), Step("capped", [sys.executable, "-c", code]), log, {}, reserve_s=0, max_s=2)
+    assert (step.status, step.why) == ("timed out", "killed after 2 s")
 
 
 def _running(pid: int) -> bool:
@@ -59,76 +61,88 @@ def _running(pid: int) -> bool:
     return state not in ("Z", "X")  # a zombie has ended
 
 
-def test_a_failing_step_is_recorded_with_its_exit_status(tmp_path):
-    with open(tmp_path / "log", "w") as log:
-        step = run_step(Session(60), Step("fails", [sys.executable, "-c", "raise SystemExit(3)"]), log, {}, 0)
-    assert (step.status, step.returncode) == ("failed", 3)
+def test_the_budget_stops_the_session_before_a_stage_and_a_failed_stage_stops_its_experiment(tmp_path, monkeypatch):
+    """Fake steps that each take 100 s of the session's clock: benchmarks, then cnn_bn (its minima fail: its other
+    stages are not tried), then fc_depth minima and paths; 240 + 20 s reserve leaves 20 s, under a stage's 30."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params("fc_depth", "cnn_bn")))
 
+    def fake(name, fails=False):
+        return [sys.executable, "-c", f"import pathlib; p = pathlib.Path({name!r}); p.mkdir(parents=True); "
+                                      f"(p / 'out.json').write_text('{{}}'); "
+                                      + ("raise SystemExit(3)" if fails else "(p / 'took-100-s').touch()")]
 
-def test_pack_leaves_checkpoints_out(tmp_path):
-    (tmp_path / "artifacts/e1/minima/v").mkdir(parents=True)
-    (tmp_path / "artifacts/e1/minima/v/minima.json").write_text("{}")
-    (tmp_path / "artifacts/e1/minima/v/minimum_0.pt").write_bytes(b"x" * 100)
-    packed = pack_artifacts(tmp_path / "artifacts", ["e1", "e2"], tmp_path / "a.tgz")
-    assert packed == ["e1"]
-    with tarfile.open(tmp_path / "a.tgz") as tar:
-        files = sorted(n for n in tar.getnames() if n.endswith((".json", ".pt")))
-    assert files == ["artifacts/e1/minima/v/minima.json"]
-
-
-TINY = tiny_params("fc_depth", "cnn_channels")
-
-
-@pytest.mark.slow
-def test_session_then_ingest_end_to_end(tmp_path, monkeypatch):
-    """A session on tiny settings (CPU, synthetic data): projections, fc_depth stages, packed outputs;
-    then the files brought home give topology, a partial report naming what was left out, and the claims."""
-    (tmp_path / "data" / "offline").mkdir(parents=True)
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(TINY))
-    device = tmp_path / "device"
-    device.mkdir()
-    monkeypatch.chdir(device)
+    monkeypatch.setattr(gpu_session, "benchmarks_argv", lambda python, out, *_: fake(str(out / "bench")))
+    monkeypatch.setattr(gpu_session, "stage_argv", lambda python, experiment, stage, profile, params: fake(
+        f"artifacts/{experiment}/{stage}", fails=experiment == "cnn_bn"))
+    clock = lambda: 100.0 * len(list(tmp_path.rglob("took-100-s")))  # noqa: E731
     out = tmp_path / "out"
-    code = device_session.main(["--out", str(out), "--budget-s", "400", "--params", str(params), "--profile", "tiny",
-                                "--data-root", str(tmp_path / "data"), "--skip", "benchmarks",
-                                "--experiments", "fc_depth"])
+    code = gpu_session.main(["run", "--out", str(out), "--budget-s", "340", "--params", "params.yaml",
+                             "--profile", "tiny", "--experiments", "cnn_bn", "fc_depth"], clock=clock)
     session = json.loads((out / "session.json").read_text())
-    assert code == 0, session
-    assert [s["name"] for s in session["steps"]] == ["projection tiny", "projection paper", "fc_depth minima",
-                                                     "fc_depth paths"]
-    assert session["experiments_done"] == ["fc_depth"]
-    assert {p.name for p in out.iterdir()} == {"session.json", "session.log", "projection-tiny.json",
-                                               "projection-paper.json", "artifacts.tgz"}
-    assert (device / "artifacts/fc_depth/minima").is_dir()  # the stages ran where the session was started
+    assert [(s["name"], s["status"]) for s in session["steps"]] == [
+        ("benchmarks", "ok"), ("cnn_bn minima", "failed"), ("cnn_bn paths", "skipped"), ("cnn_bn curves", "skipped"),
+        ("fc_depth minima", "ok"), ("fc_depth paths", "ok"), ("fc_depth curves", "skipped")]
+    assert session["steps"][2]["why"] == "cnn_bn minima did not finish"
+    assert session["steps"][6]["why"] == "budget spent (20 s left)"
+    assert session["experiments_done"] == [] and "fc_depth curves" in session["not_run"]
+    assert code == 1  # a stage failed
+    with tarfile.open(out / "artifacts.tgz") as tar:  # the finished stages only
+        assert sorted(n for n in tar.getnames() if n.endswith(".json")) == [
+            "artifacts/fc_depth/minima/out.json", "artifacts/fc_depth/paths/out.json"]
 
-    # planned from an earlier projection: an experiment that does not fit is skipped, the next one runs
-    rows = [{"experiment": e, "stage": st, "seconds": sec, "bound": "exact"}
-            for e, sec in (("cnn_channels", 1e6), ("fc_depth", 1.0)) for st in ("minima", "paths")]
-    (tmp_path / "earlier.json").write_text(json.dumps({"stages": rows}))
-    assert device_session.main(["--out", str(tmp_path / "again"), "--budget-s", "300", "--params", str(params),
-                                "--profile", "tiny", "--data-root", str(tmp_path / "data"),
-                                "--skip", "benchmarks", "projections", "--projection", str(tmp_path / "earlier.json"),
-                                "--experiments", "cnn_channels", "fc_depth"]) == 0
-    again = json.loads((tmp_path / "again" / "session.json").read_text())
-    assert [(s["name"], s["status"]) for s in again["steps"]] == [
-        ("cnn_channels stages", "skipped"), ("fc_depth minima", "ok"), ("fc_depth paths", "ok")]
-    assert "needs ~" in again["steps"][0]["why"] and again["experiments_done"] == ["fc_depth"]
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    perf = tmp_path / "perf"
-    perf.mkdir()
-    home = tmp_path / "home"
-    assert device_ingest.main([str(out), "--workdir", str(home), "--params", str(params), "--tag", "test",
-                               "--perf-dir", str(perf)]) == 0
-    assert {p.name for p in perf.iterdir()} == {"projection-tiny-test.json", "projection-paper-test.json"}
-    topology = json.loads((home / "artifacts/fc_depth/topology/svhn-fc-2-8/topology.json").read_text())
-    assert len(topology["bars"]) == 3
-    report = (home / "reports/tiny/report.md").read_text()
-    assert "Partial report" in report and "cnn_channels" in report.split("## Claims")[0]
-    assert "TO-score decreases with depth (svhn)" in device_ingest.claims_table(report)
+def test_pack_then_ingest_puts_the_paths_where_topology_finds_them_complete(tmp_path, monkeypatch):
+    """A fabricated session: fc_depth's minima (weights left out of the pack) and paths (with a .pt of their own,
+    kept: the paths stage's record names it); ingest unpacks them into the workdir, whose paths stage passes the
+    check topology makes, then runs topology and the report there."""
+    device = tmp_path / "device" / "artifacts"
+    minima, paths = device / "fc_depth/minima/v", device / "fc_depth/paths/v"
+    for folder in (minima, paths):
+        folder.mkdir(parents=True)
+    (minima / "minima.json").write_text("{}")
+    (minima / "minima.pt").write_bytes(b"x" * 100)
+    (minima / "checkpoint-ab.pt").write_bytes(b"x" * 100)
+    (paths / "paths.json").write_text('{"max_loss": [0.5]}')
+    (paths / "points.pt").write_bytes(b"y" * 100)
+    (device / "fc_depth/paths_metrics.json").write_text("{}")
+    record = {"files": file_digests(device / "fc_depth/paths")}
+    (device / "fc_depth/paths" / STAGE_TIMING).write_text(json.dumps(record))
+    out = tmp_path / "out"
+    out.mkdir()
+    gpu_session.pack_artifacts(device, [("fc_depth", "minima"), ("fc_depth", "paths")], out / "artifacts.tgz")
+    (out / "session.json").write_text(json.dumps({"profile": "tiny", "experiments_done": ["fc_depth"],
+                                                  "not_run": ["cnn_bn minima"]}))
+    (out / "results.json").write_text('{"results": []}')
+
+    calls = []
+    monkeypatch.setattr(gpu_session, "run_here", lambda argv, workdir: calls.append((argv, workdir)))
+    (tmp_path / "home").mkdir()
+    report = tmp_path / "home/reports/tiny/report.md"
+    report.parent.mkdir(parents=True)
+    report.write_text("# Report\n\n## Claims\n\n| claim | holds |\n\n## Figures\n")
+    assert gpu_session.main(["ingest", str(out), "--workdir", str(tmp_path / "home"), "--params", "p.yaml",
+                             "--tag", "test", "--perf-dir", str(tmp_path)]) == 0
+    home = tmp_path / "home" / "artifacts"
+    require_complete("fc_depth", "paths", home)  # what topology checks first
+    assert (home / "fc_depth/paths/v/points.pt").is_file() and (home / "fc_depth/paths_metrics.json").is_file()
+    assert sorted(p.name for p in (home / "fc_depth/minima/v").iterdir()) == ["minima.json"]
+    assert json.loads((tmp_path / "results-test.json").read_text()) == {"results": []}
+    params = str(Path("p.yaml").resolve())
+    assert calls == [(["stage", "fc_depth", "topology", "--profile", "tiny", "--params", params], tmp_path / "home"),
+                     (["report", "--profile", "tiny", "--params", params, "--experiments", "fc_depth"],
+                      tmp_path / "home")]
 
 
 def test_ingest_says_what_is_wrong_with_a_folder_that_is_not_a_session(tmp_path, capsys):
-    assert device_ingest.main([str(tmp_path)]) == 2
+    assert gpu_session.main(["ingest", str(tmp_path)]) == 2
     assert "session.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["run", "--help"], ["ingest", "--help"]])
+def test_the_script_runs_on_a_machine_without_mlflow_or_gudhi(argv):
+    """The GPU machine has torch but neither MLflow nor gudhi; the script is started from anywhere."""
+    code = ("import runpy, sys; sys.modules.update(mlflow=None, gudhi=None); "
+            f"sys.argv = [{str(SCRIPT)!r}, *{argv!r}]; runpy.run_path({str(SCRIPT)!r}, run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    assert done.returncode == 0 and "usage: gpu_session.py" in done.stdout, done.stderr

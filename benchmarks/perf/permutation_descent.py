@@ -15,7 +15,6 @@ import torch
 
 from benchmarks import permutation_barrier as perm
 from benchmarks.perf.timing import seconds_per_call
-from benchmarks.perf.workload import toy_hidden
 from losstopo.config import ToyConfig
 from losstopo.data import REGISTRY
 from losstopo.descent import Convergence
@@ -43,7 +42,7 @@ def descent_problems(model: str, dataset: str, n_paths: int, n_inputs: int, devi
     """``toy-H``: the first ``n_paths`` pairs of one toy teacher (float64); ``fc-2-H`` on ``dataset``: ``n_paths``
     freshly initialised teachers on random inputs, each merging its most cosine-similar pair of layer 2."""
     if dataset == "toy":
-        hidden = toy_hidden(model)
+        hidden = int(model.removeprefix("toy-"))
         teacher, inputs = perm.draw_toy_teacher(ToyConfig(hidden=hidden, n_inputs=n_inputs))
         teachers, layer, normalise = [teacher] * n_paths, perm.TOY_LAYER, False
         pairs = list(itertools.islice(itertools.combinations(range(hidden), 2), n_paths))

@@ -9,17 +9,11 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks.perf.flops import forward_macs_per_image  # noqa: F401  (projection.py imports it from here)
-from benchmarks.perf.flops import matmul_peak, rates, step_flops_per_sample
+from benchmarks.perf.flops import rates, step_flops_per_sample
 from benchmarks.perf.timing import seconds_per_call
 from losstopo.augment import random_crop_flip
 from losstopo.models import build_model
 from losstopo.stacked import StackedModel, cross_entropy_per_model
-
-
-def bf16_matmul_peak(device: torch.device, n: int = 8192, repeats: int = 10) -> float:
-    """Measured FLOP/s of a large bf16 matmul."""
-    return matmul_peak(device, torch.bfloat16, n, repeats)
 
 
 def wrn_throughput_benchmark(model_name: str, device: torch.device, peaks: dict[str, float], batch_size: int = 128,
