@@ -35,8 +35,13 @@ def _source(module: str) -> Path | None:
 def _imports(module: str, path: Path) -> set[str]:
     """Project modules named by ``path``'s import statements (function-level imports included)."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    return _imported_modules(package, ast.parse(path.read_text(), str(path)))
+
+
+def _imported_modules(package: str, tree: ast.AST) -> set[str]:
+    """Project modules named by the import statements anywhere in ``tree`` (code of a module of ``package``)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -50,15 +55,16 @@ def _imports(module: str, path: Path) -> set[str]:
 
 
 @functools.cache
-def module_closure(*modules: str) -> tuple[Path, ...]:
-    """The source files of ``modules`` and of every project module they import, transitively, sorted."""
+def module_closure(*modules: str, skip: tuple[str, ...] = SETTINGS_MODULES) -> tuple[Path, ...]:
+    """The source files of ``modules`` and of every project module they import, transitively, sorted; the
+    modules in ``skip`` neither count nor are followed (DVC's deps pass ``skip=()``: every file that runs)."""
     seen: dict[str, Path] = {}
     todo = list(modules)
     while todo:
         name = todo.pop()
         if name in seen:
             continue
-        path = None if name in SETTINGS_MODULES else _source(name)
+        path = None if name in skip else _source(name)
         if path is None:
             continue
         seen[name] = path
