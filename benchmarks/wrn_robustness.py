@@ -740,9 +740,29 @@ def claim_convergence(groups: dict[str, list[bool] | None]) -> tuple[float, str]
     return float(np.mean(flags)), ", ".join(words)
 
 
-def robustness_convergence(summary: dict, paths: dict) -> tuple[float, str]:
-    """The robustness claim's inputs: the minima (their patience rule) and the curves (maxima rule)."""
-    return claim_convergence({"minima": summary["converged"], "curves": paths.get("curve_converged")})
+def minima_converged(summary: dict, patience: int | None, converge_abs: float) -> list[bool]:
+    """The minima's recorded rule (patience, or for a fixed budget a loss that moved < 1% over the last 20% of
+    epochs), or, for a fixed budget, a loss that moved by <= ``converge_abs`` nats over those epochs: the study's
+    resolution, the one its curves and triangles are measured at (near zero loss 1% is below the epochs' noise)."""
+    history = summary.get("history") or []
+    if patience is not None or converge_abs <= 0 or len(history) < 2:
+        return list(summary["converged"])
+    earlier, last = history[int(round(0.8 * len(history))) - 1]["train_loss"], history[-1]["train_loss"]
+    return [bool(flag) or abs(b - a) <= converge_abs for flag, a, b in zip(summary["converged"], earlier, last)]
+
+
+def minima_rule_words(patience: int | None, converge_abs: float) -> str:
+    if patience is not None:
+        return f"minima: stopped by the patience rule ({patience} epochs)"
+    resolution = f" or by <= {converge_abs:g} nats" if converge_abs > 0 else ""
+    return f"minima: loss moved < 1%{resolution} over the last 20% of epochs"
+
+
+def robustness_convergence(summary: dict, paths: dict, minima_flags: list[bool] | None = None) -> tuple[float, str]:
+    """The robustness claim's inputs: the minima (``minima_flags``, by default their recorded rule) and the
+    curves (maxima rule)."""
+    flags = summary["converged"] if minima_flags is None else minima_flags
+    return claim_convergence({"minima": flags, "curves": paths.get("curve_converged")})
 
 
 def regime_convergence(paths: dict) -> tuple[float, str]:
@@ -752,7 +772,7 @@ def regime_convergence(paths: dict) -> tuple[float, str]:
                              | {"curves (the sides_fixed sides)": paths.get("curve_converged")})
 
 
-def robustness_claim(study: str, topo: dict, summary: dict, paths: dict) -> Claim:
+def robustness_claim(study: str, topo: dict, summary: dict, paths: dict, study_cfg: TriangleStudyConfig) -> Claim:
     robust = topo["robustness"]
     fixed = robust["fixed_minimum"]
     fixed_words = "; ".join(f"size {row['size']}: std {_fmt(row['std'])}, CV {_fmt(row['cv'], 3)} (n={row['n']})"
@@ -761,11 +781,13 @@ def robustness_claim(study: str, topo: dict, summary: dict, paths: dict) -> Clai
     result = (TestResult(**{k: (float("nan") if v is None else v) for k, v in raw.items()}) if raw
               else TestResult("not computed (topology older than this test)", float("nan"), float("nan"),
                               float("nan"), "", 0, float("nan"), 1.0))
-    converged, convergence_words = robustness_convergence(summary, paths)
+    patience, resolution = study_cfg.minima.patience, study_cfg.curves.converge_abs
+    converged, convergence_words = robustness_convergence(summary, paths,
+                                                          minima_converged(summary, patience, resolution))
     note = (f"Restated (the old test, 'spread shrinks with subset size', holds by construction on random path "
             f"maxima): the observed mean CV of h_p over all subsets of sizes {robust['sizes']} against the same "
             f"curve maxima shuffled over the pairs ({ROBUSTNESS_DRAWS} shuffles). Converged: {convergence_words} "
-            f"({_percent(converged)} of the inputs; minima: loss moved < 1% over the last 20% of epochs; curves: "
+            f"({_percent(converged)} of the inputs; {minima_rule_words(patience, resolution)}; curves: "
             f"{paths.get('convergence_rule', 'not recorded')}). Mean CV by size: "
             + ", ".join(f"{r['size']}: {_fmt(r['mean_cv'], 3)}" for r in robust["mean_cv_by_size"])
             + f". Fixed minimum {fixed['index']}"
@@ -906,7 +928,7 @@ def report_section(config: WRNRobustnessConfig, figures: Path, root: Path = ARTI
             figures / f"wrn_robustness_fig7b_{study}.png", f"Fixed minimum vs set size (Fig. 7b), {study}",
             "number of minima in the set", "h_p: mean ± std over subsets", connect=True),
             f"(b) Saddle of minimum {fixed['index']} vs the size of the minima's set, {study} ({short})")
-        section.add_claim(robustness_claim(study, topo, summary, paths))
+        section.add_claim(robustness_claim(study, topo, summary, paths, study_config(config, study)))
         if {"vertices_fixed", "sides_fixed"} <= set(paths["triangles"]):
             section.add_claim(regime_claim(study, topo, paths))
     return section

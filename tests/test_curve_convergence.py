@@ -96,6 +96,17 @@ def test_claims_count_the_converged_fraction_over_all_their_inputs():
     assert math.isnan(fraction) and "not recorded" in words
 
 
+def test_fixed_budget_minima_converge_within_the_study_resolution():
+    # 10 epochs: the rule compares epoch 8 (80%) with epoch 10; minimum 0 moved 3e-5 nats (1.1%), minimum 1 moved
+    # 2e-3 nats, minimum 2 met the recorded 1% rule.
+    losses = [[0.0030, 0.010, 0.50]] * 7 + [[0.00273, 0.012, 0.5010], [0.0027, 0.011, 0.5005], [0.00270, 0.010, 0.5005]]
+    summary = {"converged": [False, False, True], "history": [{"train_loss": row} for row in losses]}
+    assert wr.minima_converged(summary, None, 1e-4) == [True, False, True]
+    assert wr.minima_converged(summary, None, 0.0) == [False, False, True]  # no resolution: the recorded rule
+    assert wr.minima_converged(summary, 6, 1e-4) == [False, False, True]  # patience: its own rule only
+    assert "0.0001 nats" in wr.minima_rule_words(None, 1e-4) and "patience" in wr.minima_rule_words(6, 1e-4)
+
+
 def test_curve_config_validates_the_convergence_rule():
     with pytest.raises(ConfigError, match="converge_tol"):
         CurveConfig(converge_tol=0.0).validate("wrn_robustness.wrn.curves")
