@@ -210,7 +210,7 @@ def test_report_section_tables_claims_and_figures(run):
         assert claim.converged_fraction == pytest.approx(np.mean(flags))
     assert "Converged (maximum after 80% of the steps" in text and "sides_fixed: converged" in text
     for claim in by_study.values():
-        assert "shuffled over pairs" in claim.claim and "Monte Carlo" in claim.result.test
+        assert "barriers shuffled over pairs" in claim.claim and "Monte Carlo" in claim.result.test
     robust = _load(run, "topology", "lenet", "topology.json")["robustness"]
     assert by_study["lenet"].result.statistic == pytest.approx(robust["mean_cv"])
     assert all(c.data_source.startswith("SYNTHETIC") for c in section.claims)
