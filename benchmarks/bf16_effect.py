@@ -20,8 +20,8 @@ import torch
 
 from benchmarks import fc_depth
 from benchmarks.path_study import largest_relative_difference
-from benchmarks.stages import (ARTIFACTS, DataRequest, PathsJob, merge_path_jobs, path_max_matrix, paths_job,
-                               stage_data, stage_dir)
+from losstopo.stages import (ARTIFACTS, DataRequest, PathsJob, merge_path_jobs, path_max_matrix, paths_job,
+                             stage_data, stage_dir)
 from losstopo.config import load_params
 from losstopo.errors import LosstopoError
 from losstopo.io import save_json

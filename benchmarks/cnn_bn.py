@@ -18,15 +18,17 @@ import numpy as np
 from benchmarks import cnn_channels
 from benchmarks import path_methods
 from benchmarks.cnn_channels import cnn_variant, display_name, load_row, network_table, training_note
-from benchmarks.stages import ARTIFACTS, Variant, converged_fraction, mean_bar_length, stage_dir, zero_length_bars
+from losstopo.stages import (ARTIFACTS, Variant, barcode_stages, converged_fraction, mean_bar_length, stage_dir,
+                             variant_datasets, zero_length_bars)
 from losstopo import plots
 from losstopo.config import ModelSweepConfig
 from losstopo.errors import ConfigError
+from losstopo.registry import Experiment
 from losstopo.report import Claim, Section
 from losstopo.evidence import NULL_DRAWS, group_null_rate, group_test
 
-EXPERIMENT = "cnn_bn"
-COUNTERPARTS = cnn_channels.EXPERIMENT
+NAME = "cnn_bn"
+COUNTERPARTS = cnn_channels.NAME
 TITLE = "BatchNorm and CNN barcodes on CIFAR-10 (barcodes paper, section 2.2, Fig. 8)"
 QUANTITIES = {"minima_losses": "minima losses L(p)", "heights": "saddle heights h_p"}  # the figure's panels
 
@@ -56,7 +58,7 @@ def bn_comparison(config: ModelSweepConfig, root: Path = ARTIFACTS) -> tuple[lis
                                f"(add {plain.model} to cnn_channels.models and run its stages)")
                 continue
             comparisons.append({"dataset": dataset, "plain": load_row(COUNTERPARTS, plain, root),
-                                "bn": load_row(EXPERIMENT, variant, root)})
+                                "bn": load_row(NAME, variant, root)})
     return comparisons, missing
 
 
@@ -119,7 +121,7 @@ def report_section(config: ModelSweepConfig, figures: Path, root: Path = ARTIFAC
                  for p in pairs if (notes := _comparability(p["plain"], p["bn"]))]
         network_table(section, rows, config.minima.test_subset, extra)
         bn_rows = [p["bn"] for p in pairs]  # the BN networks are this experiment's; the others cnn_channels'
-        path_methods.add_if_compared(section, EXPERIMENT, [r["variant"].key for r in bn_rows],
+        path_methods.add_if_compared(section, NAME, [r["variant"].key for r in bn_rows],
                                      [r["topology"] for r in bn_rows], figures, dataset, root=root)
         section.add_figure(
             plots.barcode_grid(
@@ -137,3 +139,7 @@ def report_section(config: ModelSweepConfig, figures: Path, root: Path = ARTIFAC
             for claim in bn_claims(p, dataset, source, profile):
                 section.add_claim(claim)
     return section
+
+
+EXPERIMENT = Experiment(NAME, ModelSweepConfig, variant_datasets(variants), barcode_stages(NAME, variants),
+                        report_section)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.stages import (ARTIFACTS, Variant, converged_fraction, load_topology, mean_bar_length, stage_dir,
-                               zero_length_bars)
+from losstopo.stages import (ARTIFACTS, Variant, barcode_stages, converged_fraction, load_topology, mean_bar_length,
+                             stage_dir, variant_datasets, zero_length_bars)
 from benchmarks import path_methods
 from losstopo import plots
 from losstopo.config import ModelSweepConfig
@@ -25,12 +25,13 @@ from losstopo.data import REGISTRY
 from losstopo.errors import ConfigError
 from losstopo.io import load_json
 from losstopo.models import build_model, parameter_count
+from losstopo.registry import Experiment
 from losstopo.report import Claim, Section
 from losstopo.evidence import (NULL_DRAWS, linear_null_rate, linear_statistic_test, trend_null_rate,
                                trend_test)
 from losstopo.stats import theil_sen_slope
 
-EXPERIMENT = "cnn_channels"
+NAME = "cnn_channels"
 TITLE = "CNN channels and layers on CIFAR-10 (barcodes paper, section 2.2, Fig. 4)"
 CNN_NAME = re.compile(r"cnn-(?P<layers>\d+)-(?P<channels>\d+)(?P<bn>-bn)?\Z")
 
@@ -202,14 +203,14 @@ def report_section(config: ModelSweepConfig, figures: Path, root: Path = ARTIFAC
         "CNN-3 keeps C channels in every layer). h_p is the height of the bar of minimum p: the lowest "
         "maximum of the loss over the optimised paths to lower minima (Algorithm 1).")
     for dataset in config.datasets:
-        rows = sorted([load_row(EXPERIMENT, v, root) for v in variants(config) if v.dataset == dataset],
+        rows = sorted([load_row(NAME, v, root) for v in variants(config) if v.dataset == dataset],
                       key=lambda r: r["variant"].labels["parameters"])
         source, profile = claim_source(rows), claim_profile(rows)
         section.add_text(f"### {dataset}\n\nData: **{source}**; "
                          + training_note(rows[0]["summary"]["n_train"], config.minima.train_subset,
                                          config.paths.train_subset) + f". Profile: {profile}.")
         network_table(section, rows, config.minima.test_subset)
-        path_methods.add_if_compared(section, EXPERIMENT, [r["variant"].key for r in rows],
+        path_methods.add_if_compared(section, NAME, [r["variant"].key for r in rows],
                                      [r["topology"] for r in rows], figures, dataset, root=root)
 
         # Fig. 4a: one convolution, more channels.
@@ -269,3 +270,7 @@ def report_section(config: ModelSweepConfig, figures: Path, root: Path = ARTIFAC
             section.add_claim(interaction)
         section.add_text(slope_note)
     return section
+
+
+EXPERIMENT = Experiment(NAME, ModelSweepConfig, variant_datasets(variants), barcode_stages(NAME, variants),
+                        report_section)

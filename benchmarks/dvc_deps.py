@@ -4,9 +4,11 @@
     python -m benchmarks.dvc_deps --write    # rewrite the code deps in place
 
 A stage's code is ``losstopo/cli.py``, the project modules that the CLI imports to run the stage's command (its
-module-level imports and those inside the cli functions that command reaches), the modules the CLI imports by name
-at run time (``benchmarks.<experiment>``), the transitive closure of their imports (function-level imports
-included, ``losstopo.config`` and ``losstopo.errors`` too) and the ``__init__.py`` of every package on the way.
+module-level imports and those inside the cli functions that command reaches), the experiment modules that the
+registry imports at run time (losstopo.registry, from pyproject.toml's ``[tool.losstopo]``: a stage imports its own
+experiment's module, validate and report every listed one), the transitive closure of their imports
+(function-level imports included, ``losstopo.config`` and ``losstopo.errors`` too) and the ``__init__.py`` of every
+package on the way.
 Only the ``deps:`` entries that name a project ``.py`` file are rewritten; every other line of dvc.yaml stays as
 it is (done on the text: a YAML round trip would drop the comments).
 """
@@ -25,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from losstopo.codeversion import PROJECT_PACKAGES, ROOT, _imported_modules, _source, module_closure
-from losstopo.config import EXPERIMENTS
+from losstopo import registry
 
 DVC_YAML = ROOT / "dvc.yaml"
 CLI = "losstopo.cli"
@@ -51,10 +53,11 @@ def cli_arguments(cmd: str) -> list[str]:
 
 def run_modules(cmd: str) -> set[str]:
     """What ``losstopo.cli`` imports to run a stage's command: by import statement (:func:`cli_imports`) and by
-    name at run time (``benchmarks.<experiment>``; validate and report load every experiment's module)."""
+    name at run time (:func:`losstopo.registry.modules_for`; validate and report load every experiment's module)."""
     command, *rest = cli_arguments(cmd)
-    by_name = [rest[0]] if command == "stage" else list(EXPERIMENTS)
-    return cli_imports(command) | {f"benchmarks.{experiment}" for experiment in by_name}
+    pyproject = ROOT / "pyproject.toml"
+    by_name = registry.modules_for(rest[0], pyproject) if command == "stage" else registry.experiment_modules(pyproject)
+    return cli_imports(command) | set(by_name)
 
 
 def cli_imports(command: str) -> set[str]:

@@ -12,16 +12,18 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import path_methods
-from benchmarks.stages import ARTIFACTS, Variant, converged_fraction, load_topology, stage_dir, zero_length_bars
+from losstopo.stages import (ARTIFACTS, Variant, barcode_stages, converged_fraction, load_topology, stage_dir,
+                             variant_datasets, zero_length_bars)
 from losstopo import plots
 from losstopo.config import FCDepthConfig
 from losstopo.data import title_caveat
 from losstopo.io import load_json
+from losstopo.registry import Experiment
 from losstopo.report import Claim, Section
 from losstopo.evidence import NULL_DRAWS, at_resolution, trend_null_rate, trend_test
 from losstopo.stats import theil_sen_slope
 
-EXPERIMENT = "fc_depth"
+NAME = "fc_depth"
 TITLE = "FC depth sweep (barcodes paper, Fig. 2, 3, 13)"
 
 
@@ -40,9 +42,9 @@ def report_section(config: FCDepthConfig, figures: Path, root: Path = ARTIFACTS)
         "Unit of analysis: one **set of minima** (one barcode) per depth and replicate; replicates are "
         "independent sets of minima (their own seeds). The depth trends are permutation tests that move whole "
         "sets across depths; the bars of one barcode are never counted as independent samples.")
-    minima_root = stage_dir(EXPERIMENT, "minima", root)
+    minima_root = stage_dir(NAME, "minima", root)
     for dataset in config.datasets:
-        rows = [(v, load_topology(EXPERIMENT, v.key, root),
+        rows = [(v, load_topology(NAME, v.key, root),
                  load_json(minima_root / v.key / "minima.json")["summary"])
                 for v in variants(config) if v.dataset == dataset]
         depths = [v.labels["depth"] for v, _, _ in rows]
@@ -61,7 +63,7 @@ def report_section(config: FCDepthConfig, figures: Path, root: Path = ARTIFACTS)
               f"{np.mean(t['straight_max']):.4f}"]
              for d, (v, t, m) in zip(depths, rows)],
         )
-        path_methods.add_if_compared(section, EXPERIMENT, [v.key for v, _, _ in rows], [t for _, t, _ in rows],
+        path_methods.add_if_compared(section, NAME, [v.key for v, _, _ in rows], [t for _, t, _ in rows],
                                      figures, dataset, caveat, root)
         first = [(d, t) for d, (v, t, _) in zip(depths, rows) if not v.replicate]
         section.add_figure(plots.barcodes({f"{d} layers": t["bars"] for d, t in first},
@@ -101,3 +103,7 @@ def report_section(config: FCDepthConfig, figures: Path, root: Path = ARTIFACTS)
                 note=f"{convergence_words}{path_methods.words([t for _, t, _ in rows])}; Theil-Sen slope "
                      f"{theil_sen_slope(depths, values):.4g} per layer{rounding}."))
     return section
+
+
+EXPERIMENT = Experiment(NAME, FCDepthConfig, variant_datasets(variants), barcode_stages(NAME, variants),
+                        report_section)

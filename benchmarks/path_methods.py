@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.stages import ARTIFACTS, STAGE_METHOD, stage_timing
+from losstopo.stages import ARTIFACTS, STAGE_METHOD, stage_timing
 from losstopo import plots
 from losstopo.report import Section
 

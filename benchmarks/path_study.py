@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from benchmarks import fc_depth
-from benchmarks.stages import ARTIFACTS, DataRequest, job_dataset, path_loss, stage_data, stage_dir
+from losstopo.stages import ARTIFACTS, DataRequest, job_dataset, path_loss, stage_data, stage_dir
 from losstopo import plots
 from losstopo.config import load_params
 from losstopo.io import save_json

@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.stages import (ARTIFACTS, TRAINING_CODE, DataRequest, MinimaJob, compute_stage, job_dataset, minima_job,
-                               require_complete, resolve_device, stage_dir, tensor_digest)
+from losstopo.stages import (ARTIFACTS, TRAINING_CODE, DataRequest, MinimaJob, compute_stage, job_dataset, minima_job,
+                             require_complete, resolve_device, stage_dir, tensor_digest)
 from losstopo import plots, tracking
 from losstopo.codeversion import module_version
 from losstopo.config import (ConvergenceConfig, DataConfig, MinimaConfig, MNISTTeachersConfig, Params,
@@ -45,12 +45,13 @@ from losstopo.io import load_json, save_json, save_torch
 from losstopo.permutation import (Convergence, InputWhitening, MLPParams, PermutationPath, QuadraticLoss,
                                   incoming_cosine_similarity, incoming_vectors, merge_candidates, permutation_paths,
                                   quadratic_loss)
+from losstopo.registry import Experiment
 from losstopo.report import Claim, Section
 from losstopo.evidence import (NULL_DRAWS, below_threshold_null_rate, below_threshold_test, binomial_null_rate,
                                binomial_test, homogeneity_null_rate, homogeneity_test, trend_null_rate, trend_test)
 from losstopo.stats import bootstrap_ci, theil_sen_slope
 
-EXPERIMENT = "permutation_barrier"
+NAME = "permutation_barrier"
 HESSIAN_ITERATIONS = 60  # Lanczos steps for the extreme eigenvalues at each permutation point
 TITLE = "Permutation barrier (weight-space symmetry paper, Fig. 2, 3)"
 
@@ -182,7 +183,7 @@ def _teacher_job(cfg: MNISTTeachersConfig, width: int, address: str, data: DataC
     checkpoint = out / f"checkpoint-{address}.pt"
     spec = MinimaJob(f"fc-2-{width}", data, teacher_request(cfg), teacher_minima_config(cfg), params.runtime.device,
                      str(checkpoint.resolve()), params.runtime.progress, mnist_key(width))
-    return Job(job_address("teachers", address, dataclasses.replace(spec, checkpoint=None, progress=False)), spec)
+    return Job(job_address(minima_job, "teachers", address, dataclasses.replace(spec, checkpoint=None, progress=False)), spec)
 
 
 def _save_teachers(cfg: MNISTTeachersConfig, width: int, address: str, dataset: Dataset, output: dict,
@@ -218,7 +219,7 @@ def _minima_mnist(cfg: MNISTTeachersConfig, data: DataConfig, params: Params, ou
         else:
             todo.append((width, address))
     jobs = [_teacher_job(cfg, width, address, data, params, out_root / mnist_key(width)) for width, address in todo]
-    outputs = executor.map(minima_job, jobs, cache=cache, description=f"{EXPERIMENT} teachers",
+    outputs = executor.map(minima_job, jobs, cache=cache, description=f"{NAME} teachers",
                            progress=params.runtime.progress)
     for (width, address), output in zip(todo, outputs):
         summaries[width] = _save_teachers(cfg, width, address, dataset, output, out_root / mnist_key(width))
@@ -232,9 +233,9 @@ def datasets(config) -> list[str]:
 
 def run_minima(config: PermutationBarrierConfig, params: Params, root: Path = ARTIFACTS) -> None:
     """The toy teacher and the MNIST teachers of every width (all seeds of one width trained stacked)."""
-    out_root = stage_dir(EXPERIMENT, "minima", root)
+    out_root = stage_dir(NAME, "minima", root)
     logged = {"data": as_dict(params.data), "toy": as_dict(config.toy), "mnist": as_dict(config.mnist)}
-    with compute_stage(params, EXPERIMENT, "minima", ["mnist"], logged, root,
+    with compute_stage(params, NAME, "minima", ["mnist"], logged, root,
                        keep=set(variant_keys(config))) as (data, executor, cache):
         toy = _minima_toy(config.toy, out_root / TOY_KEY)
         summary = {TOY_KEY: {"data_source": toy["data_source"]}}
@@ -317,9 +318,9 @@ def _paths_toy(config: PermutationBarrierConfig, minima: Path, out: Path, rule: 
         return
     pairs = tuple(itertools.combinations(range(cfg.hidden), 2))
     spec = ToyPathJob(pairs, cfg.n_steps, cfg.final_ratio, rule)
-    (records,) = executor.map(toy_path_job, [Job(job_address("toy-paths", address, spec), spec)],
+    (records,) = executor.map(toy_path_job, [Job(job_address(toy_path_job, "toy-paths", address, spec), spec)],
                               shared={k: saved[k] for k in ("teacher", "layer_sizes", "inputs")}, cache=cache,
-                              description=f"{EXPERIMENT} toy paths", progress=progress, gpu=False)
+                              description=f"{NAME} toy paths", progress=progress, gpu=False)
     with tracking.variant_run(TOY_KEY, data_source=toy_source(cfg)):
         for (l, m), record in zip(pairs, records):
             tracking.log_metrics({f"barrier_{l}_{m}": record["barrier"],
@@ -388,7 +389,7 @@ def _mnist_path_job(cfg: MNISTTeachersConfig, width: int, address: str, saved: d
                     rule: Convergence, device: str) -> Job:
     spec = MnistPathJob(width, tuple(saved["layer_sizes"]), data, path_request(cfg), cfg.n_steps, cfg.final_ratio,
                         rule, device, cfg.whiten_ridge)
-    return Job(job_address("mnist-paths", address, spec, tensor_digest(saved["thetas"])), spec)
+    return Job(job_address(mnist_path_job, "mnist-paths", address, spec, tensor_digest(saved["thetas"])), spec)
 
 
 def _save_mnist_paths(width: int, address: str, saved: dict, outputs: list[dict], dataset: Dataset, minima: Path,
@@ -428,7 +429,7 @@ def _paths_mnist(config: PermutationBarrierConfig, minima_root: Path, out_root: 
             todo.append((width, address, saved))
             shared[width] = saved["thetas"]
             jobs.append(_mnist_path_job(cfg, width, address, saved, data, rule, params.runtime.device))
-    outputs = executor.map(mnist_path_job, jobs, shared=shared, cache=cache, description=f"{EXPERIMENT} MNIST paths",
+    outputs = executor.map(mnist_path_job, jobs, shared=shared, cache=cache, description=f"{NAME} MNIST paths",
                            progress=params.runtime.progress)
     for (width, address, saved), mine in zip(todo, outputs):
         _save_mnist_paths(width, address, saved, mine, dataset, minima_root / mnist_key(width),
@@ -437,11 +438,11 @@ def _paths_mnist(config: PermutationBarrierConfig, minima_root: Path, out_root: 
 
 def run_paths(config: PermutationBarrierConfig, params: Params, root: Path = ARTIFACTS) -> None:
     """Toy: every pair of hidden neurons; MNIST: per teacher, the most cosine-similar pair of layer 2."""
-    out_root, minima_root = stage_dir(EXPERIMENT, "paths", root), stage_dir(EXPERIMENT, "minima", root)
+    out_root, minima_root = stage_dir(NAME, "paths", root), stage_dir(NAME, "minima", root)
     rule = convergence_rule(config.convergence)
     logged = {"data": as_dict(params.data), "toy": as_dict(config.toy), "mnist": as_dict(config.mnist),
               "convergence": dataclasses.asdict(rule), "mnist_dtype": str(MNIST_DTYPE)}
-    with compute_stage(params, EXPERIMENT, "paths", ["mnist"], logged, root,
+    with compute_stage(params, NAME, "paths", ["mnist"], logged, root,
                        keep=set(variant_keys(config)), inputs=["minima"]) as (data, executor, cache):
         _paths_toy(config, minima_root / TOY_KEY, out_root / TOY_KEY, rule, executor, cache, params.runtime.progress)
         _paths_mnist(config, minima_root, out_root, data, rule, executor, cache, params)
@@ -547,8 +548,8 @@ def summarise_widths(paths: list[dict], widths: list[int]) -> dict:
 
 def run_topology(config: PermutationBarrierConfig, params: Params, root: Path = ARTIFACTS) -> None:
     """summary.json (everything the report draws and tests) and topology_metrics.json (headline numbers)."""
-    require_complete(EXPERIMENT, "paths", root)
-    paths_root = stage_dir(EXPERIMENT, "paths", root)
+    require_complete(NAME, "paths", root)
+    paths_root = stage_dir(NAME, "paths", root)
     toy = load_json(paths_root / TOY_KEY / "paths.json")
     mnist_records = [load_json(paths_root / mnist_key(w) / "paths.json") for w in config.mnist.widths]
     mnist_paths = [summarise_path(r) for variant in mnist_records for r in variant["paths"]]
@@ -574,12 +575,12 @@ def run_topology(config: PermutationBarrierConfig, params: Params, root: Path = 
                 "accuracy_drop_max_pp": summary["mnist"]["accuracy_drop_max_pp"],
                 "toy_barrier_min": min(p["barrier"] for p in summary["toy"]["paths"]),
                 "toy_barrier_max": max(p["barrier"] for p in summary["toy"]["paths"])}
-    out = stage_dir(EXPERIMENT, "topology", root) / "summary.json"
-    with tracking.stage_run(EXPERIMENT, "topology", profile=params.profile, device="cpu",
+    out = stage_dir(NAME, "topology", root) / "summary.json"
+    with tracking.stage_run(NAME, "topology", profile=params.profile, device="cpu",
                             params={"monotone_tolerance": MONOTONE_TOLERANCE,
                                     "accuracy_drop_threshold_pp": ACCURACY_DROP_THRESHOLD_PP}):
         save_json(summary, out)
-        save_json(metrics, stage_dir(EXPERIMENT, "topology_metrics.json", root))
+        save_json(metrics, stage_dir(NAME, "topology_metrics.json", root))
         tracking.set_tags({"data_source": summary["data_source"]})
         tracking.log_metrics(metrics)
         tracking.log_artifact(out)
@@ -722,7 +723,7 @@ def _toy_level_claim(summary: dict) -> Claim:
 
 
 def report_section(config: PermutationBarrierConfig, figures: Path, root: Path = ARTIFACTS) -> Section:
-    summary = load_json(stage_dir(EXPERIMENT, "topology", root) / "summary.json")
+    summary = load_json(stage_dir(NAME, "topology", root) / "summary.json")
     settings, toy_paths, mnist = summary["settings"], summary["toy"]["paths"], summary["mnist"]
     section = Section(TITLE)
     conv = settings["convergence"]
@@ -791,3 +792,8 @@ def report_section(config: PermutationBarrierConfig, figures: Path, root: Path =
     for claim in _claims(summary) + [_toy_level_claim(summary)]:
         section.add_claim(claim)
     return section
+
+
+EXPERIMENT = Experiment(NAME, PermutationBarrierConfig, datasets,
+                        {"minima": run_minima, "paths": run_paths, "topology": run_topology},
+                        report_section)

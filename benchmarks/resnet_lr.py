@@ -24,20 +24,21 @@ import numpy as np
 import torch
 
 from benchmarks.cnn_channels import accuracy_note, training_note
-from benchmarks.stages import (ARTIFACTS, DataRequest, MinimaTask, PathsTask, Variant, _prune, compute_stage,
-                               job_dataset, optimize_variant_paths, path_max_matrix, path_schedule,
-                               converged_fraction, require_complete, save_minima_metrics, stage_dir, train_variants,
-                               zero_length_bars)
+from losstopo.stages import (ARTIFACTS, DataRequest, MinimaTask, PathsTask, Variant, prune, compute_stage,
+                             job_dataset, optimize_variant_paths, path_max_matrix, path_schedule,
+                             converged_fraction, require_complete, save_minima_metrics, stage_dir, train_variants,
+                             zero_length_bars)
 from losstopo import plots, tracking
 from losstopo.config import DataConfig, LRTypeRuns, Params, ResNetLRConfig, as_dict
 from losstopo.errors import DataError
 from losstopo.io import load_json, save_json
 from losstopo.models import build_model, parameter_count
+from losstopo.registry import Experiment
 from losstopo.report import Claim, Section
 from losstopo.evidence import NULL_DRAWS, group_null_rate, group_test, trend_null_rate, trend_test
 from losstopo.topology import barcode_of_minima, segment_lengths, to_score
 
-EXPERIMENT = "resnet_lr"
+NAME = "resnet_lr"
 TITLE = "ResNet minima of constant vs annealed learning rate (barcodes paper, section 3, Tables 1, 2, Fig. 5)"
 TYPES = ("type1", "type2")
 TYPE_NAMES = {"type1": "type 1 (constant small LR)", "type2": "type 2 (annealed LR)"}
@@ -86,11 +87,11 @@ def datasets(config) -> list[str]:
 
 
 def run_minima(config: ResNetLRConfig, params: Params, root: Path = ARTIFACTS) -> None:
-    out_root = stage_dir(EXPERIMENT, "minima", root)
+    out_root = stage_dir(NAME, "minima", root)
     all_variants = variants(config)
     stage_params = {"data": as_dict(params.data), "model": config.model,
                     **{f"{d}.{kind}": as_dict(getattr(config.runs(d), kind)) for d in config.datasets for kind in TYPES}}
-    with compute_stage(params, EXPERIMENT, "minima", config.datasets, stage_params, root,
+    with compute_stage(params, NAME, "minima", config.datasets, stage_params, root,
                        keep={v.key for v in all_variants}) as (data, executor, cache):
         tasks = []
         for variant in all_variants:
@@ -100,8 +101,8 @@ def run_minima(config: ResNetLRConfig, params: Params, root: Path = ARTIFACTS) -
             tasks.append(MinimaTask(variant, DataRequest(variant.dataset, cfg.train_subset, cfg.test_subset, seed), cfg,
                                     out_root / variant.key, address_parts=(kind, seed),
                                     extra={"type": kind, "data_seed": seed}))
-        summary = train_variants(tasks, params, data, executor, cache, f"{EXPERIMENT} minima")
-        save_minima_metrics(summary, stage_dir(EXPERIMENT, "minima_metrics.json", root))
+        summary = train_variants(tasks, params, data, executor, cache, f"{NAME} minima")
+        save_minima_metrics(summary, stage_dir(NAME, "minima_metrics.json", root))
 
 
 # --- stage 2: paths between all pairs -------------------------------------------------------------
@@ -110,7 +111,7 @@ def _load_minima(dataset: str, root: Path) -> tuple[torch.Tensor, list[dict]]:
     """All minima of a dataset on the CPU, type 1 first: (n, d) weights and one summary per type."""
     thetas, summaries = [], []
     for kind in TYPES:
-        out = stage_dir(EXPERIMENT, "minima", root) / f"{dataset}-{kind}"
+        out = stage_dir(NAME, "minima", root) / f"{dataset}-{kind}"
         thetas.append(torch.load(out / "minima.pt", map_location="cpu", weights_only=True)["thetas"])
         summaries.append(load_json(out / "minima.json")["summary"])
     return torch.cat(thetas), summaries
@@ -126,20 +127,20 @@ def _paths_task(config: ResNetLRConfig, name: str, data: DataConfig, root: Path)
     source = job_dataset(data, request).source
     trained_on = {s["data_source"] for s in summaries}
     if trained_on != {source}:
-        raise DataError(f"{EXPERIMENT} {name}: the minima were trained on {sorted(trained_on)} but the paths "
+        raise DataError(f"{NAME} {name}: the minima were trained on {sorted(trained_on)} but the paths "
                         f"would use {source!r}; rerun the minima stage")
     return PathsTask(name, config.model, thetas, request, cfg, seed), summaries
 
 
 def run_paths(config: ResNetLRConfig, params: Params, root: Path = ARTIFACTS) -> None:
-    out_root = stage_dir(EXPERIMENT, "paths", root)
+    out_root = stage_dir(NAME, "paths", root)
     metrics = {}
     logged = {"data": as_dict(params.data), **{f"{d}.paths": as_dict(config.runs(d).paths) for d in config.datasets}}
-    with compute_stage(params, EXPERIMENT, "paths", config.datasets, logged, root,
+    with compute_stage(params, NAME, "paths", config.datasets, logged, root,
                        keep=set(config.datasets), inputs=["minima"]) as (data, executor, cache):
         prepared = [_paths_task(config, name, data, root) for name in config.datasets]
         tasks = [task for task, _ in prepared]
-        results = optimize_variant_paths(tasks, params, data, executor, cache, f"{EXPERIMENT} paths")
+        results = optimize_variant_paths(tasks, params, data, executor, cache, f"{NAME} paths")
         for task, minima in prepared:
             dataset = job_dataset(data, task.request)
             schedule = path_schedule(task.config, len(dataset.y_train))
@@ -147,7 +148,7 @@ def run_paths(config: ResNetLRConfig, params: Params, root: Path = ARTIFACTS) ->
             save_json(record, out_root / task.key / "paths.json")
             _log_paths(record, schedule)
             metrics[task.key] = _paths_metrics(record)
-        save_json(metrics, stage_dir(EXPERIMENT, "paths_metrics.json", root))
+        save_json(metrics, stage_dir(NAME, "paths_metrics.json", root))
 
 
 def _paths_record(config: ResNetLRConfig, task: PathsTask, summaries: list[dict], result: dict, dataset,
@@ -193,14 +194,14 @@ def _paths_metrics(record: dict) -> dict:
 # --- stage 3: barcodes -----------------------------------------------------------------------------
 
 def run_topology(config: ResNetLRConfig, params: Params, root: Path = ARTIFACTS) -> None:
-    require_complete(EXPERIMENT, "paths", root)
-    out_root = stage_dir(EXPERIMENT, "topology", root)
-    _prune(out_root, set(config.datasets))
+    require_complete(NAME, "paths", root)
+    out_root = stage_dir(NAME, "topology", root)
+    prune(out_root, set(config.datasets))
     metrics = {}
-    with tracking.stage_run(EXPERIMENT, "topology", profile=params.profile, device="cpu",
+    with tracking.stage_run(NAME, "topology", profile=params.profile, device="cpu",
                             params={"topology": as_dict(config.topology)}):
         for name in config.datasets:
-            record = load_json(stage_dir(EXPERIMENT, "paths", root) / name / "paths.json")
+            record = load_json(stage_dir(NAME, "paths", root) / name / "paths.json")
             losses, matrix = record["minima_losses"], path_max_matrix(record)
             bars = {method: barcode_of_minima(losses, matrix, method) for method in ("paper", "persistence")}
             chosen = bars[config.topology.method]
@@ -228,7 +229,7 @@ def run_topology(config: ResNetLRConfig, params: Params, root: Path = ARTIFACTS)
                 tracking.log_artifact(out)
             metrics[name] = {"to_score": result["to_score"], "data_source": record["data_source"],
                              **{f"mean_segment_type{t}": float(np.mean(v)) for t, v in finite.items() if v}}
-        save_json(metrics, stage_dir(EXPERIMENT, "topology_metrics.json", root))
+        save_json(metrics, stage_dir(NAME, "topology_metrics.json", root))
 
 
 # --- report -----------------------------------------------------------------------------------------
@@ -280,7 +281,7 @@ def parameter_text(model: str) -> str:
 def report_section(config: ResNetLRConfig, figures: Path, root: Path = ARTIFACTS) -> Section:
     section = Section(TITLE)
     section.add_text(parameter_text(config.model))
-    minima_root, topology_root = stage_dir(EXPERIMENT, "minima", root), stage_dir(EXPERIMENT, "topology", root)
+    minima_root, topology_root = stage_dir(NAME, "minima", root), stage_dir(NAME, "topology", root)
     for dataset in config.datasets:
         runs = config.runs(dataset)
         summaries = {kind: load_json(minima_root / f"{dataset}-{kind}" / "minima.json")["summary"] for kind in TYPES}
@@ -394,3 +395,8 @@ def claims(dataset: str, topo: dict, summaries: dict[str, dict], source: str, pr
         f"test errors i.i.d. over the {int(finite.sum())} minima with a finite segment, {NULL_DRAWS} draws",
         note=f"{words}; {int(finite.sum())} finite segments; {test_note}"))
     return out
+
+
+EXPERIMENT = Experiment(NAME, ResNetLRConfig, datasets,
+                        {"minima": run_minima, "paths": run_paths, "topology": run_topology},
+                        report_section)

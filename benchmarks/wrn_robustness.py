@@ -40,9 +40,9 @@ import numpy as np
 import torch
 
 from benchmarks.cnn_channels import accuracy_note
-from benchmarks.stages import (ARTIFACTS, DataRequest, MinimaTask, Variant, _prune, compute_stage, job_dataset,
-                               pair_chunks, path_max_matrix, require_complete, resolve_device, stage_dir, tensor_digest,
-                               train_variants)
+from losstopo.stages import (ARTIFACTS, DataRequest, MinimaTask, Variant, prune, compute_stage, job_dataset,
+                             pair_chunks, path_max_matrix, require_complete, resolve_device, stage_dir, tensor_digest,
+                             train_variants)
 from losstopo import plots, tracking
 from losstopo.config import (CurveConfig, DataConfig, Params, TriangleStudyConfig, WRNRobustnessConfig, as_dict,
                              content_hash)
@@ -55,6 +55,7 @@ from losstopo.io import load_json, save_json
 from losstopo.models import build_model
 from losstopo.paths import (convergence_checkpoint, convergence_rule_words, evaluate_in_chunks, maximum_change,
                             path_converged)
+from losstopo.registry import Experiment
 from losstopo.report import Claim, Section
 from losstopo.schedules import garipov_lr
 from losstopo.stacked import DatasetLoss, StackedModel
@@ -62,7 +63,7 @@ from losstopo.evidence import NULL_DRAWS, below_threshold_null_rate, below_thres
 from losstopo.stats import TestResult
 from losstopo.topology import barcode_of_minima, higher_barcodes, own_sides_barcodes, subset_robustness, to_score
 
-EXPERIMENT = "wrn_robustness"
+NAME = "wrn_robustness"
 TITLE = ("Random-point curves, triangles and barcode robustness (barcodes paper, section 4, Tables 3, 14, "
          "Fig. 6, 7, 15, 16)")
 STUDIES = ("wrn", "lenet")  # every study; a profile runs those in wrn_robustness.studies
@@ -108,11 +109,11 @@ def datasets(config) -> list[str]:
 
 
 def run_minima(config: WRNRobustnessConfig, params: Params, root: Path = ARTIFACTS) -> None:
-    out_root = stage_dir(EXPERIMENT, "minima", root)
+    out_root = stage_dir(NAME, "minima", root)
     stage_params = {"data": as_dict(params.data),
                     **{s: {"dataset": study_config(config, s).dataset, "model": study_config(config, s).model,
                            "minima": as_dict(study_config(config, s).minima)} for s in config.studies}}
-    with compute_stage(params, EXPERIMENT, "minima", datasets(config), stage_params, root,
+    with compute_stage(params, NAME, "minima", datasets(config), stage_params, root,
                        keep=set(config.studies)) as (data, executor, cache):
         tasks = []
         for study in config.studies:
@@ -124,7 +125,7 @@ def run_minima(config: WRNRobustnessConfig, params: Params, root: Path = ARTIFAC
                                     extra={"study": study, "max_epochs": cfg.max_epochs, "batch_size": cfg.batch_size,
                                            "lr": cfg.lr_max, "weight_decay": cfg.weight_decay,
                                            "augment": cfg.augment, "profile": params.profile}))
-        train_variants(tasks, params, data, executor, cache, f"{EXPERIMENT} minima")
+        train_variants(tasks, params, data, executor, cache, f"{NAME} minima")
 
 
 # --- stage 2: curves and triangles ------------------------------------------------------------------
@@ -311,21 +312,21 @@ def _study(config: WRNRobustnessConfig, study: str, params: Params, data: DataCo
     sc = study_config(config, study)
     cfg = sc.curves
     if "sides_fixed" in cfg.triangle_regimes and cfg.kind != "polychain":
-        raise ConfigError(f"params: {EXPERIMENT}.{study}.curves.kind is {cfg.kind!r}, but the sides_fixed "
+        raise ConfigError(f"params: {NAME}.{study}.curves.kind is {cfg.kind!r}, but the sides_fixed "
                           f"triangle regime needs polychain curves (a triangle's side is the polygonal chain "
                           f"through its side centre, Appendix I)")
-    minima_dir = stage_dir(EXPERIMENT, "minima", root) / study
+    minima_dir = stage_dir(NAME, "minima", root) / study
     minima = torch.load(minima_dir / "minima.pt", map_location="cpu", weights_only=True)
     summary = load_json(minima_dir / "minima.json")["summary"]
     # The minima's seed: the curve subset is a prefix of the permutation of the minima's training set.
     request = DataRequest(sc.dataset, cfg.train_subset, 0, sc.minima.seed)
     dataset = job_dataset(data, request)
     if summary["data_source"] != dataset.source:
-        raise DataError(f"{EXPERIMENT} {study}: the minima were trained on {summary['data_source']!r} but "
+        raise DataError(f"{NAME} {study}: the minima were trained on {summary['data_source']!r} but "
                         f"the curves would use {dataset.source!r}; rerun the minima stage")
     address = content_hash(module_version("losstopo.curves", "losstopo.stacked", "losstopo.models"), minima["address"],
                            cfg, dataset.source, {"augment": sc.minima.augment})
-    out = stage_dir(EXPERIMENT, "paths", root) / study / "paths.json"
+    out = stage_dir(NAME, "paths", root) / study / "paths.json"
     if out.is_file() and load_json(out).get("address") == address:
         return None
     spec = StudySpec(study, sc.model, data, request, cfg, sc.minima.mixed_precision, sc.minima.seed,
@@ -343,10 +344,10 @@ def _run_curves(studies: list[_Study], params: Params, executor: Executor, cache
     for study in studies:
         for n, chunk in enumerate(pair_chunks(len(study.thetas), study.spec.config.pairs_per_job)):
             spec = CurvesJob(study.spec, chunk, minima=n == 0, progress=params.runtime.progress)
-            jobs.append(Job(job_address("curves", dataclasses.replace(spec, progress=False), study.digest), spec))
+            jobs.append(Job(job_address(curves_job, "curves", dataclasses.replace(spec, progress=False), study.digest), spec))
             owners.append(study.name)
     outputs = executor.map(curves_job, jobs, shared={s.name: {"thetas": s.thetas} for s in studies}, cache=cache,
-                           description=f"{EXPERIMENT} curves", progress=params.runtime.progress)
+                           description=f"{NAME} curves", progress=params.runtime.progress)
     merged = {}
     for study in studies:
         mine = [out for out, owner in zip(outputs, owners) if owner == study.name]
@@ -372,10 +373,10 @@ def _run_triangles(studies: list[_Study], curves: dict[str, dict], params: Param
             digests = (study.digest,) + ((bends_digest,) if regime == "sides_fixed" else ())
             for chunk in triple_chunks(len(study.thetas), cfg.triangles_per_job):
                 spec = TrianglesJob(study.spec, regime, chunk, progress=params.runtime.progress)
-                address = job_address("triangles", dataclasses.replace(spec, progress=False), *digests)
+                address = job_address(triangles_job, "triangles", dataclasses.replace(spec, progress=False), *digests)
                 jobs.append(Job(address, spec))
                 owners.append((study.name, regime))
-    outputs = executor.map(triangles_job, jobs, shared=shared, cache=cache, description=f"{EXPERIMENT} triangles",
+    outputs = executor.map(triangles_job, jobs, shared=shared, cache=cache, description=f"{NAME} triangles",
                            progress=params.runtime.progress)
     merged: dict[str, dict[str, dict]] = {study.name: {} for study in studies}
     for (name, regime), out in zip(owners, outputs):
@@ -388,7 +389,7 @@ def _run_triangles(studies: list[_Study], curves: dict[str, dict], params: Param
 def run_paths(config: WRNRobustnessConfig, params: Params, root: Path = ARTIFACTS) -> None:
     stage_params = {"data": as_dict(params.data), **{f"{s}.curves": as_dict(study_config(config, s).curves)
                                                      for s in config.studies}}
-    with compute_stage(params, EXPERIMENT, "paths", datasets(config), stage_params, root,
+    with compute_stage(params, NAME, "paths", datasets(config), stage_params, root,
                        keep=set(config.studies), inputs=["minima"]) as (data, executor, cache):
         studies = [s for s in (_study(config, name, params, data, root) for name in config.studies) if s is not None]
         curves = _run_curves(studies, params, executor, cache)
@@ -581,14 +582,14 @@ def robustness(losses, matrix: np.ndarray, sizes_requested, fixed_requested: int
 
 
 def run_topology(config: WRNRobustnessConfig, params: Params, root: Path = ARTIFACTS) -> None:
-    require_complete(EXPERIMENT, "paths", root)
-    out_root = stage_dir(EXPERIMENT, "topology", root)
-    _prune(out_root, set(config.studies))
+    require_complete(NAME, "paths", root)
+    out_root = stage_dir(NAME, "topology", root)
+    prune(out_root, set(config.studies))
     metrics = {}
-    with tracking.stage_run(EXPERIMENT, "topology", profile=params.profile, device="cpu",
+    with tracking.stage_run(NAME, "topology", profile=params.profile, device="cpu",
                             params={"subset_sizes": config.subset_sizes, "fixed_minimum": config.fixed_minimum}):
         for study in config.studies:
-            record = load_json(stage_dir(EXPERIMENT, "paths", root) / study / "paths.json")
+            record = load_json(stage_dir(NAME, "paths", root) / study / "paths.json")
             losses, matrix = record["minima_losses"], curve_max_matrix(record)
             bars = barcode_of_minima(losses, matrix, "paper")
             bars_persistence = barcode_of_minima(losses, matrix, "persistence")
@@ -641,7 +642,7 @@ def run_topology(config: WRNRobustnessConfig, params: Params, root: Path = ARTIF
                 "fixed_minimum": fixed["index"],
                 "fixed_minimum_cv_by_size": {str(row["size"]): row["cv"] for row in fixed["by_size"]},
             }
-        save_json(metrics, stage_dir(EXPERIMENT, "topology_metrics.json", root))
+        save_json(metrics, stage_dir(NAME, "topology_metrics.json", root))
 
 
 # --- report -----------------------------------------------------------------------------------------
@@ -839,8 +840,8 @@ def report_section(config: WRNRobustnessConfig, figures: Path, root: Path = ARTI
         "1-saddle barcode (Fig. 6b) is the dimension-1 persistence of the complex of minima (their loss), curves "
         "(their maximum) and triangles (their maximum), Algorithm 2; for one triangle it is Appendix I's segment "
         "from the maximum of its sides to its own maximum.")
-    minima_root, paths_root = stage_dir(EXPERIMENT, "minima", root), stage_dir(EXPERIMENT, "paths", root)
-    topology_root = stage_dir(EXPERIMENT, "topology", root)
+    minima_root, paths_root = stage_dir(NAME, "minima", root), stage_dir(NAME, "paths", root)
+    topology_root = stage_dir(NAME, "topology", root)
     for study in config.studies:
         summary = load_json(minima_root / study / "minima.json")["summary"]
         paths = load_json(paths_root / study / "paths.json")
@@ -939,3 +940,7 @@ def report_section(config: WRNRobustnessConfig, figures: Path, root: Path = ARTI
             section.add_claim(regime_claim(study, topo, paths))
     return section
 
+
+EXPERIMENT = Experiment(NAME, WRNRobustnessConfig, datasets,
+                        {"minima": run_minima, "paths": run_paths, "topology": run_topology},
+                        report_section)

@@ -16,7 +16,6 @@ Errors a user can fix (bad params, missing data, divergence) print one line and 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import subprocess
@@ -29,14 +28,6 @@ from losstopo.config import EXECUTORS, ExperimentNotInProfile, as_dict, load_par
 from losstopo.errors import LosstopoError
 
 STAGES = ("minima", "paths", "curves", "topology")
-
-
-def experiment_module(name: str):
-    from losstopo.config import EXPERIMENTS
-
-    if name not in EXPERIMENTS:
-        raise LosstopoError(f"unknown experiment {name!r}; known: {', '.join(sorted(EXPERIMENTS))}")
-    return importlib.import_module(f"benchmarks.{name}")
 
 
 def mark_not_run(experiment: str, stage: str, profile: str, root: Path = Path("artifacts")) -> None:
@@ -52,26 +43,21 @@ def mark_not_run(experiment: str, stage: str, profile: str, root: Path = Path("a
 
 
 def run_stage(experiment: str, stage: str, params_path: str, profile: str | None) -> None:
-    from benchmarks import stages
+    from losstopo import registry
 
     params = load_params(params_path, profile)
-    module = experiment_module(experiment)
+    found = registry.experiment(experiment)
     try:
         config = params.experiment(experiment)
     except ExperimentNotInProfile:
         mark_not_run(experiment, stage, params.profile)
         return
     (Path("artifacts") / experiment / stage / "NOT_RUN.json").unlink(missing_ok=True)
-    own = getattr(module, f"run_{stage}", None)  # an experiment may define its own stage
-    if own is not None:
-        own(config, params)
-        return
-    if stage == "curves" and hasattr(module, "run_paths"):
-        raise LosstopoError(f"{experiment} has its own paths stage and no curves stage; the curves stage serves "
-                            f"the barcode experiments whose paths.method may be polychain or best")
-    runner = {"minima": stages.run_minima, "paths": stages.run_paths, "curves": stages.run_curves,
-              "topology": stages.run_topology}[stage]
-    runner(experiment, module.variants(config), config, params)
+    if stage not in found.stages:
+        raise LosstopoError(f"{experiment} has its own paths stage and no {stage} stage; the curves stage serves "
+                            f"the barcode experiments whose paths.method may be polychain or best"
+                            if stage == "curves" else f"{experiment} has no {stage} stage")
+    found.stages[stage](config, params)
 
 
 def shadowed_changes(raw: dict, committed: dict) -> list[str]:
@@ -111,7 +97,7 @@ def run_validate(params_path: str, profile: str | None, out: Path = Path("artifa
     """Every setting of the active profile and the data of every experiment it runs, checked before DVC runs a
     compute stage (each depends on ``out``, whose content never changes: a pass reruns nothing, a failure stops
     DVC before it removes any stage's outputs)."""
-    from benchmarks import stages
+    from losstopo import registry, stages
     from losstopo.io import save_json
 
     params = load_params(params_path, profile)
@@ -120,16 +106,14 @@ def run_validate(params_path: str, profile: str | None, out: Path = Path("artifa
     for line in shadowed_changes(yaml.safe_load(Path(params_path).read_text()) or {}, committed) if committed else []:
         print(f"losstopo: warning: {line}", file=sys.stderr)
     for name, config in params.experiments.items():
-        module = experiment_module(name)
-        datasets = module.datasets(config) if hasattr(module, "datasets") else [v.dataset for v in module.variants(config)]
-        stages.stage_data(params, datasets)
+        stages.stage_data(params, registry.experiment(name).datasets(config))
     save_json({"validated": True}, out)
 
 
 def run_report(params_path: str, profile: str | None, out_dir: str | None = None,
                experiments: list[str] | None = None) -> Path:
     """The report of the active profile, in ``reports/<profile>/`` unless ``out_dir`` says otherwise."""
-    from benchmarks.report import build_report
+    from losstopo.reporting import build_report
 
     params = load_params(params_path, profile)
     return build_report(params, Path(out_dir or f"reports/{params.profile}"), experiments)

@@ -10,7 +10,6 @@ import functools
 import hashlib
 from pathlib import Path
 
-PROJECT_PACKAGES = ("losstopo", "benchmarks")
 # The settings' schema and the error types: no result is computed there, and the resolved settings enter every
 # address as values (a new setting, a changed default or limit changes them there), so a change of their code (a
 # validation rule, a message) must not make every persisted output stale. Not followed, not hashed.
@@ -18,6 +17,23 @@ SETTINGS_MODULES = ("losstopo.config", "losstopo.errors")
 
 
 ROOT = Path(__file__).resolve().parent.parent  # the folder that holds the project's packages
+
+
+def project_packages(root: Path) -> tuple[str, ...]:
+    """This package and those of the experiment modules that ``root``'s pyproject.toml lists ([tool.losstopo]
+    experiments, losstopo.registry); this package alone where there is no such list (e.g. an installed copy)."""
+    from losstopo.errors import ConfigError
+    from losstopo.registry import experiment_modules
+
+    own = __name__.partition(".")[0]
+    try:
+        listed = experiment_modules(root / "pyproject.toml") if (root / "pyproject.toml").is_file() else []
+    except ConfigError:
+        listed = []
+    return tuple(dict.fromkeys([own, *(module.partition(".")[0] for module in listed)]))
+
+
+PROJECT_PACKAGES = project_packages(ROOT)
 
 
 def _source(module: str) -> Path | None:

@@ -16,8 +16,6 @@ whose worker dies is retried (``ray.max_retries``); a job that raises fails the 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
 import os
 import shutil
 import sys
@@ -28,6 +26,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
+from losstopo.codeversion import module_version
 from losstopo.config import EXECUTORS, RayConfig, content_hash
 from losstopo.errors import LosstopoError
 from losstopo.io import from_safe, load_or_discard, save_torch, to_safe
@@ -43,20 +42,20 @@ class Job:
     spec: Any
 
 
-def job_address(*parts: Any) -> str:
-    """Content address of a job: its settings plus the version of the code that computes it."""
-    return content_hash(code_version(), *parts)
+def job_address(fn: JobFn, *parts: Any) -> str:
+    """Content address of a job: its settings plus the version of the code that computes it (``fn``, the job
+    function: :func:`code_version` of its module)."""
+    return content_hash(code_version(fn), *parts)
 
 
-@functools.cache
-def code_version() -> str:
-    """Hash of the package and benchmark sources, so a cached job result never outlives a code change."""
-    digest = hashlib.sha256()
-    here = Path(__file__).resolve().parent
-    for folder in (here, here.parent / "benchmarks"):
-        for source in sorted(folder.rglob("*.py")):
-            digest.update(source.read_bytes())
-    return digest.hexdigest()[:12]
+def code_version(fn: JobFn) -> str:
+    """Hash of the source of ``fn``'s module and of every project module it imports (losstopo.codeversion), so
+    that a cached job result never outlives a change of the code that computes it, and a change elsewhere does
+    not discard it."""
+    module = fn.__module__
+    if module == "__main__":  # a job function of a module run with python -m: its importable name
+        module = getattr(sys.modules["__main__"].__spec__, "name", module)
+    return module_version(module)
 
 
 class JobCache:

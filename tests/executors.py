@@ -23,10 +23,10 @@ class PicklingExecutor(Executor):
 
 def use_pickling_executor(monkeypatch) -> PicklingExecutor:
     """Every stage in this test runs its jobs through one PicklingExecutor (returned, to count calls)."""
-    import benchmarks.stages
+    import losstopo.stages
 
     executor = PicklingExecutor()
-    monkeypatch.setattr(benchmarks.stages, "make_executor", lambda kind, ray_config: executor)
+    monkeypatch.setattr(losstopo.stages, "make_executor", lambda kind, ray_config: executor)
     return executor
 
 
@@ -35,10 +35,10 @@ def run_minima_and_paths_both_ways(module, params, tmp_path, monkeypatch):
     executor and in ``tmp_path/pickling`` with a PicklingExecutor; returns both experiment folders and
     the PicklingExecutor (its ``calls``: the jobs it ran)."""
     def run(root):
-        config = params.experiment(module.EXPERIMENT)
+        config = params.experiment(module.NAME)
         module.run_minima(config, params, root)
         module.run_paths(config, params, root)
-        return root / module.EXPERIMENT
+        return root / module.NAME
 
     local = run(tmp_path / "local")
     executor = use_pickling_executor(monkeypatch)

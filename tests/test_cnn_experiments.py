@@ -10,7 +10,7 @@ from tiny import tiny_params
 from losstopo import evidence
 
 from benchmarks import cnn_bn, cnn_channels
-from benchmarks.stages import run_minima, run_paths, run_topology
+from losstopo.stages import run_minima, run_paths, run_topology
 from losstopo.config import resolve
 from losstopo.errors import ConfigError
 from losstopo.report import finalise, render
@@ -58,10 +58,10 @@ def pipeline(tmp_path_factory):
         mlflow.set_tracking_uri(uri)
         try:
             for module in (cnn_channels, cnn_bn):
-                config = params.experiment(module.EXPERIMENT)
+                config = params.experiment(module.NAME)
                 for stage in (run_minima, run_paths, run_topology):
-                    stage(module.EXPERIMENT, module.variants(config), config, params, root)
-            sections = {m.EXPERIMENT: m.report_section(params.experiment(m.EXPERIMENT), tmp / "figures", root)
+                    stage(module.NAME, module.variants(config), config, params, root)
+            sections = {m.NAME: m.report_section(params.experiment(m.NAME), tmp / "figures", root)
                         for m in (cnn_channels, cnn_bn)}
         finally:
             mlflow.set_tracking_uri(None)

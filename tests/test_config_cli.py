@@ -82,7 +82,7 @@ def test_a_profile_may_run_only_some_experiments(tmp_path, monkeypatch, capsys):
     with pytest.raises(ConfigError, match="experiments must be a non-empty list"):
         resolve({"fc_depth": {}, "profiles": {"bad": {"experiments": ["fc_dpeth"]}}}, "bad")
     from benchmarks import fc_depth
-    from benchmarks.stages import replicate_config
+    from losstopo.stages import replicate_config
 
     variants = fc_depth.variants(params.experiment("fc_depth"))
     assert [v.key for v in variants[:2]] == ["mnist-fc-2-32", "mnist-fc-2-32-r1"]
@@ -152,7 +152,7 @@ def test_malformed_yaml_is_one_line_with_its_line_and_column(tmp_path, capsys):
 def test_a_cuda_device_on_a_machine_without_one_is_one_line(monkeypatch):
     import torch
 
-    from benchmarks.stages import resolve_device
+    from losstopo.stages import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="runtime.device is 'cuda:1', but this machine's torch sees no CUDA"):
@@ -203,7 +203,7 @@ def test_dvc_metrics_are_the_reports_numbers_and_the_plots_are_declared():
 def test_report_metrics_hold_numbers_only(tmp_path):
     import json
 
-    from benchmarks.report import save_report_metrics
+    from losstopo.reporting import save_report_metrics
     from losstopo.io import save_json
 
     save_json({"svhn-fc-1-8": {"to_score": 0.25}}, tmp_path / "fc_depth" / "topology_metrics.json")

@@ -124,3 +124,40 @@ def test_a_failing_ray_job_fails_the_stage_with_its_message(local_ray):
         make_executor("ray", RayConfig()).map(square_job, jobs_for([1, 4]), shared={"offset": 0, "fail_on": 4},
                                               progress=False)
 
+
+
+def test_a_job_address_follows_the_code_its_function_runs_and_nothing_else(tmp_path, monkeypatch):
+    """The address hashes the module closure of the job function (losstopo.codeversion): a change of a module it
+    imports gives new addresses; a change of a module it does not import (e.g. another experiment's) does not."""
+    from losstopo import codeversion
+    from losstopo.executor import code_version, job_address
+
+    package = tmp_path / "losstopo"
+    package.mkdir()
+    for name, source in {"__init__.py": "", "jobs.py": "from losstopo.kernel import K\nfrom losstopo.config import LIMIT\n\ndef job(shared, spec):\n"
+                         "    return K * spec\n", "kernel.py": "K = 2\n", "other.py": "from losstopo import jobs\n",
+                         "config.py": "LIMIT = 1\n"}.items():
+        (package / name).write_text(source)
+    monkeypatch.setattr(codeversion, "ROOT", tmp_path)
+
+    def job():
+        return None
+
+    job.__module__ = "losstopo.jobs"
+
+    def address():
+        codeversion.module_closure.cache_clear()
+        codeversion.module_version.cache_clear()
+        return job_address(job, "minima", 3)
+
+    first = address()
+    assert code_version(job) == codeversion.module_version("losstopo.jobs")
+    assert job_address(job, "minima", 4) != first
+    (package / "other.py").write_text("from losstopo import jobs\nX = 1\n")  # imports the job; the job not it
+    (package / "config.py").write_text("LIMIT = 2\n")  # the settings' schema: in the address as values
+    assert address() == first
+    (package / "kernel.py").write_text("K = 3\n")  # code the job runs
+    assert address() != first
+    monkeypatch.undo()
+    codeversion.module_closure.cache_clear()
+    codeversion.module_version.cache_clear()

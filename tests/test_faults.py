@@ -34,7 +34,7 @@ if point.startswith("job"):
             os.kill(os.getpid(), signal.SIGKILL)
     executor.JobCache.put = killing_put
 elif point == "record":
-    import benchmarks.stages as stages
+    import losstopo.stages as stages
     save = stages.save_json
     def killing_save(obj, path, *args, **kwargs):
         if os.path.basename(str(path)) == "stage.json":

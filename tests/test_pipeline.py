@@ -15,7 +15,7 @@ from conftest import resolve_tiny
 import requests
 
 from benchmarks import fc_depth
-from benchmarks.stages import run_minima, run_paths, run_topology
+from losstopo.stages import run_minima, run_paths, run_topology
 from losstopo.errors import TrainingDiverged
 
 TINY = tiny_params("fc_depth")
@@ -56,7 +56,7 @@ def test_stages_write_barcodes_and_report_section(tiny_params, tmp_path):
 def test_a_stage_reads_only_complete_inputs(tiny_params, tmp_path):
     """A compute stage's record names every file's hash: an interrupted run (no record) or a changed file stops the
     next stage with one line naming the stage to rerun; a clean rerun makes the unit whole again."""
-    from benchmarks.stages import require_complete
+    from losstopo.stages import require_complete
     from losstopo.errors import LosstopoError
 
     root = tmp_path / "artifacts"
@@ -123,7 +123,7 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_logged_runs_are_readable_through_the_mlflow_server_rest_api(tiny_params, tmp_path, mlflow_store,
                                                                       monkeypatch):
-    from benchmarks.report import build_report
+    from losstopo.reporting import build_report
 
     _run_all(tiny_params, tmp_path / "artifacts")
     monkeypatch.chdir(tmp_path)  # the report reads artifacts/ of the working directory
@@ -176,7 +176,7 @@ def test_logged_runs_are_readable_through_the_mlflow_server_rest_api(tiny_params
 
 
 def test_path_schedule_converts_paper_epochs_to_steps():
-    from benchmarks.stages import path_schedule
+    from losstopo.stages import path_schedule
     from losstopo.config import PathConfig
 
     # Table 13, CIFAR-10: batch 150, S_oc10 = S(270, 300, 2e-3, 1.25e-4) over 300 epochs, refinement every 25.
@@ -216,7 +216,7 @@ def test_an_interrupted_paths_stage_reruns_only_unfinished_jobs(tiny_params, tmp
 
     from executors import use_pickling_executor
 
-    import benchmarks.stages as stages
+    import losstopo.stages as stages
 
     config = tiny_params.experiment("fc_depth")
     config = dataclasses.replace(config, paths=dataclasses.replace(config.paths, pairs_per_job=1))
@@ -252,7 +252,7 @@ def test_an_interrupted_paths_stage_reruns_only_unfinished_jobs(tiny_params, tmp
 
 
 def test_the_report_preamble_sums_the_recorded_stage_wall_times(tmp_path):
-    from benchmarks.report import stage_times
+    from losstopo.reporting import stage_times
     from losstopo.io import save_json
 
     save_json({"wall_s": 90.0, "device": "cpu", "threads": 2, "executor": "local"},
@@ -267,8 +267,8 @@ def test_the_report_preamble_sums_the_recorded_stage_wall_times(tmp_path):
 
 def test_stage_timing_records_the_executor_that_ran_the_jobs_not_the_params_default(tiny_params, tmp_path,
                                                                                      monkeypatch):
-    import benchmarks.stages as stages
-    from benchmarks.report import where_words
+    import losstopo.stages as stages
+    from losstopo.reporting import where_words
     from losstopo.executor import LocalExecutor
     from losstopo.io import load_json
 
@@ -290,7 +290,7 @@ def test_stage_timing_records_the_executor_that_ran_the_jobs_not_the_params_defa
 def test_best_of_both_path_methods_defines_each_bar_and_the_report_shows_both(tiny_params, tmp_path):
     import dataclasses
 
-    from benchmarks.stages import run_curves
+    from losstopo.stages import run_curves
 
     root = tmp_path / "artifacts"
     config = tiny_params.experiment("fc_depth")
@@ -340,7 +340,7 @@ def test_a_misspelled_dataset_or_missing_paths_delete_nothing(tiny_params, tmp_p
 def test_minima_made_by_other_training_code_are_retrained_not_kept(tiny_params, tmp_path, monkeypatch):
     from executors import use_pickling_executor
 
-    import benchmarks.stages as stages
+    import losstopo.stages as stages
 
     root = tmp_path / "artifacts"
     config = tiny_params.experiment("fc_depth")

@@ -80,7 +80,7 @@ class WorkerKiller(threading.Thread):
 
 def stage_command(workdir: Path, stage: str, *options: str) -> str:
     """``losstopo stage fc_depth STAGE --profile ci`` in its own process, as ``dvc repro`` runs it."""
-    done = subprocess.run([sys.executable, "-m", "losstopo.cli", "stage", fc_depth.EXPERIMENT, stage, "--profile", "ci",
+    done = subprocess.run([sys.executable, "-m", "losstopo.cli", "stage", fc_depth.NAME, stage, "--profile", "ci",
                            *options], cwd=workdir, capture_output=True, text=True, timeout=3600)  # catches a hang only
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout + done.stderr
@@ -100,7 +100,7 @@ def test_ci_paths_on_a_two_node_ray_cluster_survive_a_killed_worker(two_node_clu
     local, remote = ci_workdir(tmp_path / "local", shared_data), ci_workdir(tmp_path / "ray", shared_data)
     monkeypatch.delenv("LOSSTOPO_EXECUTOR", raising=False)
     stage_command(local, "minima")
-    minima = Path("artifacts") / fc_depth.EXPERIMENT / "minima"
+    minima = Path("artifacts") / fc_depth.NAME / "minima"
     shutil.copytree(local / minima, remote / minima)
     stage_command(local, "paths")
 
@@ -115,13 +115,13 @@ def test_ci_paths_on_a_two_node_ray_cluster_survive_a_killed_worker(two_node_clu
     assert killer.killed is not None, "no Ray worker was seen running a job"
     assert "will be retried" in output  # Ray's report that the killed worker's job was resubmitted
 
-    variants = fc_depth.variants(load_params(local / "params.yaml", "ci").experiment(fc_depth.EXPERIMENT))
+    variants = fc_depth.variants(load_params(local / "params.yaml", "ci").experiment(fc_depth.NAME))
     # Equal up to float32 rounding: a Ray worker runs on 1 thread, the local stage on 2, and the one-GEMM first
     # layer of a stacked MLP sums in a thread-dependent order (~1e-7 relative).
     for variant in variants:
-        name = f"artifacts/{fc_depth.EXPERIMENT}/paths/{variant.key}/paths.json"
+        name = f"artifacts/{fc_depth.NAME}/paths/{variant.key}/paths.json"
         assert_close(json.loads((remote / name).read_text()), json.loads((local / name).read_text()), name)
-    metrics = f"artifacts/{fc_depth.EXPERIMENT}/paths_metrics.json"
+    metrics = f"artifacts/{fc_depth.NAME}/paths_metrics.json"
     assert_close(json.loads((remote / metrics).read_text()), json.loads((local / metrics).read_text()), metrics)
     assert not list((remote / "artifacts" / ".jobs").rglob("*.pt"))
     local_runs, ray_runs = logged_path_metrics()
@@ -156,7 +156,7 @@ def logged_path_metrics() -> list[dict]:
     """Per fc_depth paths stage run (oldest first): {variant: {metric: value}} of its nested variant runs."""
     import mlflow
 
-    runs = mlflow.search_runs(experiment_names=[fc_depth.EXPERIMENT], filter_string="tags.stage = 'fc_depth_paths'")
+    runs = mlflow.search_runs(experiment_names=[fc_depth.NAME], filter_string="tags.stage = 'fc_depth_paths'")
     children = runs[runs["tags.variant"].notna()]
     metric_columns = [c for c in runs.columns if c.startswith("metrics.")]
     stages_in_order = runs[runs["tags.variant"].isna()].sort_values("start_time")["run_id"]

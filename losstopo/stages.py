@@ -1,7 +1,8 @@
-"""The three compute stages every barcode experiment shares: minima -> paths -> topology.
+"""The stage plumbing every experiment uses (its compute-stage frame, job cache, skip-if-done, prune, data
+checks), and the compute stages every barcode experiment shares: minima -> paths (and curves) -> topology.
 
-An experiment module supplies its variants (dataset x architecture) and settings; these
-functions do the rest, write ``artifacts/<experiment>/<stage>/<variant>/...`` and log to MLflow.
+A barcode experiment supplies its variants (dataset x architecture) and settings (:func:`barcode_stages`);
+these functions do the rest, write ``artifacts/<experiment>/<stage>/<variant>/...`` and log to MLflow.
 Work already done with the same settings (content-addressed) is skipped, and an interrupted
 minima stage resumes from its last epoch checkpoint.
 """
@@ -18,7 +19,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -197,7 +198,7 @@ def compute_stage(params: Params, experiment: str, stage: str, datasets: Iterabl
         print(f"{experiment} {stage}: removed {len(orphans)} unfinished write(s) of a killed run, e.g. {orphans[0].name}")
     data = stage_data(params, datasets)
     if keep is not None:
-        _prune(stage_dir(experiment, stage, root), keep)
+        prune(stage_dir(experiment, stage, root), keep)
     executor, cache = make_executor(params.executor, params.ray), JobCache(root / ".jobs" / experiment / stage)
     device = str(resolve_device(params.runtime.device))
     record = stage_dir(experiment, stage, root) / STAGE_TIMING
@@ -214,7 +215,8 @@ def compute_stage(params: Params, experiment: str, stage: str, datasets: Iterabl
     cache.clear()
 
 
-def _prune(directory: Path, keep: set[str]) -> None:
+def prune(directory: Path, keep: set[str]) -> None:
+    """Removes the folders in ``directory`` not named in ``keep`` (variants a profile no longer runs)."""
     if directory.is_dir():
         for child in directory.iterdir():
             if child.is_dir() and child.name not in keep:
@@ -282,7 +284,7 @@ def train_variants(tasks: list[MinimaTask], params: Params, data: DataConfig, ex
                 stale.unlink()
         spec = MinimaJob(task.variant.model, data, task.request, task.config, params.runtime.device,
                          str(checkpoint.resolve()), params.runtime.progress, task.variant.key)
-        jobs.append(Job(job_address("minima", address, dataclasses.replace(spec, checkpoint=None, progress=False)),
+        jobs.append(Job(job_address(minima_job, "minima", address, dataclasses.replace(spec, checkpoint=None, progress=False)),
                         spec))
         todo.append((task, address, dataset))
     outputs = executor.map(minima_job, jobs, cache=cache, description=description, progress=params.runtime.progress)
@@ -486,7 +488,7 @@ def optimize_variant_paths(tasks: list[PathsTask], params: Params, data: DataCon
         for chunk in pair_chunks(len(task.thetas), task.config.pairs_per_job):
             spec = PathsJob(task.key, task.model, data, task.request, task.config, chunk, task.seed,
                             params.runtime.device, params.runtime.progress, f"{task.key} paths")
-            address = job_address("paths" if method == "alg3" else method, dataclasses.replace(spec, progress=False),
+            address = job_address(job_fn, "paths" if method == "alg3" else method, dataclasses.replace(spec, progress=False),
                                   digest)
             jobs.append(Job(address, spec))
             owners.append(task.key)
@@ -515,7 +517,7 @@ def run_paths(experiment: str, variants: list[Variant], config, params: Params, 
     method, cfg = STAGE_METHOD[stage], config.paths
     out_root = stage_dir(experiment, stage, root)
     if cfg.method not in (method, "best"):
-        _prune(out_root, set())
+        prune(out_root, set())
         save_json({"experiment": experiment, "stage": stage, "profile": params.profile,
                    "not_run": f"{experiment}.paths.method is {cfg.method!r}: no {method} paths requested"},
                   out_root / NOT_RUN)
@@ -531,7 +533,7 @@ def run_paths(experiment: str, variants: list[Variant], config, params: Params, 
                                                       map_location="cpu", weights_only=True)["thetas"],
                            request[v.key], cfg, config.minima.seed) for v in variants]
         (out_root / NOT_RUN).unlink(missing_ok=True)
-        _prune(out_root, {v.key for v in variants})  # only now: the data and every variant's minima were read
+        prune(out_root, {v.key for v in variants})  # only now: the data and every variant's minima were read
         results = optimize_variant_paths(tasks, params, data, executor, cache, f"{experiment} {stage}", method)
         setting = f"{experiment}.paths.lr (now {cfg.lr})" if method == "alg3" else \
             f"{experiment}.paths.curve_lr (now {cfg.curve_lr})"
@@ -683,7 +685,7 @@ def run_topology(experiment: str, variants: list[Variant], config, params: Param
     out_root = stage_dir(experiment, "topology", root)
     metrics = {}
     all_records = {v.key: variant_paths(experiment, v.key, config.paths.method, root) for v in variants}
-    _prune(out_root, {v.key for v in variants})  # only now: every variant's paths were read
+    prune(out_root, {v.key for v in variants})  # only now: every variant's paths were read
     with tracking.stage_run(experiment, "topology", profile=params.profile, device="cpu",
                             params={"topology": as_dict(config.topology)}):
         for variant in variants:
@@ -717,6 +719,25 @@ def run_topology(experiment: str, variants: list[Variant], config, params: Param
                 tracking.log_artifact(out)
             metrics[variant.key] = {"to_score": result["to_score"]}
         save_json(metrics, stage_dir(experiment, "topology_metrics.json", root))
+
+
+def barcode_stages(experiment: str, variants: Callable[[Any], list[Variant]]) -> dict[str, Callable[[Any, Params], None]]:
+    """The four stages of a barcode experiment (minima, paths, curves, topology: the runners above), each a
+    ``(config, params)`` callable run on ``variants(config)``; what its :class:`~losstopo.registry.Experiment` lists."""
+    def stage(runner):
+        def run(config, params: Params) -> None:
+            runner(experiment, variants(config), config, params)
+        run.__name__ = runner.__name__
+        return run
+    return {"minima": stage(run_minima), "paths": stage(run_paths), "curves": stage(run_curves),
+            "topology": stage(run_topology)}
+
+
+def variant_datasets(variants: Callable[[Any], list[Variant]]) -> Callable[[Any], list[str]]:
+    """The datasets a barcode experiment's stages read: its variants' (what ``losstopo validate`` checks)."""
+    def datasets(config) -> list[str]:
+        return [v.dataset for v in variants(config)]
+    return datasets
 
 
 # --- what the reports need of every stage ----------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Builds reports/ from every experiment's artifacts (the DVC `report` stage)."""
+"""Builds reports/ from every experiment's artifacts (the DVC `report` stage): the preamble, then the section of each
+experiment of the registry (losstopo.registry) that the profile runs."""
 
 from __future__ import annotations
 
@@ -6,13 +7,13 @@ import datetime
 import math
 from pathlib import Path
 
-from benchmarks.stages import ARTIFACTS, stage_dir, stage_timing
-from losstopo import tracking
-from losstopo.config import EXPERIMENTS, Params
+from losstopo import registry, tracking
+from losstopo.config import Params
 from losstopo.errors import ConfigError
 from losstopo.evidence import VERDICTS
 from losstopo.io import load_json, save_json
 from losstopo.report import markdown_table, render
+from losstopo.stages import ARTIFACTS, stage_dir, stage_timing
 
 PREAMBLE = """# losstopo reproduction report
 
@@ -75,20 +76,19 @@ def save_report_metrics(experiments: list[str], claims, out_dir: Path, root: Pat
 def build_report(params: Params, out_dir: Path, experiments: list[str] | None = None) -> Path:
     """The report of every experiment of ``params``, or of ``experiments`` only (a partial run: the
     preamble names the ones left out)."""
-    from losstopo.cli import experiment_module
-
     unknown = sorted(set(experiments or ()) - set(params.experiments))
     if unknown:
         raise ConfigError(f"report: unknown experiment {unknown[0]!r}; known: {', '.join(params.experiments)}")
     chosen = {name: config for name, config in params.experiments.items() if experiments is None or name in experiments}
     figures = out_dir / "figures"
-    sections = [experiment_module(name).report_section(config, figures) for name, config in chosen.items()]
+    known = registry.experiments()
+    sections = [known[name].report_section(config, figures) for name, config in chosen.items()]
     preamble = PREAMBLE.format(profile=params.profile, commit=tracking.git_commit(),
                                when=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     left_out = [name for name in params.experiments if name not in chosen]
     if left_out:
         preamble += f"\n**Partial report**: not run at this profile, so not reported: {', '.join(left_out)}.\n"
-    outside = [name for name in EXPERIMENTS if name not in params.experiments]
+    outside = [name for name in known if name not in params.experiments]
     if outside:
         preamble += (f"\nExperiments outside profile `{params.profile}` (its `experiments` list), not run and not "
                      f"reported: {', '.join(outside)}.\n")
