@@ -24,6 +24,7 @@ from losstopo import plots
 from losstopo.config import ModelSweepConfig
 from losstopo.errors import ConfigError
 from losstopo.registry import Experiment
+from losstopo.provenance import claim_data
 from losstopo.report import Claim, Section
 from losstopo.evidence import NULL_DRAWS, group_null_rate, group_test
 
@@ -74,12 +75,14 @@ def bn_claims(pair: dict, dataset: str, source: str, profile: str) -> list[Claim
     claims = [Claim(f"BatchNorm lowers the minima losses L(p) of CNN-{depth} ({dataset})", paper,
                     group_test(a, b, ("no BN", "BN")), source, profile, "minimum", minima_converged,
                     group_null_rate(len(a), len(b)), f"{len(a)} + {len(b)} i.i.d. minima, {NULL_DRAWS} draws",
+                    data=claim_data([plain["summary"], bn["summary"]]),
                     note=f"{names}; medians {np.median(a):.4f} vs {np.median(b):.4f}.")]
     converged, words = converged_fraction([plain["summary"], bn["summary"]], [plain["topology"], bn["topology"]])
     lengths = [mean_bar_length(plain["bars"]), mean_bar_length(bn["bars"])]
     claims.append(Claim(f"BatchNorm lowers the barriers h_p - L(p) of CNN-{depth} ({dataset})", paper,
                         group_test(lengths[:1], lengths[1:], ("no BN", "BN")), source, profile, "network", converged,
                         group_null_rate(1, 1), f"1 + 1 i.i.d. networks, {NULL_DRAWS} draws",
+                        data=claim_data([plain["topology"], bn["topology"]]),
                         note=f"{names}; {words}; mean bar lengths {lengths[0]:.4g} vs {lengths[1]:.4g}; zero-length "
                              f"bars {zero_length_bars(plain['bars'])} vs {zero_length_bars(bn['bars'])}."))
     return claims

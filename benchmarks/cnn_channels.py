@@ -26,6 +26,7 @@ from losstopo.errors import ConfigError
 from losstopo.io import load_json
 from losstopo.models import build_model, parameter_count
 from losstopo.registry import Experiment
+from losstopo.provenance import claim_data
 from losstopo.report import Claim, Section
 from losstopo.evidence import (NULL_DRAWS, linear_null_rate, linear_statistic_test, trend_null_rate,
                                trend_test)
@@ -151,7 +152,7 @@ def network_trend_claim(name: str, paper_words: str, rows: list[dict], x: list[f
     zero = ", ".join(f"{display_name(r['variant'])} {zero_length_bars(r['bars'])}/{len(r['bars']) - 1}" for r in rows)
     return Claim(name, paper_words, trend_test(x, lengths, "decreasing"), source, profile, "network", converged,
                  trend_null_rate(x), f"per-network values i.i.d. (exchangeable over the {len(x)} networks), "
-                 f"{NULL_DRAWS} draws",
+                 f"{NULL_DRAWS} draws", data=claim_data(r["topology"] for r in rows),
                  note=f"{words}; zero-length bars (h_p = L(p)) per network: {zero}; mean bar length per network: "
                       + ", ".join(f"{v:.4g}" for v in lengths) + ".")
 
@@ -188,6 +189,7 @@ def interaction_claim(rows: list[dict], dataset: str, source: str, profile: str)
                               "families) of h_p - L(p) vs log10(parameters), one-sided (< 0)", "slope difference"),
         source, profile, "network", converged, linear_null_rate(weights),
         f"per-network values i.i.d. over the {len(rows)} networks, {NULL_DRAWS} draws",
+        data=claim_data(r["topology"] for r in rows),
         note=f"{words}; slopes are least-squares, averaged over the families (within) and over the channel "
              f"counts with two or more layer counts (across).")
 

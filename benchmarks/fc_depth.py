@@ -19,6 +19,7 @@ from losstopo.config import FCDepthConfig
 from losstopo.data import title_caveat
 from losstopo.io import load_json
 from losstopo.registry import Experiment
+from losstopo.provenance import claim_data
 from losstopo.report import Claim, Section
 from losstopo.evidence import NULL_DRAWS, at_resolution, trend_null_rate, trend_test
 from losstopo.stats import theil_sen_slope
@@ -100,6 +101,7 @@ def report_section(config: FCDepthConfig, figures: Path, root: Path = ARTIFACTS)
                         f"smaller differences are ties)" if resolution else "")
             section.add_claim(Claim(
                 name, evidence_words, result, source, profile, "set of minima", converged, null, null_words,
+                data=claim_data(t for _, t, _ in rows),
                 note=f"{convergence_words}{path_methods.words([t for _, t, _ in rows])}; Theil-Sen slope "
                      f"{theil_sen_slope(depths, values):.4g} per layer{rounding}."))
     return section

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from benchmarks import fc_depth
-from losstopo.stages import ARTIFACTS, DataRequest, job_dataset, path_loss, stage_data, stage_dir
+from losstopo.stages import ARTIFACTS, DataRequest, job_dataset, job_provenance, path_loss, stage_data, stage_dir
 from losstopo import plots
 from losstopo.config import load_params
 from losstopo.io import save_json
@@ -101,7 +101,8 @@ def study(profile: str, depths: list[int], n_pairs: int, budgets: list[int], tol
     bf16 = fast_bf16(torch.device("cpu"))
     runs = study_runs(cfg.n_points, cfg.clip_norm, cfg.step_rule, max(budgets), bf16)[:1 if own_only else None]
     pairs = list(itertools.combinations(range(config.minima.n_minima), 2))[:n_pairs]
-    dataset = job_dataset(data, DataRequest("mnist", cfg.train_subset, 0, config.minima.seed))
+    request = DataRequest("mnist", cfg.train_subset, 0, config.minima.seed)
+    dataset, provenance = job_dataset(data, request), job_provenance(data, request)
     by_key = {v.labels["depth"]: v for v in fc_depth.variants(config) if v.dataset == "mnist" and not v.replicate}
     rows, floors = [], {}
     for depth in depths:
@@ -146,7 +147,8 @@ def study(profile: str, depths: list[int], n_pairs: int, budgets: list[int], tol
             "schedule": "lr to B/2, then linear to 0 at B (one run per budget B)" if decay else "constant",
             "bf16_largest_relative_difference": bf16_difference,
             "profile": profile, "depths": depths, "budgets": budgets, "tolerance": tolerance,
-            "path_subset": len(dataset.y_train), "data_source": dataset.source, "runs": rows,
+            "path_subset": len(dataset.y_train), "data_source": dataset.source, "data": provenance.as_dict(),
+            "runs": rows,
             "rule": f"smallest budget B at which every path maximum of the profile's setting "
                     f"({settings(cfg.n_points, cfg.clip_norm, step_rule=cfg.step_rule)}) changes by "
                     f"< {tolerance:.0%} at 2B or lies within {tolerance:.0%} of its floor (the higher endpoint's loss)",

@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from losstopo.stages import (ARTIFACTS, TRAINING_CODE, DataRequest, MinimaJob, compute_stage, job_dataset, minima_job,
-                             require_complete, resolve_device, stage_dir, tensor_digest)
+from losstopo.stages import (ARTIFACTS, TRAINING_CODE, DataRequest, MinimaJob, compute_stage, job_dataset,
+                             job_provenance, minima_job, require_complete, resolve_device, stage_dir, tensor_digest)
 from losstopo import plots, tracking
 from losstopo.codeversion import module_version
 from losstopo.config import (ConvergenceConfig, DataConfig, MinimaConfig, MNISTTeachersConfig, Params,
@@ -45,6 +45,7 @@ from losstopo.io import load_json, save_json, save_torch
 from losstopo.permutation import (Convergence, InputWhitening, MLPParams, PermutationPath, QuadraticLoss,
                                   incoming_cosine_similarity, incoming_vectors, merge_candidates, permutation_paths,
                                   quadratic_loss)
+from losstopo.provenance import toy_provenance
 from losstopo.registry import Experiment
 from losstopo.report import Claim, Section
 from losstopo.evidence import (NULL_DRAWS, below_threshold_null_rate, below_threshold_test, binomial_null_rate,
@@ -90,6 +91,11 @@ def variant_keys(config: PermutationBarrierConfig) -> list[str]:
 def toy_source(cfg: ToyConfig) -> str:
     return (f"synthetic toy (the paper's own setup): {cfg.n_inputs} standard-normal 2-D inputs, "
             f"teacher 2-{cfg.hidden}-1 drawn with seed {cfg.seed}")
+
+
+def toy_data(cfg: ToyConfig) -> dict:
+    """The toy's provenance (its records' ``data``): its label is :func:`toy_source`."""
+    return toy_provenance(TOY_KEY, toy_source(cfg), cfg.n_inputs).as_dict()
 
 
 def _done(path: Path, address: str) -> dict | None:
@@ -171,6 +177,7 @@ def _minima_toy(cfg: ToyConfig, out: Path) -> dict:
         save_torch({"teacher": teacher.flat(), "layer_sizes": list(teacher.layer_sizes), "inputs": inputs,
                     "address": address}, out / "teacher.pt")
         summary = {"variant": TOY_KEY, "layer_sizes": list(teacher.layer_sizes), "data_source": toy_source(cfg),
+                   "data": toy_data(cfg),
                    "incoming_vectors": incoming_vectors(teacher, TOY_LAYER).tolist(),
                    "output_weights": teacher.weights[1][0].tolist()}
         save_json({"address": address, "summary": summary}, out / "minima.json")
@@ -186,8 +193,8 @@ def _teacher_job(cfg: MNISTTeachersConfig, width: int, address: str, data: DataC
     return Job(job_address(minima_job, "teachers", address, dataclasses.replace(spec, checkpoint=None, progress=False)), spec)
 
 
-def _save_teachers(cfg: MNISTTeachersConfig, width: int, address: str, dataset: Dataset, output: dict,
-                   out: Path) -> dict:
+def _save_teachers(cfg: MNISTTeachersConfig, width: int, address: str, dataset: Dataset, provenance: dict,
+                   output: dict, out: Path) -> dict:
     """teachers.pt, minima.json and the MLflow run of one width from its job's result."""
     key, model, result = mnist_key(width), f"fc-2-{width}", output["result"]
     with tracking.variant_run(key, data_source=dataset.source, params={"model": model, "H": width}):
@@ -200,7 +207,7 @@ def _save_teachers(cfg: MNISTTeachersConfig, width: int, address: str, dataset: 
         save_torch({"thetas": result.thetas, "layer_sizes": layer_sizes, "seeds": result.seeds,
                     "data_source": dataset.source, "address": address}, out / "teachers.pt")
         summary = {"variant": key, "H": width, "model": model, "layer_sizes": layer_sizes,
-                   "data_source": dataset.source, "data_kind": dataset.source_kind,
+                   "data_source": dataset.source, "data_kind": dataset.source_kind, "data": provenance,
                    "n_train": len(dataset.y_train), **result.summary()}
         save_json({"address": address, "summary": summary}, out / "minima.json")
     return summary
@@ -222,7 +229,9 @@ def _minima_mnist(cfg: MNISTTeachersConfig, data: DataConfig, params: Params, ou
     outputs = executor.map(minima_job, jobs, cache=cache, description=f"{NAME} teachers",
                            progress=params.runtime.progress)
     for (width, address), output in zip(todo, outputs):
-        summaries[width] = _save_teachers(cfg, width, address, dataset, output, out_root / mnist_key(width))
+        summaries[width] = _save_teachers(cfg, width, address, dataset,
+                                          job_provenance(data, teacher_request(cfg)).as_dict(), output,
+                                          out_root / mnist_key(width))
     return summaries
 
 
@@ -325,8 +334,8 @@ def _paths_toy(config: PermutationBarrierConfig, minima: Path, out: Path, rule: 
         for (l, m), record in zip(pairs, records):
             tracking.log_metrics({f"barrier_{l}_{m}": record["barrier"],
                                   f"permutation_loss_{l}_{m}": record["permutation_loss"]})
-        save_json({"address": address, "variant": TOY_KEY, "data_source": toy_source(cfg), "paths": records},
-                  out / "paths.json")
+        save_json({"address": address, "variant": TOY_KEY, "data_source": toy_source(cfg), "data": toy_data(cfg),
+                   "paths": records}, out / "paths.json")
 
 
 @dataclass(frozen=True)
@@ -392,8 +401,8 @@ def _mnist_path_job(cfg: MNISTTeachersConfig, width: int, address: str, saved: d
     return Job(job_address(mnist_path_job, "mnist-paths", address, spec, tensor_digest(saved["thetas"])), spec)
 
 
-def _save_mnist_paths(width: int, address: str, saved: dict, outputs: list[dict], dataset: Dataset, minima: Path,
-                      out: Path) -> None:
+def _save_mnist_paths(width: int, address: str, saved: dict, outputs: list[dict], dataset: Dataset,
+                      provenance: dict, minima: Path, out: Path) -> None:
     """paths.json, permutation_points.pt and the MLflow run of one width, in teacher order."""
     teacher_summary = load_json(minima / "minima.json")["summary"]
     records = []
@@ -408,7 +417,7 @@ def _save_mnist_paths(width: int, address: str, saved: dict, outputs: list[dict]
                                   f"accuracy_drop_s{k}": record["accuracy_drop"]})
         save_torch({"permutation_points": torch.stack([output["point"] for output in outputs]),
                     "layer_sizes": saved["layer_sizes"]}, out / "permutation_points.pt")
-        save_json({"address": address, "variant": mnist_key(width), "data_source": dataset.source,
+        save_json({"address": address, "variant": mnist_key(width), "data_source": dataset.source, "data": provenance,
                    "n_path_samples": len(dataset.y_train), "dtype": str(MNIST_DTYPE), "paths": records},
                   out / "paths.json")
 
@@ -432,8 +441,8 @@ def _paths_mnist(config: PermutationBarrierConfig, minima_root: Path, out_root: 
     outputs = executor.map(mnist_path_job, jobs, shared=shared, cache=cache, description=f"{NAME} MNIST paths",
                            progress=params.runtime.progress)
     for (width, address, saved), mine in zip(todo, outputs):
-        _save_mnist_paths(width, address, saved, mine, dataset, minima_root / mnist_key(width),
-                          out_root / mnist_key(width))
+        _save_mnist_paths(width, address, saved, mine, dataset, job_provenance(data, path_request(cfg)).as_dict(),
+                          minima_root / mnist_key(width), out_root / mnist_key(width))
 
 
 def run_paths(config: PermutationBarrierConfig, params: Params, root: Path = ARTIFACTS) -> None:
@@ -557,6 +566,7 @@ def run_topology(config: PermutationBarrierConfig, params: Params, root: Path = 
     n_monotone = int(sum(p["monotone"] for p in mnist_paths))
     summary = {
         "profile": params.profile, "data_source": mnist_records[0]["data_source"], "toy_source": toy["data_source"],
+        "data": mnist_records[0].get("data"), "toy_data": toy.get("data"),  # None: paths from before they were recorded
         "monotone_tolerance": MONOTONE_TOLERANCE, "accuracy_drop_threshold_pp": ACCURACY_DROP_THRESHOLD_PP,
         "settings": {"toy": as_dict(config.toy), "mnist": as_dict(config.mnist),
                      "convergence": as_dict(config.convergence), "mnist_dtype": mnist_records[0]["dtype"],
@@ -636,6 +646,7 @@ def _claims(summary: dict) -> list[Claim]:
             "§4: permutation points are saddles, connected by 'saddle lines'", binomial_test(n_saddles, n_paths),
             source, profile, "teacher", at_point, binomial_null_rate(n_paths),
             f"each point a saddle with probability 1/2, independently, {NULL_DRAWS} draws",
+            data=summary.get("data"),
             note=f"{point_words}; {n_saddles}/{n_paths} with a negative smallest eigenvalue beyond rounding ({HESSIAN_ITERATIONS} "
                  f"Lanczos steps on Hessian-vector products of L); smallest eigenvalues from {min(eigenvalues):.3g} to "
                  f"{max(eigenvalues):.3g}; gradient norm there up to "
@@ -645,19 +656,21 @@ def _claims(summary: dict) -> list[Claim]:
               "§5, Fig. 3A: 'the barrier height (loss at saddle) decreased with the number H of hidden neurons'",
               point_test, source, profile, "teacher", at_point, trend_null_rate(widths),
               f"permutation-point losses i.i.d. over teachers (exchangeable across H) at this design, {NULL_DRAWS} draws",
+              data=summary.get("data"),
               note=f"{point_words}; {len(paths)} paths; mean loss at the permutation point per H: "
                    + ", ".join(f"{h}: {v['permutation_loss_mean']:.3g}" for h, v in per_h.items())
                    + f"; Theil-Sen slope {theil_sen_slope(widths, permutation_losses):.3g} per neuron."),
         Claim("Barrier (max loss on the path) decreases with H", "§5, Fig. 3A: barrier height decreased with H",
               barrier_test, source, profile, "teacher", at_barrier, trend_null_rate(widths),
               f"barriers i.i.d. over teachers (exchangeable across H) at this design, {NULL_DRAWS} draws",
-              note=f"{barrier_words}; {len(paths)} paths; mean barrier per H: "
+              data=summary.get("data"), note=f"{barrier_words}; {len(paths)} paths; mean barrier per H: "
                    + ", ".join(f"{h}: {v['barrier_mean']:.3g}" for h, v in per_h.items())
                    + f"; Theil-Sen slope {theil_sen_slope(widths, barriers):.3g} per neuron."),
         Claim("In most cases the loss rises monotonically up to the permutation point",
               "§5, Fig. 3A: 'in most cases the loss increased monotonically until the permutation point'",
               monotone_test, source, profile, "teacher", converged, binomial_null_rate(n_paths),
               f"each path monotone with probability 1/2, independently, {NULL_DRAWS} draws",
+              data=summary.get("data"),
               note=f"{steps}; {summary['mnist']['n_monotone']}/{n_paths} paths; monotone = no step down by "
                    f"more than {summary['monotone_tolerance']:g} x the path's barrier"
                    + ("; the permutation point's own, longer descent ends below the unconverged steps just before "
@@ -666,6 +679,7 @@ def _claims(summary: dict) -> list[Claim]:
               "§5, Fig. 3B: accuracy 'decreases only marginally'", drop_test, source, profile, "teacher",
               at_point, below_threshold_null_rate(len(drops_pp), threshold),
               f"drops symmetric about the {threshold:g} pp threshold (normal), {NULL_DRAWS} draws",
+              data=summary.get("data"),
               note=f"{point_words}; drop in percentage points, threshold {threshold:g} pp (our reading of "
                    f"'marginal'); mean {summary['mnist']['accuracy_drop_mean_pp']:.3f} pp (95% bootstrap CI "
                    f"{low:.3f} to {high:.3f}), max {summary['mnist']['accuracy_drop_max_pp']:.3f} pp."),
@@ -708,6 +722,7 @@ def _toy_level_claim(summary: dict) -> Claim:
         converged, homogeneity_null_rate(errors, float(np.mean(losses)), LEVEL_RESOLUTION),
         f"all pairs' permutation-point losses equal, each measured with an independent Gaussian error of SD "
         f"max(its measured error, {LEVEL_RESOLUTION:g} x the highest loss), {NULL_DRAWS} draws",
+        data=summary.get("toy_data"),
         note=f"{converged:.0%} of the toy's descent steps met the convergence rule; losses at the permutation "
              f"point from {pairs[0]['permutation_loss']:.4g} (pair {pairs[0]['pair'][0]}⇔{pairs[0]['pair'][1]}) to "
              f"{pairs[-1]['permutation_loss']:.4g} (pair {pairs[-1]['pair'][0]}⇔{pairs[-1]['pair'][1]}), "

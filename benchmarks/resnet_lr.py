@@ -25,7 +25,7 @@ import torch
 
 from benchmarks.cnn_channels import accuracy_note, training_note
 from losstopo.stages import (ARTIFACTS, DataRequest, MinimaTask, PathsTask, Variant, prune, compute_stage,
-                             job_dataset, optimize_variant_paths, path_max_matrix, path_schedule,
+                             job_dataset, job_provenance, optimize_variant_paths, path_max_matrix, path_schedule,
                              converged_fraction, require_complete, save_minima_metrics, stage_dir, train_variants,
                              zero_length_bars)
 from losstopo import plots, tracking
@@ -145,6 +145,7 @@ def run_paths(config: ResNetLRConfig, params: Params, root: Path = ARTIFACTS) ->
             dataset = job_dataset(data, task.request)
             schedule = path_schedule(task.config, len(dataset.y_train))
             record = _paths_record(config, task, minima, results[task.key], dataset, schedule["steps"])
+            record["data"] = job_provenance(data, task.request).as_dict()
             save_json(record, out_root / task.key / "paths.json")
             _log_paths(record, schedule)
             metrics[task.key] = _paths_metrics(record)
@@ -209,7 +210,8 @@ def run_topology(config: ResNetLRConfig, params: Params, root: Path = ARTIFACTS)
             types = record["types"]
             result = {
                 "dataset": name, "data_source": record["data_source"], "data_kind": record["data_kind"],
-                "method": config.topology.method, "bars": chosen, "bars_paper": bars["paper"],
+                "data": record.get("data"), "method": config.topology.method, "bars": chosen,
+                "bars_paper": bars["paper"],
                 "bars_persistence": bars["persistence"], "to_score": to_score(chosen),
                 "to_score_persistence": to_score(bars["persistence"]), "segment_lengths": lengths, "types": types,
                 "heights": [d for _, d in chosen], "test_acc": record["minima_test_acc"],
@@ -368,7 +370,7 @@ def claims(dataset: str, topo: dict, summaries: dict[str, dict], source: str, pr
     out = [Claim(
         f"Type-1 minima (constant small LR) generalise worse than type-2 (annealed) at near-equal training loss ({dataset})",
         paper_words, group_test(acc["type2"], acc["type1"], ("type 2", "type 1")), source, profile, "minimum",
-        converged, null_rate, null_words, premise, premise_ok,
+        converged, null_rate, null_words, premise, premise_ok, data=summaries["type1"].get("data"),
         note=(f"{words}; test acc {100 * np.mean(acc['type1']):.2f}% vs {100 * np.mean(acc['type2']):.2f}%; "
               f"{test_note}"))]
     types = topo["types"]
@@ -381,7 +383,7 @@ def claims(dataset: str, topo: dict, summaries: dict[str, dict], source: str, pr
                    ("type 1", "type 2")), source, profile, "minimum", converged,
         group_null_rate(sum(t == 1 for t in types) - (types[global_min[0]] == 1 if global_min else 0),
                         sum(t == 2 for t in types) - (types[global_min[0]] == 2 if global_min else 0)),
-        null_words, premise, premise_ok,
+        null_words, premise, premise_ok, data=topo.get("data"),
         note=(f"{words}; joint barcode ({topo['method']}) of {len(lengths)} minima, {len(topo['path_max'])} paths; "
               f"global minimum (type {types[global_min[0]] if global_min else '?'}, infinite bar) excluded; "
               f"zero-length bars: {zero_length_bars(topo['bars'])}.")))
@@ -393,7 +395,7 @@ def claims(dataset: str, topo: dict, summaries: dict[str, dict], source: str, pr
         trend_test(lengths[finite], errors[finite], "increasing"), source, profile, "minimum", converged,
         trend_null_rate(lengths[finite], "increasing"),
         f"test errors i.i.d. over the {int(finite.sum())} minima with a finite segment, {NULL_DRAWS} draws",
-        note=f"{words}; {int(finite.sum())} finite segments; {test_note}"))
+        data=topo.get("data"), note=f"{words}; {int(finite.sum())} finite segments; {test_note}"))
     return out
 
 

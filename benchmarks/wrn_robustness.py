@@ -41,8 +41,8 @@ import torch
 
 from benchmarks.cnn_channels import accuracy_note
 from losstopo.stages import (ARTIFACTS, DataRequest, MinimaTask, Variant, prune, compute_stage, job_dataset,
-                             pair_chunks, path_max_matrix, require_complete, resolve_device, stage_dir, tensor_digest,
-                             train_variants)
+                             job_provenance, pair_chunks, path_max_matrix, require_complete, resolve_device, stage_dir,
+                             tensor_digest, train_variants)
 from losstopo import plots, tracking
 from losstopo.config import (CurveConfig, DataConfig, Params, TriangleStudyConfig, WRNRobustnessConfig, as_dict,
                              content_hash)
@@ -334,6 +334,7 @@ def _study(config: WRNRobustnessConfig, study: str, params: Params, data: DataCo
     record = {"address": address, "minima_address": minima["address"], "study": study, "model": sc.model,
               "curve_augment": sc.minima.augment,
               "dataset": sc.dataset, "data_source": dataset.source, "data_kind": dataset.source_kind,
+              "data": job_provenance(data, request).as_dict(),
               "minima_n_train": summary["n_train"], "profile": params.profile, "n_curve_samples": len(dataset.y_train)}
     return _Study(spec, minima["thetas"], record, out)
 
@@ -613,7 +614,8 @@ def run_topology(config: WRNRobustnessConfig, params: Params, root: Path = ARTIF
             robust["permutation_test"] = robustness_test(losses, matrix, config.subset_sizes).as_dict()
             result = {
                 "study": study, "model": record["model"], "dataset": record["dataset"],
-                "data_source": record["data_source"], "data_kind": record["data_kind"], "profile": params.profile,
+                "data_source": record["data_source"], "data_kind": record["data_kind"], "data": record.get("data"),
+                "profile": params.profile,
                 "minima_losses": losses, "bars": bars, "bars_persistence": bars_persistence,
                 "to_score": to_score(bars), "to_score_persistence": to_score(bars_persistence),
                 "pairs": record["pairs"], "curve_max": record["curve_max"], "edge_filtration": list(edges.values()),
@@ -809,7 +811,8 @@ def robustness_claim(study: str, topo: dict, summary: dict, paths: dict, study_c
                  "set of minima (pairs relabelled)", converged,
                  robustness_null_rate(robust["n_minima"], tuple(robust["sizes"])),
                  f"random minima losses, each pair's barrier drawn i.i.d. (exponential) above its higher minimum "
-                 f"(no structure), {ROBUSTNESS_NULL_DRAWS} draws of the test with 99 shuffles", note=note)
+                 f"(no structure), {ROBUSTNESS_NULL_DRAWS} draws of the test with 99 shuffles", data=topo.get("data"),
+                 note=note)
 
 
 def regime_claim(study: str, topo: dict, paths: dict) -> Claim:
@@ -822,7 +825,7 @@ def regime_claim(study: str, topo: dict, paths: dict) -> Claim:
                  f"{topo['model']})", "Appendix I, Fig. 16 vs Fig. 15: trainable side centres give lower triangles",
                  below_threshold_test(differences, 0.0), topo["data_source"], topo["profile"], "triangle (paired)",
                  converged, below_threshold_null_rate(len(differences)),
-                 f"paired differences symmetric about 0, {NULL_DRAWS} draws",
+                 f"paired differences symmetric about 0, {NULL_DRAWS} draws", data=topo.get("data"),
                  note=f"{len(differences)} triangles; mean difference {np.mean(differences):.4g}. Converged: "
                       f"{convergence_words} ({_percent(converged)} of the inputs; "
                       f"{paths.get('convergence_rule', 'rule not recorded')}).")

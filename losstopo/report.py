@@ -45,6 +45,10 @@ class Claim:
     verdict: str = ""
     p_adjusted: float = float("nan")
     adjustment: str = ""
+    # Where the tested values' data came from: a DataProvenance.as_dict() (losstopo.provenance), a list of them when
+    # the claim spans datasets, None where the records predate it (or a test claim has none). ``data_source`` is
+    # its label, the words the claims table prints.
+    data: dict | list[dict] | None = None
 
     def row(self, number: int) -> list[str]:
         r = self.result
@@ -69,7 +73,8 @@ class Claim:
                 "adjustment": self.adjustment, "min_attainable_p": _number(r.min_attainable_p),
                 "converged_fraction": _number(self.converged_fraction), "null_rate": _number(self.null_rate),
                 "null_model": self.null_model, "unit": self.unit, "premise": self.premise or None,
-                "premise_ok": self.premise_ok, "data_source": self.data_source, "profile": self.profile,
+                "premise_ok": self.premise_ok, "data_source": self.data_source,
+                "data": self.data if self.data is not None else "not recorded", "profile": self.profile,
                 "note": self.note}
 
 

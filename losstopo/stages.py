@@ -27,6 +27,7 @@ import torch
 from losstopo import tracking
 from losstopo.config import DataConfig, MinimaConfig, Params, PathConfig, as_dict, content_hash
 from losstopo.data import Dataset, check_available, load_dataset, resolve_root
+from losstopo.provenance import DataProvenance, provenance_of
 from losstopo.errors import ConfigError, LosstopoError, TrainingDiverged
 from losstopo.executor import Executor, Job, JobCache, job_address, make_executor
 from losstopo.io import load_json, load_or_discard, remove_orphans, save_json, save_torch
@@ -139,6 +140,14 @@ class DataCache:
                                              allow_synthetic=data.allows_synthetic(name))]
 
     def get(self, request: DataRequest, device: torch.device | str = "cpu") -> Dataset:
+        return self._loaded(request).subset(request.n_train, request.n_test, seed=request.seed).to(device)
+
+    def provenance(self, request: DataRequest) -> DataProvenance:
+        """Where the images of :meth:`get` come from, as fields (what a record stores beside the label)."""
+        return provenance_of(self._loaded(request), request.n_train, request.n_test)
+
+    def _loaded(self, request: DataRequest) -> Dataset:
+        """The whole dataset (as loaded) that ``request``'s subset is drawn from."""
         cached = self._full.get(request.name)
         # A synthetic stand-in is generated only as large as asked (its prefixes are stable).
         if cached is None or (cached.iid_order and not _covers(cached, request.n_train, request.n_test)):
@@ -147,7 +156,7 @@ class DataCache:
                 request.name, root=cfg.root, allow_partial=cfg.allow_partial,
                 allow_synthetic=cfg.allows_synthetic(request.name),
                 synthetic_sizes=(request.n_train, request.n_test))
-        return self._full[request.name].subset(request.n_train, request.n_test, seed=request.seed).to(device)
+        return self._full[request.name]
 
 
 def _covers(dataset: Dataset, n_train: int | None, n_test: int | None) -> bool:
@@ -161,9 +170,18 @@ _PROCESS_DATA: dict[DataConfig, DataCache] = {}
 def job_dataset(data: DataConfig, request: DataRequest, device: torch.device | str = "cpu") -> Dataset:
     """A dataset subset from this process's cache: the stage's driver and every job it runs in the same
     process (local executor) or on the same Ray worker share one copy per dataset."""
+    return _process_cache(data).get(request, device)
+
+
+def job_provenance(data: DataConfig, request: DataRequest) -> DataProvenance:
+    """The provenance of :func:`job_dataset`'s images (the stage records store ``.as_dict()`` as ``data``)."""
+    return _process_cache(data).provenance(request)
+
+
+def _process_cache(data: DataConfig) -> DataCache:
     if data not in _PROCESS_DATA:
         _PROCESS_DATA[data] = DataCache(data)
-    return _PROCESS_DATA[data].get(request, device)
+    return _PROCESS_DATA[data]
 
 
 def stage_data(params: Params, names: Iterable[str]) -> DataConfig:
@@ -286,10 +304,10 @@ def train_variants(tasks: list[MinimaTask], params: Params, data: DataConfig, ex
                          str(checkpoint.resolve()), params.runtime.progress, task.variant.key)
         jobs.append(Job(job_address(minima_job, "minima", address, dataclasses.replace(spec, checkpoint=None, progress=False)),
                         spec))
-        todo.append((task, address, dataset))
+        todo.append((task, address, dataset, job_provenance(data, task.request)))
     outputs = executor.map(minima_job, jobs, cache=cache, description=description, progress=params.runtime.progress)
-    for (task, address, dataset), output in zip(todo, outputs):
-        summaries[task.variant.key] = _save_minima(task, address, dataset, output)
+    for (task, address, dataset, provenance), output in zip(todo, outputs):
+        summaries[task.variant.key] = _save_minima(task, address, dataset, provenance, output)
     return summaries
 
 
@@ -310,7 +328,7 @@ def _finished_minima(out: Path, address: str) -> dict | None:
     return finished
 
 
-def _save_minima(task: MinimaTask, address: str, dataset: Dataset, output: dict) -> dict:
+def _save_minima(task: MinimaTask, address: str, dataset: Dataset, provenance: DataProvenance, output: dict) -> dict:
     variant, result, cfg = task.variant, output["result"], task.config
     sizes = {"n_train": len(dataset.y_train), "n_test": len(dataset.y_test)}
     with tracking.variant_run(variant.key, data_source=dataset.source,
@@ -325,7 +343,8 @@ def _save_minima(task: MinimaTask, address: str, dataset: Dataset, output: dict)
                     "data_source": dataset.source, "address": address, **task.extra}, task.out / "minima.pt")
         record = {"variant": variant.key, "model": variant.model, "dataset": variant.dataset,
                   "labels": variant.labels, "parameters": output["parameters"], "data_source": dataset.source,
-                  "data_kind": dataset.source_kind, **task.extra, **sizes, **result.summary()}
+                  "data_kind": dataset.source_kind, "data": provenance.as_dict(), **task.extra, **sizes,
+                  **result.summary()}
         save_json({"address": address, "summary": record}, task.out / "minima.json")
     return record
 
@@ -546,7 +565,8 @@ def run_paths(experiment: str, variants: list[Variant], config, params: Params, 
             pairs = result["pairs"]
             record = {
                 "variant": variant.key, "labels": variant.labels, "method": method, "data_source": dataset.source,
-                "data_kind": dataset.source_kind, "n_path_samples": len(dataset.y_train),
+                "data_kind": dataset.source_kind, "data": job_provenance(data, request[variant.key]).as_dict(),
+                "n_path_samples": len(dataset.y_train),
                 "minima_losses": result["minima_losses"], "pairs": pairs,
                 **{key: result[key] for key in ("max_loss", "straight_max_loss", "n_points", "positions",
                                                 "dense_losses", "history", "relative_change",
@@ -699,7 +719,8 @@ def run_topology(experiment: str, variants: list[Variant], config, params: Param
                          for m, r in records.items()}
             result = {
                 "variant": variant.key, "labels": variant.labels, "data_source": record["data_source"],
-                "data_kind": record["data_kind"], "method": config.topology.method, "bars": chosen,
+                "data_kind": record["data_kind"], "data": record.get("data"),  # None: paths from before it was recorded
+                "method": config.topology.method, "bars": chosen,
                 "bars_paper": bars["paper"], "bars_persistence": bars["persistence"],
                 "to_score": to_score(chosen), "to_score_persistence": to_score(bars["persistence"]),
                 "segment_lengths": segment_lengths(chosen), "path_max": combined["max_loss"],
