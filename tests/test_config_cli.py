@@ -106,6 +106,7 @@ def test_cli_prints_one_line_error_without_traceback(tmp_path, capsys):
                    "and 1000 (replicates' seeds are 1000 apart)")
 
 
+@pytest.mark.slow  # runs stages (pipeline test)
 def test_cli_missing_data_is_one_line(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(f"data:\n  root: {tmp_path}\nfc_depth:\n  datasets: [mnist]\n")

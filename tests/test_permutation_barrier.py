@@ -28,6 +28,7 @@ def _read(path):
     return json.loads(path.read_text())
 
 
+@pytest.mark.slow  # runs stages (pipeline test)
 def test_stages_paths_summary_and_report_section(tiny_params, tmp_path):
     import mlflow
 
@@ -122,6 +123,7 @@ def test_stages_paths_summary_and_report_section(tiny_params, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
+@pytest.mark.slow  # runs stages (pipeline test)
 def test_stages_write_the_same_outputs_whichever_executor_runs_the_jobs(tiny_params, tmp_path, monkeypatch):
     local, remote, executor = run_minima_and_paths_both_ways(pb, tiny_params, tmp_path, monkeypatch)
     assert executor.calls == 2 + 1 + 2  # teachers per width, all toy pairs together, MNIST paths per width

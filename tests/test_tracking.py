@@ -59,6 +59,7 @@ def test_the_commit_tag_marks_changed_code_not_a_changed_profile(tmp_path, monke
     assert tracking.git_commit().endswith("-dirty")
 
 
+@pytest.mark.slow  # runs stages (pipeline test)
 def test_two_first_time_stages_at_once_share_one_new_store(tmp_path):
     import subprocess
     import sys
