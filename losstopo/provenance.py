@@ -91,7 +91,6 @@ def toy_provenance(name: str, description: str, n_train: int) -> DataProvenance:
     return DataProvenance("toy", name, n_train=n_train, n_test=0, note=description)
 
 
-
 def claim_data(records) -> dict | list[dict] | None:
     """A claim's ``data`` field from the records its values come from (each with ``data``, a provenance dict): the
     one provenance they share, a list of the distinct ones, or None if any record predates the field."""
