@@ -96,9 +96,11 @@ def report_section(config: FCDepthConfig, figures: Path, root: Path = ARTIFACTS)
                 (f"Barriers h_p - L(p) (mean bar length per set of minima) decrease with depth ({dataset})",
                  "Fig. 2, 3: shorter bars for deeper networks", lengths)):
             resolution = config.paths.converge_abs
-            result = trend_test(depths, at_resolution(values, resolution), "decreasing")
+            resolved = at_resolution(values, resolution)
+            result = trend_test(depths, resolved, "decreasing")
             rounding = (f"; tested at the paths' resolution of {resolution:g} nats (values rounded to its multiples: "
-                        f"smaller differences are ties)" if resolution else "")
+                        f"smaller differences are ties; {len(np.unique(resolved))} distinct value(s) among "
+                        f"{len(resolved)})" if resolution else "")
             section.add_claim(Claim(
                 name, evidence_words, result, source, profile, "set of minima", converged, null, null_words,
                 data=claim_data(t for _, t, _ in rows),

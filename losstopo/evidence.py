@@ -40,8 +40,9 @@ VERDICTS = {
                  "adjustment, on converged inputs, with a calibrated test (null rate <= 0.05 up to MC error)",
     "contradicted": "the test in the opposite direction is significant after the same adjustment",
     "inconclusive": "the test could have been significant but neither direction is",
-    "underpowered": "the smallest p-value attainable at this n and design exceeds alpha: no outcome could "
-                    "have been significant",
+    "underpowered": "the smallest p-value attainable at this n and design (for a permutation test: given "
+                    "the ties among the observed values, on which it conditions) exceeds alpha: no outcome "
+                    "could have been significant",
     "not converged": "fewer than 90% of the claim's inputs (minima, paths, curves, descents) met their "
                      "convergence rule, or convergence was not measured",
     "premise failed": "a stated premise of the claim does not hold (e.g. near-equal training loss)",
@@ -109,12 +110,19 @@ def trend_test(x: Sequence[float], y: Sequence[float], direction: str = "decreas
     p_less, p_greater = _p_values(observed, null, relabel.exact)
     p, p_other = (p_less, p_greater) if direction == "decreasing" else (p_greater, p_less)
     tau = float(stats.kendalltau(x, y).statistic) if np.ptp(y) > 0 else 0.0
-    return TestResult(name, observed, p, tau, "tau", len(x), p_other, trend_min_p(x, draws, relabel.exact))
+    # the best ordering of these values (ties kept): the most extreme statistic any relabelling reaches
+    best = np.sort(y)[::-1] if direction == "decreasing" else np.sort(y)
+    reached = _p_values(float(kendall_s(np.sort(x), best[None])[0]), null, relabel.exact)
+    reached_p = reached[0] if direction == "decreasing" else reached[1]
+    return TestResult(name, observed, p, tau, "tau", len(x), p_other,
+                      max(trend_min_p(x, draws, relabel.exact), reached_p))
 
 
 def trend_min_p(x: np.ndarray, draws: int, exact: bool) -> float:
-    """Smallest attainable p of :func:`trend_test` at design x: the perfect ordering of distinct values
-    is reached by prod(m_k!) of the n! relabellings (m_k units at level k)."""
+    """Smallest attainable p of :func:`trend_test` at design x, for distinct values: the perfect ordering is
+    reached by prod(m_k!) of the n! relabellings (m_k units at level k). Tied values can only raise it: the
+    test conditions on the observed values, so :func:`trend_test` reports the larger of this and the p of
+    the best ordering of the values it was given (all values tied: 1)."""
     _, counts = np.unique(x, return_counts=True)
     fraction = math.prod(math.factorial(int(m)) for m in counts) / math.factorial(len(x))
     return fraction if exact else max(fraction, 1 / (1 + draws))
@@ -143,7 +151,9 @@ def group_test(a: Sequence[float], b: Sequence[float], names: tuple[str, str] = 
     observed = float(values[:n_a].sum())
     p_less, p_greater = _p_values(observed, null, exact)
     u = observed - n_a * (n_a + 1) / 2
-    min_p = 1 / total if exact else max(1 / total, 1 / (1 + draws))
+    # conditional on the observed ranks (ties included): the largest rank sum any labelling reaches
+    reached = _p_values(float(np.sort(values)[-n_a:].sum()), null, exact)[1]
+    min_p = max(1 / total if exact else max(1 / total, 1 / (1 + draws)), reached)
     return TestResult(name, u, p_greater, float(2 * u / (n_a * len(b)) - 1), "rank-biserial r", n, p_less, min_p)
 
 
@@ -161,7 +171,7 @@ def linear_statistic_test(values: Sequence[float], weights: Sequence[float], nam
     p, p_other = _p_values(observed, null, relabel.exact)
     # the most extreme ordering of these values: the smallest statistic any relabelling reaches
     reached = np.sort(values)[np.argsort(np.argsort(-weights))] @ weights
-    smallest = float(np.mean(null <= reached + 1e-12)) if relabel.exact else 1 / (1 + draws)
+    smallest = _p_values(float(reached), null, relabel.exact)[0]
     return TestResult(name, observed, p, observed, effect_name, len(values), p_other,
                       max(smallest, 1 / math.factorial(len(values))))
 

@@ -149,3 +149,28 @@ def test_differences_below_the_resolution_become_ties_and_cannot_make_a_trend():
     assert trend_test(depths, rounded).p_value == 1.0
     assert list(at_resolution([0.26e-3, 0.34e-3], 1e-4)) == pytest.approx([3e-4, 3e-4])
     assert list(at_resolution(tiny, 0)) == tiny
+
+
+def test_trend_test_cannot_reject_tied_values():
+    """All values tied (e.g. every TO-score 0 at the paths' resolution): no relabelling changes S, so the
+    permutation test conditioned on these values cannot reach alpha: the claim is underpowered, not
+    inconclusive."""
+    result = trend_test([2, 2, 3, 3, 4, 4, 6, 6, 8, 8], [0.0] * 10)
+    assert result.p_value == 1.0 and result.min_attainable_p == 1.0
+    assert evidence.gate(1.0, None, result.min_attainable_p) == "underpowered"
+
+
+def test_trend_test_min_p_conditions_on_ties():
+    """x = 1, 2, 3 and values 0, 0, 1: the best decreasing order (1, 0, 0) has S = -2, reached by 2 of the 6
+    relabellings (1/3), above the 1/6 of three distinct values."""
+    assert trend_test([1, 2, 3], [0, 0, 1]).min_attainable_p == pytest.approx(1 / 3)
+    assert trend_test([1, 2, 3], [0, 0, 1], "increasing").min_attainable_p == pytest.approx(1 / 3)
+    assert trend_test([1, 2, 3], [0, 0.5, 1]).min_attainable_p == pytest.approx(1 / 6)
+
+
+def test_group_test_min_p_conditions_on_ties():
+    """a = (1, 1), b = (1, 0): ranks (3, 3, 3, 1); the largest rank sum of two, 6, is reached by 3 of the
+    6 labellings; all tied: 1."""
+    assert group_test([1, 1], [1, 0]).min_attainable_p == pytest.approx(3 / 6)
+    assert group_test([1, 1], [1, 1]).min_attainable_p == 1.0
+    assert group_test([3, 2], [1, 0]).min_attainable_p == pytest.approx(1 / 6)
