@@ -57,8 +57,19 @@ class DataProvenance:
             return SYNTHETIC_PREFIX.format(self.dataset, self.generator) + f"{self.note})"
         return self.note
 
+    def short(self) -> str:
+        """A few words for a table cell: the dataset, the kind of source, the images used."""
+        used = f"{self.n_train:,} train" if self.n_train is not None else ""
+        kind = {"real": "real", "offline": "offline copy", "partial": "PARTIAL copy",
+                "synthetic": "SYNTHETIC stand-in", "toy": "toy problem"}[self.kind]
+        return f"{self.dataset}, {kind}" + (f", {used}" if used else "")
+
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> "DataProvenance":
+        return cls(**{f.name: fields[f.name] for f in dataclasses.fields(cls) if f.name in fields})
 
 
 def provenance_of(full: Dataset, n_train: int | None = None, n_test: int | None = None) -> DataProvenance:
@@ -103,3 +114,12 @@ def claim_data(records) -> dict | list[dict] | None:
 
 def json_key(item: dict) -> tuple:
     return tuple(sorted(item.items()))
+
+
+def short_data(data: dict | list[dict] | None, fallback: str) -> str:
+    """A claim's data in a few words, from its structured ``data`` field (:func:`claim_data`); ``fallback``
+    (its label) only where the records predate that field."""
+    if data is None:
+        return fallback
+    items = data if isinstance(data, list) else [data]
+    return "; ".join(DataProvenance.from_dict(item).short() for item in items)

@@ -9,6 +9,8 @@ import re
 
 import markdown
 
+from losstopo.provenance import short_data
+
 BADGE_COLOURS = {"supported": "#1a7f37", "contradicted": "#cf222e", "inconclusive": "#9a6700",
                  "underpowered": "#6e7781", "not converged": "#8250df", "premise failed": "#bc4c00"}
 
@@ -53,9 +55,9 @@ def badge(verdict: str) -> str:
     return f"<span class='badge' style='background:{colour}'>{html.escape(verdict)}</span>"
 
 
-def short_source(source: str) -> str:
-    """A data source in a few words for a table cell (the full text goes in its tooltip)."""
-    return source.split(" (")[0][:60]
+def short_source(claim) -> str:
+    """A claim's data in a few words for a table cell (its full label goes in the tooltip)."""
+    return short_data(claim.data, claim.data_source.split(" (")[0][:60])
 
 
 def slug(title: str) -> str:
@@ -77,7 +79,7 @@ def render_html(preamble: str, sections, claims, figures_rel: str) -> str:
         for claim in section.claims:
             counts[claim.verdict] = counts.get(claim.verdict, 0) + 1
         verdicts = " ".join(f"{badge(v)}&nbsp;×{n}" for v, n in counts.items()) or "<span class='muted'>no claims</span>"
-        sources = sorted({short_source(c.data_source) for c in section.claims})
+        sources = sorted({short_source(c) for c in section.claims})
         claim_links = ", ".join(f"<a href='#claim-{numbers[id(c)]}'>{numbers[id(c)]}</a>" for c in section.claims)
         summary_rows.append(f"<tr><td><a href='#{slug(section.title)}'>{html.escape(section.title)}</a></td>"
                             f"<td>{verdicts}</td><td>{html.escape('; '.join(sources)) or '—'}</td>"
@@ -90,7 +92,7 @@ def render_html(preamble: str, sections, claims, figures_rel: str) -> str:
             f"<details><summary>details</summary>{_md(claim.details(n))}</details></td>"
             f"<td>{badge(claim.verdict)}</td><td>{_p(r.p_value)} ({_p(claim.p_adjusted)})</td>"
             f"<td>{html.escape(claim.unit)} ({r.n})</td>"
-            f"<td title='{html.escape(claim.data_source, quote=True)}'>{html.escape(short_source(claim.data_source))}</td></tr>")
+            f"<td title='{html.escape(claim.data_source, quote=True)}'>{html.escape(short_source(claim))}</td></tr>")
     body = [f"<nav>{' '.join(nav)}</nav><main>", _md(preamble),
             "<h2 id='summary'>Summary</h2>",
             "<table class='summary'><tr><th>experiment (the question)</th><th>verdicts</th><th>data</th>"

@@ -13,7 +13,7 @@ from tiny import tiny_params
 from benchmarks import fc_depth
 from losstopo import torchvision_compat
 from losstopo.data import REGISTRY, _load_torchvision, load_dataset
-from losstopo.provenance import DataProvenance, claim_data, provenance_of, toy_provenance
+from losstopo.provenance import DataProvenance, claim_data, provenance_of, short_data, toy_provenance
 from losstopo.report import Claim, render
 from losstopo.stages import run_minima, run_paths, run_topology
 from losstopo.stats import TestResult as Result
@@ -110,3 +110,15 @@ def test_claims_json_carries_the_records_provenance(tiny, tmp_path):
         assert (data["n_train"], data["n_test"]) == (config.paths.train_subset, 0)  # the barcodes' path-loss images
         assert DataProvenance(**data).label() == claim["data_source"] == topo["data_source"]
         _no_machine_path(data, tmp_path)
+
+
+def test_short_labels_come_from_the_fields_not_the_label():
+    offline = DataProvenance("offline", "mnist", "mnist.npz", 60000, 10000, 60000, 10000)
+    partial = DataProvenance("partial", "fashion_mnist", "fm.npz", 2046, 511, 2046, 511)
+    synthetic = DataProvenance("synthetic", "cifar100", n_train=500, n_test=100, note="no copy", generator="v1")
+    assert offline.short() == "mnist, offline copy, 60,000 train"
+    assert short_data(partial.as_dict(), "unused") == "fashion_mnist, PARTIAL copy, 2,046 train"
+    assert short_data([offline.as_dict(), synthetic.as_dict()], "unused") == \
+        "mnist, offline copy, 60,000 train; cifar100, SYNTHETIC stand-in, 500 train"
+    assert short_data(None, "the label") == "the label"
+    assert DataProvenance.from_dict(offline.as_dict() | {"added_later": 1}) == offline
