@@ -47,18 +47,19 @@ sys.exit(main(argv))
 TIMING_KEYS = {"wall_s", "seconds", "train_seconds", "elapsed_s", "started", "finished"}
 
 
-def _workdir(tmp_path: Path, name: str, **paths) -> Path:
+def _workdir(tmp_path: Path, name: str, experiment: str = "fc_depth", **paths) -> Path:
     work = tmp_path / name
     (work / "data" / "offline").mkdir(parents=True)
-    raw = tiny_params("fc_depth")
+    raw = tiny_params(experiment)
     raw["data"]["root"] = str(work / "data")
-    raw["fc_depth"]["paths"] |= paths
+    if paths:
+        raw[experiment]["paths"] |= paths
     (work / "params.yaml").write_text(yaml.safe_dump(raw))
     return work
 
 
-def _stage(work: Path, stage: str, fault: str | None = None) -> subprocess.CompletedProcess:
-    argv = ["stage", "fc_depth", stage, "--params", "params.yaml"]
+def _stage(work: Path, stage: str, fault: str | None = None, experiment: str = "fc_depth") -> subprocess.CompletedProcess:
+    argv = ["stage", experiment, stage, "--params", "params.yaml"]
     command = [sys.executable, "-c", KILLER, fault, *argv] if fault else [sys.executable, "-m", "losstopo.cli", *argv]
     env = os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "LOSSTOPO_EXECUTOR": "local",
                         "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
@@ -83,11 +84,11 @@ def _without_timing(value):
     return value
 
 
-def _outputs(work: Path) -> dict:
+def _outputs(work: Path, experiment: str = "fc_depth") -> dict:
     """Every output file of the minima and paths stages: JSON without wall times, tensors as tensors."""
     found = {}
     for stage in ("minima", "paths"):
-        for path in sorted((work / "artifacts" / "fc_depth" / stage).rglob("*")):
+        for path in sorted((work / "artifacts" / experiment / stage).rglob("*")):
             name = str(path.relative_to(work / "artifacts"))
             if path.suffix == ".json" and path.name != "stage.json":
                 found[name] = _without_timing(json.loads(path.read_text()))
@@ -141,3 +142,29 @@ def test_a_diverging_path_learning_rate_stops_with_one_line_naming_the_setting(t
     line = _error_line(_stage(work, "paths"))
     assert "paths.lr" in line and "fc_depth" in line
     assert not (work / "artifacts/fc_depth/paths/stage.json").exists()  # nothing finished is claimed
+
+
+@pytest.mark.parametrize("experiment, weights", [
+    ("permutation_barrier", "minima/mnist-H4/teachers.pt"),
+    ("wrn_robustness", "minima/lenet/minima.pt"),
+])
+def test_killed_stages_of_the_other_experiments_recover_to_the_uninterrupted_outputs(tmp_path, experiment, weights):
+    """The same faults through the two experiments whose stages are not fc_depth's: their own job kinds (teachers,
+    permutation paths; LeNet/WRN minima, curves, triangles) and persisted outputs."""
+    reference = _workdir(tmp_path, "reference", experiment)
+    for stage in ("minima", "paths"):
+        _ok(_stage(reference, stage, experiment=experiment))
+
+    work = _workdir(tmp_path, "killed", experiment)
+    for stage in ("minima", "paths"):
+        assert _stage(work, stage, "job1", experiment).returncode == -9
+        _ok(_stage(work, stage, experiment=experiment))
+    assert not list((work / "artifacts").rglob(".*.tmp"))
+    recovered, uninterrupted = _outputs(work, experiment), _outputs(reference, experiment)
+    assert recovered.keys() == uninterrupted.keys() and len(recovered) >= 3
+    assert all(_same(recovered[name], uninterrupted[name]) for name in recovered), \
+        [name for name in recovered if not _same(recovered[name], uninterrupted[name])]
+
+    damaged = work / "artifacts" / experiment / weights
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    assert f"{weights.split('/', 1)[1]} is not what the stage wrote" in _error_line(_stage(work, "paths", experiment=experiment))
