@@ -17,11 +17,10 @@ import numpy as np
 
 from benchmarks import cnn_channels
 from benchmarks import path_methods
-from benchmarks.cnn_channels import cnn_variant, display_name, load_row, network_table, training_note
+from benchmarks.cnn_channels import ModelSweepConfig, cnn_variant, display_name, load_row, network_table, training_note
 from losstopo.stages import (ARTIFACTS, Variant, barcode_stages, converged_fraction, mean_bar_length, stage_dir,
                              variant_datasets, zero_length_bars)
 from losstopo import plots
-from losstopo.config import ModelSweepConfig
 from losstopo.errors import ConfigError
 from losstopo.registry import Experiment
 from losstopo.provenance import claim_data

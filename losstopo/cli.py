@@ -45,7 +45,7 @@ def mark_not_run(experiment: str, stage: str, profile: str, root: Path = Path("a
 def run_stage(experiment: str, stage: str, params_path: str, profile: str | None) -> None:
     from losstopo import registry
 
-    params = load_params(params_path, profile)
+    params = load_params(params_path, profile, only=experiment)  # reads (imports) no other experiment's code
     found = registry.experiment(experiment)
     try:
         config = params.experiment(experiment)

@@ -72,6 +72,20 @@ def test_invalid_params_name_the_key(raw, message):
         resolve(raw)
 
 
+def test_a_stage_reads_its_own_experiments_settings_and_imports_no_other_experiment():
+    """A stage's DVC deps list its own experiment module only (benchmarks.dvc_deps): loading its settings must not
+    import (run) another experiment's module."""
+    code = ("import sys; from losstopo.config import load_params\n"
+            f"params = load_params({str(REPO / 'params.yaml')!r}, 'ci', only='fc_depth')\n"
+            "assert list(params.experiments) == ['fc_depth'], params.experiments\n"
+            "print(sorted(name for name in sys.modules if name.startswith('benchmarks.')))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["['benchmarks.fc_depth',", "'benchmarks.path_methods']"]
+    with pytest.raises(ConfigError, match="unknown experiment 'fc_dpeth'; known: cnn_bn, cnn_channels, fc_depth"):
+        resolve({}, only="fc_dpeth")
+
+
 def test_a_profile_may_run_only_some_experiments(tmp_path, monkeypatch, capsys):
     raw = {"fc_depth": {}, "cnn_channels": {"models": ["cnn-1-4", "cnn-1-8"]},
            "profiles": {"small": {"experiments": ["fc_depth"], "fc_depth": {"replicates": 2}}}}
