@@ -17,8 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from losstopo.stages import (ARTIFACTS, Variant, barcode_stages, converged_fraction, load_topology, mean_bar_length,
-                             stage_dir, variant_datasets, zero_length_bars)
+from losstopo.barcode_experiment import (barcode_stages, converged_fraction, mean_bar_length, variant_datasets,
+                                         zero_length_bars)
+from losstopo.minima_stage import Variant
+from losstopo.stage_frame import ARTIFACTS, stage_dir
+from losstopo.topology_stage import load_topology
 from benchmarks import path_methods
 from losstopo import plots
 from losstopo.config import BarcodeStudyConfig, require, require_distinct

@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import path_methods
-from losstopo.stages import (ARTIFACTS, Variant, barcode_stages, converged_fraction, load_topology, stage_dir,
-                             variant_datasets, zero_length_bars)
+from losstopo.barcode_experiment import barcode_stages, converged_fraction, variant_datasets, zero_length_bars
+from losstopo.minima_stage import Variant
+from losstopo.stage_frame import ARTIFACTS, stage_dir
+from losstopo.topology_stage import load_topology
 from losstopo import plots
 from losstopo.config import BarcodeStudyConfig, require, require_distinct, require_positive
 from losstopo.data import title_caveat

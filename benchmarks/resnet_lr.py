@@ -27,9 +27,11 @@ import torch
 from benchmarks.cnn_channels import accuracy_note, training_note
 from benchmarks.resnet_lr_claims import (PAPER_TABLE_NAMES, QUANTITIES, TYPES, claims, minima_table, pair_rows,
                                          parameter_text, schedule_words)
-from losstopo.stages import (ARTIFACTS, DataRequest, MinimaTask, PathsTask, Variant, prune, compute_stage,
-                             job_dataset, job_provenance, optimize_variant_paths, path_max_matrix, path_schedule,
-                             require_complete, save_minima_metrics, stage_dir, train_variants)
+from losstopo.job_data import DataRequest, job_dataset, job_provenance
+from losstopo.minima_stage import MinimaTask, Variant, save_minima_metrics, train_variants
+from losstopo.paths_stage import PathsTask, optimize_variant_paths, path_schedule
+from losstopo.stage_frame import ARTIFACTS, compute_stage, prune, require_complete, stage_dir
+from losstopo.topology_stage import path_max_matrix
 from losstopo import plots, tracking
 from losstopo.config import DataConfig, MinimaConfig, Params, PathConfig, TopologyConfig, as_dict, require
 from losstopo.errors import DataError

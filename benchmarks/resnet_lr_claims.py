@@ -8,7 +8,7 @@ import numpy as np
 from losstopo.evidence import NULL_DRAWS, group_null_rate, group_test, trend_null_rate, trend_test
 from losstopo.models import build_model, parameter_count
 from losstopo.report import Claim, Section
-from losstopo.stages import converged_fraction, zero_length_bars
+from losstopo.barcode_experiment import converged_fraction, zero_length_bars
 
 TYPES = ("type1", "type2")
 TYPE_NAMES = {"type1": "type 1 (constant small LR)", "type2": "type 2 (annealed LR)"}

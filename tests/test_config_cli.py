@@ -96,7 +96,7 @@ def test_a_profile_may_run_only_some_experiments(tmp_path, monkeypatch, capsys):
     with pytest.raises(ConfigError, match="experiments must be a non-empty list"):
         resolve({"fc_depth": {}, "profiles": {"bad": {"experiments": ["fc_dpeth"]}}}, "bad")
     from benchmarks import fc_depth
-    from losstopo.stages import replicate_config
+    from losstopo.minima_stage import replicate_config
 
     variants = fc_depth.variants(params.experiment("fc_depth"))
     assert [v.key for v in variants[:2]] == ["mnist-fc-2-32", "mnist-fc-2-32-r1"]
@@ -167,7 +167,7 @@ def test_malformed_yaml_is_one_line_with_its_line_and_column(tmp_path, capsys):
 def test_a_cuda_device_on_a_machine_without_one_is_one_line(monkeypatch):
     import torch
 
-    from losstopo.stages import resolve_device
+    from losstopo.stage_frame import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="runtime.device is 'cuda:1', but this machine's torch sees no CUDA"):
