@@ -1,5 +1,5 @@
-"""The names benchmarks/wrn_robustness.py and benchmarks/permutation_barrier.py import from the stage modules,
-until they import them from where they live: stage_frame, job_data, minima_stage, paths_stage."""
+"""What the older experiment modules import from here: the stage modules' names, until those modules import them
+from where they live (stage_frame, job_data, minima_stage, paths_stage, topology_stage)."""
 
 from losstopo.job_data import DataRequest, job_dataset, job_provenance
 from losstopo.minima_stage import TRAINING_CODE, MinimaJob, MinimaTask, Variant, minima_job, train_variants
