@@ -20,8 +20,10 @@ import torch
 
 from benchmarks import fc_depth
 from benchmarks.path_study import largest_relative_difference
-from losstopo.stages import (ARTIFACTS, DataRequest, PathsJob, merge_path_jobs, path_max_matrix, paths_job,
-                             stage_data, stage_dir)
+from losstopo.job_data import DataRequest, stage_data
+from losstopo.paths_stage import PathsJob, merge_path_jobs, paths_job
+from losstopo.stage_frame import ARTIFACTS, stage_dir
+from losstopo.topology_stage import path_max_matrix
 from losstopo.config import load_params
 from losstopo.errors import LosstopoError
 from losstopo.io import save_json

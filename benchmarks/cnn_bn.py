@@ -17,11 +17,12 @@ import numpy as np
 
 from benchmarks import cnn_channels
 from benchmarks import path_methods
-from benchmarks.cnn_channels import cnn_variant, display_name, load_row, network_table, training_note
-from losstopo.stages import (ARTIFACTS, Variant, barcode_stages, converged_fraction, mean_bar_length, stage_dir,
-                             variant_datasets, zero_length_bars)
+from benchmarks.cnn_channels import ModelSweepConfig, cnn_variant, display_name, load_row, network_table, training_note
+from losstopo.barcode_experiment import (barcode_stages, converged_fraction, mean_bar_length, variant_datasets,
+                                         zero_length_bars)
+from losstopo.minima_stage import Variant
+from losstopo.stage_frame import ARTIFACTS, stage_dir
 from losstopo import plots
-from losstopo.config import ModelSweepConfig
 from losstopo.errors import ConfigError
 from losstopo.registry import Experiment
 from losstopo.provenance import claim_data

@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from losstopo.stages import (ARTIFACTS, Variant, barcode_stages, converged_fraction, load_topology, mean_bar_length,
-                             stage_dir, variant_datasets, zero_length_bars)
+from losstopo.barcode_experiment import (barcode_stages, converged_fraction, mean_bar_length, variant_datasets,
+                                         zero_length_bars)
+from losstopo.minima_stage import Variant
+from losstopo.stage_frame import ARTIFACTS, stage_dir
+from losstopo.topology_stage import load_topology
 from benchmarks import path_methods
 from losstopo import plots
-from losstopo.config import ModelSweepConfig
+from losstopo.config import BarcodeStudyConfig, require, require_distinct
 from losstopo.data import REGISTRY
 from losstopo.errors import ConfigError
 from losstopo.io import load_json
@@ -35,6 +39,20 @@ from losstopo.stats import theil_sen_slope
 NAME = "cnn_channels"
 TITLE = "CNN channels and layers on CIFAR-10 (barcodes paper, section 2.2, Fig. 4)"
 CNN_NAME = re.compile(r"cnn-(?P<layers>\d+)-(?P<channels>\d+)(?P<bn>-bn)?\Z")
+
+
+@dataclass(frozen=True)
+class ModelSweepConfig(BarcodeStudyConfig):
+    """A barcode experiment over named architectures (barcodes paper, section 2.2)."""
+
+    datasets: list[str] = field(default_factory=lambda: ["cifar10"])
+    models: list[str] = field(default_factory=list)
+
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        require(len(self.models) >= 2, where, "models", "needs at least two architectures to compare")
+        require_distinct(self.models, where, "models")
+        require_distinct(self.datasets, where, "datasets")
 
 
 def cnn_labels(dataset: str, model: str) -> dict:

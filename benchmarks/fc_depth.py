@@ -7,15 +7,18 @@ Claim: barcodes and the TO-score get lower as the network gets deeper.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks import path_methods
-from losstopo.stages import (ARTIFACTS, Variant, barcode_stages, converged_fraction, load_topology, stage_dir,
-                             variant_datasets, zero_length_bars)
+from losstopo.barcode_experiment import barcode_stages, converged_fraction, variant_datasets, zero_length_bars
+from losstopo.minima_stage import Variant
+from losstopo.stage_frame import ARTIFACTS, stage_dir
+from losstopo.topology_stage import load_topology
 from losstopo import plots
-from losstopo.config import FCDepthConfig
+from losstopo.config import BarcodeStudyConfig, require, require_distinct, require_positive
 from losstopo.data import title_caveat
 from losstopo.io import load_json
 from losstopo.registry import Experiment
@@ -26,6 +29,23 @@ from losstopo.stats import theil_sen_slope
 
 NAME = "fc_depth"
 TITLE = "FC depth sweep (barcodes paper, Fig. 2, 3, 13)"
+
+
+@dataclass(frozen=True)
+class FCDepthConfig(BarcodeStudyConfig):
+    datasets: list[str] = field(default_factory=lambda: ["mnist", "fashion_mnist"])
+    depths: list[int] = field(default_factory=lambda: [2, 3, 4, 6, 8])
+    width: int = 32
+    replicates: int = 1  # independent sets of minima per depth (seeds offset by REPLICATE_SEED_STRIDE)
+
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        require(len(self.depths) >= 2, where, "depths", "a depth trend needs at least two depths")
+        require_distinct(self.depths, where, "depths")
+        require(min(self.depths) >= 1, where, "depths", "must all be >= 1 (hidden layers)")
+        require_distinct(self.datasets, where, "datasets")
+        require_positive(self, where, "width")
+        require(self.replicates >= 1, where, "replicates", "must be >= 1")
 
 
 def variants(config: FCDepthConfig) -> list[Variant]:

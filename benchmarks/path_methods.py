@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from losstopo.stages import ARTIFACTS, STAGE_METHOD, stage_timing
+from losstopo.paths_stage import STAGE_METHOD
+from losstopo.stage_frame import ARTIFACTS, stage_timing
 from losstopo import plots
 from losstopo.report import Section
 

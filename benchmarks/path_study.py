@@ -25,7 +25,9 @@ import numpy as np
 import torch
 
 from benchmarks import fc_depth
-from losstopo.stages import ARTIFACTS, DataRequest, job_dataset, job_provenance, path_loss, stage_data, stage_dir
+from losstopo.job_data import DataRequest, job_dataset, job_provenance, stage_data
+from losstopo.paths_stage import path_loss
+from losstopo.stage_frame import ARTIFACTS, stage_dir
 from losstopo import plots
 from losstopo.config import load_params
 from losstopo.io import save_json

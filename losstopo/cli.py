@@ -45,7 +45,7 @@ def mark_not_run(experiment: str, stage: str, profile: str, root: Path = Path("a
 def run_stage(experiment: str, stage: str, params_path: str, profile: str | None) -> None:
     from losstopo import registry
 
-    params = load_params(params_path, profile)
+    params = load_params(params_path, profile, only=experiment)  # reads (imports) no other experiment's code
     found = registry.experiment(experiment)
     try:
         config = params.experiment(experiment)
@@ -97,16 +97,18 @@ def run_validate(params_path: str, profile: str | None, out: Path = Path("artifa
     """Every setting of the active profile and the data of every experiment it runs, checked before DVC runs a
     compute stage (each depends on ``out``, whose content never changes: a pass reruns nothing, a failure stops
     DVC before it removes any stage's outputs)."""
-    from losstopo import registry, stages
+    from losstopo import registry
     from losstopo.io import save_json
+    from losstopo.job_data import stage_data
+    from losstopo.stage_frame import resolve_device
 
     params = load_params(params_path, profile)
-    stages.resolve_device(params.runtime.device)  # a device this machine does not have: one line, now
+    resolve_device(params.runtime.device)  # a device this machine does not have: one line, now
     committed = committed_params(Path(params_path))
     for line in shadowed_changes(yaml.safe_load(Path(params_path).read_text()) or {}, committed) if committed else []:
         print(f"losstopo: warning: {line}", file=sys.stderr)
     for name, config in params.experiments.items():
-        stages.stage_data(params, registry.experiment(name).datasets(config))
+        stage_data(params, registry.experiment(name).datasets(config))
     save_json({"validated": True}, out)
 
 

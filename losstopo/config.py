@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from losstopo import registry
 from losstopo.errors import ConfigError
 from losstopo.paths import SAMPLES, STEP_RULES
 
@@ -50,8 +51,8 @@ class DataConfig:
 
         if not isinstance(self.allow_synthetic, bool):
             unknown = sorted(set(self.allow_synthetic) - set(REGISTRY))
-            _require(not unknown, where, "allow_synthetic",
-                     f"names unknown dataset(s) {unknown}; known: {', '.join(sorted(REGISTRY))}")
+            require(not unknown, where, "allow_synthetic",
+                    f"names unknown dataset(s) {unknown}; known: {', '.join(sorted(REGISTRY))}")
 
 
 @dataclass(frozen=True)
@@ -60,11 +61,12 @@ class RuntimeConfig:
     progress: bool = True
 
     def validate(self, where: str) -> None:
-        _require(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, where, "device",
-                 f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        require(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, where, "device",
+                f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
 
 EXECUTORS = ("local", "ray")
+SETTINGS_SECTIONS = ("data", "runtime", "executor", "ray")  # params.yaml's top-level sections besides experiments'
 
 
 @dataclass(frozen=True)
@@ -78,9 +80,9 @@ class RayConfig:
     log_to_driver: bool = False  # show the workers' output (progress bars) in this terminal
 
     def validate(self, where: str) -> None:
-        _require(self.cpus_per_job > 0, where, "cpus_per_job", "must be > 0")
-        _require(self.gpus_per_job is None or self.gpus_per_job >= 0, where, "gpus_per_job", "must be >= 0")
-        _require(self.max_retries >= 0, where, "max_retries", "must be >= 0")
+        require(self.cpus_per_job > 0, where, "cpus_per_job", "must be > 0")
+        require(self.gpus_per_job is None or self.gpus_per_job >= 0, where, "gpus_per_job", "must be >= 0")
+        require(self.max_retries >= 0, where, "max_retries", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -109,18 +111,18 @@ class MinimaConfig:
     channels_last: bool = False  # NHWC convolutions on CUDA, one model after another (big conv nets)
 
     def validate(self, where: str) -> None:
-        _require(2 <= self.n_minima <= 1000, where, "n_minima",
-                 "must be between 2 (a barcode needs two minima) and 1000 (replicates' seeds are 1000 apart)")
-        _require(0 < self.lr_base <= self.lr_max, where, "lr_base", "must satisfy 0 < lr_base <= lr_max")
-        _require(self.max_epochs >= 1 and (self.patience is None or self.patience >= 1), where, "max_epochs",
-                 "max_epochs and patience must be >= 1")
-        _require(self.optimizer in ("adam", "sgd"), where, "optimizer", "must be 'adam' or 'sgd'")
-        _require(0 <= self.min_improvement < 1 and self.min_improvement_abs >= 0, where, "min_improvement",
-                 "min_improvement must be in [0, 1) and min_improvement_abs >= 0")
-        _require(self.schedule in ("cyclic", "piecewise", "garipov"), where, "schedule",
-                 "must be 'cyclic', 'piecewise' or 'garipov'")
-        _require(0 <= self.m1 <= self.m2, where, "m1", "must satisfy 0 <= m1 <= m2")
-        _positive(self, where, "batch_size", "eval_batch_size", "train_subset", "test_subset", "cycle_epochs")
+        require(2 <= self.n_minima <= 1000, where, "n_minima",
+                "must be between 2 (a barcode needs two minima) and 1000 (replicates' seeds are 1000 apart)")
+        require(0 < self.lr_base <= self.lr_max, where, "lr_base", "must satisfy 0 < lr_base <= lr_max")
+        require(self.max_epochs >= 1 and (self.patience is None or self.patience >= 1), where, "max_epochs",
+                "max_epochs and patience must be >= 1")
+        require(self.optimizer in ("adam", "sgd"), where, "optimizer", "must be 'adam' or 'sgd'")
+        require(0 <= self.min_improvement < 1 and self.min_improvement_abs >= 0, where, "min_improvement",
+                "min_improvement must be in [0, 1) and min_improvement_abs >= 0")
+        require(self.schedule in ("cyclic", "piecewise", "garipov"), where, "schedule",
+                "must be 'cyclic', 'piecewise' or 'garipov'")
+        require(0 <= self.m1 <= self.m2, where, "m1", "must satisfy 0 <= m1 <= m2")
+        require_positive(self, where, "batch_size", "eval_batch_size", "train_subset", "test_subset", "cycle_epochs")
 
 
 @dataclass(frozen=True)
@@ -159,21 +161,21 @@ class PathConfig:
     curve_weight_decay: float = 0.0  # 0.5 * wd * ||w(t)||^2 at each sampled point (Garipov et al.'s meaning)
 
     def validate(self, where: str) -> None:
-        _require(self.n_points >= 3, where, "n_points", "must be >= 3")
-        _require(0 < self.converge_tol < 1, where, "converge_tol", "must lie strictly between 0 and 1 (relative)")
-        _require(self.converge_abs >= 0, where, "converge_abs", "must be >= 0")
-        _require(self.step_rule in STEP_RULES, where, "step_rule", f"must be one of {STEP_RULES}")
-        _require(self.sample in SAMPLES, where, "sample", f"must be one of {SAMPLES}")
-        _require(self.lr > 0 and self.steps >= 0, where, "lr", "lr must be > 0 and steps >= 0")
-        _require(self.schedule in ("constant", "piecewise"), where, "schedule", "must be 'constant' or 'piecewise'")
-        _require(self.refine_criterion in ("distance", "loss"), where, "refine_criterion",
-                 "must be 'distance' or 'loss'")
-        _require(all(0 < a < 1 for a in self.alphas), where, "alphas", "must lie strictly between 0 and 1")
-        _require(self.pairs_per_job is None or self.pairs_per_job >= 1, where, "pairs_per_job", "must be >= 1")
-        _require(self.method in PATH_METHODS, where, "method", f"must be one of {PATH_METHODS}")
-        _require(self.curve_lr > 0 and self.curve_momentum >= 0 and self.curve_weight_decay >= 0, where, "curve_lr",
-                 "curve_lr must be > 0, curve_momentum and curve_weight_decay >= 0")
-        _positive(self, where, "batch_size", "train_subset", "max_models", "epochs", "curve_steps")
+        require(self.n_points >= 3, where, "n_points", "must be >= 3")
+        require(0 < self.converge_tol < 1, where, "converge_tol", "must lie strictly between 0 and 1 (relative)")
+        require(self.converge_abs >= 0, where, "converge_abs", "must be >= 0")
+        require(self.step_rule in STEP_RULES, where, "step_rule", f"must be one of {STEP_RULES}")
+        require(self.sample in SAMPLES, where, "sample", f"must be one of {SAMPLES}")
+        require(self.lr > 0 and self.steps >= 0, where, "lr", "lr must be > 0 and steps >= 0")
+        require(self.schedule in ("constant", "piecewise"), where, "schedule", "must be 'constant' or 'piecewise'")
+        require(self.refine_criterion in ("distance", "loss"), where, "refine_criterion",
+                "must be 'distance' or 'loss'")
+        require(all(0 < a < 1 for a in self.alphas), where, "alphas", "must lie strictly between 0 and 1")
+        require(self.pairs_per_job is None or self.pairs_per_job >= 1, where, "pairs_per_job", "must be >= 1")
+        require(self.method in PATH_METHODS, where, "method", f"must be one of {PATH_METHODS}")
+        require(self.curve_lr > 0 and self.curve_momentum >= 0 and self.curve_weight_decay >= 0, where, "curve_lr",
+                "curve_lr must be > 0, curve_momentum and curve_weight_decay >= 0")
+        require_positive(self, where, "batch_size", "train_subset", "max_models", "epochs", "curve_steps")
 
 
 @dataclass(frozen=True)
@@ -181,7 +183,7 @@ class TopologyConfig:
     method: str = "paper"  # paper (Algorithm 1) | persistence (exact graph persistence)
 
     def validate(self, where: str) -> None:
-        _require(self.method in ("paper", "persistence"), where, "method", "must be 'paper' or 'persistence'")
+        require(self.method in ("paper", "persistence"), where, "method", "must be 'paper' or 'persistence'")
 
 
 @dataclass(frozen=True)
@@ -210,65 +212,6 @@ class BarcodeStudyConfig:
 
 
 @dataclass(frozen=True)
-class FCDepthConfig(BarcodeStudyConfig):
-    datasets: list[str] = field(default_factory=lambda: ["mnist", "fashion_mnist"])
-    depths: list[int] = field(default_factory=lambda: [2, 3, 4, 6, 8])
-    width: int = 32
-    replicates: int = 1  # independent sets of minima per depth (seeds offset by REPLICATE_SEED_STRIDE)
-
-    def validate(self, where: str) -> None:
-        super().validate(where)
-        _require(len(self.depths) >= 2, where, "depths", "a depth trend needs at least two depths")
-        _distinct(self.depths, where, "depths")
-        _require(min(self.depths) >= 1, where, "depths", "must all be >= 1 (hidden layers)")
-        _distinct(self.datasets, where, "datasets")
-        _positive(self, where, "width")
-        _require(self.replicates >= 1, where, "replicates", "must be >= 1")
-
-
-@dataclass(frozen=True)
-class ModelSweepConfig(BarcodeStudyConfig):
-    """A barcode experiment over named architectures (barcodes paper, section 2.2)."""
-
-    datasets: list[str] = field(default_factory=lambda: ["cifar10"])
-    models: list[str] = field(default_factory=list)
-
-    def validate(self, where: str) -> None:
-        super().validate(where)
-        _require(len(self.models) >= 2, where, "models", "needs at least two architectures to compare")
-        _distinct(self.models, where, "models")
-        _distinct(self.datasets, where, "datasets")
-
-
-@dataclass(frozen=True)
-class LRTypeRuns:
-    """One dataset of the ResNet study: minima of type 1 (constant small LR) and type 2 (annealed LR)
-    and the paths between all of them (barcodes paper, section 3, Tables 4, 5, 13)."""
-
-    type1: MinimaConfig = field(default_factory=MinimaConfig)
-    type2: MinimaConfig = field(default_factory=MinimaConfig)
-    paths: PathConfig = field(default_factory=PathConfig)
-
-
-@dataclass(frozen=True)
-class ResNetLRConfig:
-    datasets: list[str] = field(default_factory=lambda: ["cifar10", "svhn"])
-    model: str = "resnet-t11-code"
-    cifar10: LRTypeRuns = field(default_factory=LRTypeRuns)
-    svhn: LRTypeRuns = field(default_factory=LRTypeRuns)
-    topology: TopologyConfig = field(default_factory=TopologyConfig)
-
-    def validate(self, where: str) -> None:
-        _require(set(self.datasets) <= {"cifar10", "svhn"}, where, "datasets", "must be among cifar10, svhn")
-        for dataset in ("cifar10", "svhn"):  # its paths stage is its own: Algorithm 3 only
-            _require(self.runs(dataset).paths.method == "alg3", f"{where}.{dataset}.paths", "method",
-                     "must be 'alg3' (resnet_lr has no curves stage)")
-
-    def runs(self, dataset: str) -> LRTypeRuns:
-        return getattr(self, dataset)
-
-
-@dataclass(frozen=True)
 class CurveConfig:
     """Curves and triangles trained with random points (section 4; Table 6 schedule, Appendix I)."""
 
@@ -289,14 +232,14 @@ class CurveConfig:
     converge_abs: float = 0.0  # ... or by <= this (loss units): the resolution below which maxima are not told apart
 
     def validate(self, where: str) -> None:
-        _require(self.kind in ("polychain", "bezier"), where, "kind", "must be 'polychain' or 'bezier'")
-        _require(0 < self.converge_tol < 1, where, "converge_tol", "must lie strictly between 0 and 1 (relative)")
-        _require(self.converge_abs >= 0, where, "converge_abs", "must be >= 0")
-        _require(set(self.triangle_regimes) <= {"vertices_fixed", "sides_fixed"}, where, "triangle_regimes",
-                 "must be among vertices_fixed, sides_fixed")
-        _require(self.pairs_per_job is None or self.pairs_per_job >= 1, where, "pairs_per_job", "must be >= 1")
-        _require(self.triangles_per_job is None or self.triangles_per_job >= 1, where, "triangles_per_job",
-                 "must be >= 1")
+        require(self.kind in ("polychain", "bezier"), where, "kind", "must be 'polychain' or 'bezier'")
+        require(0 < self.converge_tol < 1, where, "converge_tol", "must lie strictly between 0 and 1 (relative)")
+        require(self.converge_abs >= 0, where, "converge_abs", "must be >= 0")
+        require(set(self.triangle_regimes) <= {"vertices_fixed", "sides_fixed"}, where, "triangle_regimes",
+                "must be among vertices_fixed, sides_fixed")
+        require(self.pairs_per_job is None or self.pairs_per_job >= 1, where, "pairs_per_job", "must be >= 1")
+        require(self.triangles_per_job is None or self.triangles_per_job >= 1, where, "triangles_per_job",
+                "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -316,9 +259,9 @@ class WRNRobustnessConfig:
     studies: list[str] = field(default_factory=lambda: ["wrn", "lenet"])  # which of the two studies run
 
     def validate(self, where: str) -> None:
-        _require(len(self.studies) > 0 and len(set(self.studies)) == len(self.studies)
-                 and set(self.studies) <= {"wrn", "lenet"}, where, "studies",
-                 "must be a non-empty list of distinct names among wrn, lenet")
+        require(len(self.studies) > 0 and len(set(self.studies)) == len(self.studies)
+                and set(self.studies) <= {"wrn", "lenet"}, where, "studies",
+                "must be a non-empty list of distinct names among wrn, lenet")
 
 
 @dataclass(frozen=True)
@@ -334,9 +277,9 @@ class ConvergenceConfig:
     window: int = 1
 
     def validate(self, where: str) -> None:
-        _require(self.method in ("gd", "adam", "lbfgs"), where, "method", "must be gd, adam or lbfgs")
-        _require(self.max_iter >= 1, where, "max_iter", "must be >= 1")
-        _require(self.window >= 1, where, "window", "must be >= 1")
+        require(self.method in ("gd", "adam", "lbfgs"), where, "method", "must be gd, adam or lbfgs")
+        require(self.max_iter >= 1, where, "max_iter", "must be >= 1")
+        require(self.window >= 1, where, "window", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -350,14 +293,14 @@ class ToyConfig:
     seed: int = 0
 
     def validate(self, where: str) -> None:
-        _require(self.hidden >= 2, where, "hidden", "must be >= 2 (two neurons are merged)")
-        _positive(self, where, "n_inputs")
+        require(self.hidden >= 2, where, "hidden", "must be >= 2 (two neurons are merged)")
+        require_positive(self, where, "n_inputs")
         _merge_schedule(self, where)
 
 
 def _merge_schedule(cfg, where: str) -> None:
-    _require(cfg.n_steps >= 2, where, "n_steps", "must be >= 2")
-    _require(0 < cfg.final_ratio < 1, where, "final_ratio", "must lie strictly between 0 and 1")
+    require(cfg.n_steps >= 2, where, "n_steps", "must be >= 2")
+    require(0 < cfg.final_ratio < 1, where, "final_ratio", "must lie strictly between 0 and 1")
 
 
 @dataclass(frozen=True)
@@ -381,12 +324,12 @@ class MNISTTeachersConfig:
     final_max_iter: int | None = None
 
     def validate(self, where: str) -> None:
-        _distinct(self.widths, where, "widths")
-        _positive(self, where, "whiten_ridge", "final_max_iter")
-        _require(self.final_max_iter is None or self.final_max_iter >= 2, where, "final_max_iter",
-                 "must be >= 2 (two halves) or null")
-        _require(min(self.widths) >= 2, where, "widths", "must all be >= 2 (two neurons are merged)")
-        _positive(self, where, "n_seeds", "epochs", "lr", "batch_size", "train_subset", "path_subset")
+        require_distinct(self.widths, where, "widths")
+        require_positive(self, where, "whiten_ridge", "final_max_iter")
+        require(self.final_max_iter is None or self.final_max_iter >= 2, where, "final_max_iter",
+                "must be >= 2 (two halves) or null")
+        require(min(self.widths) >= 2, where, "widths", "must all be >= 2 (two neurons are merged)")
+        require_positive(self, where, "n_seeds", "epochs", "lr", "batch_size", "train_subset", "path_subset")
         _merge_schedule(self, where)
 
 
@@ -395,16 +338,6 @@ class PermutationBarrierConfig:
     toy: ToyConfig = field(default_factory=ToyConfig)
     mnist: MNISTTeachersConfig = field(default_factory=MNISTTeachersConfig)
     convergence: ConvergenceConfig = field(default_factory=ConvergenceConfig)
-
-
-EXPERIMENTS: dict[str, type] = {
-    "fc_depth": FCDepthConfig,
-    "cnn_channels": ModelSweepConfig,
-    "cnn_bn": ModelSweepConfig,
-    "resnet_lr": ResNetLRConfig,
-    "wrn_robustness": WRNRobustnessConfig,
-    "permutation_barrier": PermutationBarrierConfig,
-}
 
 
 @dataclass(frozen=True)
@@ -418,29 +351,28 @@ class Params:
 
     def experiment(self, name: str):
         if name not in self.experiments:
-            if name in EXPERIMENTS:
-                raise ExperimentNotInProfile(f"experiment {name!r} is not run at profile {self.profile!r}")
-            raise ConfigError(f"params: no section for experiment {name!r}; known: {', '.join(sorted(EXPERIMENTS))}")
+            registry.experiment(name)  # an unknown name: one line naming the known experiments
+            raise ExperimentNotInProfile(f"experiment {name!r} is not run at profile {self.profile!r}")
         return self.experiments[name]
 
 
-def _require(ok: bool, where: str, key: str, message: str) -> None:
+def require(ok: bool, where: str, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"params: {where}.{key} {message}")
 
 
-def _positive(obj, where: str, *names: str) -> None:
+def require_positive(obj, where: str, *names: str) -> None:
     """Sizes and counts: each named setting is > 0, or null where null means "all" (the type allows None)."""
     for name in names:
         value = getattr(obj, name)
-        _require(value is None or value > 0, where, name, f"must be > 0, got {value!r}")
+        require(value is None or value > 0, where, name, f"must be > 0, got {value!r}")
 
 
-def _distinct(values: list, where: str, key: str) -> None:
+def require_distinct(values: list, where: str, key: str) -> None:
     """A list of variants: non-empty, no value twice (it would be trained twice)."""
-    _require(len(values) > 0, where, key, "must not be empty")
+    require(len(values) > 0, where, key, "must not be empty")
     repeated = sorted({v for v in values if values.count(v) > 1})
-    _require(not repeated, where, key, f"lists {repeated[0] if repeated else ''!r} more than once")
+    require(not repeated, where, key, f"lists {repeated[0] if repeated else ''!r} more than once")
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -512,7 +444,7 @@ def _checked_scalar(value: Any, hint: Any, key: str) -> Any:
     raise ConfigError(f"params: {key} must be {getattr(hint, '__name__', hint)}, got {value!r}")
 
 
-def load_params(path: str | Path = "params.yaml", profile: str | None = None) -> Params:
+def load_params(path: str | Path = "params.yaml", profile: str | None = None, only: str | None = None) -> Params:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"params file {str(path)!r} not found (run from the repository root)")
@@ -523,32 +455,42 @@ def load_params(path: str | Path = "params.yaml", profile: str | None = None) ->
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise ConfigError(f"params file {str(path)!r} is not valid YAML{where}: {problem}") from None
-    return resolve(raw, profile)
+    return resolve(raw, profile, only)
 
 
-def resolve(raw: dict, profile: str | None = None) -> Params:
+def resolve(raw: dict, profile: str | None = None, only: str | None = None) -> Params:
+    """The settings of profile ``profile`` (default: the one params.yaml names), every experiment's section read
+    with the dataclass its module registers (losstopo.registry). ``only``: read that experiment's section alone,
+    importing no other experiment's module (a stage; ``losstopo validate``, the first DVC stage, checks them all)."""
     profiles = raw.get("profiles") or {}
     active = profile or raw.get("profile", "paper")
     if active != "paper" and active not in profiles:
         raise ConfigError(f"params: unknown profile {active!r}; allowed: paper, {', '.join(sorted(profiles))}")
     merged = deep_merge({k: v for k, v in raw.items() if k not in ("profiles", "profile")}, profiles.get(active, {}))
     chosen = merged.pop("experiments", None)  # a profile may run only some experiments
-    if chosen is not None:
-        if not isinstance(chosen, list) or not chosen or not set(chosen) <= set(EXPERIMENTS):
-            raise ConfigError(f"params: profiles.{active}.experiments must be a non-empty list of "
-                              f"{', '.join(sorted(EXPERIMENTS))}; got {chosen!r}")
-        merged = {k: v for k, v in merged.items() if k not in EXPERIMENTS or k in chosen}
-    unknown = sorted(set(merged) - {"data", "runtime", "executor", "ray", *EXPERIMENTS})
-    if unknown:
-        raise ConfigError(f"params: unknown section {unknown[0]!r}; allowed: data, runtime, executor, ray, "
-                          f"{', '.join(sorted(EXPERIMENTS))}")
+    if only is None:
+        known = registry.experiments()
+        _check_sections(merged, chosen, active, set(known))
+    else:
+        known = {only: registry.experiment(only)}
     executor = merged.get("executor", "local")
     if executor not in EXECUTORS:
         raise ConfigError(f"params: executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
-    experiments = {name: build(cls, merged[name], name) for name, cls in EXPERIMENTS.items() if name in merged}
+    experiments = {name: build(experiment.config, merged[name], name) for name, experiment in known.items()
+                   if name in merged and (chosen is None or name in chosen)}
     return Params(active, build(DataConfig, merged.get("data"), "data"),
                   build(RuntimeConfig, merged.get("runtime"), "runtime"), experiments,
                   executor, build(RayConfig, merged.get("ray"), "ray"))
+
+
+def _check_sections(merged: dict, chosen: Any, active: str, known: set[str]) -> None:
+    """The profile's experiments list and every top-level section name a known experiment (or a setting)."""
+    names = ", ".join(sorted(known))
+    if chosen is not None and (not isinstance(chosen, list) or not chosen or not set(chosen) <= known):
+        raise ConfigError(f"params: profiles.{active}.experiments must be a non-empty list of {names}; got {chosen!r}")
+    unknown = sorted(set(merged) - {*SETTINGS_SECTIONS, *known})
+    if unknown:
+        raise ConfigError(f"params: unknown section {unknown[0]!r}; allowed: {', '.join(SETTINGS_SECTIONS)}, {names}")
 
 
 def set_profile(path: str | Path, profile: str) -> None:

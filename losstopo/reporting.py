@@ -13,7 +13,7 @@ from losstopo.errors import ConfigError
 from losstopo.evidence import VERDICTS
 from losstopo.io import load_json, save_json
 from losstopo.report import markdown_table, render
-from losstopo.stages import ARTIFACTS, stage_dir, stage_timing
+from losstopo.stage_frame import ARTIFACTS, stage_dir, stage_timing
 
 PREAMBLE = """# losstopo reproduction report
 

@@ -52,7 +52,8 @@ sys.path.insert(0, str(REPO))  # run as a script: the packages are imported from
 
 import yaml  # noqa: E402
 
-from losstopo.config import EXPERIMENTS, load_params  # noqa: E402
+from losstopo import registry  # noqa: E402
+from losstopo.config import load_params  # noqa: E402
 from losstopo.errors import LosstopoError  # noqa: E402
 from losstopo.io import save_json  # noqa: E402
 
@@ -275,7 +276,8 @@ def main(argv: list[str] | None = None, clock: Callable[[], float] = time.monoto
     on_device.add_argument("--data-root", default=None, help="offline data root (default: params.yaml's data.root)")
     on_device.add_argument("--params", default="params.yaml")
     on_device.add_argument("--profile", default="gpu-short", help="profile of the compute stages")
-    on_device.add_argument("--experiments", nargs="*", default=list(EXPERIMENTS), choices=list(EXPERIMENTS),
+    names = list(registry.experiments())
+    on_device.add_argument("--experiments", nargs="*", default=names, choices=names,
                            help="compute stages to run, in this order (default: all)")
     on_device.add_argument("--benchmarks-max-s", type=float, default=200.0,
                            help="cap on the speed benchmarks (they keep every row finished before it)")

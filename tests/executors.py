@@ -23,10 +23,10 @@ class PicklingExecutor(Executor):
 
 def use_pickling_executor(monkeypatch) -> PicklingExecutor:
     """Every stage in this test runs its jobs through one PicklingExecutor (returned, to count calls)."""
-    import losstopo.stages
+    import losstopo.stage_frame
 
     executor = PicklingExecutor()
-    monkeypatch.setattr(losstopo.stages, "make_executor", lambda kind, ray_config: executor)
+    monkeypatch.setattr(losstopo.stage_frame, "make_executor", lambda kind, ray_config: executor)
     return executor
 
 

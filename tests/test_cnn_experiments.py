@@ -10,7 +10,9 @@ from tiny import tiny_params
 from losstopo import evidence
 
 from benchmarks import cnn_bn, cnn_channels
-from losstopo.stages import run_minima, run_paths, run_topology
+from losstopo.minima_stage import run_minima
+from losstopo.paths_stage import run_paths
+from losstopo.topology_stage import run_topology
 from losstopo.config import resolve
 from losstopo.errors import ConfigError
 from losstopo.report import finalise, render

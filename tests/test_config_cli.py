@@ -72,6 +72,20 @@ def test_invalid_params_name_the_key(raw, message):
         resolve(raw)
 
 
+def test_a_stage_reads_its_own_experiments_settings_and_imports_no_other_experiment():
+    """A stage's DVC deps list its own experiment module only (benchmarks.dvc_deps): loading its settings must not
+    import (run) another experiment's module."""
+    code = ("import sys; from losstopo.config import load_params\n"
+            f"params = load_params({str(REPO / 'params.yaml')!r}, 'ci', only='fc_depth')\n"
+            "assert list(params.experiments) == ['fc_depth'], params.experiments\n"
+            "print(sorted(name for name in sys.modules if name.startswith('benchmarks.')))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["['benchmarks.fc_depth',", "'benchmarks.path_methods']"]
+    with pytest.raises(ConfigError, match="unknown experiment 'fc_dpeth'; known: cnn_bn, cnn_channels, fc_depth"):
+        resolve({}, only="fc_dpeth")
+
+
 def test_a_profile_may_run_only_some_experiments(tmp_path, monkeypatch, capsys):
     raw = {"fc_depth": {}, "cnn_channels": {"models": ["cnn-1-4", "cnn-1-8"]},
            "profiles": {"small": {"experiments": ["fc_depth"], "fc_depth": {"replicates": 2}}}}
@@ -82,7 +96,7 @@ def test_a_profile_may_run_only_some_experiments(tmp_path, monkeypatch, capsys):
     with pytest.raises(ConfigError, match="experiments must be a non-empty list"):
         resolve({"fc_depth": {}, "profiles": {"bad": {"experiments": ["fc_dpeth"]}}}, "bad")
     from benchmarks import fc_depth
-    from losstopo.stages import replicate_config
+    from losstopo.minima_stage import replicate_config
 
     variants = fc_depth.variants(params.experiment("fc_depth"))
     assert [v.key for v in variants[:2]] == ["mnist-fc-2-32", "mnist-fc-2-32-r1"]
@@ -153,7 +167,7 @@ def test_malformed_yaml_is_one_line_with_its_line_and_column(tmp_path, capsys):
 def test_a_cuda_device_on_a_machine_without_one_is_one_line(monkeypatch):
     import torch
 
-    from losstopo.stages import resolve_device
+    from losstopo.stage_frame import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="runtime.device is 'cuda:1', but this machine's torch sees no CUDA"):

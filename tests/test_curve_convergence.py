@@ -10,7 +10,7 @@ import torch
 
 from analytic import ring_2d
 from benchmarks import wrn_robustness as wr
-from losstopo.stages import DataRequest
+from losstopo.job_data import DataRequest
 from losstopo.config import CurveConfig, DataConfig
 from losstopo.curves import CurveTraining, barycentric_grid, train_curves, train_triangles
 from losstopo.errors import ConfigError

@@ -102,7 +102,7 @@ def test_a_data_dir_variable_set_to_nothing_or_a_wrong_folder_is_an_error(monkey
 
 
 def test_a_stage_uses_stand_ins_only_for_the_datasets_named_and_says_so(tmp_path, capsys):
-    from losstopo.stages import stage_data
+    from losstopo.job_data import stage_data
     from losstopo.config import resolve
 
     (tmp_path / "offline").mkdir()

@@ -14,7 +14,7 @@ import pytest
 from tiny import tiny_params
 import yaml
 
-from losstopo.stages import STAGE_TIMING, file_digests, require_complete
+from losstopo.stage_frame import STAGE_TIMING, file_digests, require_complete
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_session.py"
 spec = importlib.util.spec_from_file_location("gpu_session", SCRIPT)

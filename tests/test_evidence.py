@@ -122,7 +122,7 @@ def test_robustness_test_detects_a_landscape_whose_bars_do_not_depend_on_the_sub
 
 def test_linear_statistic_test_of_a_difference_of_slopes():
     from benchmarks.cnn_channels import slope_weights
-    from losstopo.stages import Variant
+    from losstopo.minima_stage import Variant
 
     def row(layers, channels, parameters):
         return {"variant": Variant("k", "d", "m", {"conv_layers": layers, "channels": channels,

@@ -34,13 +34,13 @@ if point.startswith("job"):
             os.kill(os.getpid(), signal.SIGKILL)
     executor.JobCache.put = killing_put
 elif point == "record":
-    import losstopo.stages as stages
-    save = stages.save_json
+    import losstopo.stage_frame as stage_frame
+    save = stage_frame.save_json
     def killing_save(obj, path, *args, **kwargs):
         if os.path.basename(str(path)) == "stage.json":
             os.kill(os.getpid(), signal.SIGKILL)
         return save(obj, path, *args, **kwargs)
-    stages.save_json = killing_save
+    stage_frame.save_json = killing_save
 from losstopo.cli import main
 sys.exit(main(argv))
 """

@@ -51,7 +51,7 @@ def test_an_unreadable_cache_entry_or_checkpoint_is_discarded_with_one_line(tmp_
 
 
 def test_a_variant_is_skipped_only_if_its_weights_are_readable_and_match(tmp_path):
-    from losstopo.stages import _finished_minima
+    from losstopo.minima_stage import _finished_minima
     from losstopo.io import save_json
 
     import torch

@@ -82,7 +82,7 @@ def test_minibatch_autocast_applies_to_the_steps_only():
 def test_bf16_path_steps_on_cpu_only_where_it_has_amx_or_avx512_bf16(monkeypatch, amx, flags, expected):
     from losstopo import stacked
 
-    from losstopo.stages import path_loss
+    from losstopo.paths_stage import path_loss
     from losstopo.config import PathConfig
     from losstopo.data import REGISTRY, synthetic_dataset
 

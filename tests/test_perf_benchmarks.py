@@ -86,7 +86,7 @@ def test_benchmarks_import_on_a_machine_without_mlflow_or_gudhi():
     """A lent GPU machine has torch but neither MLflow nor gudhi: the speed benchmarks and the compute stages
     (scripts/gpu_session.py runs them there) must still import."""
     code = ("import sys; sys.modules.update(mlflow=None, gudhi=None)\n"
-            "import benchmarks.perf.__main__, losstopo.cli, losstopo.stages\n"
+            "import benchmarks.perf.__main__, losstopo.cli, losstopo.barcode_experiment\n"
             "from losstopo import registry\n"
             "assert len(registry.experiments()) == 6")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -15,7 +15,9 @@ from conftest import resolve_tiny
 import requests
 
 from benchmarks import fc_depth
-from losstopo.stages import run_minima, run_paths, run_topology
+from losstopo.minima_stage import run_minima
+from losstopo.paths_stage import run_paths
+from losstopo.topology_stage import run_topology
 from losstopo.errors import TrainingDiverged
 
 TINY = tiny_params("fc_depth")
@@ -56,7 +58,7 @@ def test_stages_write_barcodes_and_report_section(tiny_params, tmp_path):
 def test_a_stage_reads_only_complete_inputs(tiny_params, tmp_path):
     """A compute stage's record names every file's hash: an interrupted run (no record) or a changed file stops the
     next stage with one line naming the stage to rerun; a clean rerun makes the unit whole again."""
-    from losstopo.stages import require_complete
+    from losstopo.stage_frame import require_complete
     from losstopo.errors import LosstopoError
 
     root = tmp_path / "artifacts"
@@ -176,7 +178,7 @@ def test_logged_runs_are_readable_through_the_mlflow_server_rest_api(tiny_params
 
 
 def test_path_schedule_converts_paper_epochs_to_steps():
-    from losstopo.stages import path_schedule
+    from losstopo.paths_stage import path_schedule
     from losstopo.config import PathConfig
 
     # Table 13, CIFAR-10: batch 150, S_oc10 = S(270, 300, 2e-3, 1.25e-4) over 300 epochs, refinement every 25.
@@ -216,7 +218,7 @@ def test_an_interrupted_paths_stage_reruns_only_unfinished_jobs(tiny_params, tmp
 
     from executors import use_pickling_executor
 
-    import losstopo.stages as stages
+    import losstopo.paths_stage as paths_stage
 
     config = tiny_params.experiment("fc_depth")
     config = dataclasses.replace(config, paths=dataclasses.replace(config.paths, pairs_per_job=1))
@@ -227,7 +229,7 @@ def test_an_interrupted_paths_stage_reruns_only_unfinished_jobs(tiny_params, tmp
     run_paths("fc_depth", variants, config, tiny_params, clean)
 
     executor = use_pickling_executor(monkeypatch)
-    real_optimize, calls = stages.optimize_paths, []
+    real_optimize, calls = paths_stage.optimize_paths, []
 
     def fails_on_the_fourth_job(*args, **kwargs):
         calls.append(1)
@@ -235,13 +237,13 @@ def test_an_interrupted_paths_stage_reruns_only_unfinished_jobs(tiny_params, tmp
             raise RuntimeError("worker lost")
         return real_optimize(*args, **kwargs)
 
-    monkeypatch.setattr(stages, "optimize_paths", fails_on_the_fourth_job)
+    monkeypatch.setattr(paths_stage, "optimize_paths", fails_on_the_fourth_job)
     with pytest.raises(RuntimeError, match="worker lost"):
         run_paths("fc_depth", variants, config, tiny_params, broken)
     assert not list((broken / "fc_depth/paths").rglob("paths.json"))  # nothing half-written
     assert len(list((broken / ".jobs").rglob("*.pt"))) == 3
 
-    monkeypatch.setattr(stages, "optimize_paths", real_optimize)
+    monkeypatch.setattr(paths_stage, "optimize_paths", real_optimize)
     executor.calls = 0
     run_paths("fc_depth", variants, config, tiny_params, broken)
     assert executor.calls == 2 * 3 - 3  # 2 variants x 3 pairs, 3 finished before the failure
@@ -267,7 +269,7 @@ def test_the_report_preamble_sums_the_recorded_stage_wall_times(tmp_path):
 
 def test_stage_timing_records_the_executor_that_ran_the_jobs_not_the_params_default(tiny_params, tmp_path,
                                                                                      monkeypatch):
-    import losstopo.stages as stages
+    import losstopo.stage_frame as stage_frame
     from losstopo.reporting import where_words
     from losstopo.executor import LocalExecutor
     from losstopo.io import load_json
@@ -275,13 +277,13 @@ def test_stage_timing_records_the_executor_that_ran_the_jobs_not_the_params_defa
     class FakeRay(LocalExecutor):  # what LOSSTOPO_EXECUTOR=ray makes, without starting Ray
         name = "ray"
 
-    monkeypatch.setattr(stages, "make_executor", lambda kind, config: FakeRay())
+    monkeypatch.setattr(stage_frame, "make_executor", lambda kind, config: FakeRay())
     monkeypatch.setenv("LOSSTOPO_TRACKING", "off")
     params = tiny_params
     assert params.executor == "local"
-    with stages.compute_stage(params, "fc_depth", "paths", [], {}, tmp_path):
+    with stage_frame.compute_stage(params, "fc_depth", "paths", [], {}, tmp_path):
         pass
-    timing = load_json(tmp_path / "fc_depth" / "paths" / stages.STAGE_TIMING)
+    timing = load_json(tmp_path / "fc_depth" / "paths" / stage_frame.STAGE_TIMING)
     assert timing["executor"] == "ray" and timing["cpus_per_job"] == params.ray.cpus_per_job
     assert where_words(timing) == f"cpu, ray executor, {params.ray.cpus_per_job:g} CPU per job"
 
@@ -290,7 +292,7 @@ def test_stage_timing_records_the_executor_that_ran_the_jobs_not_the_params_defa
 def test_best_of_both_path_methods_defines_each_bar_and_the_report_shows_both(tiny_params, tmp_path):
     import dataclasses
 
-    from losstopo.stages import run_curves
+    from losstopo.paths_stage import run_curves
 
     root = tmp_path / "artifacts"
     config = tiny_params.experiment("fc_depth")
@@ -340,7 +342,7 @@ def test_a_misspelled_dataset_or_missing_paths_delete_nothing(tiny_params, tmp_p
 def test_minima_made_by_other_training_code_are_retrained_not_kept(tiny_params, tmp_path, monkeypatch):
     from executors import use_pickling_executor
 
-    import losstopo.stages as stages
+    import losstopo.minima_stage as minima_stage
 
     root = tmp_path / "artifacts"
     config = tiny_params.experiment("fc_depth")
@@ -350,7 +352,7 @@ def test_minima_made_by_other_training_code_are_retrained_not_kept(tiny_params, 
     assert executor.calls == len(variants)
     run_minima("fc_depth", variants, config, tiny_params, root)  # same code: every variant is skipped
     assert executor.calls == len(variants)
-    monkeypatch.setattr(stages, "TRAINING_CODE", "another version of losstopo.train")
+    monkeypatch.setattr(minima_stage, "TRAINING_CODE", "another version of losstopo.train")
     run_minima("fc_depth", variants, config, tiny_params, root)
     assert executor.calls == 2 * len(variants)
 

@@ -15,7 +15,9 @@ from losstopo import torchvision_compat
 from losstopo.data import REGISTRY, _load_torchvision, load_dataset
 from losstopo.provenance import DataProvenance, claim_data, provenance_of, short_data, toy_provenance
 from losstopo.report import Claim, render
-from losstopo.stages import run_minima, run_paths, run_topology
+from losstopo.minima_stage import run_minima
+from losstopo.paths_stage import run_paths
+from losstopo.topology_stage import run_topology
 from losstopo.stats import TestResult as Result
 
 

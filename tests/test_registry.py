@@ -95,10 +95,10 @@ def test_the_registry_lists_the_six_experiments_in_pyproject_order(monkeypatch):
     monkeypatch.chdir(ROOT)
     found = registry.experiments()
     assert list(found) == ["fc_depth", "cnn_channels", "cnn_bn", "resnet_lr", "wrn_robustness", "permutation_barrier"]
-    assert list(found) == list(config.EXPERIMENTS)
+    paper = config.load_params(ROOT / "params.yaml", "paper")
     for name, experiment in found.items():
         assert experiment.name == name and experiment.module == f"{APPLICATION}.{name}"
-        assert experiment.config is config.EXPERIMENTS[name]
+        assert type(paper.experiment(name)) is experiment.config  # its params.yaml section, read with its schema
         assert {"minima", "paths", "topology"} <= set(experiment.stages) <= {"minima", "paths", "curves", "topology"}
         assert registry.experiment(name) == experiment
 

@@ -10,7 +10,7 @@ from tiny import RESNET_MINIMA, RESNET_POINTS, tiny_params
 from conftest import resolve_tiny
 from executors import run_minima_and_paths_both_ways
 
-from benchmarks import resnet_lr
+from benchmarks import resnet_lr, resnet_lr_claims
 from losstopo import data as data_module
 from losstopo.config import resolve
 from losstopo import evidence
@@ -143,12 +143,12 @@ def test_minima_table_puts_ours_beside_the_papers():
 
     section = Section("t")
     summary = {"train_loss": [0.01, 0.03], "test_loss": [1.0, 2.0], "train_acc": [1.0, 0.99], "test_acc": [0.6, 0.7]}
-    resnet_lr.minima_table(section, "cifar10", {"type1": summary, "type2": summary})
+    resnet_lr_claims.minima_table(section, "cifar10", {"type1": summary, "type2": summary})
     table = section.blocks[0]
     assert "| test acc, % | 65.00 ± 7.07 | 67.41 ± 0.93 | 65.00 ± 7.07 | 75.74 ± 0.64 |" in table
     assert "0.0200 ± 0.0141 | 0.009 ± 0.001" in table and "| 1.74 ± 0.058 |" in table
     section = Section("t")
-    resnet_lr.minima_table(section, "svhn", {"type1": summary, "type2": summary})
+    resnet_lr_claims.minima_table(section, "svhn", {"type1": summary, "type2": summary})
     assert "| 88.12 ± 0.40 |" in section.blocks[0] and "| 0.001 ± 0.0001 |" in section.blocks[0]
 
 

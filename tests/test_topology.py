@@ -90,7 +90,7 @@ def test_persistence_equals_minimax_paths_on_random_graphs(seed):
 
 
 def test_best_paths_take_the_lower_maximum_per_pair_and_say_which():
-    from losstopo.stages import best_paths
+    from losstopo.topology_stage import best_paths
     from losstopo.errors import ConfigError
 
     pairs = [[0, 1], [0, 2], [1, 2]]

@@ -22,7 +22,7 @@ from benchmarks.perf.path_step import path_step_benchmark
 from benchmarks.perf.permutation_descent import permutation_descent_benchmark
 from benchmarks.perf.training import training_benchmark
 from benchmarks.perf.wrn_throughput import wrn_throughput_benchmark
-from losstopo.stages import resolve_device
+from losstopo.stage_frame import resolve_device
 from losstopo.data import load_dataset
 from losstopo.io import save_json
 from losstopo.stacked import fast_bf16
