@@ -28,7 +28,8 @@ from benchmarks.permutation_barrier import (MNIST_DTYPE, MNIST_LAYER, convergenc
 from losstopo.config import load_params
 from losstopo.path_maximum import certify_maxima
 from losstopo.permutation import InputWhitening, merge_candidates, permutation_paths
-from losstopo.stages import ARTIFACTS, job_dataset, stage_data, stage_dir
+from losstopo.job_data import job_dataset, stage_data
+from losstopo.stage_frame import ARTIFACTS, stage_dir
 
 
 def main() -> None:

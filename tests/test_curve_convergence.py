@@ -9,7 +9,10 @@ import pytest
 import torch
 
 from analytic import ring_2d
-from benchmarks import wrn_robustness as wr
+from benchmarks.wrn_robustness.claims import (minima_converged, minima_rule_words, regime_convergence,
+                                              robustness_convergence)
+from benchmarks.wrn_robustness.jobs import StudySpec
+from benchmarks.wrn_robustness.paths import _curves_and_triangles, _Study
 from losstopo.job_data import DataRequest
 from losstopo.config import CurveConfig, DataConfig
 from losstopo.curves import CurveTraining, barycentric_grid, train_curves, train_triangles
@@ -60,14 +63,14 @@ TRIANGLES = {"vertices_fixed": ([1.2, 0.1, 0.2], 1.5), "sides_fixed": ([1.009, 0
 
 
 def _record(cfg: CurveConfig) -> dict:
-    spec = wr.StudySpec("lenet", "lenet", DataConfig(), DataRequest("fashion_mnist", None, 0), cfg, False, 0, "cpu")
-    study = wr._Study(spec, torch.zeros(3, 2), {"n_curve_samples": 64}, Path("unused"))
+    spec = StudySpec("lenet", "lenet", DataConfig(), DataRequest("fashion_mnist", None, 0), cfg, False, 0, "cpu")
+    study = _Study(spec, torch.zeros(3, 2), {"n_curve_samples": 64}, Path("unused"))
     curves = {"minima_losses": MINIMA_LOSSES, "minima_train_acc": [1.0] * 3, "t": np.linspace(0, 1, 3),
               "losses": CURVE_LOSSES, "max_at_checkpoint": CURVE_AT_CHECKPOINT}
     triangles = {regime: {"grid": barycentric_grid(1).numpy(), "losses": [np.array([losses])],
                           "max_at_checkpoint": [np.array([at_checkpoint])]}
                  for regime, (losses, at_checkpoint) in TRIANGLES.items()}
-    return wr._curves_and_triangles(study, curves, triangles)
+    return _curves_and_triangles(study, curves, triangles)
 
 
 def test_each_curve_and_triangle_maximum_is_judged_by_the_path_rule():
@@ -85,14 +88,14 @@ def test_each_curve_and_triangle_maximum_is_judged_by_the_path_rule():
 
 def test_claims_count_the_converged_fraction_over_all_their_inputs():
     record = _record(CurveConfig(triangle_resolution=1))
-    fraction, words = wr.robustness_convergence({"converged": [True, True, False, True]}, record)
+    fraction, words = robustness_convergence({"converged": [True, True, False, True]}, record)
     assert fraction == pytest.approx(5 / 7) and "minima 3/4" in words and "curves 2/3" in words
-    fraction, words = wr.regime_convergence(record)
+    fraction, words = regime_convergence(record)
     assert fraction == pytest.approx(3 / 5) and "vertices_fixed triangles 0/1" in words
     # Paths records written before the measurement: not measured, so no claim can pass the convergence gate.
     old = {"triangles": {regime: {"max": [1.0]} for regime in TRIANGLES}}
-    assert math.isnan(wr.robustness_convergence({"converged": [True] * 4}, old)[0])
-    fraction, words = wr.regime_convergence(old)
+    assert math.isnan(robustness_convergence({"converged": [True] * 4}, old)[0])
+    fraction, words = regime_convergence(old)
     assert math.isnan(fraction) and "not recorded" in words
 
 
@@ -101,10 +104,10 @@ def test_fixed_budget_minima_converge_within_the_study_resolution():
     # 2e-3 nats, minimum 2 met the recorded 1% rule.
     losses = [[0.0030, 0.010, 0.50]] * 7 + [[0.00273, 0.012, 0.5010], [0.0027, 0.011, 0.5005], [0.00270, 0.010, 0.5005]]
     summary = {"converged": [False, False, True], "history": [{"train_loss": row} for row in losses]}
-    assert wr.minima_converged(summary, None, 1e-4) == [True, False, True]
-    assert wr.minima_converged(summary, None, 0.0) == [False, False, True]  # no resolution: the recorded rule
-    assert wr.minima_converged(summary, 6, 1e-4) == [False, False, True]  # patience: its own rule only
-    assert "0.0001 nats" in wr.minima_rule_words(None, 1e-4) and "patience" in wr.minima_rule_words(6, 1e-4)
+    assert minima_converged(summary, None, 1e-4) == [True, False, True]
+    assert minima_converged(summary, None, 0.0) == [False, False, True]  # no resolution: the recorded rule
+    assert minima_converged(summary, 6, 1e-4) == [False, False, True]  # patience: its own rule only
+    assert "0.0001 nats" in minima_rule_words(None, 1e-4) and "patience" in minima_rule_words(6, 1e-4)
 
 
 def test_curve_config_validates_the_convergence_rule():

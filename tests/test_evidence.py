@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks.wrn_robustness import robustness_null_rate, robustness_test, shuffled_barriers
 from losstopo import evidence
 from losstopo.evidence import (below_threshold_test, binomial_test, group_null_rate, group_test, trend_min_p,
                                trend_null_rate, trend_test)
@@ -86,38 +85,6 @@ def test_a_test_that_always_rejects_is_measured_as_such():
     """The null-rate machinery can fail: a test that ignores its data has rate 1."""
     always = lambda rng: trend_test([1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1])  # noqa: E731
     assert evidence.null_rate(always, draws=20) == 1.0
-
-
-def test_robustness_is_no_longer_supported_on_random_path_maxima():
-    """The old procedure said 'supported' in 24-100% of random landscapes; the restated one, whose null is
-    the construction itself, rejects at about alpha."""
-    assert robustness_null_rate(5, (2, 3, 4, 5), draws=60) <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / 60)
-
-
-def test_shuffled_barriers_keep_every_maximum_above_its_minima_and_the_barriers_as_a_set():
-    rng = np.random.default_rng(0)
-    losses = rng.random(6)
-    floors = np.maximum.outer(losses, losses)
-    matrix = floors + rng.exponential(1.0, (6, 6))
-    matrix = np.triu(matrix, 1) + np.triu(matrix, 1).T
-    np.fill_diagonal(matrix, np.nan)
-    upper = np.triu_indices(6, 1)
-    shuffled = shuffled_barriers(losses, matrix, rng)
-    assert np.array_equal(shuffled, shuffled.T, equal_nan=True) and np.isnan(np.diag(shuffled)).all()
-    assert (shuffled[upper] >= floors[upper]).all()
-    assert np.allclose(np.sort(shuffled[upper] - floors[upper]), np.sort(matrix[upper] - floors[upper]))
-    assert not np.allclose(shuffled[upper], matrix[upper])
-
-
-def test_robustness_test_detects_a_landscape_whose_bars_do_not_depend_on_the_subset():
-    # Every path's maximum is set by its higher end point, so h_p is the same on every subset that holds a
-    # lower minimum (CV 0); the same values shuffled over the pairs make h_p depend on the subset.
-    losses = np.arange(6) * 0.1
-    higher = np.maximum.outer(np.arange(6), np.arange(6))
-    matrix = losses[higher] + 0.5 + 0.1 * higher
-    np.fill_diagonal(matrix, np.nan)
-    result = robustness_test(losses, matrix, [2, 3, 4, 5, 6], draws=199)
-    assert result.statistic == pytest.approx(0.0) and result.p_value == pytest.approx(1 / 200)
 
 
 def test_linear_statistic_test_of_a_difference_of_slopes():

@@ -11,6 +11,10 @@ from executors import run_minima_and_paths_both_ways
 import torch
 
 from benchmarks import permutation_barrier as pb
+from benchmarks.permutation_barrier.paths import convergence_rule
+from benchmarks.permutation_barrier.teachers import draw_toy_teacher
+from benchmarks.permutation_barrier.topology import (barrier_converged, converged_fraction, monotone_rise,
+                                                     permutation_point_converged, summarise_path)
 from losstopo.config import ConvergenceConfig, ToyConfig
 from losstopo.permutation import incoming_vectors, neuron_distance
 from losstopo.evidence import below_threshold_test, binomial_test
@@ -76,7 +80,7 @@ def test_stages_paths_summary_and_report_section(tiny_params, tmp_path):
     for h in (4, 6):
         assert summary["mnist"]["per_H"][str(h)]["barrier_mean"] == pytest.approx(np.mean(barriers[h]))
         assert metrics[f"barrier_mean_H{h}"] == pytest.approx(np.mean(barriers[h]))
-    monotone = [pb.monotone_rise(r["losses"], r["permutation_index"]) for v in mnist for r in v["paths"]]
+    monotone = [monotone_rise(r["losses"], r["permutation_index"]) for v in mnist for r in v["paths"]]
     assert summary["mnist"]["n_monotone"] == sum(monotone) and summary["mnist"]["n_paths"] == 4
     assert summary["mnist"]["n_dead_pairs"] == sum(max(r["active_fraction"]) == 0 for v in mnist for r in v["paths"])
     assert metrics["monotone_fraction"] == pytest.approx(np.mean(monotone))
@@ -98,7 +102,7 @@ def test_stages_paths_summary_and_report_section(tiny_params, tmp_path):
     assert "saddle" in section.claims[0].claim and section.claims[0].result.statistic == pytest.approx(np.mean(saddles))
     for record in (r for v in mnist for r in v["paths"]):
         assert record["hessian_min_eigenvalue"] <= record["hessian_max_eigenvalue"]
-    paths = [pb.summarise_path(r) for v in mnist for r in v["paths"]]
+    paths = [summarise_path(r) for v in mnist for r in v["paths"]]
     at_point = np.mean([p["permutation_point_converged"] for p in paths])
     for claim in (section.claims[0], section.claims[1], section.claims[4]):  # saddle, loss at it, accuracy there
         assert claim.converged_fraction == pytest.approx(at_point)
@@ -139,8 +143,8 @@ def test_stages_write_the_same_outputs_whichever_executor_runs_the_jobs(tiny_par
 
 def test_toy_teacher_is_seeded_with_distinct_neurons():
     cfg = ToyConfig(n_inputs=50, hidden=5, seed=3)
-    teacher, inputs = pb.draw_toy_teacher(cfg)
-    again, inputs_again = pb.draw_toy_teacher(cfg)
+    teacher, inputs = draw_toy_teacher(cfg)
+    again, inputs_again = draw_toy_teacher(cfg)
     assert torch.equal(teacher.flat(), again.flat()) and torch.equal(inputs, inputs_again)
     assert teacher.layer_sizes == (2, 5, 1) and inputs.shape == (50, 2)
     angles = torch.atan2(teacher.weights[0][:, 1], teacher.weights[0][:, 0]) % (2 * math.pi)
@@ -151,15 +155,15 @@ def test_toy_teacher_is_seeded_with_distinct_neurons():
 
 
 def test_monotone_rise_tolerates_small_dips_only():
-    assert pb.monotone_rise([0, 1, 2, 3, 3, 3, 2, 1, 0], 4)
-    assert pb.monotone_rise([0, 1, 2, 1.995, 3, 3, 3], 3 + 1)  # dip of 0.005 < 1% of 3
-    assert not pb.monotone_rise([0, 2, 1, 3, 3, 3, 3], 3)  # passes a saddle on the way
-    assert not pb.monotone_rise([0, 3, 2, 2, 2], 2)  # maximum before the permutation point
-    assert pb.monotone_rise([0, 0, 0], 1)
+    assert monotone_rise([0, 1, 2, 3, 3, 3, 2, 1, 0], 4)
+    assert monotone_rise([0, 1, 2, 1.995, 3, 3, 3], 3 + 1)  # dip of 0.005 < 1% of 3
+    assert not monotone_rise([0, 2, 1, 3, 3, 3, 3], 3)  # passes a saddle on the way
+    assert not monotone_rise([0, 3, 2, 2, 2], 2)  # maximum before the permutation point
+    assert monotone_rise([0, 0, 0], 1)
 
 
 def test_convergence_rule_maps_params():
-    rule = pb.convergence_rule(ConvergenceConfig(method="gd", lr=0.1, max_iter=7, grad_tol=1e-5, rel_tol=1e-4,
+    rule = convergence_rule(ConvergenceConfig(method="gd", lr=0.1, max_iter=7, grad_tol=1e-5, rel_tol=1e-4,
                                                  abs_tol=1e-8))
     assert (rule.method, rule.lr, rule.max_iter, rule.grad_tol, rule.rel_tol, rule.abs_tol) == \
         ("gd", 0.1, 7, 1e-5, 1e-4, 1e-8)
@@ -183,8 +187,6 @@ def test_below_threshold_test_and_bootstrap():
 
 
 def test_mnist_steps_count_as_converged_only_if_halving_their_budget_leaves_their_loss():
-    from benchmarks.permutation_barrier import converged_fraction
-
     record = {"merge_points": 4, "barrier": 1.0, "converged": [True, False, False, False],
               "losses": [0.0, 0.1, 0.5, 1.0, 1.0, 0.5, 0.1, 0.0]}
     assert converged_fraction(record) == 0.0  # no half-budget run: the rule's flags (none met it)
@@ -195,8 +197,6 @@ def test_mnist_steps_count_as_converged_only_if_halving_their_budget_leaves_thei
 def test_each_claim_reads_the_convergence_of_what_it_uses():
     """The permutation point and the path maximum are converged when halving the budget moved them by <= 1% of
     themselves, whatever the steps between them did; without a half-budget run, the rule's flag of their step."""
-    from benchmarks.permutation_barrier import barrier_converged, permutation_point_converged
-
     record = {"merge_points": 4, "permutation_index": 3, "barrier": 1.0, "converged": [True, False, False, True],
               "losses": [0.0, 0.1, 0.5, 1.0, 1.0, 0.5, 0.1, 0.0],
               "half_budget_losses": [0.0, 0.3, 0.9, 1.005, 1.005, 0.9, 0.3, 0.0]}

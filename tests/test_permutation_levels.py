@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from benchmarks import permutation_barrier as pb
+from benchmarks.permutation_barrier.claims import distinct_levels, level_error, toy_level_claim
 from losstopo.evidence import NULL_RATE_BOUND, gate, homogeneity_null_rate, homogeneity_test, null_rate
 from losstopo.report import finalise
 
@@ -85,16 +85,16 @@ def _summary(levels, drift=0.0, converged=1.0):
 
 def test_level_error_is_the_last_decade_range_or_the_rule_tolerance():
     settled = _toy_path((0, 1), 0.002)
-    assert pb.level_error(settled, 1e-5, 1e-10) == pytest.approx(1e-5 * 0.002 + 1e-10)
+    assert level_error(settled, 1e-5, 1e-10) == pytest.approx(1e-5 * 0.002 + 1e-10)
     moving = _toy_path((0, 1), 0.002, drift=3e-4)
-    assert pb.level_error(moving, 1e-5, 1e-10) == pytest.approx(3e-4, rel=0.2)
+    assert level_error(moving, 1e-5, 1e-10) == pytest.approx(3e-4, rel=0.2)
     # 0.00136 (six pairs), 0.00278, 0.00337 and 0.0034 (3e-5 apart: one level at 4.2e-5), 0.00423
-    assert pb.distinct_levels(CPU_LEVELS, 0.01 * max(CPU_LEVELS)) == 4
-    assert pb.distinct_levels([1.0, 1.001, 1.002], 0.01) == 1
+    assert distinct_levels(CPU_LEVELS, 0.01 * max(CPU_LEVELS)) == 4
+    assert distinct_levels([1.0, 1.001, 1.002], 0.01) == 1
 
 
 def test_toy_claim_has_every_field_and_comes_out_both_ways():
-    claim = pb._toy_level_claim(_summary(CPU_LEVELS))
+    claim = toy_level_claim(_summary(CPU_LEVELS))
     record = claim.as_dict()
     for key in ("claim", "paper_evidence", "test", "statistic", "effect_size", "n", "p_value", "p_opposite",
                 "min_attainable_p", "converged_fraction", "null_rate", "null_model", "unit", "data_source",
@@ -109,16 +109,16 @@ def test_toy_claim_has_every_field_and_comes_out_both_ways():
     finalise([claim])
     assert claim.verdict == "supported"
 
-    equal = pb._toy_level_claim(_summary([0.00136 * (1 + 0.001 * k) for k in range(10)]))
+    equal = toy_level_claim(_summary([0.00136 * (1 + 0.001 * k) for k in range(10)]))
     finalise([equal])
     assert equal.verdict == "contradicted"  # one level at the 1 % resolution
     assert "1 distinct levels" in equal.note
 
     # levels apart by less than what the descents still move: not distinguishable
-    blurred = pb._toy_level_claim(_summary([0.00136 * (1 + 0.02 * (k % 2)) for k in range(10)], drift=3e-4))
+    blurred = toy_level_claim(_summary([0.00136 * (1 + 0.02 * (k % 2)) for k in range(10)], drift=3e-4))
     finalise([blurred])
     assert blurred.verdict != "supported" and blurred.result.p_value > 0.05
 
-    unconverged = pb._toy_level_claim(_summary(CPU_LEVELS, converged=0.6))
+    unconverged = toy_level_claim(_summary(CPU_LEVELS, converged=0.6))
     finalise([unconverged])
     assert unconverged.verdict == "not converged" and unconverged.converged_fraction == pytest.approx(0.6)

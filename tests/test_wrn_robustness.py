@@ -11,6 +11,7 @@ from conftest import resolve_tiny
 from executors import use_pickling_executor
 
 from benchmarks import wrn_robustness as wr
+from benchmarks.wrn_robustness.study import STUDIES
 from losstopo import data
 from losstopo.config import resolve
 
@@ -51,7 +52,7 @@ def _load(run, stage, study, name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("study", wr.STUDIES)
+@pytest.mark.parametrize("study", STUDIES)
 def test_one_curve_per_pair_and_one_triangle_per_triple_and_regime(run, study):
     paths = _load(run, "paths", study, "paths.json")
     n = N_MINIMA[study]
@@ -72,7 +73,7 @@ def test_one_curve_per_pair_and_one_triangle_per_triple_and_regime(run, study):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("study", wr.STUDIES)
+@pytest.mark.parametrize("study", STUDIES)
 def test_curves_start_and_end_at_their_minima(run, study):
     paths = _load(run, "paths", study, "paths.json")
     losses, curves = paths["minima_losses"], np.asarray(paths["curve_losses"])
@@ -101,7 +102,7 @@ def _side_mismatch(paths: dict, regime: str) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("study", wr.STUDIES)
+@pytest.mark.parametrize("study", STUDIES)
 def test_sides_fixed_triangles_have_the_trained_curves_as_sides(run, study):
     paths = _load(run, "paths", study, "paths.json")
     curves = {tuple(p): np.asarray(c) for p, c in zip(paths["pairs"], paths["curve_losses"])}
@@ -118,7 +119,7 @@ def test_sides_fixed_triangles_have_the_trained_curves_as_sides(run, study):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("study", wr.STUDIES)
+@pytest.mark.parametrize("study", STUDIES)
 def test_one_bars_follow_the_appendix_i_rule(run, study):
     paths = _load(run, "paths", study, "paths.json")
     topo = _load(run, "topology", study, "topology.json")
@@ -154,7 +155,7 @@ def test_one_bars_follow_the_appendix_i_rule(run, study):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("study", wr.STUDIES)
+@pytest.mark.parametrize("study", STUDIES)
 def test_robustness_tables(run, study):
     topo = _load(run, "topology", study, "topology.json")
     robust = topo["robustness"]
@@ -217,7 +218,7 @@ def test_report_section_tables_claims_and_figures(run):
     for figure in section.figures:
         assert figure.is_file() and figure.stat().st_size > 1000
     names = {f.name for f in section.figures}
-    for study in wr.STUDIES:
+    for study in STUDIES:
         assert {f"wrn_robustness_barcode_{study}.png", f"wrn_robustness_saddles_{study}.png",
                 f"wrn_robustness_fig7a_{study}.png", f"wrn_robustness_fig7b_{study}.png",
                 f"wrn_robustness_curves_{study}.png"} <= names
@@ -255,13 +256,13 @@ def _minima_and_paths(params, root) -> dict:
     wr.run_minima(config, params, root)
     wr.run_paths(config, params, root)
     return {(stage, study): json.loads((root / "wrn_robustness" / stage / study / name).read_text())
-            for stage, name in (("minima", "minima.json"), ("paths", "paths.json")) for study in wr.STUDIES}
+            for stage, name in (("minima", "minima.json"), ("paths", "paths.json")) for study in STUDIES}
 
 
 @pytest.mark.slow
 def test_stages_write_the_same_outputs_whichever_executor_runs_the_jobs(tmp_path, mlflow_store, monkeypatch):
     raw = json.loads(json.dumps(TINY))
-    for study in wr.STUDIES:  # uneven chunks: wrn 3 pairs -> 2 + 1, lenet 4 triples -> 3 + 1
+    for study in STUDIES:  # uneven chunks: wrn 3 pairs -> 2 + 1, lenet 4 triples -> 3 + 1
         raw["wrn_robustness"][study]["curves"] |= {"pairs_per_job": 2, "triangles_per_job": 3}
     params = resolve_tiny(raw, tmp_path)
     for name in ("cifar100", "fashion_mnist"):
@@ -271,7 +272,7 @@ def test_stages_write_the_same_outputs_whichever_executor_runs_the_jobs(tmp_path
     remote = _minima_and_paths(params, tmp_path / "pickling")
     assert executor.calls == 2 + (2 + 3) + 2 * (1 + 2)  # minima; curves of wrn, lenet; triangles per regime
     assert local == remote
-    for study in wr.STUDIES:
+    for study in STUDIES:
         paths = local[("paths", study)]
         assert np.asarray(paths["curve_losses"]).shape == (math.comb(N_MINIMA[study], 2), N_EVAL)
         assert len(paths["triangles"]["vertices_fixed"]["max"]) == math.comb(N_MINIMA[study], 3)

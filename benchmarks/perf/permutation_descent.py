@@ -13,7 +13,8 @@ import itertools
 
 import torch
 
-from benchmarks import permutation_barrier as perm
+from benchmarks.permutation_barrier.teachers import draw_toy_teacher, own_outputs_loss, teachers_from_thetas
+from benchmarks.permutation_barrier.variants import MNIST_DTYPE, MNIST_LAYER, TOY_LAYER
 from benchmarks.perf.timing import seconds_per_call
 from losstopo.config import ToyConfig
 from losstopo.data import REGISTRY
@@ -43,19 +44,19 @@ def descent_problems(model: str, dataset: str, n_paths: int, n_inputs: int, devi
     freshly initialised teachers on random inputs, each merging its most cosine-similar pair of layer 2."""
     if dataset == "toy":
         hidden = int(model.removeprefix("toy-"))
-        teacher, inputs = perm.draw_toy_teacher(ToyConfig(hidden=hidden, n_inputs=n_inputs))
-        teachers, layer, normalise = [teacher] * n_paths, perm.TOY_LAYER, False
+        teacher, inputs = draw_toy_teacher(ToyConfig(hidden=hidden, n_inputs=n_inputs))
+        teachers, layer, normalise = [teacher] * n_paths, TOY_LAYER, False
         pairs = list(itertools.islice(itertools.combinations(range(hidden), 2), n_paths))
     else:
         spec = REGISTRY[dataset]
         module = build_model(model, spec.image_shape, spec.n_classes)
         sizes = [m.in_features for m in module.modules() if isinstance(m, torch.nn.Linear)]
-        thetas = StackedModel(module).init_thetas(list(range(n_paths))).to(perm.MNIST_DTYPE)
-        teachers = perm.teachers_from_thetas(thetas, [*sizes, spec.n_classes])
-        inputs, layer, normalise = torch.randn(n_inputs, sizes[0], dtype=perm.MNIST_DTYPE), perm.MNIST_LAYER, True
+        thetas = StackedModel(module).init_thetas(list(range(n_paths))).to(MNIST_DTYPE)
+        teachers = teachers_from_thetas(thetas, [*sizes, spec.n_classes])
+        inputs, layer, normalise = torch.randn(n_inputs, sizes[0], dtype=MNIST_DTYPE), MNIST_LAYER, True
         pairs = [merge_candidates(t, layer) for t in teachers]
     teachers, inputs = [t.to(device=device) for t in teachers], inputs.to(device)
-    return DescentProblems(teachers, layer, pairs, perm.own_outputs_loss(teachers, inputs, normalise))
+    return DescentProblems(teachers, layer, pairs, own_outputs_loss(teachers, inputs, normalise))
 
 
 def fixed_iterations(rule: Convergence, iterations: int) -> Convergence:

@@ -1,0 +1,109 @@
+"""Robustness of the barcode of minima to the choice and number of minima (barcodes paper, section 4, Fig. 7),
+and a test of it that the construction alone cannot pass.
+
+h_p over a subset of minima is a minimum over the lower minima in it, so its spread shrinks with the subset size
+whatever the landscape: "the spread shrinks" holds by construction. :func:`robustness_test` compares the observed
+spread with that of the same barriers shuffled over the pairs instead.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import numpy as np
+
+from losstopo.evidence import null_rate
+from losstopo.stats import TestResult
+from losstopo.topology import barcode_of_minima, subset_robustness
+
+ROBUSTNESS_DRAWS = 199  # relabellings of the curve maxima per robustness test
+ROBUSTNESS_NULL_DRAWS = 400  # null landscapes for the test's measured size (as evidence.NULL_DRAWS)
+
+
+def spread(values) -> dict:
+    """Mean, population std (over the complete enumeration of subsets) and CV of one list of h_p."""
+    values = np.asarray(values, float)
+    if len(values) == 0:
+        return {"n": 0, "mean": None, "std": None, "cv": None}
+    mean, std = float(values.mean()), float(values.std())
+    return {"n": int(len(values)), "mean": mean, "std": std, "cv": std / abs(mean) if mean else None}
+
+
+def robustness_summary(losses: Sequence[float], matrix: np.ndarray, sizes_requested: Sequence[int],
+                       fixed_requested: int) -> dict:
+    """Fig. 7 from :func:`losstopo.topology.subset_robustness`: per minimum over all subsets (a), the fixed minimum
+    per size (b), and the CV per (minimum, size) that the robustness claim tests."""
+    n = len(losses)
+    sizes = sorted({s for s in sizes_requested if 2 <= s <= n})
+    table = subset_robustness(losses, matrix, sizes)
+    full = barcode_of_minima(losses, matrix, "paper")
+    global_minimum = int(np.lexsort((np.arange(n), losses))[0])
+    fixed = min(max(fixed_requested, 0), n - 1)
+    per_size = [{"size": s, "minima": [{"minimum": p, **spread(table[s][p])} for p in range(n)]} for s in sizes]
+    points = [(s, p, row["cv"]) for s, entry in zip(sizes, per_size) for p, row in enumerate(entry["minima"])
+              if s < n and row["n"] >= 2 and row["cv"] is not None]
+    pooled = [{"minimum": p, "loss": float(losses[p]), "full_height": full[p][1],
+               **spread([h for s in sizes for h in table[s][p]])} for p in range(n)]
+    cvs = [row["cv"] for row in pooled if row["n"] >= 2 and row["cv"] is not None]
+    return {
+        "sizes_requested": list(sizes_requested), "sizes": sizes, "n_minima": n,
+        "values": [{"size": s, "minima": [table[s][p] for p in range(n)]} for s in sizes],
+        "per_minimum": pooled, "per_size": per_size, "global_minimum": global_minimum,
+        "fixed_minimum": {"index": fixed, "requested": fixed_requested, "is_global_minimum": fixed == global_minimum,
+                          "by_size": [{"size": s, **spread(table[s][fixed])} for s in sizes]},
+        "mean_cv": float(np.mean(cvs)) if cvs else None,
+        "mean_cv_by_size": [{"size": s, "mean_cv": float(np.mean(v)) if v else None}
+                            for s in sizes for v in [[c for s2, _, c in points if s2 == s]]],
+        "trend_points": [{"size": s, "minimum": p, "cv": c} for s, p, c in points],
+    }
+
+
+def shuffled_barriers(losses, matrix: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The same barriers (a path's maximum above its higher end point's loss), reassigned to the pairs at random
+    and put back on the new pair's higher end point: every shuffled maximum still lies above both its minima, as
+    every real one does (shuffling the maxima themselves broke that, and the test rejected 7% of null landscapes)."""
+    n = len(matrix)
+    upper = np.triu_indices(n, 1)
+    floors = np.maximum.outer(np.asarray(losses, float), np.asarray(losses, float))
+    out = np.full_like(matrix, np.nan)
+    out[upper] = floors[upper] + rng.permutation(matrix[upper] - floors[upper])
+    out.T[upper] = out[upper]
+    return out
+
+
+def robustness_test(losses, matrix: np.ndarray, sizes, draws: int = ROBUSTNESS_DRAWS, seed: int = 0) -> TestResult:
+    """Is the barcode more stable over subsets of minima than the construction alone makes it?
+
+    h_p over a subset is a minimum over the lower minima in it, so its spread shrinks with the subset
+    size whatever the landscape. The null here is the construction itself: the observed barriers reassigned to
+    the pairs at random (:func:`shuffled_barriers`), under which they are exchangeable and the test exact.
+    Statistic: the mean CV of h_p over all subsets; one-sided Monte Carlo p that the observed mean CV is this
+    small under the null.
+    """
+    rng = np.random.default_rng(seed)
+    observed = robustness_summary(losses, matrix, sizes, 0)["mean_cv"]
+    name = "Monte Carlo test of the mean CV of h_p over subsets vs barriers shuffled over pairs (smaller)"
+    if observed is None:
+        return TestResult(name, float("nan"), float("nan"), float("nan"), "mean CV - null median", 0,
+                          float("nan"), 1 / (1 + draws))
+    null = np.array([robustness_summary(losses, shuffled_barriers(losses, matrix, rng), sizes, 0)["mean_cv"]
+                     or np.nan for _ in range(draws)])
+    null = null[np.isfinite(null)]
+    p = float((1 + np.sum(null <= observed + 1e-12)) / (1 + len(null)))
+    p_other = float((1 + np.sum(null >= observed - 1e-12)) / (1 + len(null)))
+    return TestResult(name, float(observed), p, float(observed - np.median(null)), "mean CV - null median",
+                      len(losses), p_other, 1 / (1 + len(null)))
+
+
+@functools.cache
+def robustness_null_rate(n_minima: int, sizes: tuple[int, ...], draws: int = ROBUSTNESS_NULL_DRAWS) -> float:
+    """Size of :func:`robustness_test` on landscapes without structure: minima losses and curve maxima
+    (above both end points) drawn at random, 99 relabellings per test."""
+    def one(rng: np.random.Generator) -> TestResult:
+        losses = rng.random(n_minima)
+        matrix = np.maximum.outer(losses, losses) + rng.exponential(1.0, (n_minima, n_minima))
+        matrix = np.triu(matrix, 1) + np.triu(matrix, 1).T
+        np.fill_diagonal(matrix, np.nan)
+        return robustness_test(losses, matrix, sizes, draws=99, seed=int(rng.integers(2**31)))
+    return null_rate(one, draws)
