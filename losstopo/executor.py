@@ -129,14 +129,6 @@ def _call(fn: JobFn, shared: Any, spec: Any) -> Any:
     return fn(shared, spec)
 
 
-LOOPBACK = "127.0.0.1"
-
-
-def starts_local_ray(address: str | None) -> bool:
-    """Whether ``ray.init(address)`` starts a new Ray on this machine rather than joining a running one."""
-    return address is None and not os.environ.get("RAY_ADDRESS")
-
-
 class RayExecutor(Executor):
     """Jobs as Ray tasks, each requesting ``cpus_per_job`` CPUs and, for GPU jobs on a cluster with
     GPUs, ``gpus_per_job`` GPUs (fractions let small jobs share one). ``address`` None starts Ray on
@@ -151,11 +143,9 @@ class RayExecutor(Executor):
             raise LosstopoError("executor 'ray' needs Ray: pip install -e \".[ray]\"") from error
         self.ray, self.config = ray, config
         if not ray.is_initialized():
-            # A Ray started here listens on the loopback only: its ports take jobs from anyone who reaches them.
-            local = {"_node_ip_address": LOOPBACK} if starts_local_ray(config.address) else {}
             try:
                 ray.init(address=config.address, include_dashboard=False, log_to_driver=config.log_to_driver,
-                         configure_logging=False, **local)
+                         configure_logging=False)
             except ConnectionError as error:
                 raise LosstopoError(f"cannot reach the Ray cluster at {config.address!r}: {error}") from error
         self._remote = ray.remote(_call)

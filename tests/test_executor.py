@@ -162,32 +162,3 @@ def test_a_job_address_follows_the_code_its_function_runs_and_nothing_else(tmp_p
     codeversion.module_closure.cache_clear()
     codeversion.module_version.cache_clear()
 
-
-def test_a_ray_started_by_a_stage_listens_on_the_loopback_only(monkeypatch):
-    """address None (and no RAY_ADDRESS) starts Ray here: bound to 127.0.0.1; joining a cluster passes no
-    node address (the cluster's own)."""
-    import types
-
-    calls = []
-    fake = types.SimpleNamespace(is_initialized=lambda: False, init=lambda **kwargs: calls.append(kwargs),
-                                 remote=lambda fn: fn)
-    monkeypatch.setitem(sys.modules, "ray", fake)
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    make_executor("ray", RayConfig())
-    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
-    make_executor("ray", RayConfig())
-    monkeypatch.delenv("RAY_ADDRESS")
-    make_executor("ray", RayConfig(address="auto"))
-    assert [call.get("_node_ip_address") for call in calls] == ["127.0.0.1", None, None]
-
-
-@pytest.mark.slow
-@pytest.mark.ray
-def test_a_real_local_ray_binds_the_loopback(monkeypatch):
-    ray = pytest.importorskip("ray")
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    try:
-        make_executor("ray", RayConfig())
-        assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
-    finally:
-        ray.shutdown()
