@@ -37,6 +37,18 @@ def where_words(timing: dict) -> str:
     return f"{timing['device']}, {timing['threads']} threads, {timing['executor']} executor"
 
 
+def producing_run(experiment: str, stage: str, timing: dict) -> str:
+    """The MLflow run that wrote the outputs on disk (recorded in STAGE_TIMING), and whether it is the stage's
+    newest run: when DVC restores outputs from its run cache nothing runs, so the newest run may describe others."""
+    recorded = timing.get("mlflow_run_id")
+    if recorded is None:
+        return "not recorded"
+    newest = tracking.newest_stage_run(experiment, stage)
+    if newest is None or newest == recorded:
+        return f"`{recorded[:8]}`"
+    return f"`{recorded[:8]}` (not the newest run, `{newest[:8]}`: outputs restored by DVC's run cache)"
+
+
 def stage_times(experiments: list[str], root: Path = ARTIFACTS) -> str:
     """The preamble's table of compute-stage wall times (from each stage's STAGE_TIMING file) and their sum."""
     rows, total = [], 0.0
@@ -48,11 +60,13 @@ def stage_times(experiments: list[str], root: Path = ARTIFACTS) -> str:
             if timing:
                 total += timing["wall_s"]
             rows.append([experiment, stage, "not recorded" if timing is None else f"{timing['wall_s'] / 60:.1f} min",
-                         "" if timing is None else where_words(timing)])
+                         "" if timing is None else where_words(timing),
+                         "" if timing is None else producing_run(experiment, stage, timing)])
     recorded = sum(row[2] != "not recorded" for row in rows)
     return (f"\nCompute-stage wall times (the invocation that wrote each stage's outputs; topology and report "
-            f"stages take seconds): **{total / 60:.1f} min** over {recorded} of {len(rows)} stages.\n\n"
-            + markdown_table(["experiment", "stage", "wall", "where"], rows) + "\n")
+            f"stages take seconds): **{total / 60:.1f} min** over {recorded} of {len(rows)} stages. The MLflow run "
+            f"that wrote each stage's outputs is named beside it.\n\n"
+            + markdown_table(["experiment", "stage", "wall", "where", "MLflow run"], rows) + "\n")
 
 
 def save_report_metrics(experiments: list[str], claims, out_dir: Path, root: Path = ARTIFACTS) -> None:
@@ -96,6 +110,9 @@ def build_report(params: Params, out_dir: Path, experiments: list[str] | None = 
     path = render(sections, out_dir, figures, preamble)
     save_report_metrics(list(chosen), [c for s in sections for c in s.claims], out_dir)
     with tracking.stage_run("report", "report", profile=params.profile, device="cpu", params={}):
+        tracking.set_tags({f"outputs_run.{experiment}_{stage}": timing["mlflow_run_id"] for experiment in chosen
+                           for stage in ("minima", "paths", "curves")
+                           if (timing := stage_timing(experiment, stage)) and timing.get("mlflow_run_id")})
         for name in ("report.md", "report.html", "claims.json", "metrics.json"):
             tracking.log_artifact(out_dir / name)
         claims = [c.as_dict() for s in sections for c in s.claims]

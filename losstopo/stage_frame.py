@@ -101,7 +101,7 @@ def compute_stage(params: Params, experiment: str, stage: str, datasets: Iterabl
     device = str(resolve_device(params.runtime.device))
     record = stage_dir(experiment, stage, root) / STAGE_TIMING
     record.unlink(missing_ok=True)  # from here until the end, the outputs are not a finished unit
-    with tracking.stage_run(experiment, stage, profile=params.profile, device=device, params=logged):
+    with tracking.stage_run(experiment, stage, profile=params.profile, device=device, params=logged) as run:
         yield data, executor, cache
         wall = time.perf_counter() - started
         tracking.log_metrics({"stage_wall_s": wall})
@@ -109,6 +109,7 @@ def compute_stage(params: Params, experiment: str, stage: str, datasets: Iterabl
                "executor": executor.name, "threads": torch.get_num_threads(), "wall_s": wall,
                "cpus_per_job": params.ray.cpus_per_job if executor.name == "ray" else None,
                "note": "this invocation only: jobs finished by an interrupted earlier one came from its cache",
+               "mlflow_run_id": None if run is None else run.info.run_id,
                "files": file_digests(stage_dir(experiment, stage, root))}, record)
     cache.clear()
 

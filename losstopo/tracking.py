@@ -107,6 +107,16 @@ def close_stale_runs(experiment: str, stage: str) -> int:
     return len(stale)
 
 
+def newest_stage_run(experiment: str, stage: str) -> str | None:
+    """The id of the newest finished run of this stage in the tracking store, or None (tracking off, none yet)."""
+    if not enabled():
+        return None
+    runs = _mlflow().search_runs(experiment_names=[experiment], output_format="list", max_results=1,
+                                 filter_string=f"tags.stage = '{experiment}_{stage}' and attributes.status = 'FINISHED'",
+                                 order_by=["attributes.start_time DESC"])
+    return runs[0].info.run_id if runs else None
+
+
 @contextmanager
 def stage_run(experiment: str, stage: str, *, profile: str, device: str, params: dict) -> Iterator[Any]:
     if not enabled():

@@ -80,3 +80,19 @@ print("ok")
 
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     assert len(mlflow.search_runs(experiment_names=["e"], output_format="list")) == 3
+
+
+def test_the_report_names_the_run_that_wrote_the_outputs_and_flags_a_run_cache_restore(mlflow_store):
+    from losstopo.reporting import producing_run
+
+    runs = []
+    for _ in range(2):
+        with tracking.stage_run("e", "paths", profile="p", device="cpu", params={}) as run:
+            runs.append(run.info.run_id)
+    with tracking.stage_run("e", "minima", profile="p", device="cpu", params={}):
+        pass  # another stage's newer run does not count
+    assert tracking.newest_stage_run("e", "paths") == runs[1]
+    assert producing_run("e", "paths", {"mlflow_run_id": runs[1]}) == f"`{runs[1][:8]}`"
+    restored = producing_run("e", "paths", {"mlflow_run_id": runs[0]})  # DVC put back the first run's outputs
+    assert restored.startswith(f"`{runs[0][:8]}` (not the newest run, `{runs[1][:8]}`") and "run cache" in restored
+    assert producing_run("e", "paths", {}) == "not recorded"
