@@ -93,7 +93,7 @@ def stage_code(cmd: str) -> tuple[str, ...]:
 def code_files(modules: frozenset[str]) -> tuple[str, ...]:
     """The files of ``modules``, of all they import and of the packages that hold them, plus losstopo/cli.py."""
     while True:
-        files = set(module_closure(*sorted(modules), skip=())) | {_source(CLI)}
+        files = set(module_closure(*sorted(modules), settings=True)) | {_source(CLI)}
         packages = set().union(*map(packages_of, files))
         if packages <= modules:
             return tuple(sorted(str(path.relative_to(ROOT)) for path in files))

@@ -12,8 +12,14 @@ from pathlib import Path
 
 # The settings' schema and the error types: no result is computed there, and the resolved settings enter every
 # address as values (a new setting, a changed default or limit changes them there), so a change of their code (a
-# validation rule, a message) must not make every persisted output stale. Not followed, not hashed.
+# validation rule, a message) must not make every persisted output stale. Not followed, not hashed; nor is an
+# experiment package's own schema (a module named ``schema``).
 SETTINGS_MODULES = ("losstopo.config", "losstopo.errors")
+SCHEMA_MODULE = "schema"
+
+
+def is_settings_module(module: str) -> bool:
+    return module in SETTINGS_MODULES or module.rpartition(".")[2] == SCHEMA_MODULE
 
 
 ROOT = Path(__file__).resolve().parent.parent  # the folder that holds the project's packages
@@ -71,16 +77,17 @@ def _imported_modules(package: str, tree: ast.AST) -> set[str]:
 
 
 @functools.cache
-def module_closure(*modules: str, skip: tuple[str, ...] = SETTINGS_MODULES) -> tuple[Path, ...]:
-    """The source files of ``modules`` and of every project module they import, transitively, sorted; the
-    modules in ``skip`` neither count nor are followed (DVC's deps pass ``skip=()``: every file that runs)."""
+def module_closure(*modules: str, settings: bool = False) -> tuple[Path, ...]:
+    """The source files of ``modules`` and of every project module they import, transitively, sorted; the settings
+    modules (:func:`is_settings_module`) neither count nor are followed unless ``settings`` (DVC's deps: every file
+    that runs)."""
     seen: dict[str, Path] = {}
     todo = list(modules)
     while todo:
         name = todo.pop()
         if name in seen:
             continue
-        path = None if name in skip else _source(name)
+        path = None if is_settings_module(name) and not settings else _source(name)
         if path is None:
             continue
         seen[name] = path

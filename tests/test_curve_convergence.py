@@ -13,10 +13,11 @@ from benchmarks.wrn_robustness.claims import (minima_converged, minima_rule_word
                                               robustness_convergence)
 from benchmarks.wrn_robustness.jobs import StudySpec
 from benchmarks.wrn_robustness.paths import _curves_and_triangles, _Study
-from losstopo.job_data import DataRequest
-from losstopo.config import CurveConfig, DataConfig
+from benchmarks.wrn_robustness.schema import CurveConfig
+from losstopo.config import DataConfig
 from losstopo.curves import CurveTraining, barycentric_grid, train_curves, train_triangles
 from losstopo.errors import ConfigError
+from losstopo.job_data import DataRequest
 
 START, END = torch.tensor([[-1.0, 0.1]]), torch.tensor([[1.0, -0.1]])
 VERTICES = torch.tensor([[[-1.0, 0.1], [1.0, -0.1], [0.1, -1.0]]])  # (1, 3, 2)

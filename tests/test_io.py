@@ -118,8 +118,11 @@ def test_code_version_follows_the_imports_and_ignores_the_rest(tmp_path, monkeyp
     package.mkdir()
     (package / "__init__.py").write_text("")
     (package / "train.py").write_text("from losstopo.schedules import lr\nfrom . import models\nimport numpy\n"
-                                      "from losstopo.config import MinimaConfig\n")
+                                      "from losstopo.config import MinimaConfig\nfrom losstopo.study.schema import S\n")
     (package / "config.py").write_text("class MinimaConfig:\n    def validate(self):\n        pass\n")
+    (package / "study").mkdir()
+    (package / "study" / "__init__.py").write_text("")
+    (package / "study" / "schema.py").write_text("class S:\n    pass\n")  # an experiment's own settings schema
     (package / "schedules.py").write_text("def lr():\n    return 0.1\n")
     (package / "models.py").write_text("def build():\n    from losstopo.layers import conv  # a late import\n")
     (package / "layers.py").write_text("conv = 1\n")
@@ -138,6 +141,9 @@ def test_code_version_follows_the_imports_and_ignores_the_rest(tmp_path, monkeyp
     assert version() == first
     (package / "config.py").write_text("class MinimaConfig:\n    def validate(self):\n        raise ValueError\n")
     assert version() == first  # the settings' schema: its values are in the addresses, its code is not
+    (package / "study" / "schema.py").write_text("class S:\n    limit = 2\n")
+    assert version() == first  # nor is an experiment's schema module
+    assert "schema.py" in {p.name for p in codeversion.module_closure("losstopo.train", settings=True)}
     (package / "layers.py").write_text("conv = 2\n")  # a training constant two imports away: a new version
     assert version() != first
     monkeypatch.undo()

@@ -12,12 +12,12 @@ import torch
 
 from benchmarks import permutation_barrier as pb
 from benchmarks.permutation_barrier.paths import convergence_rule
+from benchmarks.permutation_barrier.schema import ConvergenceConfig, ToyConfig
 from benchmarks.permutation_barrier.teachers import draw_toy_teacher
 from benchmarks.permutation_barrier.topology import (barrier_converged, converged_fraction, monotone_rise,
                                                      permutation_point_converged, summarise_path)
-from losstopo.config import ConvergenceConfig, ToyConfig
-from losstopo.permutation import incoming_vectors, neuron_distance
 from losstopo.evidence import below_threshold_test, binomial_test
+from losstopo.permutation import incoming_vectors, neuron_distance
 from losstopo.stats import bootstrap_ci
 
 TINY = tiny_params("permutation_barrier")

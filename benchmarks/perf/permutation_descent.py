@@ -13,10 +13,10 @@ import itertools
 
 import torch
 
+from benchmarks.perf.timing import seconds_per_call
+from benchmarks.permutation_barrier.schema import ToyConfig
 from benchmarks.permutation_barrier.teachers import draw_toy_teacher, own_outputs_loss, teachers_from_thetas
 from benchmarks.permutation_barrier.variants import MNIST_DTYPE, MNIST_LAYER, TOY_LAYER
-from benchmarks.perf.timing import seconds_per_call
-from losstopo.config import ToyConfig
 from losstopo.data import REGISTRY
 from losstopo.descent import Convergence
 from losstopo.models import build_model

@@ -28,10 +28,10 @@ from __future__ import annotations
 
 from benchmarks.permutation_barrier.paths import PATH_CODE, run_paths
 from benchmarks.permutation_barrier.report import report_section
+from benchmarks.permutation_barrier.schema import PermutationBarrierConfig
 from benchmarks.permutation_barrier.teachers import run_minima
 from benchmarks.permutation_barrier.topology import run_topology
 from benchmarks.permutation_barrier.variants import NAME, datasets
-from losstopo.config import PermutationBarrierConfig
 from losstopo.registry import Experiment
 
 __all__ = ["EXPERIMENT", "NAME", "PATH_CODE", "datasets", "report_section", "run_minima", "run_paths",

@@ -11,23 +11,23 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.permutation_barrier.schema import ConvergenceConfig, MNISTTeachersConfig, PermutationBarrierConfig
 from benchmarks.permutation_barrier.teachers import own_outputs_loss, teachers_from_thetas
 from benchmarks.permutation_barrier.variants import (MNIST_DTYPE, MNIST_LAYER, NAME, TOY_KEY, TOY_LAYER, mnist_key,
                                                      path_request, saved_record, toy_data, toy_source, variant_keys)
 from losstopo import tracking
 from losstopo.codeversion import module_version
-from losstopo.config import (ConvergenceConfig, DataConfig, MNISTTeachersConfig, Params, PermutationBarrierConfig,
-                             as_dict, content_hash)
+from losstopo.config import DataConfig, Params, as_dict, content_hash
 from losstopo.data import Dataset
 from losstopo.descent import halved
 from losstopo.executor import Executor, Job, JobCache, job_address
 from losstopo.hessian import extreme_eigenvalues
 from losstopo.io import load_json, save_json, save_torch
+from losstopo.job_data import DataRequest, job_dataset, job_provenance
+from losstopo.paths_stage import tensor_digest
 from losstopo.permutation import (Convergence, InputWhitening, MLPParams, PermutationPath, QuadraticLoss,
                                   incoming_cosine_similarity, incoming_vectors, merge_candidates, permutation_paths,
                                   quadratic_loss)
-from losstopo.job_data import DataRequest, job_dataset, job_provenance
-from losstopo.paths_stage import tensor_digest
 from losstopo.stage_frame import ARTIFACTS, compute_stage, resolve_device, stage_dir
 
 PATH_CODE = module_version("losstopo.permutation", "losstopo.descent", "losstopo.hessian")  # in path addresses

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.permutation_barrier.claims import mnist_claims, toy_level_claim
+from benchmarks.permutation_barrier.schema import PermutationBarrierConfig
 from benchmarks.permutation_barrier.topology import MONOTONE_TOLERANCE
 from benchmarks.permutation_barrier.variants import NAME
 from losstopo import plots
-from losstopo.config import PermutationBarrierConfig
 from losstopo.io import load_json
 from losstopo.report import Section
 from losstopo.stage_frame import ARTIFACTS, stage_dir

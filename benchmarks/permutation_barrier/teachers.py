@@ -10,19 +10,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.permutation_barrier.schema import MNISTTeachersConfig, PermutationBarrierConfig, ToyConfig
 from benchmarks.permutation_barrier.variants import (NAME, TEACHER_SEED, TOY_DTYPE, TOY_KEY, TOY_LAYER, mnist_key,
                                                      saved_record, teacher_request, toy_data, toy_source,
                                                      variant_keys)
 from losstopo import tracking
 from losstopo.codeversion import module_version
-from losstopo.config import (DataConfig, MinimaConfig, MNISTTeachersConfig, Params, PermutationBarrierConfig,
-                             ToyConfig, as_dict, content_hash)
+from losstopo.config import DataConfig, MinimaConfig, Params, as_dict, content_hash
 from losstopo.data import Dataset
 from losstopo.executor import Executor, Job, JobCache, job_address
 from losstopo.io import save_json, save_torch
-from losstopo.permutation import MLPParams, QuadraticLoss, incoming_vectors, quadratic_loss
 from losstopo.job_data import job_dataset, job_provenance
 from losstopo.minima_stage import TRAINING_CODE, MinimaJob, minima_job
+from losstopo.permutation import MLPParams, QuadraticLoss, incoming_vectors, quadratic_loss
 from losstopo.stage_frame import ARTIFACTS, compute_stage, stage_dir
 
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.permutation_barrier.schema import PermutationBarrierConfig
 from benchmarks.permutation_barrier.variants import NAME, TOY_KEY, mnist_key
 from losstopo import tracking
-from losstopo.config import Params, PermutationBarrierConfig, as_dict
+from losstopo.config import Params, as_dict
 from losstopo.io import load_json, save_json
 from losstopo.stage_frame import ARTIFACTS, require_complete, stage_dir
 from losstopo.stats import bootstrap_ci

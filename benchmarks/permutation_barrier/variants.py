@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from losstopo.config import MNISTTeachersConfig, PermutationBarrierConfig, ToyConfig
+from benchmarks.permutation_barrier.schema import MNISTTeachersConfig, PermutationBarrierConfig, ToyConfig
 from losstopo.io import load_json
-from losstopo.provenance import toy_provenance
 from losstopo.job_data import DataRequest
+from losstopo.provenance import toy_provenance
 
 NAME = "permutation_barrier"
 

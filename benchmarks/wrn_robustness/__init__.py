@@ -37,9 +37,9 @@ from __future__ import annotations
 from benchmarks.wrn_robustness.minima import run_minima
 from benchmarks.wrn_robustness.paths import run_paths
 from benchmarks.wrn_robustness.report import report_section
+from benchmarks.wrn_robustness.schema import WRNRobustnessConfig
 from benchmarks.wrn_robustness.study import NAME, datasets
 from benchmarks.wrn_robustness.topology import run_topology
-from losstopo.config import WRNRobustnessConfig
 from losstopo.registry import Experiment
 
 __all__ = ["EXPERIMENT", "NAME", "datasets", "report_section", "run_minima", "run_paths", "run_topology"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from benchmarks.wrn_robustness.schema import TriangleStudyConfig
 from benchmarks.wrn_robustness.tables import fmt, percent
-from losstopo.config import TriangleStudyConfig
 from losstopo.evidence import NULL_DRAWS, below_threshold_null_rate, below_threshold_test
 from losstopo.report import Claim
 from losstopo.robustness import ROBUSTNESS_DRAWS, ROBUSTNESS_NULL_DRAWS, robustness_null_rate

@@ -10,13 +10,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from losstopo.config import CurveConfig, DataConfig
+from benchmarks.wrn_robustness.schema import CurveConfig
+from losstopo.config import DataConfig
 from losstopo.curves import CurveTraining, evaluate_curves, evaluate_triangles, train_curves, train_triangles
+from losstopo.job_data import DataRequest, job_dataset
 from losstopo.models import build_model
 from losstopo.paths import convergence_checkpoint, evaluate_in_chunks
 from losstopo.schedules import garipov_lr
 from losstopo.stacked import DatasetLoss, StackedModel
-from losstopo.job_data import DataRequest, job_dataset
 from losstopo.stage_frame import resolve_device
 
 # Evaluation batching (memory only; BatchNorm statistics are those of an EVAL_CHUNK-image chunk).

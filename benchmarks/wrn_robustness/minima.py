@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from benchmarks.wrn_robustness.schema import WRNRobustnessConfig
 from benchmarks.wrn_robustness.study import NAME, datasets, study_config
-from losstopo.config import Params, WRNRobustnessConfig, as_dict
+from losstopo.config import Params, as_dict
 from losstopo.job_data import DataRequest
 from losstopo.minima_stage import MinimaTask, Variant, train_variants
 from losstopo.stage_frame import ARTIFACTS, compute_stage, stage_dir

@@ -15,15 +15,16 @@ import torch
 
 from benchmarks.wrn_robustness.jobs import (CurvesJob, StudySpec, TrianglesJob, curves_job, minibatches_per_epoch,
                                             training_for, triangles_job)
+from benchmarks.wrn_robustness.schema import CurveConfig, WRNRobustnessConfig
 from benchmarks.wrn_robustness.study import NAME, datasets, study_config
 from losstopo import tracking
 from losstopo.codeversion import module_version
-from losstopo.config import CurveConfig, DataConfig, Params, WRNRobustnessConfig, as_dict, content_hash
+from losstopo.config import DataConfig, Params, as_dict, content_hash
 from losstopo.errors import ConfigError, DataError
 from losstopo.executor import Executor, Job, JobCache, job_address
 from losstopo.io import load_json, save_json
-from losstopo.paths import convergence_rule_words, maximum_change, path_converged
 from losstopo.job_data import DataRequest, job_dataset, job_provenance
+from losstopo.paths import convergence_rule_words, maximum_change, path_converged
 from losstopo.paths_stage import pair_chunks, tensor_digest
 from losstopo.stage_frame import ARTIFACTS, compute_stage, stage_dir
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.wrn_robustness.claims import claim_convergence, regime_claim, robustness_claim
+from benchmarks.wrn_robustness.schema import WRNRobustnessConfig
 from benchmarks.wrn_robustness.study import NAME, study_config
 from benchmarks.wrn_robustness.tables import (PAPER_FIGURES, PAPER_MODELS, PAPER_TABLE_NAMES, minima_table,
                                               robustness_table, scale_words, short_source, triangle_table)
 from losstopo import plots
-from losstopo.config import WRNRobustnessConfig
 from losstopo.data import title_caveat
 from losstopo.io import load_json
 from losstopo.report import Section

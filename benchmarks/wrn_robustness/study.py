@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from losstopo.config import TriangleStudyConfig, WRNRobustnessConfig
+from benchmarks.wrn_robustness.schema import TriangleStudyConfig, WRNRobustnessConfig
 
 NAME = "wrn_robustness"
 STUDIES = ("wrn", "lenet")  # every study; a profile runs those in wrn_robustness.studies

@@ -9,15 +9,16 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.wrn_robustness.schema import WRNRobustnessConfig
 from benchmarks.wrn_robustness.study import NAME
 from losstopo import tracking
-from losstopo.config import Params, WRNRobustnessConfig
+from losstopo.config import Params
 from losstopo.io import load_json, save_json
 from losstopo.robustness import robustness_summary, robustness_test
 from losstopo.saddles import appendix_i_bar, edge_filtration, saddle_to_score
 from losstopo.stage_frame import ARTIFACTS, prune, require_complete, stage_dir
-from losstopo.topology_stage import path_max_matrix
 from losstopo.topology import barcode_of_minima, higher_barcodes, own_sides_barcodes, to_score
+from losstopo.topology_stage import path_max_matrix
 
 OWN_SIDES = [(0, 1), (1, 2), (0, 2)]  # a triangle's sides AB, BC, CA on its vertices A, B, C = 0, 1, 2
 
