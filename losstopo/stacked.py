@@ -123,21 +123,39 @@ class StackedModel:
         ``x @ [W_1 ... W_k]^T`` (and so is its weight gradient, ``x^T @ [dY_1 ... dY_k]``); under vmap it
         would be k products of the same input, and the hidden layers would run in strided layouts."""
         k, batch = len(thetas), len(x)
-        weights = dict(zip(self.layout.names, torch.split(thetas, [s.numel() for s in self.layout.shapes], dim=1)))
         (w_name, b_name), *rest = self._mlp_layers
-        first_w = weights[w_name].reshape(k, *self.layout.shapes[self.layout.names.index(w_name)])
-        width, n_in = first_w.shape[1:]
-        h = nn.functional.linear(x.reshape(batch, n_in), first_w.reshape(k * width, n_in), weights[b_name].reshape(-1))
-        h = h.view(batch, k, width).transpose(0, 1).contiguous()  # (k, B, W)
-        for w_name, b_name in rest:
-            w = weights[w_name].reshape(k, *self.layout.shapes[self.layout.names.index(w_name)])
-            h = torch.baddbmm(weights[b_name].unsqueeze(1), torch.relu(h), w.transpose(1, 2))
+        weights = self._mlp_weights(thetas)
+        width, n_in = weights[w_name].shape[1:]
+        h = nn.functional.linear(x.reshape(batch, n_in), weights[w_name].reshape(k * width, n_in),
+                                 weights[b_name].reshape(-1))
+        return self._mlp_hidden(weights, h.view(batch, k, width).transpose(0, 1).contiguous(), rest)  # (k, B, W)
+
+    def _mlp_per_model(self, thetas: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        """The same stack on a batch per model: every layer one batched product (no vmap dispatch)."""
+        (w_name, b_name), *rest = self._mlp_layers
+        weights = self._mlp_weights(thetas)
+        h = torch.baddbmm(weights[b_name].unsqueeze(1), xs.reshape(*xs.shape[:2], -1), weights[w_name].transpose(1, 2))
+        return self._mlp_hidden(weights, h, rest)
+
+    def _mlp_weights(self, thetas: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{name: (k, *shape)} views of the k parameter vectors."""
+        pieces = torch.split(thetas, [s.numel() for s in self.layout.shapes], dim=1)
+        return {name: piece.reshape(len(thetas), *shape)
+                for name, piece, shape in zip(self.layout.names, pieces, self.layout.shapes)}
+
+    @staticmethod
+    def _mlp_hidden(weights: dict[str, torch.Tensor], h: torch.Tensor, layers: list[tuple[str, str]]) -> torch.Tensor:
+        """ReLU then Linear for each of ``layers``, on the first layer's pre-activations h (k, B, W)."""
+        for w_name, b_name in layers:
+            h = torch.baddbmm(weights[b_name].unsqueeze(1), torch.relu(h), weights[w_name].transpose(1, 2))
         return h
 
     def logits_per_model(self, thetas: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         """thetas (k, d), xs (k, B, ...) -> (k, B, n_classes)."""
         if self._use_loop(thetas.device):
             return torch.stack([self._single(theta, x) for theta, x in zip(thetas, xs)])
+        if self._mlp_layers is not None and self.strategy == "auto" and (self._mlp_flattens or xs.dim() == 3):
+            return self._mlp_per_model(thetas, xs)
         return self._per_model(thetas, xs)
 
 

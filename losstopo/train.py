@@ -160,7 +160,7 @@ def train_epoch(stacked: StackedModel, params: torch.nn.Parameter, optimizer: to
         for group in optimizer.param_groups:
             group["lr"] = lr_of_batch(b)
         idx = order[:, b * config.batch_size:(b + 1) * config.batch_size]  # (K, B)
-        xs = data.x_train[idx]
+        xs = gather_rows(data.x_train, idx)
         if config.augment:
             xs = random_crop_flip(xs.flatten(0, 1), generator=augment_generator).view_as(xs)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
@@ -169,6 +169,12 @@ def train_epoch(stacked: StackedModel, params: torch.nn.Parameter, optimizer: to
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+
+
+def gather_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``x[idx]`` for an index tensor of any shape, as one row copy of the flattened samples (advanced indexing of
+    an image tensor by a 2-D index takes several times longer on CPU; measured in benchmarks/RESULTS.md)."""
+    return x.reshape(len(x), -1).index_select(0, idx.reshape(-1)).view(*idx.shape, *x.shape[1:])
 
 
 def _schedule(config: MinimaConfig, batches_per_epoch: int):

@@ -112,6 +112,32 @@ def test_one_gemm_first_layer_equals_the_vmapped_layers(name, shape):
     assert torch.allclose(fused.logits(thetas, x), vmapped.logits(thetas, x), atol=1e-6)
 
 
+@pytest.mark.parametrize("name, shape", [("fc-1-8", (1, 5, 5)), ("fc-4-16", (3, 4, 4))])
+def test_batched_per_model_mlp_equals_the_vmapped_layers(name, shape):
+    """A batch per model (stacked training): the explicit batched products against vmap, values and gradients."""
+    template = build_model(name, shape, 7)
+    fused, vmapped = StackedModel(template), StackedModel(template, strategy="vmap")
+    thetas = fused.init_thetas(list(range(4)))
+    xs, y = torch.randn(4, 19, *shape), torch.randint(7, (4, 19))
+    out = []
+    for stacked in (fused, vmapped):
+        rows = thetas.clone().requires_grad_(True)
+        logits = stacked.logits_per_model(rows, xs)
+        torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten()).backward()
+        out.append((logits.detach(), rows.grad))
+    assert torch.allclose(out[0][0], out[1][0], atol=1e-6)
+    assert torch.allclose(out[0][1], out[1][1], atol=1e-6)
+
+
+def test_gather_rows_is_advanced_indexing():
+    from losstopo.train import gather_rows
+
+    x = torch.randn(50, 3, 4, 4)
+    idx = torch.randint(50, (6, 9))
+    assert torch.equal(gather_rows(x, idx), x[idx])
+    assert torch.equal(gather_rows(torch.arange(50), idx), torch.arange(50)[idx])
+
+
 def test_only_linear_relu_stacks_take_the_one_gemm_path():
     from losstopo.stacked import mlp_linear_layers
 

@@ -67,7 +67,7 @@ def main() -> None:
         *[functools.partial(path_step_benchmark, name, cifar.subset(sizes[size], 0).to(device), bf16=True)
           for name, size in bf16_convs.items() if bf16_pays],
         lambda: path_maximum_benchmark("fc-4-32", fc_path),  # issue 16: the cost of a maximum to a tolerance
-        lambda: training_benchmark("fc-4-32", mnist.subset(sizes["mnist_train"], 0).to(device)),
+        lambda: training_benchmark("fc-4-32", mnist.subset(sizes["mnist_train"], 0).to(device), k=10),  # issue 17: 10 minima
         lambda: training_benchmark("fc-2-25", mnist.subset(sizes["mnist_train"], 0).to(device), k=6),  # H=25 teachers
         lambda: training_benchmark("cnn-2-64", cifar.subset(sizes["cifar_train"], 0).to(device)),
         lambda: data_loading_benchmark(cifar.subset(sizes["augment"], 0).to(device)),  # no FLOP count
