@@ -108,13 +108,14 @@ def close_stale_runs(experiment: str, stage: str) -> int:
 
 
 def newest_stage_run(experiment: str, stage: str) -> str | None:
-    """The id of the newest finished run of this stage in the tracking store, or None (tracking off, none yet)."""
+    """The id of the newest finished run of this stage in the tracking store (a stage run, not one of its nested
+    variant runs, which carry the same tags), or None (tracking off, none yet)."""
     if not enabled():
         return None
-    runs = _mlflow().search_runs(experiment_names=[experiment], output_format="list", max_results=1,
+    runs = _mlflow().search_runs(experiment_names=[experiment], output_format="list",
                                  filter_string=f"tags.stage = '{experiment}_{stage}' and attributes.status = 'FINISHED'",
                                  order_by=["attributes.start_time DESC"])
-    return runs[0].info.run_id if runs else None
+    return next((run.info.run_id for run in runs if "mlflow.parentRunId" not in run.data.tags), None)
 
 
 @contextmanager

@@ -89,6 +89,8 @@ def test_the_report_names_the_run_that_wrote_the_outputs_and_flags_a_run_cache_r
     for _ in range(2):
         with tracking.stage_run("e", "paths", profile="p", device="cpu", params={}) as run:
             runs.append(run.info.run_id)
+            with tracking.variant_run("v"):  # a nested variant run, newer than its stage run, with its tags
+                pass
     with tracking.stage_run("e", "minima", profile="p", device="cpu", params={}):
         pass  # another stage's newer run does not count
     assert tracking.newest_stage_run("e", "paths") == runs[1]
