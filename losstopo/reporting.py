@@ -101,7 +101,8 @@ def build_report(params: Params, out_dir: Path, experiments: list[str] | None = 
                                when=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     left_out = [name for name in params.experiments if name not in chosen]
     if left_out:
-        preamble += f"\n**Partial report**: not run at this profile, so not reported: {', '.join(left_out)}.\n"
+        preamble += (f"\n**Partial report** (`losstopo report --experiments`): not reported here, though the profile "
+                     f"runs them: {', '.join(left_out)}.\n")
     outside = [name for name in known if name not in params.experiments]
     if outside:
         preamble += (f"\nExperiments outside profile `{params.profile}` (its `experiments` list), not run and not "
