@@ -77,7 +77,7 @@ def main() -> None:
         lambda: permutation_descent_benchmark("fc-2-25", "mnist", 6, sizes["mnist_path"], device),
     ]
     peaks = matmul_peaks(device)  # FLOP/s
-    print(", ".join(f"{name} peak (best matmul or convolution) {flops / 1e9:.1f} GFLOP/s"
+    print(", ".join(f"{name} matmul peak (best of 3 sizes) {flops / 1e9:.1f} GFLOP/s"
                     for name, flops in peaks.items()), flush=True)
     meta = {"device": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
             "threads": torch.get_num_threads(), "torch": torch.__version__, "sizes": sizes,
