@@ -49,11 +49,20 @@ def producing_run(experiment: str, stage: str, timing: dict) -> str:
     return f"`{recorded[:8]}` (not the newest run, `{newest[:8]}`: outputs restored by DVC's run cache)"
 
 
+COMPUTE_STAGES = ("minima", "paths", "curves")  # the stages that write a STAGE_TIMING record
+
+
+def stage_records(experiments: list[str], root: Path = ARTIFACTS) -> dict[tuple[str, str], dict]:
+    """(experiment, stage) -> STAGE_TIMING record, for the compute stages that have one."""
+    return {(experiment, stage): timing for experiment in experiments for stage in COMPUTE_STAGES
+            if (timing := stage_timing(experiment, stage, root)) is not None}
+
+
 def stage_times(experiments: list[str], root: Path = ARTIFACTS) -> str:
     """The preamble's table of compute-stage wall times (from each stage's STAGE_TIMING file) and their sum."""
     rows, total = [], 0.0
     for experiment in experiments:
-        for stage in ("minima", "paths", "curves"):
+        for stage in COMPUTE_STAGES:
             timing = stage_timing(experiment, stage, root)
             if stage == "curves" and timing is None:  # only the experiments whose paths.method asks for curves
                 continue
@@ -78,8 +87,7 @@ def save_report_metrics(experiments: list[str], claims, out_dir: Path, root: Pat
         for variant, values in (load_json(path) if path.is_file() else {}).items():
             if isinstance(values, dict) and isinstance(values.get("to_score"), (int, float)):
                 rows.append({"experiment": experiment, "variant": variant, "to_score": values["to_score"]})
-    wall = sum(timing["wall_s"] for experiment in experiments for stage in ("minima", "paths", "curves")
-               if (timing := stage_timing(experiment, stage, root)) is not None)
+    wall = sum(timing["wall_s"] for timing in stage_records(experiments, root).values())
     save_json({"claims": {verdict.replace(" ", "_"): sum(c.verdict == verdict for c in claims)
                           for verdict in VERDICTS},
                "to_score": {f"{row['experiment']}/{row['variant']}": row["to_score"] for row in rows},
@@ -111,9 +119,9 @@ def build_report(params: Params, out_dir: Path, experiments: list[str] | None = 
     path = render(sections, out_dir, figures, preamble)
     save_report_metrics(list(chosen), [c for s in sections for c in s.claims], out_dir)
     with tracking.stage_run("report", "report", profile=params.profile, device="cpu", params={}):
-        tracking.set_tags({f"outputs_run.{experiment}_{stage}": timing["mlflow_run_id"] for experiment in chosen
-                           for stage in ("minima", "paths", "curves")
-                           if (timing := stage_timing(experiment, stage)) and timing.get("mlflow_run_id")})
+        tracking.set_tags({f"outputs_run.{experiment}_{stage}": timing["mlflow_run_id"]
+                           for (experiment, stage), timing in stage_records(list(chosen)).items()
+                           if timing.get("mlflow_run_id")})
         for name in ("report.md", "report.html", "claims.json", "metrics.json"):
             tracking.log_artifact(out_dir / name)
         claims = [c.as_dict() for s in sections for c in s.claims]
