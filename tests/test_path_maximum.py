@@ -124,17 +124,34 @@ def _problem(loss_fn, b):
     return loss
 
 
-def test_a_certified_maximum_needs_no_further_work(toy):
-    """The refined paths again: a maximum at a point whose refinement converged is refined once more (a new call
-    does not know it converged), converges at once and keeps its value."""
+def test_a_settled_maximum_is_bracketed_without_further_work(toy):
+    """The refined paths again: every point now lies within 1% of the maximum and the d = 0 point's descent
+    converged, so the maximum is bracketed between them and nothing is refined. Told that the d = 0 descent moved
+    its loss by 5%, only the start (loss 0) is below: the argmax is refined once more (a new call does not know it
+    converged), converges at once and keeps its value."""
     merges, loss_fn, maxima = toy
     for b, (merge, maximum) in enumerate(zip(merges, maxima)):
         refined = dataclasses.replace(merge, losses=maximum.losses,
                                       params=[maximum.points.get(k, p) for k, p in enumerate(merge.params)])
         again = certify_maxima([refined], _problem(loss_fn, b), BUDGET, RULE)[0]
         assert maximum.index != len(merge.losses) - 1  # the toy's maxima are interior
-        assert again.certified and again.index == maximum.index and again.refined == [maximum.index]
-        assert again.value == pytest.approx(maximum.value, rel=TOLERANCE) and again.value <= maximum.value
+        assert again.bracketed and not again.certified and again.refined == []
+        assert again.lower == float(maximum.losses[-1]) < again.value == float(maximum.losses.max())
+        assert again.value - again.lower <= TOLERANCE * again.value
+        unsure = dataclasses.replace(refined, final_half_loss=1.05 * float(refined.losses[-1]))
+        once_more = certify_maxima([unsure], _problem(loss_fn, b), BUDGET, RULE)[0]
+        assert once_more.certified and once_more.bracketed and once_more.lower == once_more.value
+        assert once_more.index == maximum.index and once_more.refined == [maximum.index]
+        assert once_more.value == pytest.approx(maximum.value, rel=TOLERANCE) and once_more.value <= maximum.value
+
+
+def test_a_wide_bracket_is_not_a_result(toy):
+    """Before any refinement the toy's maxima lie far above every converged point: not bracketed, not certified."""
+    merges, loss_fn, _ = toy
+    for b, merge in enumerate(merges):
+        none = certify_maxima([merge], _problem(loss_fn, b), BUDGET, RULE, max_refinements=0)[0]
+        assert not none.certified and not none.bracketed
+        assert none.value - none.lower > TOLERANCE * none.value
 
 
 def test_the_d0_point_counts_as_refined_by_its_own_final_descent(toy):

@@ -74,9 +74,15 @@ def test_stages_paths_summary_and_report_section(tiny_params, tmp_path):
     l, m = merged["pair"]
     assert np.allclose(merged["permutation_vectors"][l], merged["permutation_vectors"][m], atol=1e-10)
 
+    for record in (r for v in mnist for r in v["paths"]):  # each maximum refined (refine_budget 8, at most 2 times)
+        assert len(record["refined"]) <= 2 and len(record["refined_half_losses"]) == len(record["refined"])
+        assert record["maximum_lower_bound"] <= record["certified_maximum"] <= record["barrier"]
+        assert record["certified_maximum"] == max(record["refined_losses"])
+        assert record["maximum_bracketed"] == (record["certified_maximum"] - record["maximum_lower_bound"]
+                                               <= 0.01 * record["certified_maximum"])
     summary = _read(base / "topology/summary.json")
     metrics = _read(base / "topology_metrics.json")
-    barriers = {h: [r["barrier"] for r in v["paths"]] for h, v in zip((4, 6), mnist)}
+    barriers = {h: [r["certified_maximum"] for r in v["paths"]] for h, v in zip((4, 6), mnist)}
     for h in (4, 6):
         assert summary["mnist"]["per_H"][str(h)]["barrier_mean"] == pytest.approx(np.mean(barriers[h]))
         assert metrics[f"barrier_mean_H{h}"] == pytest.approx(np.mean(barriers[h]))
@@ -214,3 +220,14 @@ def test_each_claim_reads_the_convergence_of_what_it_uses():
     assert permutation_point_converged(record)
     del record["half_budget_losses"], record["final_half_loss"]
     assert permutation_point_converged(record) and not barrier_converged(record)  # flags: step 3 yes, step 2 no
+    # a refined maximum (losstopo.path_maximum) is converged when bracketed, whatever the flags say; it is the barrier
+    record |= {"certified_maximum": 1.9, "maximum_lower_bound": 1.0, "maximum_bracketed": False, "refined": [],
+               "pair": [0, 1], "permutation_loss": 1.0, "distances": [3.0, 2.0, 1.0, 0.0, 0.0, 1.0, 2.0, 3.0],
+               "start_vectors": [], "permutation_vectors": []}
+    assert not barrier_converged(record) and summarise_path(record)["barrier"] == 1.9
+    record["converged"][2] = True
+    assert not barrier_converged(record)
+    record["maximum_bracketed"] = True
+    assert barrier_converged(record)
+    summary = summarise_path(record)
+    assert summary["uniform_budget_barrier"] == 2.0 and summary["barrier_refined"] and summary["refinements"] == 0

@@ -47,7 +47,7 @@ EXPERIMENTS = {
     "permutation_barrier": {
         "toy": {"n_inputs": 200, "hidden": 4, "n_steps": 6, "final_ratio": 1.0e-3, "seed": 1},
         "mnist": {"widths": [4, 6], "n_seeds": 2, "epochs": 1, "batch_size": 64, "train_subset": 512,
-                  "path_subset": 128, "n_steps": 5, "final_ratio": 1.0e-3},
+                  "path_subset": 128, "n_steps": 5, "final_ratio": 1.0e-3, "refine_budget": 8, "max_refinements": 2},
         "convergence": {"max_iter": 8, "rel_tol": 1.0e-6, "abs_tol": 1.0e-12},
     },
 }

@@ -24,13 +24,14 @@ from losstopo.executor import Executor, Job, JobCache, job_address
 from losstopo.hessian import extreme_eigenvalues
 from losstopo.io import load_json, save_json, save_torch
 from losstopo.job_data import DataRequest, job_dataset, job_provenance
+from losstopo.path_maximum import certify_maxima
 from losstopo.paths_stage import tensor_digest
 from losstopo.permutation import (Convergence, InputWhitening, MLPParams, PermutationPath, QuadraticLoss,
                                   incoming_cosine_similarity, incoming_vectors, merge_candidates, permutation_paths,
                                   quadratic_loss)
 from losstopo.stage_frame import ARTIFACTS, compute_stage, resolve_device, stage_dir
 
-PATH_CODE = module_version("losstopo.permutation", "losstopo.descent", "losstopo.hessian")  # in path addresses
+PATH_CODE = module_version("losstopo.permutation", "losstopo.descent", "losstopo.hessian", "losstopo.path_maximum")  # in path addresses
 HESSIAN_ITERATIONS = 60  # Lanczos steps for the extreme eigenvalues at each permutation point
 
 
@@ -129,6 +130,8 @@ class MnistPathJob:
     rule: Convergence
     device: str
     whiten_ridge: float | None = None
+    refine_budget: int | None = None  # certify each path's maximum (losstopo.path_maximum); None: not refined
+    max_refinements: int = 10
 
 
 def mnist_path_job(shared: dict[int, torch.Tensor], job: MnistPathJob) -> list[dict]:
@@ -144,9 +147,12 @@ def mnist_path_job(shared: dict[int, torch.Tensor], job: MnistPathJob) -> list[d
     paths, half_budget = (permutation_paths(teachers, MNIST_LAYER, pairs, loss_fn, job.n_steps, job.final_ratio, rule,
                                             whitening=whitening)
                           for rule in (job.rule, halved(job.rule)))
+    maxima = ([None] * len(paths) if job.refine_budget is None else
+              certify_maxima([path.merge for path in paths], loss_fn, job.refine_budget, job.rule,
+                             job.max_refinements, whitening=whitening))
     outputs = []
-    for teacher, (l, m), path, check in zip(teachers, pairs, paths, half_budget):
-        record = path_record(path) | {
+    for teacher, (l, m), path, check, maximum in zip(teachers, pairs, paths, half_budget, maxima):
+        record = path_record(path) | ({} if maximum is None else maximum.record()) | {
             "half_budget_losses": check.losses.tolist(),
             "cosine_similarity": float(incoming_cosine_similarity(teacher, MNIST_LAYER)[l, m]),
             "active_fraction": active_fraction(teacher, MNIST_LAYER, inputs)[[l, m]].tolist(),
@@ -174,7 +180,7 @@ def curvature_at(point: torch.Tensor, layer_sizes: list[int], loss_fn: Quadratic
 def _mnist_path_job(cfg: MNISTTeachersConfig, width: int, address: str, saved: dict, data: DataConfig,
                     rule: Convergence, device: str) -> Job:
     spec = MnistPathJob(width, tuple(saved["layer_sizes"]), data, path_request(cfg), cfg.n_steps, cfg.final_ratio,
-                        rule, device, cfg.whiten_ridge)
+                        rule, device, cfg.whiten_ridge, cfg.refine_budget, cfg.max_refinements)
     return Job(job_address(mnist_path_job, "mnist-paths", address, spec, tensor_digest(saved["thetas"])), spec)
 
 
@@ -210,7 +216,8 @@ def _paths_mnist(config: PermutationBarrierConfig, minima_root: Path, out_root: 
     for width in cfg.widths:
         saved = torch.load(minima_root / mnist_key(width) / "teachers.pt", map_location="cpu", weights_only=True)
         address = content_hash(PATH_CODE, saved["address"], cfg.path_subset, cfg.n_steps, cfg.final_ratio, rule,
-                               cfg.whiten_ridge, str(MNIST_DTYPE), dataset.source)
+                               cfg.whiten_ridge, str(MNIST_DTYPE), dataset.source,
+                               *(() if cfg.refine_budget is None else (cfg.refine_budget, cfg.max_refinements)))
         if saved_record(out_root / mnist_key(width) / "paths.json", address) is None:
             todo.append((width, address, saved))
             shared[width] = saved["thetas"]

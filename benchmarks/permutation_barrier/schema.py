@@ -66,10 +66,17 @@ class MNISTTeachersConfig:
     # iterations of the descent at d = 0 (the permutation point, where the saddle, accuracy and loss-at-saddle
     # claims read), in two halves: the second half's change is the point's convergence; null: a step like the others
     final_max_iter: int | None = None
+    # certify each path's maximum by refining its argmax step (losstopo.path_maximum): L-BFGS iterations per
+    # refinement (two halves) and at most max_refinements a path; null: the maximum's convergence is judged by
+    # descending the whole path again at half the budget, as every step's
+    refine_budget: int | None = None
+    max_refinements: int = 10
 
     def validate(self, where: str) -> None:
         require_distinct(self.widths, where, "widths")
-        require_positive(self, where, "whiten_ridge", "final_max_iter")
+        require_positive(self, where, "whiten_ridge", "final_max_iter", "max_refinements")
+        require(self.refine_budget is None or self.refine_budget >= 2, where, "refine_budget",
+                "must be >= 2 (two halves) or null")
         require(self.final_max_iter is None or self.final_max_iter >= 2, where, "final_max_iter",
                 "must be >= 2 (two halves) or null")
         require(min(self.widths) >= 2, where, "widths", "must all be >= 2 (two neurons are merged)")

@@ -64,9 +64,18 @@ def permutation_point_converged(record: dict) -> bool:
     return bool(record["converged"][record["merge_points"] - 1])
 
 
+def barrier(record: dict) -> float:
+    """The path's maximum: certified by refinement where the paths stage refined it (``certified_maximum``: never
+    above the uniform-budget path's), else the uniform-budget path's."""
+    return record.get("certified_maximum", record["barrier"])
+
+
 def barrier_converged(record: dict) -> bool:
-    """The path's maximum is converged: halving the budget moved it by at most MONOTONE_TOLERANCE of itself (without a
-    half-budget run: the descent of the step where it lies met the rule)."""
+    """The path's maximum is converged: refined, its bracket (the converged maximum lies between the largest loss of a
+    converged step and it) is within the refinement's tolerance of it; else halving the budget moved it by at most
+    MONOTONE_TOLERANCE of itself (without a half-budget run: the descent of the step where it lies met the rule)."""
+    if "maximum_bracketed" in record:
+        return bool(record["maximum_bracketed"])
     if "half_budget_losses" in record:
         return moved_within(max(record["losses"]), max(record["half_budget_losses"]), record["barrier"])
     return bool(record["converged"][int(np.argmax(record["losses"][:record["merge_points"]]))])
@@ -75,9 +84,12 @@ def barrier_converged(record: dict) -> bool:
 def summarise_path(record: dict) -> dict:
     """One path's barrier, monotone rise, where its maximum lies, and the curves of the merge."""
     index, merge = record["permutation_index"], record["merge_points"]
-    out = {"pair": record["pair"], "barrier": record["barrier"], "permutation_loss": record["permutation_loss"],
+    height = barrier(record)
+    out = {"pair": record["pair"], "barrier": height, "permutation_loss": record["permutation_loss"],
            "monotone": monotone_rise(record["losses"], index),
-           "barrier_at_permutation_point": record["permutation_loss"] >= (1 - MONOTONE_TOLERANCE) * record["barrier"],
+           "barrier_at_permutation_point": record["permutation_loss"] >= (1 - MONOTONE_TOLERANCE) * height,
+           "barrier_refined": "certified_maximum" in record, "uniform_budget_barrier": record["barrier"],
+           "refinements": len(record.get("refined", [])),
            "converged_fraction": converged_fraction(record), "half_budget": "half_budget_losses" in record,
            "permutation_point_converged": permutation_point_converged(record),
            "barrier_converged": barrier_converged(record),
@@ -112,6 +124,7 @@ def summarise_widths(paths: list[dict], widths: list[int]) -> dict:
             "n_paths": len(rows), "barrier_mean": float(np.mean(barriers)), "barrier_std": _std(barriers),
             "permutation_loss_mean": float(np.mean([p["permutation_loss"] for p in rows])),
             "n_monotone": int(sum(p["monotone"] for p in rows)),
+            "n_barrier_converged": int(sum(p["barrier_converged"] for p in rows)),
             "accuracy_drop_mean": float(np.mean([p["accuracy_drop"] for p in rows])),
             "teacher_train_acc_mean": float(np.mean([p["teacher_train_acc"] for p in rows])),
             "converged_fraction": float(np.mean([p["converged_fraction"] for p in rows])),
