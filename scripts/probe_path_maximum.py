@@ -49,8 +49,8 @@ def main() -> None:
     rule = dataclasses.replace(convergence_rule(config.convergence), final_max_iter=cfg.final_max_iter)
     minima = stage_dir("permutation_barrier", "minima", ARTIFACTS) / mnist_key(args.width)
     saved = torch.load(minima / "teachers.pt", map_location="cpu", weights_only=True)
-    committed = json.loads((stage_dir("permutation_barrier", "paths", ARTIFACTS) / mnist_key(args.width)
-                            / "paths.json").read_text())["paths"]
+    committed_file = stage_dir("permutation_barrier", "paths", ARTIFACTS) / mnist_key(args.width) / "paths.json"
+    committed = json.loads(committed_file.read_text())["paths"] if committed_file.is_file() else None
 
     dataset = job_dataset(stage_data(params, ["mnist"]), path_request(cfg))
     inputs = dataset.x_train.to(MNIST_DTYPE).flatten(1)
@@ -77,7 +77,7 @@ def main() -> None:
         merge = path.merge
         before = float(merge.losses.max())
         rows.append({
-            "H": args.width, "teacher": k, "pair": list(pairs[len(rows)]), "committed_barrier": committed[k]["barrier"],
+            "H": args.width, "teacher": k, "pair": list(pairs[len(rows)]), "committed_barrier": committed[k]["barrier"] if committed else None,
             "max_before": before, "argmax_before": int(merge.losses.argmax()), "max_after": maximum.value,
             "argmax_after": maximum.index, "n_points": len(merge.losses), "certified": maximum.certified,
             "refinements": len(maximum.refined), "refined": maximum.refined, "iterations": maximum.iterations,
@@ -86,8 +86,9 @@ def main() -> None:
             "path_s": path_s, "refine_s": refine_s, **maximum.record()})
         row = rows[-1]
         print(f"H = {args.width} teacher {k}: max before {before:.5g} (point {row['argmax_before']}, committed "
-              f"{row['committed_barrier']:.5g}), after {maximum.value:.5g} (point {maximum.index}; "
-              f"{(before - maximum.value) / before:.1%} lower), certified {maximum.certified}, "
+              f"{row['committed_barrier']}), after {maximum.value:.5g} (point {maximum.index}; "
+              f"{(before - maximum.value) / before:.1%} lower), certified {maximum.certified}, bracketed "
+              f"{maximum.bracketed} (lower bound {maximum.lower:.5g}), "
               f"{len(maximum.refined)} refinements {maximum.refined}, {maximum.iterations} iterations; "
               f"loss at d = 0 {row['permutation_loss']:.5g} (converged {row['point_converged']})", flush=True)
     if args.out is not None:

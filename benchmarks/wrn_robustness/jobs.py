@@ -108,15 +108,22 @@ def _study_losses(spec: StudySpec) -> tuple[DatasetLoss, DatasetLoss, int]:
     return train_loss, _eval_loss(stacked, dataset.x_train, dataset.y_train), len(dataset.y_train)
 
 
+def _in_groups(evaluate, n_items: int, points_per_item: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """``evaluate(group)`` -> (the points' coordinates, losses (items, points)) over groups of items that fit
+    EVAL_POINT_BUDGET: the coordinates (the same for every group) and all items' losses."""
+    coordinates, losses = None, []
+    for group in _groups(n_items, points_per_item, dim):
+        coordinates, part = evaluate(group)
+        losses.append(part)
+    return coordinates, np.concatenate(losses)
+
+
 def _curve_losses(eval_loss: DatasetLoss, start: torch.Tensor, bends: torch.Tensor, end: torch.Tensor,
                   cfg: CurveConfig) -> tuple[np.ndarray, np.ndarray]:
-    """t (n_eval,) and losses (P, n_eval), evaluated in groups of curves that fit EVAL_POINT_BUDGET."""
-    t, losses = None, []
-    for group in _groups(len(start), cfg.n_eval, start.shape[1]):
-        t, part = evaluate_curves(eval_loss, start[group], bends[group], end[group], cfg.kind, cfg.n_eval,
-                                  max_models=EVAL_MODELS)
-        losses.append(part)
-    return t, np.concatenate(losses)
+    """t (n_eval,) and losses (P, n_eval)."""
+    return _in_groups(lambda group: evaluate_curves(eval_loss, start[group], bends[group], end[group], cfg.kind,
+                                                    cfg.n_eval, max_models=EVAL_MODELS),
+                      len(start), cfg.n_eval, start.shape[1])
 
 
 def curves_job(shared: dict[str, dict], job: CurvesJob) -> dict:
@@ -140,14 +147,11 @@ def curves_job(shared: dict[str, dict], job: CurvesJob) -> dict:
 
 def _triangle_losses(eval_loss: DatasetLoss, vertices: torch.Tensor, sides: torch.Tensor, centre: torch.Tensor,
                      cfg: CurveConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The barycentric grid (m, 3) and losses (T, m), evaluated in groups of triangles that fit EVAL_POINT_BUDGET."""
-    grid, losses = None, []
+    """The barycentric grid (m, 3) and losses (T, m)."""
     m = (cfg.triangle_resolution + 1) * (cfg.triangle_resolution + 2) // 2
-    for group in _groups(len(vertices), m, vertices.shape[-1]):
-        grid, part = evaluate_triangles(eval_loss, vertices[group], sides[group], centre[group],
-                                        cfg.triangle_resolution, max_models=EVAL_MODELS)
-        losses.append(part)
-    return grid, np.concatenate(losses)
+    return _in_groups(lambda group: evaluate_triangles(eval_loss, vertices[group], sides[group], centre[group],
+                                                       cfg.triangle_resolution, max_models=EVAL_MODELS),
+                      len(vertices), m, vertices.shape[-1])
 
 
 def triangles_job(shared: dict[str, dict], job: TrianglesJob) -> dict:
