@@ -23,8 +23,9 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.permutation_barrier import (MNIST_DTYPE, MNIST_LAYER, convergence_rule, mnist_key, own_outputs_loss,
-                                            path_request, teachers_from_thetas)
+from benchmarks.permutation_barrier.paths import convergence_rule
+from benchmarks.permutation_barrier.teachers import own_outputs_loss, teachers_from_thetas
+from benchmarks.permutation_barrier.variants import MNIST_DTYPE, MNIST_LAYER, mnist_key, path_request
 from losstopo.config import load_params
 from losstopo.path_maximum import certify_maxima
 from losstopo.permutation import InputWhitening, merge_candidates, permutation_paths
