@@ -140,7 +140,7 @@ def certify_maxima(merges: list[MergePath], loss_fn: BatchLossFn, budget: int, r
             k = int(torch.argmax(state.losses))
             state.index, state.value, state.lower = k, float(state.losses[k]), _lower_bound(state)
             state.certified = state.converged.get(k, False)
-            state.bracketed = state.value - state.lower <= tolerance * abs(state.value)
+            state.bracketed = moved_within(state.value, state.lower, tolerance)
             if state.certified or state.bracketed or len(state.refined) >= max_refinements:
                 finished[b] = True
             else:

@@ -78,7 +78,8 @@ def main() -> None:
         merge = path.merge
         before = float(merge.losses.max())
         rows.append({
-            "H": args.width, "teacher": k, "pair": list(pairs[len(rows)]), "committed_barrier": committed[k]["barrier"] if committed else None,
+            "H": args.width, "teacher": k, "pair": list(pairs[len(rows)]),
+            "committed_barrier": committed[k]["barrier"] if committed else None,
             "max_before": before, "argmax_before": int(merge.losses.argmax()), "max_after": maximum.value,
             "argmax_after": maximum.index, "n_points": len(merge.losses), "certified": maximum.certified,
             "refinements": len(maximum.refined), "refined": maximum.refined, "iterations": maximum.iterations,

@@ -31,7 +31,8 @@ from losstopo.permutation import (Convergence, InputWhitening, MLPParams, Permut
                                   quadratic_loss)
 from losstopo.stage_frame import ARTIFACTS, compute_stage, resolve_device, stage_dir
 
-PATH_CODE = module_version("losstopo.permutation", "losstopo.descent", "losstopo.hessian", "losstopo.path_maximum")  # in path addresses
+# in path addresses
+PATH_CODE = module_version("losstopo.permutation", "losstopo.descent", "losstopo.hessian", "losstopo.path_maximum")
 HESSIAN_ITERATIONS = 60  # Lanczos steps for the extreme eigenvalues at each permutation point
 
 

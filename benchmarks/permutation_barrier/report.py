@@ -13,6 +13,7 @@ from benchmarks.permutation_barrier.topology import MONOTONE_TOLERANCE
 from benchmarks.permutation_barrier.variants import NAME
 from losstopo import plots
 from losstopo.io import load_json
+from losstopo.path_maximum import RELATIVE_TOLERANCE
 from losstopo.report import Section
 from losstopo.stage_frame import ARTIFACTS, stage_dir
 
@@ -44,8 +45,9 @@ def report_section(config: PermutationBarrierConfig, figures: Path, root: Path =
         f"along the whole path (start, merge, equalisation, mirrored half)"
         + (f"; on MNIST, certified by refinement: the step at the maximum is descended again "
            f"({settings['mnist']['refine_budget']:,} L-BFGS iterations in two halves) and replaced by the result, "
-           f"until the maximum lies at a converged step or within 1% of the highest converged step's loss (then the "
-           f"converged path's maximum is bracketed between the two), at most {settings['mnist']['max_refinements']} "
+           f"until the maximum lies at a converged step or within {RELATIVE_TOLERANCE:.0%} of the highest converged "
+           f"step's loss (then the converged path's maximum is bracketed between the two), at most "
+           f"{settings['mnist']['max_refinements']} "
            f"times a path" if settings["mnist"].get("refine_budget") else "")
         + f". *Converged steps* is the fraction of "
         f"distance steps whose descent met the rule within {conv['max_iter']} iterations (toy), or (MNIST) whose loss "
