@@ -10,11 +10,12 @@ from torch import nn
 from benchmarks.perf.data_loading import data_loading_benchmark
 from benchmarks.perf.flops import forward_macs_per_image, matmul_peak, rates, step_flops_per_sample
 from benchmarks.perf.path_step import path_step_benchmark
-from benchmarks.perf.permutation_descent import permutation_descent_benchmark
+from benchmarks.perf.permutation_descent import CountedLoss, mlp_macs, permutation_descent_benchmark
 from benchmarks.perf.training import training_benchmark
 from benchmarks.perf.wrn_throughput import wrn_throughput_benchmark
 from losstopo.data import REGISTRY, synthetic_dataset
 from losstopo.models import build_model
+from losstopo.permutation import MLPParams, quadratic_loss
 
 CPU = torch.device("cpu")
 
@@ -38,6 +39,24 @@ def test_benchmarks_run_and_count_their_flops():
     assert [r["precision"] for r in results[:4]] == ["fp32", "fp32", "fp32", "bf16"]
     fc = build_model("fc-1-8", (1, 28, 28), 10)
     assert results[4]["flops"] == step_flops_per_sample(fc, (1, 28, 28)) * 2 * 2 * 128  # 2 minima x 2 batches of 128
+    toy, mnist_merge = results[6], results[7]
+    assert "flops" not in toy  # float64: no peak to compare with
+    # the same descents batched or one by one: the same evaluations, unless rounding moved a line search
+    assert mnist_merge["flops"] > 0 and 0.8 < mnist_merge["baseline_flops"] / mnist_merge["flops"] < 1.25
+
+
+def test_counted_loss_counts_mlp_evaluations_by_hand():
+    torch.manual_seed(0)
+    assert mlp_macs((2, 3, 1)) == [6, 3]
+    inputs = torch.randn(5, 2)
+    teacher = MLPParams([torch.randn(3, 2), torch.randn(1, 3)], [torch.randn(3), torch.randn(1)])
+    loss = CountedLoss(quadratic_loss(inputs, teacher.forward(inputs)), n_inputs=5, macs=mlp_macs((2, 3, 1)))
+    stack = MLPParams([w.expand(4, *w.shape).clone().requires_grad_(True) for w in teacher.weights],
+                      [b.expand(4, *b.shape).clone() for b in teacher.biases])
+    # forward 2 x 9 MACs; backward: weight gradients 2 x 9, input gradient of the second layer 2 x 3 = 42 per sample
+    assert loss.counting(lambda: loss(stack, torch.zeros(4, dtype=torch.long))) == 4 * 5 * 42
+    with torch.no_grad():  # forward only
+        assert loss.counting(lambda: loss(stack, torch.zeros(4, dtype=torch.long))) == 4 * 5 * 18
 
 
 def test_step_flops_count_by_hand_on_a_tiny_fc_net():

@@ -3,13 +3,16 @@
 The baseline is the library's own merge run path by path (``merge_neurons``: a problem alone, its
 own forward and backward per evaluation). The fast path descends every path in the same tensor
 operations (``merge_neurons_batch``): the toy's pairs of one teacher, or the teachers of one width.
-Both run a fixed number of iterations (no early stop) from the same starts.
+Both run a fixed number of iterations (no early stop) from the same starts. How often L-BFGS evaluates the
+loss depends on its line searches, so the FLOPs are counted as the descents run (:class:`CountedLoss`): each
+network evaluated with a gradient costs a forward and a backward pass, each one evaluated without, a forward.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+from typing import Callable
 
 import torch
 
@@ -26,13 +29,42 @@ from losstopo.stacked import StackedModel
 
 
 @dataclasses.dataclass
+class CountedLoss:
+    """``loss`` of MLPs with per-sample ``macs`` on ``n_inputs`` inputs, adding up the FLOPs of every network it
+    evaluates (``benchmarks.perf.flops``' convention). A loss that needs a gradient is taken to get its backward
+    pass (the descent differentiates every loss it evaluates with autograd on)."""
+
+    loss: QuadraticLoss
+    n_inputs: int
+    macs: list[int]
+    flops: int = 0
+
+    def __call__(self, params: MLPParams, index: torch.Tensor | None = None) -> torch.Tensor:
+        losses = self.loss(params, index)
+        backward = 2 * sum(self.macs) + 2 * sum(self.macs[1:]) if losses.requires_grad else 0
+        self.flops += losses.numel() * self.n_inputs * (2 * sum(self.macs) + backward)
+        return losses
+
+    def counting(self, call: Callable[[], object]) -> int:
+        """The FLOPs of the evaluations made during ``call()``."""
+        self.flops = 0
+        call()
+        return self.flops
+
+
+def mlp_macs(layer_sizes: tuple[int, ...]) -> list[int]:
+    """Multiply-adds per sample of each layer of an MLP with these layer sizes."""
+    return [n_in * n_out for n_in, n_out in zip(layer_sizes, layer_sizes[1:])]
+
+
+@dataclasses.dataclass
 class DescentProblems:
     """Teachers (each its own target, as in the stage), the pair each one merges, and their loss."""
 
     teachers: list[MLPParams]
     layer: int
     pairs: list[tuple[int, int]]
-    loss_fn: QuadraticLoss
+    loss_fn: CountedLoss
 
     def merge(self, rule: Convergence) -> list[MergePath]:
         """All merges descending together, one distance and then d = 0."""
@@ -56,7 +88,8 @@ def descent_problems(model: str, dataset: str, n_paths: int, n_inputs: int, devi
         inputs, layer, normalise = torch.randn(n_inputs, sizes[0], dtype=MNIST_DTYPE), MNIST_LAYER, True
         pairs = [merge_candidates(t, layer) for t in teachers]
     teachers, inputs = [t.to(device=device) for t in teachers], inputs.to(device)
-    return DescentProblems(teachers, layer, pairs, own_outputs_loss(teachers, inputs, normalise))
+    loss = CountedLoss(own_outputs_loss(teachers, inputs, normalise), n_inputs, mlp_macs(teachers[0].layer_sizes))
+    return DescentProblems(teachers, layer, pairs, loss)
 
 
 def fixed_iterations(rule: Convergence, iterations: int) -> Convergence:
@@ -83,6 +116,10 @@ def permutation_descent_benchmark(model: str, dataset: str, n_paths: int, n_inpu
             raise AssertionError(f"batched and one-by-one merges differ: {fast.losses} vs {plain.losses}")
     baseline = seconds_per_call(one_after_another, device, repeats)
     fast = seconds_per_call(lambda: problems.merge(rule), device, repeats)
+    # the toy runs in float64, which has no measured peak: no FLOP count
+    counts = {} if dataset == "toy" else {
+        "flops": problems.loss_fn.counting(lambda: problems.merge(rule)),
+        "baseline_flops": problems.loss_fn.counting(one_after_another), "precision": "fp32"}
     return {"benchmark": f"permutation merge descent, {n_paths} paths, {model}, {n_inputs} inputs, "
                          f"2 x {iterations} L-BFGS iterations",
-            "baseline_s": baseline, "fast_s": fast, "speedup": baseline / fast, "device": str(device)}
+            "baseline_s": baseline, "fast_s": fast, "speedup": baseline / fast, "device": str(device)} | counts
