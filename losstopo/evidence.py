@@ -118,6 +118,40 @@ def trend_test(x: Sequence[float], y: Sequence[float], direction: str = "decreas
                       max(trend_min_p(x, draws, relabel.exact), reached_p))
 
 
+def interval_trend_test(x: Sequence[float], lower: Sequence[float], upper: Sequence[float],
+                        direction: str = "decreasing", *, draws: int = PERMUTATIONS, seed: int = 0) -> TestResult:
+    """:func:`trend_test` of values known only within measured bounds: unit i's value lies in [lower_i, upper_i].
+
+    Each pair of units at different x adds to Kendall's S its least favourable sign for the claimed direction
+    over the two intervals (its most favourable one for the opposite direction's p), so S is bounded over every
+    assignment of values inside the bounds, and the p-value, read from the null distribution of S for distinct
+    values (continuous values are distinct), is the largest any such assignment could give: valid whichever
+    values the bounds hold. Point bounds (lower = upper, distinct) give :func:`trend_test`'s p."""
+    if direction not in ("decreasing", "increasing"):
+        raise ValueError(f"direction must be 'decreasing' or 'increasing', got {direction!r}")
+    x, lower, upper = (np.asarray(v, float) for v in (x, lower, upper))
+    if np.any(lower > upper):
+        raise ValueError("every lower bound must be <= its upper bound")
+    name = f"permutation test of Kendall's S at its least favourable over each unit's bounds, one-sided ({direction})"
+    if len(x) < 2 or np.ptp(x) == 0:
+        return TestResult(name, float("nan"), float("nan"), float("nan"), "tau", len(x), float("nan"), 1.0)
+    earlier = x[:, None] < x[None, :]  # pairs (i, j) with x_i < x_j; their S term is -sign(y_i - y_j)
+    s_high = float(np.sum(-np.sign(lower[:, None] - upper[None, :])[earlier]))  # the largest S in the bounds
+    s_low = float(np.sum(-np.sign(upper[:, None] - lower[None, :])[earlier]))  # the smallest
+    relabel = _permutations(len(x), draws, np.random.default_rng(seed))
+    null = kendall_s(x, np.arange(len(x), dtype=float)[relabel.rows])
+    p_high_small = _p_values(s_high, null, relabel.exact)[0]  # decreasing: even the largest S is this small
+    p_low_large = _p_values(s_low, null, relabel.exact)[1]  # increasing: even the smallest S is this large
+    observed, p, p_other = ((s_high, p_high_small, p_low_large) if direction == "decreasing"
+                            else (s_low, p_low_large, p_high_small))
+    pairs = math.comb(len(x), 2)
+    _, counts = np.unique(x, return_counts=True)
+    tied_x = sum(math.comb(int(m), 2) for m in counts)
+    tau = observed / math.sqrt((pairs - tied_x) * pairs)  # Kendall's tau-b of distinct values
+    return TestResult(name, observed, p, tau, "tau (least favourable)", len(x), p_other,
+                      trend_min_p(x, draws, relabel.exact))
+
+
 def trend_min_p(x: np.ndarray, draws: int, exact: bool) -> float:
     """Smallest attainable p of :func:`trend_test` at design x, for distinct values: the perfect ordering is
     reached by prod(m_k!) of the n! relabellings (m_k units at level k). Tied values can only raise it: the
@@ -224,6 +258,20 @@ def trend_null_rate(x: Sequence[float], direction: str = "decreasing", draws: in
     x = np.asarray(x, float)
     return null_rate(lambda rng: trend_test(x, rng.standard_normal(len(x)), direction, draws=permutations,
                                             seed=int(rng.integers(2**31))), draws)
+
+
+def interval_trend_null_rate(x: Sequence[float], direction: str = "decreasing", relative_width: float = 0.1,
+                             draws: int = NULL_DRAWS, permutations: int = 999) -> float:
+    """Size of :func:`interval_trend_test` at design x when the units' values are i.i.d. standard normal and each
+    is known within bounds reaching |N(0, relative_width)| below and above it."""
+    x = np.asarray(x, float)
+
+    def procedure(rng: np.random.Generator) -> TestResult:
+        values = rng.standard_normal(len(x))
+        below, above = np.abs(rng.normal(0.0, relative_width, (2, len(x))))
+        return interval_trend_test(x, values - below, values + above, direction, draws=permutations,
+                                   seed=int(rng.integers(2**31)))
+    return null_rate(procedure, draws)
 
 
 def group_null_rate(n_a: int, n_b: int, draws: int = NULL_DRAWS) -> float:

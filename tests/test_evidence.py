@@ -141,3 +141,41 @@ def test_group_test_min_p_conditions_on_ties():
     assert group_test([1, 1], [1, 0]).min_attainable_p == pytest.approx(3 / 6)
     assert group_test([1, 1], [1, 1]).min_attainable_p == 1.0
     assert group_test([3, 2], [1, 0]).min_attainable_p == pytest.approx(1 / 6)
+
+
+def test_interval_trend_test_with_point_bounds_is_the_trend_test():
+    x, y = [1, 1, 2, 2, 3, 3], [6, 4, 5, 3, 1, 2]
+    point, bounded = trend_test(x, y), evidence.interval_trend_test(x, y, y)
+    assert bounded.p_value == pytest.approx(point.p_value) and bounded.p_opposite == pytest.approx(point.p_opposite)
+    assert bounded.statistic == point.statistic
+
+
+def test_interval_trend_test_disjoint_ordered_bounds_reach_the_design_minimum():
+    # 3 levels x 2 replicates, every interval of a lower level above every interval of a higher one
+    x = [1, 1, 2, 2, 3, 3]
+    lower, upper = [5.0, 5.2, 3.0, 3.1, 1.0, 1.1], [5.9, 6.0, 3.9, 4.0, 1.5, 1.4]
+    result = evidence.interval_trend_test(x, lower, upper)
+    assert result.p_value == pytest.approx(8 / 720)
+    assert result.effect_size == pytest.approx(trend_test(x, [6, 5, 4, 3, 2, 1]).effect_size)  # tau-b, ties in x
+    # one overlap between levels 2 and 3 makes that pair count against the claim: S rises by 2
+    overlapping = evidence.interval_trend_test(x, lower, [5.9, 6.0, 3.9, 4.0, 3.05, 1.4])
+    assert overlapping.statistic == result.statistic + 2 and overlapping.p_value > result.p_value
+
+
+def test_interval_trend_test_bounds_the_p_of_every_assignment_inside_the_bounds():
+    rng = np.random.default_rng(3)
+    x = np.repeat([1, 2, 3, 4], 2)
+    centre = np.array([8, 7, 6.5, 5, 4.6, 5.2, 2, 1.5])
+    lower, upper = centre - 0.5, centre + 0.5
+    bounded = evidence.interval_trend_test(x, lower, upper)
+    for _ in range(50):
+        values = rng.uniform(lower, upper)
+        point = trend_test(x, values)
+        assert point.p_value <= bounded.p_value + 1e-12 and point.p_opposite <= bounded.p_opposite + 1e-12
+    with pytest.raises(ValueError, match="lower bound"):
+        evidence.interval_trend_test(x, upper, lower)
+
+
+def test_interval_trend_test_rejects_at_most_alpha_on_exchangeable_values():
+    rate = evidence.interval_trend_null_rate(list(np.repeat([10, 15, 20, 25], 6)), draws=200)
+    assert rate <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / 200)

@@ -110,3 +110,12 @@ def test_benchmarks_import_on_a_machine_without_mlflow_or_gudhi():
             "assert len(registry.experiments()) == 6")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_descent_profile_runs_and_measures_the_share_of_products(capsys, monkeypatch):
+    from benchmarks.perf import profile_descent
+    monkeypatch.setattr("sys.argv", ["profile_descent", "--model", "fc-2-6", "--paths", "2", "--inputs", "64",
+                                     "--iterations", "1", "--rows", "3"])
+    profile_descent.main()
+    shares = [line for line in capsys.readouterr().out.splitlines() if "in matrix products" in line]
+    assert len(shares) == 2 and all(0 < int(line.split(": ")[1].split("%")[0]) <= 100 for line in shares)

@@ -14,8 +14,9 @@ from benchmarks import permutation_barrier as pb
 from benchmarks.permutation_barrier.paths import convergence_rule
 from benchmarks.permutation_barrier.schema import ConvergenceConfig, ToyConfig
 from benchmarks.permutation_barrier.teachers import draw_toy_teacher
-from benchmarks.permutation_barrier.topology import (barrier_converged, converged_fraction, monotone_rise,
-                                                     permutation_point_converged, summarise_path)
+from benchmarks.permutation_barrier.topology import (barrier_bounded, barrier_bounds, barrier_converged,
+                                                     converged_fraction, monotone_rise, permutation_point_converged,
+                                                     summarise_path)
 from losstopo.evidence import below_threshold_test, binomial_test
 from losstopo.permutation import incoming_vectors, neuron_distance
 from losstopo.stats import bootstrap_ci
@@ -113,7 +114,9 @@ def test_stages_paths_summary_and_report_section(tiny_params, tmp_path):
     for claim in (section.claims[0], section.claims[1], section.claims[4]):  # saddle, loss at it, accuracy there
         assert claim.converged_fraction == pytest.approx(at_point)
     assert "permutation point decreases" in section.claims[1].claim
-    assert section.claims[2].converged_fraction == pytest.approx(np.mean([p["barrier_converged"] for p in paths]))
+    # the barrier trend is tested on each refined maximum's bounds; its inputs are the lower bounds' converged points
+    assert section.claims[2].converged_fraction == pytest.approx(np.mean([p["barrier_bounded"] for p in paths]))
+    assert "least favourable" in section.claims[2].result.test
     assert section.claims[3].converged_fraction == pytest.approx(np.mean([p["converged_fraction"] for p in paths]))
     for trend in section.claims[1:3]:
         assert trend.result.n == 4 and "decreasing" in trend.result.test
@@ -231,3 +234,9 @@ def test_each_claim_reads_the_convergence_of_what_it_uses():
     assert barrier_converged(record)
     summary = summarise_path(record)
     assert summary["uniform_budget_barrier"] == 2.0 and summary["barrier_refined"] and summary["refinements"] == 0
+    # the converged maximum lies between the converged point's loss (less the 1% it may still move) and the maximum
+    assert summary["barrier_bounds"] == pytest.approx((0.99, 1.9)) and summary["barrier_bounded"]
+    record["maximum_lower_bound"] = 0.0  # only the exact start converged: a bound, but not from a converged descent
+    assert barrier_bounds(record) == (0.0, 1.9) and not barrier_bounded(record)
+    del record["maximum_lower_bound"]
+    assert barrier_bounds(record) is None and not barrier_bounded(record)

@@ -92,6 +92,12 @@ def descent_problems(model: str, dataset: str, n_paths: int, n_inputs: int, devi
     return DescentProblems(teachers, layer, pairs, loss)
 
 
+def one_by_one(problems: DescentProblems, rule: Convergence) -> list[MergePath]:
+    """The baseline: each merge descending alone, one after another."""
+    return [merge_neurons(teacher, problems.layer, l, m, lambda p, b=b: problems.loss_fn(p, b), 2, rule=rule)
+            for b, (teacher, (l, m)) in enumerate(zip(problems.teachers, problems.pairs))]
+
+
 def fixed_iterations(rule: Convergence, iterations: int) -> Convergence:
     """``rule`` that runs exactly ``iterations`` iterations per descent (no stopping test can fire)."""
     return dataclasses.replace(rule, max_iter=iterations, grad_tol=0.0, rel_tol=0.0, abs_tol=-1.0)
@@ -105,8 +111,7 @@ def permutation_descent_benchmark(model: str, dataset: str, n_paths: int, n_inpu
     rule = fixed_iterations(Convergence(), iterations)
 
     def one_after_another():
-        return [merge_neurons(teacher, problems.layer, l, m, lambda p, b=b: problems.loss_fn(p, b), 2, rule=rule)
-                for b, (teacher, (l, m)) in enumerate(zip(problems.teachers, problems.pairs))]
+        return one_by_one(problems, rule)
 
     # Same paths before timing anything (float32 products in another order differ by rounding only).
     fast_paths, plain_paths = problems.merge(rule), one_after_another()

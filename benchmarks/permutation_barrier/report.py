@@ -92,16 +92,26 @@ def report_section(config: PermutationBarrierConfig, figures: Path, root: Path =
         figures / "permutation_barrier_barrier_vs_H.png", "Barrier vs H, mean ± std", "H (neurons per hidden layer)",
         "barrier", errors={"MNIST": [v["barrier_std"] for v in mnist["per_H"].values()]}),
         "Barrier vs hidden width H, mean ± sample std over teachers")
+    bounded = all(p.get("barrier_bounds") for p in mnist["paths"])
     section.add_table(
         ["H", "teachers", "teacher train acc", "barrier (mean ± std)", "loss at permutation point", "monotone rise",
-         "accuracy drop (pp, mean)", "converged steps", "maxima converged"],
+         "accuracy drop (pp, mean)", "converged steps", "maxima converged"]
+        + (["maximum's bounds (mean lower .. upper)", "lower bound from a converged point"] if bounded else []),
         [[h, v["n_paths"], f"{v['teacher_train_acc_mean']:.4f}", f"{v['barrier_mean']:.3g} ± {v['barrier_std']:.2g}",
           f"{v['permutation_loss_mean']:.3g}", f"{v['n_monotone']}/{v['n_paths']}",
           f"{100 * v['accuracy_drop_mean']:.3f}", f"{v['converged_fraction']:.0%}",
-          f"{v['n_barrier_converged']}/{v['n_paths']}"] for h, v in mnist["per_H"].items()])
+          f"{v['n_barrier_converged']}/{v['n_paths']}"] + (_bounds_cells(by_width[f"H = {h}"]) if bounded else [])
+         for h, v in mnist["per_H"].items()])
     if mnist.get("n_dead_pairs"):
         section.add_text(f"{mnist['n_dead_pairs']} of {mnist['n_paths']} merged pairs (the most cosine-similar of "
                          "layer 2) were inactive on every path input: their merge costs nothing (barrier 0).")
     for claim in mnist_claims(summary) + [toy_level_claim(summary)]:
         section.add_claim(claim)
     return section
+
+
+def _bounds_cells(paths: list[dict]) -> list[str]:
+    """One width's bounds of the converged maxima: their mean lower .. mean upper bound, and how many lower bounds
+    come from a converged point."""
+    lower, upper = (np.mean([p["barrier_bounds"][i] for p in paths]) for i in (0, 1))
+    return [f"{lower:.3g} .. {upper:.3g}", f"{sum(p['barrier_bounded'] for p in paths)}/{len(paths)}"]

@@ -12,6 +12,7 @@ from benchmarks.permutation_barrier.variants import NAME, TOY_KEY, mnist_key
 from losstopo import tracking
 from losstopo.config import Params, as_dict
 from losstopo.io import load_json, save_json
+from losstopo.path_maximum import RELATIVE_TOLERANCE
 from losstopo.stage_frame import ARTIFACTS, require_complete, stage_dir
 from losstopo.stats import bootstrap_ci
 
@@ -81,6 +82,20 @@ def barrier_converged(record: dict) -> bool:
     return bool(record["converged"][int(np.argmax(record["losses"][:record["merge_points"]]))])
 
 
+def barrier_bounds(record: dict) -> tuple[float, float] | None:
+    """Where the converged maximum of a refined path lies: above the largest loss of a converged point (less the
+    refinement's tolerance, within which that point's own descent may still move) and below the certified maximum
+    (a descent only lowers a step's loss); None for a path without refinement."""
+    if "maximum_lower_bound" not in record:
+        return None
+    return max(0.0, record["maximum_lower_bound"] * (1 - RELATIVE_TOLERANCE)), record["certified_maximum"]
+
+
+def barrier_bounded(record: dict) -> bool:
+    """The lower bound of the maximum comes from a point whose descent converged beyond the exact start."""
+    return "maximum_lower_bound" in record and record["maximum_lower_bound"] > record["losses"][0]
+
+
 def summarise_path(record: dict) -> dict:
     """One path's barrier, monotone rise, where its maximum lies, and the curves of the merge."""
     index, merge = record["permutation_index"], record["merge_points"]
@@ -93,6 +108,7 @@ def summarise_path(record: dict) -> dict:
            "converged_fraction": converged_fraction(record), "half_budget": "half_budget_losses" in record,
            "permutation_point_converged": permutation_point_converged(record),
            "barrier_converged": barrier_converged(record),
+           "barrier_bounds": barrier_bounds(record), "barrier_bounded": barrier_bounded(record),
            "start_loss": record["losses"][0], "end_loss": record["losses"][-1],
            "curve_distances": record["distances"][:merge], "curve_losses": record["losses"][:merge]}
     if "accuracy" in record:
@@ -125,6 +141,7 @@ def summarise_widths(paths: list[dict], widths: list[int]) -> dict:
             "permutation_loss_mean": float(np.mean([p["permutation_loss"] for p in rows])),
             "n_monotone": int(sum(p["monotone"] for p in rows)),
             "n_barrier_converged": int(sum(p["barrier_converged"] for p in rows)),
+            "n_barrier_bounded": int(sum(p.get("barrier_bounded", False) for p in rows)),
             "accuracy_drop_mean": float(np.mean([p["accuracy_drop"] for p in rows])),
             "teacher_train_acc_mean": float(np.mean([p["teacher_train_acc"] for p in rows])),
             "converged_fraction": float(np.mean([p["converged_fraction"] for p in rows])),
