@@ -89,6 +89,11 @@ def at_resolution(values: Sequence[float], resolution: float) -> np.ndarray:
     return values if resolution == 0 else np.round(values / resolution) * resolution
 
 
+def _require_direction(direction: str) -> None:
+    if direction not in ("decreasing", "increasing"):
+        raise ValueError(f"direction must be 'decreasing' or 'increasing', got {direction!r}")
+
+
 def trend_test(x: Sequence[float], y: Sequence[float], direction: str = "decreasing", *,
                draws: int = PERMUTATIONS, seed: int = 0) -> TestResult:
     """Permutation test of a monotone trend of y in x (Kendall's S; whole units permuted over x).
@@ -96,8 +101,7 @@ def trend_test(x: Sequence[float], y: Sequence[float], direction: str = "decreas
     One value per independent unit (a network, a set of minima, a teacher): the null is that the units'
     values are exchangeable across the levels of x. Ties in x (replicates per level) are allowed.
     """
-    if direction not in ("decreasing", "increasing"):
-        raise ValueError(f"direction must be 'decreasing' or 'increasing', got {direction!r}")
+    _require_direction(direction)
     x, y = np.asarray(x, float), np.asarray(y, float)
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
@@ -127,8 +131,7 @@ def interval_trend_test(x: Sequence[float], lower: Sequence[float], upper: Seque
     assignment of values inside the bounds, and the p-value, read from the null distribution of S for distinct
     values (continuous values are distinct), is the largest any such assignment could give: valid whichever
     values the bounds hold. Point bounds (lower = upper, distinct) give :func:`trend_test`'s p."""
-    if direction not in ("decreasing", "increasing"):
-        raise ValueError(f"direction must be 'decreasing' or 'increasing', got {direction!r}")
+    _require_direction(direction)
     x, lower, upper = (np.asarray(v, float) for v in (x, lower, upper))
     if np.any(lower > upper):
         raise ValueError("every lower bound must be <= its upper bound")

@@ -43,11 +43,16 @@ def forward_macs_per_image(module: nn.Module, image_shape: tuple[int, ...]) -> i
     return sum(layer_macs(module, image_shape))
 
 
+def flops_from_macs(macs: list[int], backward: bool = True) -> int:
+    """FLOPs of one sample through layers of these MACs: the forward, and (``backward``) the weight gradients and
+    every input gradient but the first layer's (the module doc's convention)."""
+    forward = 2 * sum(macs)
+    return forward + (2 * sum(macs) + 2 * sum(macs[1:]) if backward else 0)
+
+
 def step_flops_per_sample(module: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Forward + backward FLOPs of one sample through one model (the module doc's convention)."""
-    macs = layer_macs(module, input_shape)
-    forward, weight_grads, input_grads = 2 * sum(macs), 2 * sum(macs), 2 * sum(macs[1:])
-    return forward + weight_grads + input_grads
+    return flops_from_macs(layer_macs(module, input_shape))
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 4096, repeats: int = 3) -> float:

@@ -11,11 +11,13 @@ network evaluated with a gradient costs a forward and a backward pass, each one 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from typing import Callable
 
 import torch
 
+from benchmarks.perf.flops import flops_from_macs
 from benchmarks.perf.timing import seconds_per_call
 from benchmarks.permutation_barrier.schema import ToyConfig
 from benchmarks.permutation_barrier.teachers import draw_toy_teacher, own_outputs_loss, teachers_from_thetas
@@ -41,8 +43,7 @@ class CountedLoss:
 
     def __call__(self, params: MLPParams, index: torch.Tensor | None = None) -> torch.Tensor:
         losses = self.loss(params, index)
-        backward = 2 * sum(self.macs) + 2 * sum(self.macs[1:]) if losses.requires_grad else 0
-        self.flops += losses.numel() * self.n_inputs * (2 * sum(self.macs) + backward)
+        self.flops += losses.numel() * self.n_inputs * flops_from_macs(self.macs, backward=losses.requires_grad)
         return losses
 
     def counting(self, call: Callable[[], object]) -> int:
@@ -109,10 +110,7 @@ def permutation_descent_benchmark(model: str, dataset: str, n_paths: int, n_inpu
         device = torch.device("cpu")  # where the stage runs the toy
     problems = descent_problems(model, dataset, n_paths, n_inputs, device)
     rule = fixed_iterations(Convergence(), iterations)
-
-    def one_after_another():
-        return one_by_one(problems, rule)
-
+    one_after_another = functools.partial(one_by_one, problems, rule)
     # Same paths before timing anything (float32 products in another order differ by rounding only).
     fast_paths, plain_paths = problems.merge(rule), one_after_another()
     for fast, plain in zip(fast_paths, plain_paths):

@@ -121,7 +121,6 @@ def bounded_barrier_claim(paths: list[dict], widths: list[int], summary: dict, b
     (each lower bound from a converged point), not every maximum converged."""
     lower, upper = (np.asarray([p["barrier_bounds"][i] for p in paths], float) for i in (0, 1))
     bounded = float(np.mean([p["barrier_bounded"] for p in paths]))
-    per_h = {h: (lower[np.asarray(widths) == h], upper[np.asarray(widths) == h]) for h in sorted(set(widths))}
     return Claim(
         "Barrier (max loss on the path) decreases with H", BARRIER_EVIDENCE,
         interval_trend_test(widths, lower, upper, "decreasing"), summary["data_source"], summary["profile"],
@@ -133,8 +132,13 @@ def bounded_barrier_claim(paths: list[dict], widths: list[int], summary: dict, b
              f"it); the upper bound is the refined maximum (continued descent only lowers a step's loss); each pair "
              f"of teachers counts with its least favourable order within the bounds. {barrier_words}; "
              f"{len(paths)} paths; bounds per H (mean lower .. mean upper): "
-             + ", ".join(f"{h}: {lo.mean():.3g} .. {hi.mean():.3g}" for h, (lo, hi) in per_h.items())
+             + ", ".join(f"{h}: {bounds_words(v['barrier_bounds_mean'])}" for h, v in summary["mnist"]["per_H"].items())
              + f"; Theil-Sen slope of the upper bounds {theil_sen_slope(widths, upper):.3g} per neuron.")
+
+
+def bounds_words(bounds: list[float]) -> str:
+    """A mean lower and upper bound of the converged maxima, as the report and the claim's note print them."""
+    return f"{bounds[0]:.3g} .. {bounds[1]:.3g}"
 
 
 def level_error(path: dict, rel_tol: float, abs_tol: float, window: float = LEVEL_WINDOW) -> float:

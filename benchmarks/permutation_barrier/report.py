@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.permutation_barrier.claims import mnist_claims, toy_level_claim
+from benchmarks.permutation_barrier.claims import bounds_words, mnist_claims, toy_level_claim
 from benchmarks.permutation_barrier.schema import PermutationBarrierConfig
 from benchmarks.permutation_barrier.topology import MONOTONE_TOLERANCE
 from benchmarks.permutation_barrier.variants import NAME
@@ -100,7 +100,8 @@ def report_section(config: PermutationBarrierConfig, figures: Path, root: Path =
         [[h, v["n_paths"], f"{v['teacher_train_acc_mean']:.4f}", f"{v['barrier_mean']:.3g} ± {v['barrier_std']:.2g}",
           f"{v['permutation_loss_mean']:.3g}", f"{v['n_monotone']}/{v['n_paths']}",
           f"{100 * v['accuracy_drop_mean']:.3f}", f"{v['converged_fraction']:.0%}",
-          f"{v['n_barrier_converged']}/{v['n_paths']}"] + (_bounds_cells(by_width[f"H = {h}"]) if bounded else [])
+          f"{v['n_barrier_converged']}/{v['n_paths']}"]
+         + ([bounds_words(v["barrier_bounds_mean"]), f"{v['n_barrier_bounded']}/{v['n_paths']}"] if bounded else [])
          for h, v in mnist["per_H"].items()])
     if mnist.get("n_dead_pairs"):
         section.add_text(f"{mnist['n_dead_pairs']} of {mnist['n_paths']} merged pairs (the most cosine-similar of "
@@ -109,9 +110,3 @@ def report_section(config: PermutationBarrierConfig, figures: Path, root: Path =
         section.add_claim(claim)
     return section
 
-
-def _bounds_cells(paths: list[dict]) -> list[str]:
-    """One width's bounds of the converged maxima: their mean lower .. mean upper bound, and how many lower bounds
-    come from a converged point."""
-    lower, upper = (np.mean([p["barrier_bounds"][i] for p in paths]) for i in (0, 1))
-    return [f"{lower:.3g} .. {upper:.3g}", f"{sum(p['barrier_bounded'] for p in paths)}/{len(paths)}"]

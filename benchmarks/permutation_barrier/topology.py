@@ -141,7 +141,10 @@ def summarise_widths(paths: list[dict], widths: list[int]) -> dict:
             "permutation_loss_mean": float(np.mean([p["permutation_loss"] for p in rows])),
             "n_monotone": int(sum(p["monotone"] for p in rows)),
             "n_barrier_converged": int(sum(p["barrier_converged"] for p in rows)),
-            "n_barrier_bounded": int(sum(p.get("barrier_bounded", False) for p in rows)),
+            "n_barrier_bounded": int(sum(p["barrier_bounded"] for p in rows)),
+            # mean lower and upper bound of the converged maxima (None unless every path was refined)
+            "barrier_bounds_mean": (None if any(p["barrier_bounds"] is None for p in rows) else
+                                    np.mean([p["barrier_bounds"] for p in rows], axis=0).tolist()),
             "accuracy_drop_mean": float(np.mean([p["accuracy_drop"] for p in rows])),
             "teacher_train_acc_mean": float(np.mean([p["teacher_train_acc"] for p in rows])),
             "converged_fraction": float(np.mean([p["converged_fraction"] for p in rows])),
