@@ -298,8 +298,9 @@ def _checked_scalar(value: Any, hint: Any, key: str) -> Any:
         hint = members[-1]
         origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is dict:
-        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise ConfigError(f"params: {key} must be a mapping with string keys, got {value!r}")
+        key_type = args[0] if args else str
+        if not isinstance(value, dict) or not all(isinstance(k, key_type) and not isinstance(k, bool) for k in value):
+            raise ConfigError(f"params: {key} must be a mapping with {key_type.__name__} keys, got {value!r}")
         return {k: _checked_scalar(v, args[1], f"{key}.{k}") if args[1] is not dict else v
                 for k, v in value.items()}
     if origin is list:

@@ -47,8 +47,8 @@ def mnist_claims(summary: dict) -> list[Claim]:
     at_point = float(np.mean([p["permutation_point_converged"] for p in paths]))
     polished = summary["settings"]["mnist"].get("final_max_iter")
     point_words = (f"{at_point:.0%} of the permutation points converged (the second half of their own descent at "
-                   f"d = 0, {polished // 2:,} of its {polished:,} L-BFGS iterations, moved their loss by <= "
-                   f"{MONOTONE_TOLERANCE:g} of itself)" if polished else
+                   f"d = 0, {polished // 2:,} of its {polished:,} L-BFGS iterations{own_budget_words(summary)}, "
+                   f"moved their loss by <= {MONOTONE_TOLERANCE:g} of itself)" if polished else
                    f"{at_point:.0%} of the permutation points converged (halving every descent's budget moved their "
                    f"loss by <= {MONOTONE_TOLERANCE:g} of itself)" if halving
                    else f"{at_point:.0%} of the permutation points' descents met the convergence rule")
@@ -139,6 +139,12 @@ def bounded_barrier_claim(paths: list[dict], widths: list[int], summary: dict, b
 def bounds_words(bounds: list[float]) -> str:
     """A mean lower and upper bound of the converged maxima, as the report and the claim's note print them."""
     return f"{bounds[0]:.3g} .. {bounds[1]:.3g}"
+
+
+def own_budget_words(summary: dict) -> str:
+    """The widths whose descent at d = 0 had its own budget (``final_max_iter_by_width``), as words."""
+    own = summary["settings"]["mnist"].get("final_max_iter_by_width") or {}
+    return "".join(f"; H = {width}: {budget:,}" for width, budget in sorted(own.items(), key=lambda kv: int(kv[0])))
 
 
 def level_error(path: dict, rel_tol: float, abs_tol: float, window: float = LEVEL_WINDOW) -> float:

@@ -211,18 +211,18 @@ def _paths_mnist(config: PermutationBarrierConfig, minima_root: Path, out_root: 
     """One job per width (its teachers' paths descended together); a width already done with the same settings
     is skipped."""
     cfg = config.mnist
-    rule = dataclasses.replace(rule, final_max_iter=cfg.final_max_iter)
     dataset = job_dataset(data, path_request(cfg))
     todo, shared, jobs = [], {}, []
     for width in cfg.widths:
+        rule_at_width = dataclasses.replace(rule, final_max_iter=cfg.final_budget(width))
         saved = torch.load(minima_root / mnist_key(width) / "teachers.pt", map_location="cpu", weights_only=True)
-        address = content_hash(PATH_CODE, saved["address"], cfg.path_subset, cfg.n_steps, cfg.final_ratio, rule,
+        address = content_hash(PATH_CODE, saved["address"], cfg.path_subset, cfg.n_steps, cfg.final_ratio, rule_at_width,
                                cfg.whiten_ridge, str(MNIST_DTYPE), dataset.source,
                                *(() if cfg.refine_budget is None else (cfg.refine_budget, cfg.max_refinements)))
         if saved_record(out_root / mnist_key(width) / "paths.json", address) is None:
             todo.append((width, address, saved))
             shared[width] = saved["thetas"]
-            jobs.append(_mnist_path_job(cfg, width, address, saved, data, rule, params.runtime.device))
+            jobs.append(_mnist_path_job(cfg, width, address, saved, data, rule_at_width, params.runtime.device))
     outputs = executor.map(mnist_path_job, jobs, shared=shared, cache=cache, description=f"{NAME} MNIST paths",
                            progress=params.runtime.progress)
     for (width, address, saved), mine in zip(todo, outputs):

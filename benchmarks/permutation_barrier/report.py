@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.permutation_barrier.claims import bounds_words, mnist_claims, toy_level_claim
+from benchmarks.permutation_barrier.claims import bounds_words, mnist_claims, own_budget_words, toy_level_claim
 from benchmarks.permutation_barrier.schema import PermutationBarrierConfig
 from benchmarks.permutation_barrier.topology import MONOTONE_TOLERANCE
 from benchmarks.permutation_barrier.variants import NAME
@@ -39,8 +39,9 @@ def report_section(config: PermutationBarrierConfig, figures: Path, root: Path =
         f"{settings['mnist']['final_ratio']:g} of the initial distance, then d = 0; at each step {conv['method']} "
         f"descent until |ΔL| <= {conv['rel_tol']:g}·|L| + {conv['abs_tol']:g} or |∇L| <= {conv['grad_tol']:g}, at most "
         f"{conv['max_iter']} iterations"
-        + (f" (MNIST at d = 0, the permutation point: {settings['mnist']['final_max_iter']} in two halves without the "
-           f"relative rule)" if settings["mnist"].get("final_max_iter") else "")
+        + (f" (MNIST at d = 0, the permutation point: {settings['mnist']['final_max_iter']}"
+           f"{own_budget_words(summary)} in two halves without the relative rule)"
+           if settings["mnist"].get("final_max_iter") else "")
         + f". MNIST paths in {settings['mnist_dtype']}. The barrier is the maximum loss "
         f"along the whole path (start, merge, equalisation, mirrored half)"
         + (f"; on MNIST, certified by refinement: the step at the maximum is descended again "

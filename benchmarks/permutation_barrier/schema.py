@@ -66,11 +66,18 @@ class MNISTTeachersConfig:
     # iterations of the descent at d = 0 (the permutation point, where the saddle, accuracy and loss-at-saddle
     # claims read), in two halves: the second half's change is the point's convergence; null: a step like the others
     final_max_iter: int | None = None
+    # a width's own d = 0 budget where final_max_iter did not converge its points (the budget doubles by the
+    # convergence rule); the other widths keep final_max_iter, and their finished paths stay valid
+    final_max_iter_by_width: dict[int, int] = field(default_factory=dict)
     # certify each path's maximum by refining its argmax step (losstopo.path_maximum): L-BFGS iterations per
     # refinement (two halves) and at most max_refinements a path; null: the maximum's convergence is judged by
     # descending the whole path again at half the budget, as every step's
     refine_budget: int | None = None
     max_refinements: int = 10
+
+    def final_budget(self, width: int) -> int | None:
+        """The d = 0 descent's iterations at hidden width ``width``."""
+        return self.final_max_iter_by_width.get(width, self.final_max_iter)
 
     def validate(self, where: str) -> None:
         require_distinct(self.widths, where, "widths")
@@ -80,6 +87,12 @@ class MNISTTeachersConfig:
         require(self.final_max_iter is None or self.final_max_iter >= 2, where, "final_max_iter",
                 "must be >= 2 (two halves) or null")
         require(min(self.widths) >= 2, where, "widths", "must all be >= 2 (two neurons are merged)")
+        require(self.final_max_iter is not None or not self.final_max_iter_by_width, where, "final_max_iter_by_width",
+                "needs final_max_iter (the other widths' budget)")
+        for width, budget in self.final_max_iter_by_width.items():
+            require(width in self.widths, where, "final_max_iter_by_width", f"names width {width}, not in widths")
+            require(isinstance(budget, int) and budget >= 2, where, "final_max_iter_by_width",
+                    f"budget of H = {width} must be an integer >= 2 (two halves)")
         require_positive(self, where, "n_seeds", "epochs", "lr", "batch_size", "train_subset", "path_subset")
         merge_schedule(self, where)
 
