@@ -49,6 +49,14 @@ def test_repository_params_resolve_for_every_profile():
     ({"permutation_barrier": {"mnist": {"n_seeds": 0}}}, "permutation_barrier.mnist.n_seeds must be > 0"),
     ({"permutation_barrier": {"mnist": {"final_ratio": 1.5}}}, "permutation_barrier.mnist.final_ratio must lie"),
     ({"permutation_barrier": {"toy": {"hidden": 1}}}, "permutation_barrier.toy.hidden must be >= 2"),
+    ({"permutation_barrier": {"mnist": {"final_max_iter": 100, "final_max_iter_by_width": {30: 200}}}},
+     "permutation_barrier.mnist.final_max_iter_by_width names width 30, not in widths"),
+    ({"permutation_barrier": {"mnist": {"final_max_iter": 100, "final_max_iter_by_width": {25: 1}}}},
+     "permutation_barrier.mnist.final_max_iter_by_width budget of H = 25 must be an integer >= 2"),
+    ({"permutation_barrier": {"mnist": {"final_max_iter": 100, "final_max_iter_by_width": {"25": 200}}}},
+     "permutation_barrier.mnist.final_max_iter_by_width must be a mapping with int keys"),
+    ({"permutation_barrier": {"mnist": {"final_max_iter": None, "final_max_iter_by_width": {25: 200}}}},
+     "permutation_barrier.mnist.final_max_iter_by_width needs final_max_iter"),
     ({"runtime": {"device": "gpu0"}}, "runtime.device must be auto, cpu, cuda or cuda:N, got 'gpu0'"),
 ])
 def test_absurd_sizes_and_lists_are_refused_before_any_compute(raw, message):

@@ -240,3 +240,31 @@ def test_each_claim_reads_the_convergence_of_what_it_uses():
     assert barrier_bounds(record) == (0.0, 1.9) and not barrier_bounded(record)
     del record["maximum_lower_bound"]
     assert barrier_bounds(record) is None and not barrier_bounded(record)
+
+
+def test_a_widths_own_final_budget_changes_only_that_widths_paths_address():
+    """final_max_iter_by_width doubles one width's budget at d = 0: that width's paths are recomputed, every other
+    width's finished paths keep their address (and so are not rerun)."""
+    import dataclasses
+
+    from benchmarks.permutation_barrier.claims import own_budget_words
+    from benchmarks.permutation_barrier.paths import mnist_paths_address, width_rule
+
+    from losstopo.config import resolve
+
+    config = resolve(TINY).experiment("permutation_barrier")
+    common = dataclasses.replace(config.mnist, final_max_iter=40)
+    rule = convergence_rule(config.convergence)
+    own = dataclasses.replace(common, final_max_iter_by_width={6: 80})
+    assert (own.final_budget(4), own.final_budget(6)) == (40, 80)
+
+    def address(cfg, width):
+        return mnist_paths_address(cfg, width_rule(cfg, rule, width), f"teachers-{width}", "SYNTHETIC")
+
+    assert address(own, 4) == address(common, 4)
+    assert address(own, 6) != address(common, 6)
+    assert width_rule(own, rule, 6).final_max_iter == 80 and width_rule(own, rule, 4).final_max_iter == 40
+    # the report and the claims' notes name the width's own budget (JSON keys are strings)
+    assert own_budget_words({"settings": {"mnist": {"final_max_iter_by_width": {"25": 32000, "15": 8}}}}) == \
+        "; H = 15: 8; H = 25: 32,000"
+    assert own_budget_words({"settings": {"mnist": {"final_max_iter": 40}}}) == ""

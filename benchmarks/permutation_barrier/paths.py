@@ -206,6 +206,19 @@ def _save_mnist_paths(width: int, address: str, saved: dict, outputs: list[dict]
                   out / "paths.json")
 
 
+def width_rule(cfg: MNISTTeachersConfig, rule: Convergence, width: int) -> Convergence:
+    """The descent rule of width ``width``'s paths: ``rule`` with that width's budget at d = 0."""
+    return dataclasses.replace(rule, final_max_iter=cfg.final_budget(width))
+
+
+def mnist_paths_address(cfg: MNISTTeachersConfig, rule: Convergence, teachers_address: str, source: str) -> str:
+    """The address of one width's paths: its teachers and every setting its descent reads (``rule`` already
+    that width's, :func:`width_rule`), so that a setting of another width leaves it valid."""
+    return content_hash(PATH_CODE, teachers_address, cfg.path_subset, cfg.n_steps, cfg.final_ratio, rule,
+                        cfg.whiten_ridge, str(MNIST_DTYPE), source,
+                        *(() if cfg.refine_budget is None else (cfg.refine_budget, cfg.max_refinements)))
+
+
 def _paths_mnist(config: PermutationBarrierConfig, minima_root: Path, out_root: Path, data: DataConfig,
                  rule: Convergence, executor: Executor, cache: JobCache, params: Params) -> None:
     """One job per width (its teachers' paths descended together); a width already done with the same settings
@@ -214,11 +227,9 @@ def _paths_mnist(config: PermutationBarrierConfig, minima_root: Path, out_root: 
     dataset = job_dataset(data, path_request(cfg))
     todo, shared, jobs = [], {}, []
     for width in cfg.widths:
-        rule_at_width = dataclasses.replace(rule, final_max_iter=cfg.final_budget(width))
+        rule_at_width = width_rule(cfg, rule, width)
         saved = torch.load(minima_root / mnist_key(width) / "teachers.pt", map_location="cpu", weights_only=True)
-        address = content_hash(PATH_CODE, saved["address"], cfg.path_subset, cfg.n_steps, cfg.final_ratio, rule_at_width,
-                               cfg.whiten_ridge, str(MNIST_DTYPE), dataset.source,
-                               *(() if cfg.refine_budget is None else (cfg.refine_budget, cfg.max_refinements)))
+        address = mnist_paths_address(cfg, rule_at_width, saved["address"], dataset.source)
         if saved_record(out_root / mnist_key(width) / "paths.json", address) is None:
             todo.append((width, address, saved))
             shared[width] = saved["thetas"]
