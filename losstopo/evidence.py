@@ -94,6 +94,16 @@ def _require_direction(direction: str) -> None:
         raise ValueError(f"direction must be 'decreasing' or 'increasing', got {direction!r}")
 
 
+def _no_trend_design(x: np.ndarray) -> bool:
+    """Fewer than two units, or one level of x: no trend can be tested."""
+    return len(x) < 2 or np.ptp(x) == 0
+
+
+def _untestable(name: str, n: int) -> TestResult:
+    """The result of a test its design cannot run: no statistic, and no p below 1 attainable."""
+    return TestResult(name, float("nan"), float("nan"), float("nan"), "tau", n, float("nan"), 1.0)
+
+
 def trend_test(x: Sequence[float], y: Sequence[float], direction: str = "decreasing", *,
                draws: int = PERMUTATIONS, seed: int = 0) -> TestResult:
     """Permutation test of a monotone trend of y in x (Kendall's S; whole units permuted over x).
@@ -106,8 +116,8 @@ def trend_test(x: Sequence[float], y: Sequence[float], direction: str = "decreas
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
     name = f"permutation test of Kendall's S, one-sided ({direction})"
-    if len(x) < 2 or np.ptp(x) == 0:
-        return TestResult(name, float("nan"), float("nan"), float("nan"), "tau", len(x), float("nan"), 1.0)
+    if _no_trend_design(x):
+        return _untestable(name, len(x))
     relabel = _permutations(len(x), draws, np.random.default_rng(seed))
     null = kendall_s(x, y[relabel.rows])
     observed = float(kendall_s(x, y[None])[0])
@@ -136,8 +146,8 @@ def interval_trend_test(x: Sequence[float], lower: Sequence[float], upper: Seque
     if np.any(lower > upper):
         raise ValueError("every lower bound must be <= its upper bound")
     name = f"permutation test of Kendall's S at its least favourable over each unit's bounds, one-sided ({direction})"
-    if len(x) < 2 or np.ptp(x) == 0:
-        return TestResult(name, float("nan"), float("nan"), float("nan"), "tau", len(x), float("nan"), 1.0)
+    if _no_trend_design(x):
+        return _untestable(name, len(x))
     earlier = x[:, None] < x[None, :]  # pairs (i, j) with x_i < x_j; their S term is -sign(y_i - y_j)
     s_high = float(np.sum(-np.sign(lower[:, None] - upper[None, :])[earlier]))  # the largest S in the bounds
     s_low = float(np.sum(-np.sign(upper[:, None] - lower[None, :])[earlier]))  # the smallest
