@@ -268,3 +268,21 @@ def test_a_widths_own_final_budget_changes_only_that_widths_paths_address():
     assert own_budget_words({"settings": {"mnist": {"final_max_iter_by_width": {"25": 32000, "15": 8}}}}) == \
         "; H = 15: 8; H = 25: 32,000"
     assert own_budget_words({"settings": {"mnist": {"final_max_iter": 40}}}) == ""
+
+
+def test_a_loss_at_round_off_is_converged_within_the_descents_absolute_tolerance():
+    """A merge of two neurons dead on every input costs nothing: its float32 loss sits at round-off (6e-13 on a cpu
+    H = 25 teacher) and moves by more than 1% of itself between any two evaluations. A move of at most the
+    descent's absolute tolerance counts as none; a real move above it still does not."""
+    record = {"merge_points": 3, "permutation_index": 2, "barrier": 6.4e-13, "converged": [True, True, True],
+              "losses": [0.0, 6.0e-13, 5.95e-13, 6.0e-13, 0.0], "half_budget_losses": [0.0, 1.1e-12, 1.0e-12, 1.1e-12, 0.0],
+              "final_half_loss": 1.29e-12}
+    assert not permutation_point_converged(record) and not barrier_converged(record)
+    assert converged_fraction(record) == 0.0
+    assert permutation_point_converged(record, 1e-10) and barrier_converged(record, 1e-10)
+    assert converged_fraction(record, 1e-10) == 1.0
+    record["final_half_loss"] = 5.95e-13 + 2e-10  # moved by twice the tolerance
+    assert not permutation_point_converged(record, 1e-10)
+    record["final_half_loss"] = 1.0  # a large loss: the relative part is unchanged by the slack
+    record["losses"][2] = 1.011
+    assert not permutation_point_converged(record, 1e-10)

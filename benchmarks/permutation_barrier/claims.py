@@ -40,17 +40,18 @@ def mnist_claims(summary: dict) -> list[Claim]:
     permutation_losses = [p["permutation_loss"] for p in paths]
     point_test = trend_test(widths, permutation_losses, "decreasing")
     halving = all(p.get("half_budget") for p in paths)
+    slack = resolution_words(summary)
     converged = float(np.mean([p["converged_fraction"] for p in paths]))
     steps = (f"{converged:.0%} of the descent steps converged (halving their iteration budget moved their loss by "
-             f"<= {MONOTONE_TOLERANCE:g} x the path's barrier)" if halving
+             f"<= {MONOTONE_TOLERANCE:g} x the path's barrier{slack})" if halving
              else f"{converged:.0%} of the descent steps met the convergence rule")
     at_point = float(np.mean([p["permutation_point_converged"] for p in paths]))
     polished = summary["settings"]["mnist"].get("final_max_iter")
     point_words = (f"{at_point:.0%} of the permutation points converged (the second half of their own descent at "
                    f"d = 0, {polished // 2:,} of its {polished:,} L-BFGS iterations{own_budget_words(summary)}, "
-                   f"moved their loss by <= {MONOTONE_TOLERANCE:g} of itself)" if polished else
+                   f"moved their loss by <= {MONOTONE_TOLERANCE:g} of itself{slack})" if polished else
                    f"{at_point:.0%} of the permutation points converged (halving every descent's budget moved their "
-                   f"loss by <= {MONOTONE_TOLERANCE:g} of itself)" if halving
+                   f"loss by <= {MONOTONE_TOLERANCE:g} of itself{slack})" if halving
                    else f"{at_point:.0%} of the permutation points' descents met the convergence rule")
     at_barrier = float(np.mean([p["barrier_converged"] for p in paths]))
     refined = all(p.get("barrier_refined") for p in paths)
@@ -61,7 +62,7 @@ def mnist_claims(summary: dict) -> list[Claim]:
                      f"within {RELATIVE_TOLERANCE:g} of it; "
                      f"{sum(p['refinements'] for p in paths)} refinements in all)" if refined else
                      f"{at_barrier:.0%} of the path maxima converged (halving every descent's budget moved them by "
-                     f"<= {MONOTONE_TOLERANCE:g} of themselves)" if halving
+                     f"<= {MONOTONE_TOLERANCE:g} of themselves{slack})" if halving
                      else f"{at_barrier:.0%} of the path maxima's descents met the convergence rule")
     barrier_claim = (bounded_barrier_claim(paths, widths, summary, barrier_words) if refined else
                      Claim("Barrier (max loss on the path) decreases with H", BARRIER_EVIDENCE,
@@ -139,6 +140,12 @@ def bounded_barrier_claim(paths: list[dict], widths: list[int], summary: dict, b
 def bounds_words(bounds: list[float]) -> str:
     """A mean lower and upper bound of the converged maxima, as the report and the claim's note print them."""
     return f"{bounds[0]:.3g} .. {bounds[1]:.3g}"
+
+
+def resolution_words(summary: dict) -> str:
+    """The absolute slack of the convergence rules (the descent's absolute tolerance), as words; none: empty."""
+    resolution = summary.get("loss_resolution") or 0.0
+    return f" + {resolution:g} nats, the descent's absolute tolerance" if resolution > 0 else ""
 
 
 def own_budget_words(summary: dict) -> str:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.permutation_barrier.claims import bounds_words, mnist_claims, own_budget_words, toy_level_claim
+from benchmarks.permutation_barrier.claims import (bounds_words, mnist_claims, own_budget_words, resolution_words,
+                                                   toy_level_claim)
 from benchmarks.permutation_barrier.schema import PermutationBarrierConfig
 from benchmarks.permutation_barrier.topology import MONOTONE_TOLERANCE
 from benchmarks.permutation_barrier.variants import NAME
@@ -58,7 +59,7 @@ def report_section(config: PermutationBarrierConfig, figures: Path, root: Path =
         f"breaks monotone rises for lack of iterations, not of the landscape. Each claim is gated on what it reads: "
         f"the monotone rise on every step, the path maximum on the maximum, the saddle, the accuracy drop and the "
         f"loss at the permutation point on the permutation point (each within {MONOTONE_TOLERANCE:g} of itself "
-        f"when the budgets are halved). "
+        f"when the budgets are halved){resolution_words(summary)}. "
         + (f"MNIST descents in whitened input coordinates (ridge {settings['mnist']['whiten_ridge']:g} x the mean "
            f"eigenvalue of the pixels' covariance): the same networks and losses, a better-conditioned descent."
            if settings["mnist"].get("whiten_ridge") else ""))

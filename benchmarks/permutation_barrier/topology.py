@@ -34,34 +34,38 @@ def monotone_rise(losses, permutation_index: int, tolerance: float = MONOTONE_TO
     return bool(np.all(np.diff(half) >= -tolerance * scale))
 
 
-def converged_fraction(record: dict) -> float:
+def converged_fraction(record: dict, resolution: float = 0.0) -> float:
     """The fraction of a path's descent steps that converged. MNIST (``half_budget_losses``): the path descended
     again with half the iterations per step, a step is converged when halving its budget moved its loss by at most
     MONOTONE_TOLERANCE x the path's barrier (the claims' resolution) -- measured on the quantity the claims use, since
-    a slowly creeping descent meets a per-iteration rule long before its loss settles. Otherwise (the toy): the
-    fraction of steps whose descent met the rule."""
+    a slowly creeping descent meets a per-iteration rule long before its loss settles; a move of at most
+    ``resolution`` (the descent's absolute tolerance) counts as none. Otherwise (the toy): the fraction of steps
+    whose descent met the rule."""
     steps = range(1, record["merge_points"])
     if "half_budget_losses" in record:
         full, half = record["losses"], record["half_budget_losses"]
-        return float(np.mean([abs(full[i] - half[i]) <= MONOTONE_TOLERANCE * record["barrier"] for i in steps]))
+        return float(np.mean([moved_within(full[i], half[i], record["barrier"], resolution) for i in steps]))
     return float(np.mean([record["converged"][i] for i in steps])) if len(steps) else 1.0
 
 
-def moved_within(full: float, half: float, scale: float) -> bool:
-    """Whether halving the descent budget moved a loss by at most MONOTONE_TOLERANCE x ``scale``."""
-    return abs(full - half) <= MONOTONE_TOLERANCE * scale
+def moved_within(full: float, half: float, scale: float, resolution: float = 0.0) -> bool:
+    """Whether halving the descent budget moved a loss by at most MONOTONE_TOLERANCE x ``scale`` + ``resolution``
+    (the descent's absolute tolerance: a loss at float32 round-off, e.g. 6e-13 where the merged neurons are dead on
+    every input, moves by more than 1% of itself between any two evaluations)."""
+    return abs(full - half) <= MONOTONE_TOLERANCE * scale + resolution
 
 
-def permutation_point_converged(record: dict) -> bool:
+def permutation_point_converged(record: dict, resolution: float = 0.0) -> bool:
     """The permutation point's loss (where the saddle, accuracy and loss-at-saddle claims read) is converged: the
     second half of its own descent's budget (``final_half_loss``) moved it by at most MONOTONE_TOLERANCE of itself;
     without a final budget, halving the budget of every descent did; without a half-budget run, its descent met the
-    rule."""
+    rule. A move of at most ``resolution`` counts as none (:func:`moved_within`)."""
     index = record["permutation_index"]
     if "final_half_loss" in record:
-        return moved_within(record["losses"][index], record["final_half_loss"], record["losses"][index])
+        return moved_within(record["losses"][index], record["final_half_loss"], record["losses"][index], resolution)
     if "half_budget_losses" in record:
-        return moved_within(record["losses"][index], record["half_budget_losses"][index], record["losses"][index])
+        return moved_within(record["losses"][index], record["half_budget_losses"][index], record["losses"][index],
+                            resolution)
     return bool(record["converged"][record["merge_points"] - 1])
 
 
@@ -71,14 +75,14 @@ def barrier(record: dict) -> float:
     return record.get("certified_maximum", record["barrier"])
 
 
-def barrier_converged(record: dict) -> bool:
+def barrier_converged(record: dict, resolution: float = 0.0) -> bool:
     """The path's maximum is converged: refined, its bracket (the converged maximum lies between the largest loss of a
     converged step and it) is within the refinement's tolerance of it; else halving the budget moved it by at most
     MONOTONE_TOLERANCE of itself (without a half-budget run: the descent of the step where it lies met the rule)."""
     if "maximum_bracketed" in record:
         return bool(record["maximum_bracketed"])
     if "half_budget_losses" in record:
-        return moved_within(max(record["losses"]), max(record["half_budget_losses"]), record["barrier"])
+        return moved_within(max(record["losses"]), max(record["half_budget_losses"]), record["barrier"], resolution)
     return bool(record["converged"][int(np.argmax(record["losses"][:record["merge_points"]]))])
 
 
@@ -96,8 +100,9 @@ def barrier_bounded(record: dict) -> bool:
     return "maximum_lower_bound" in record and record["maximum_lower_bound"] > record["losses"][0]
 
 
-def summarise_path(record: dict) -> dict:
-    """One path's barrier, monotone rise, where its maximum lies, and the curves of the merge."""
+def summarise_path(record: dict, resolution: float = 0.0) -> dict:
+    """One path's barrier, monotone rise, where its maximum lies, and the curves of the merge; a loss that moved
+    by at most ``resolution`` counts as converged."""
     index, merge = record["permutation_index"], record["merge_points"]
     height = barrier(record)
     out = {"pair": record["pair"], "barrier": height, "permutation_loss": record["permutation_loss"],
@@ -105,9 +110,10 @@ def summarise_path(record: dict) -> dict:
            "barrier_at_permutation_point": record["permutation_loss"] >= (1 - MONOTONE_TOLERANCE) * height,
            "barrier_refined": "certified_maximum" in record, "uniform_budget_barrier": record["barrier"],
            "refinements": len(record.get("refined", [])),
-           "converged_fraction": converged_fraction(record), "half_budget": "half_budget_losses" in record,
-           "permutation_point_converged": permutation_point_converged(record),
-           "barrier_converged": barrier_converged(record),
+           "converged_fraction": converged_fraction(record, resolution),
+           "half_budget": "half_budget_losses" in record,
+           "permutation_point_converged": permutation_point_converged(record, resolution),
+           "barrier_converged": barrier_converged(record, resolution),
            "barrier_bounds": barrier_bounds(record), "barrier_bounded": barrier_bounded(record),
            "start_loss": record["losses"][0], "end_loss": record["losses"][-1],
            "curve_distances": record["distances"][:merge], "curve_losses": record["losses"][:merge]}
@@ -158,13 +164,15 @@ def run_topology(config: PermutationBarrierConfig, params: Params, root: Path = 
     paths_root = stage_dir(NAME, "paths", root)
     toy = load_json(paths_root / TOY_KEY / "paths.json")
     mnist_records = [load_json(paths_root / mnist_key(w) / "paths.json") for w in config.mnist.widths]
-    mnist_paths = [summarise_path(r) for variant in mnist_records for r in variant["paths"]]
+    resolution = config.convergence.abs_tol  # the descent's own "no change" in nats
+    mnist_paths = [summarise_path(r, resolution) for variant in mnist_records for r in variant["paths"]]
     drops_pp = [100 * p["accuracy_drop"] for p in mnist_paths]
     n_monotone = int(sum(p["monotone"] for p in mnist_paths))
     summary = {
         "profile": params.profile, "data_source": mnist_records[0]["data_source"], "toy_source": toy["data_source"],
         "data": mnist_records[0].get("data"), "toy_data": toy.get("data"),  # None: paths from before they were recorded
-        "monotone_tolerance": MONOTONE_TOLERANCE, "accuracy_drop_threshold_pp": ACCURACY_DROP_THRESHOLD_PP,
+        "monotone_tolerance": MONOTONE_TOLERANCE, "loss_resolution": resolution,
+        "accuracy_drop_threshold_pp": ACCURACY_DROP_THRESHOLD_PP,
         "settings": {"toy": as_dict(config.toy), "mnist": as_dict(config.mnist),
                      "convergence": as_dict(config.convergence), "mnist_dtype": mnist_records[0]["dtype"],
                      "n_path_samples": mnist_records[0]["n_path_samples"]},
