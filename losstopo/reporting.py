@@ -13,7 +13,7 @@ from losstopo.errors import ConfigError
 from losstopo.evidence import VERDICTS
 from losstopo.io import load_json, save_json
 from losstopo.report import markdown_table, render
-from losstopo.stage_frame import ARTIFACTS, stage_dir, stage_timing
+from losstopo.stage_frame import ARTIFACTS, STAGE_TIMING, stage_dir, stage_timing
 
 PREAMBLE = """# losstopo reproduction report
 
@@ -58,6 +58,25 @@ def stage_records(experiments: list[str], root: Path = ARTIFACTS) -> dict[tuple[
             if (timing := stage_timing(experiment, stage, root)) is not None}
 
 
+def files_from_earlier_runs(experiment: str, stage: str, timing: dict, root: Path = ARTIFACTS) -> tuple[int, int]:
+    """(files older than the invocation that wrote the stage's record, all its output files): a stage resumed or
+    extended keeps the outputs of earlier runs whose settings did not change, and its recorded wall time is its own
+    invocation's only. Read from modification times, so a fresh checkout counts every file as new."""
+    directory = stage_dir(experiment, stage, root)
+    started = (directory / STAGE_TIMING).stat().st_mtime - timing["wall_s"]
+    files = [path for path in directory.rglob("*") if path.is_file() and path.name != STAGE_TIMING]
+    return sum(path.stat().st_mtime < started for path in files), len(files)
+
+
+def wall_words(experiment: str, stage: str, timing: dict | None, root: Path = ARTIFACTS) -> str:
+    """A stage's wall-time cell: its last invocation's minutes, and how many outputs came from earlier runs."""
+    if timing is None:
+        return "not recorded"
+    earlier, files = files_from_earlier_runs(experiment, stage, timing, root)
+    return f"{timing['wall_s'] / 60:.1f} min" + (f" (resumed: {earlier} of {files} output files from earlier runs)"
+                                                 if earlier else "")
+
+
 def stage_times(experiments: list[str], root: Path = ARTIFACTS) -> str:
     """The preamble's table of compute-stage wall times (from each stage's STAGE_TIMING file) and their sum."""
     rows, total = [], 0.0
@@ -68,12 +87,13 @@ def stage_times(experiments: list[str], root: Path = ARTIFACTS) -> str:
                 continue
             if timing:
                 total += timing["wall_s"]
-            rows.append([experiment, stage, "not recorded" if timing is None else f"{timing['wall_s'] / 60:.1f} min",
+            rows.append([experiment, stage, wall_words(experiment, stage, timing, root),
                          "" if timing is None else where_words(timing),
                          "" if timing is None else producing_run(experiment, stage, timing)])
     recorded = sum(row[2] != "not recorded" for row in rows)
     return (f"\nCompute-stage wall times (the invocation that wrote each stage's outputs; topology and report "
-            f"stages take seconds): **{total / 60:.1f} min** over {recorded} of {len(rows)} stages. The MLflow run "
+            f"stages take seconds; a *resumed* stage kept outputs of earlier runs, whose time is not counted): "
+            f"**{total / 60:.1f} min** over {recorded} of {len(rows)} stages. The MLflow run "
             f"that wrote each stage's outputs is named beside it.\n\n"
             + markdown_table(["experiment", "stage", "wall", "where", "MLflow run"], rows) + "\n")
 

@@ -265,6 +265,28 @@ def test_the_report_preamble_sums_the_recorded_stage_wall_times(tmp_path):
     assert "**2.0 min** over 2 of 4 stages" in text
     assert "| fc_depth | minima | 1.5 min | cpu, 2 threads, local executor |" in text
     assert "| permutation_barrier | paths | not recorded |  |" in text
+    assert "resumed" not in text.split("not counted")[1]  # no output files at all: nothing from earlier runs
+
+
+def test_a_resumed_stage_says_how_many_outputs_came_from_earlier_runs(tmp_path):
+    """A stage that kept finished variants (their settings unchanged) records its own invocation's wall time only:
+    the table says so, counting the output files older than that invocation."""
+    import os
+
+    from losstopo.io import save_json
+    from losstopo.reporting import stage_times
+
+    paths = tmp_path / "permutation_barrier" / "paths"
+    for name in ("mnist-H10/paths.json", "mnist-H25/paths.json", "toy/paths.json"):
+        (paths / name).parent.mkdir(parents=True, exist_ok=True)
+        (paths / name).write_text("{}")
+    save_json({"wall_s": 600.0, "device": "cpu", "threads": 2, "executor": "local"}, paths / "stage.json")
+    now = os.stat(paths / "stage.json").st_mtime
+    os.utime(paths / "mnist-H10/paths.json", (now - 3600, now - 3600))  # written an hour before this run began
+    text = stage_times(["permutation_barrier"], tmp_path)
+    assert "| permutation_barrier | paths | 10.0 min (resumed: 1 of 3 output files from earlier runs) |" in text
+    os.utime(paths / "mnist-H10/paths.json", (now - 60, now - 60))  # written during this run
+    assert "resumed:" not in stage_times(["permutation_barrier"], tmp_path)
 
 
 def test_stage_timing_records_the_executor_that_ran_the_jobs_not_the_params_default(tiny_params, tmp_path,

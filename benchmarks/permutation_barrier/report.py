@@ -58,8 +58,8 @@ def report_section(config: PermutationBarrierConfig, figures: Path, root: Path =
         f"settles): where it is low the points are not at their constrained minima, which inflates the barrier and "
         f"breaks monotone rises for lack of iterations, not of the landscape. Each claim is gated on what it reads: "
         f"the monotone rise on every step, the path maximum on the maximum, the saddle, the accuracy drop and the "
-        f"loss at the permutation point on the permutation point (each within {MONOTONE_TOLERANCE:g} of itself "
-        f"when the budgets are halved){resolution_words(summary)}. "
+        f"loss at the permutation point on the permutation point (each within {MONOTONE_TOLERANCE:g} of itself"
+        f"{resolution_words(summary)} when the budgets are halved). "
         + (f"MNIST descents in whitened input coordinates (ridge {settings['mnist']['whiten_ridge']:g} x the mean "
            f"eigenvalue of the pixels' covariance): the same networks and losses, a better-conditioned descent."
            if settings["mnist"].get("whiten_ridge") else ""))
