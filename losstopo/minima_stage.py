@@ -22,8 +22,10 @@ from losstopo.stacked import StackedModel
 from losstopo.stage_frame import ARTIFACTS, compute_stage, resolve_device, stage_dir
 from losstopo.train import train_minima
 
-# persisted minima carry the version of the code that trained them (and of nothing else): losstopo.codeversion
-TRAINING_CODE = module_version("losstopo.train", "losstopo.models")
+# persisted minima carry the version of the code that trained them (and of nothing else): losstopo.codeversion.
+# losstopo.stacked computes the training step's logits, so a change there (even one equal to float tolerance)
+# retrains rather than reuse minima a fresh run would not reproduce bit for bit
+TRAINING_CODE = module_version("losstopo.train", "losstopo.models", "losstopo.stacked")
 
 
 @dataclass(frozen=True)

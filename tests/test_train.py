@@ -105,3 +105,30 @@ def test_fixed_budget_convergence_is_measured_on_the_last_fifth_of_the_epochs():
     history = [{"train_loss": [1.0 / e, 1.0]} for e in range(1, 11)]  # model 0 still falls, model 1 flat
     assert fixed_budget_converged(history, 2) == [False, True]
     assert fixed_budget_converged([], 2) == [False, False]
+
+
+def test_the_minima_optimiser_is_the_fused_adam_and_takes_the_reference_adams_steps():
+    """make_optimizer's Adam (one fused pass) updates each of K minima as torch's reference Adam does, per minimum,
+    to float32 tolerance, with weight decay and the learning rate changed between steps as the schedule does."""
+    from losstopo.train import make_optimizer
+
+    config = MinimaConfig(weight_decay=1e-3)
+    torch.manual_seed(0)
+    start = torch.randn(3, 50)
+    fused = torch.nn.Parameter(start.clone())
+    optimizer = make_optimizer(fused, config)
+    assert optimizer.defaults["fused"]
+    reference = [torch.nn.Parameter(row.clone()) for row in start]
+    plain = [torch.optim.Adam([p], lr=config.lr_base, weight_decay=1e-3, foreach=False) for p in reference]
+    for step in range(20):
+        lr = config.lr_base * (1 + step)
+        grads = torch.randn(3, 50)
+        for group in [*optimizer.param_groups, *(g for o in plain for g in o.param_groups)]:
+            group["lr"] = lr
+        fused.grad = grads.clone()
+        optimizer.step()
+        for p, o, g in zip(reference, plain, grads):
+            p.grad = g.clone()
+            o.step()
+    assert torch.allclose(fused.detach(), torch.stack([p.detach() for p in reference]), rtol=1e-5, atol=1e-6)
+    assert not torch.equal(fused.detach(), start)  # the steps moved the parameters

@@ -1,7 +1,7 @@
 """Training K minima: one stacked run (losstopo.train) vs K plain runs one after another.
 
 Both do the same number of Adam steps on the same batch size: the fast path is the epoch of
-``losstopo.train`` (all K minima in one stacked step), the baseline the loop a plain PyTorch user
+``losstopo.train`` (all K minima in one stacked step, its optimiser), the baseline the loop a plain PyTorch user
 writes (one nn.Module, one optimiser, per minimum). Evaluation is excluded from both. FLOPs: a forward +
 backward of every sample of every step (``benchmarks.perf.flops``), nothing for the optimiser.
 """
@@ -16,7 +16,7 @@ from losstopo.config import MinimaConfig
 from losstopo.data import Dataset
 from losstopo.models import build_model
 from losstopo.stacked import StackedModel
-from losstopo.train import train_epoch
+from losstopo.train import make_optimizer, train_epoch
 
 
 def training_benchmark(model_name: str, data: Dataset, k: int = 8, epochs: int = 1, batch_size: int = 128,
@@ -34,7 +34,7 @@ def training_benchmark(model_name: str, data: Dataset, k: int = 8, epochs: int =
 
     def stacked_run():
         params = torch.nn.Parameter(stacked.init_thetas(list(range(k)), device=device))
-        optimizer = torch.optim.Adam([params], lr=config.lr_base)
+        optimizer = make_optimizer(params, config)
         generator = torch.Generator().manual_seed(0)
         for _ in range(epochs):
             order = torch.argsort(torch.rand(k, len(data.y_train), generator=generator), dim=1).to(device)
