@@ -72,9 +72,12 @@ class PathMaximum:
                 "refined_half_losses": self.half_losses, "refinement_iterations": self.iterations}
 
 
-def moved_within(full: float, half: float, tolerance: float) -> bool:
-    """The second half of a descent moved its loss by at most ``tolerance`` of the final loss."""
-    return abs(full - half) <= tolerance * abs(full)
+def moved_within(full: float, half: float, tolerance: float, scale: float | None = None,
+                 resolution: float = 0.0) -> bool:
+    """The second half of a descent moved its loss by at most ``tolerance`` of ``scale`` (default: the final loss)
+    plus ``resolution`` (a descent's absolute tolerance: a loss at float32 round-off, e.g. 6e-13 where merged
+    neurons are dead on every input, moves by more than any fraction of itself between two evaluations)."""
+    return abs(full - half) <= tolerance * abs(full if scale is None else scale) + resolution
 
 
 def _lower_bound(state: PathMaximum) -> float:

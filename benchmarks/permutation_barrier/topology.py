@@ -12,7 +12,7 @@ from benchmarks.permutation_barrier.variants import NAME, TOY_KEY, mnist_key
 from losstopo import tracking
 from losstopo.config import Params, as_dict
 from losstopo.io import load_json, save_json
-from losstopo.path_maximum import RELATIVE_TOLERANCE
+from losstopo.path_maximum import RELATIVE_TOLERANCE, moved_within
 from losstopo.stage_frame import ARTIFACTS, require_complete, stage_dir
 from losstopo.stats import bootstrap_ci
 
@@ -44,15 +44,9 @@ def converged_fraction(record: dict, resolution: float = 0.0) -> float:
     steps = range(1, record["merge_points"])
     if "half_budget_losses" in record:
         full, half = record["losses"], record["half_budget_losses"]
-        return float(np.mean([moved_within(full[i], half[i], record["barrier"], resolution) for i in steps]))
+        return float(np.mean([moved_within(full[i], half[i], MONOTONE_TOLERANCE, record["barrier"], resolution)
+                              for i in steps]))
     return float(np.mean([record["converged"][i] for i in steps])) if len(steps) else 1.0
-
-
-def moved_within(full: float, half: float, scale: float, resolution: float = 0.0) -> bool:
-    """Whether halving the descent budget moved a loss by at most MONOTONE_TOLERANCE x ``scale`` + ``resolution``
-    (the descent's absolute tolerance: a loss at float32 round-off, e.g. 6e-13 where the merged neurons are dead on
-    every input, moves by more than 1% of itself between any two evaluations)."""
-    return abs(full - half) <= MONOTONE_TOLERANCE * scale + resolution
 
 
 def permutation_point_converged(record: dict, resolution: float = 0.0) -> bool:
@@ -62,10 +56,11 @@ def permutation_point_converged(record: dict, resolution: float = 0.0) -> bool:
     rule. A move of at most ``resolution`` counts as none (:func:`moved_within`)."""
     index = record["permutation_index"]
     if "final_half_loss" in record:
-        return moved_within(record["losses"][index], record["final_half_loss"], record["losses"][index], resolution)
+        return moved_within(record["losses"][index], record["final_half_loss"], MONOTONE_TOLERANCE,
+                            resolution=resolution)
     if "half_budget_losses" in record:
-        return moved_within(record["losses"][index], record["half_budget_losses"][index], record["losses"][index],
-                            resolution)
+        return moved_within(record["losses"][index], record["half_budget_losses"][index], MONOTONE_TOLERANCE,
+                            resolution=resolution)
     return bool(record["converged"][record["merge_points"] - 1])
 
 
@@ -82,7 +77,8 @@ def barrier_converged(record: dict, resolution: float = 0.0) -> bool:
     if "maximum_bracketed" in record:
         return bool(record["maximum_bracketed"])
     if "half_budget_losses" in record:
-        return moved_within(max(record["losses"]), max(record["half_budget_losses"]), record["barrier"], resolution)
+        return moved_within(max(record["losses"]), max(record["half_budget_losses"]), MONOTONE_TOLERANCE,
+                            record["barrier"], resolution)
     return bool(record["converged"][int(np.argmax(record["losses"][:record["merge_points"]]))])
 
 
