@@ -68,6 +68,8 @@ def test_stages_paths_summary_and_report_section(tiny_params, tmp_path):
     assert sum(max(r["active_fraction"]) > 0 for v in mnist for r in v["paths"]) >= 3
     for record in (r for v in mnist for r in v["paths"]):
         assert len(record["accuracy"]) == len(record["losses"])
+        half = record["half_budget_losses"]  # from the width's second job: the same path at half the budget
+        assert len(half) == len(record["losses"]) and half[0] == 0.0 and abs(half[-1]) < 1e-8
         assert record["accuracy"][0] == pytest.approx(record["accuracy"][-1])
         assert record["accuracy_drop"] == pytest.approx(record["accuracy"][0] - record["accuracy"][record["permutation_index"]])
     # the toy's permutation point: the merged pair's incoming vectors coincide
@@ -139,7 +141,7 @@ def test_stages_paths_summary_and_report_section(tiny_params, tmp_path):
 @pytest.mark.slow  # runs stages (pipeline test)
 def test_stages_write_the_same_outputs_whichever_executor_runs_the_jobs(tiny_params, tmp_path, monkeypatch):
     local, remote, executor = run_minima_and_paths_both_ways(pb, tiny_params, tmp_path, monkeypatch)
-    assert executor.calls == 2 + 1 + 2  # teachers per width, all toy pairs together, MNIST paths per width
+    assert executor.calls == 2 + 1 + 4  # teachers per width, all toy pairs together, 2 MNIST path jobs per width
     for name in ("minima/summary.json", "minima/toy/minima.json", "minima/mnist-H4/minima.json",
                  "minima/mnist-H6/minima.json", "paths/toy/paths.json", "paths/mnist-H4/paths.json",
                  "paths/mnist-H6/paths.json"):

@@ -133,11 +133,14 @@ class MnistPathJob:
     whiten_ridge: float | None = None
     refine_budget: int | None = None  # certify each path's maximum (losstopo.path_maximum); None: not refined
     max_refinements: int = 10
+    half_budget: bool = False  # only the convergence check: the same paths descended at half the budget
 
 
 def mnist_path_job(shared: dict[int, torch.Tensor], job: MnistPathJob) -> list[dict]:
     """Per teacher: the path's record (loss of §5 against the teacher's outputs, MNIST accuracy along it)
-    and its permutation point (flat, on the CPU)."""
+    and its permutation point (flat, on the CPU); with ``job.half_budget``, only the losses of the same path
+    descended at half the budget (:func:`losstopo.descent.halved`), which measure its convergence. The two are
+    separate jobs, so that neither waits for the other and an interrupted stage loses less."""
     device = resolve_device(job.device)
     dataset = job_dataset(job.data, job.request, device)
     inputs, labels = dataset.x_train.to(MNIST_DTYPE).flatten(1), dataset.y_train
@@ -145,16 +148,17 @@ def mnist_path_job(shared: dict[int, torch.Tensor], job: MnistPathJob) -> list[d
     loss_fn = own_outputs_loss(teachers, inputs, normalise=True)  # L of §5 against each teacher's outputs y
     pairs = [merge_candidates(teacher, MNIST_LAYER) for teacher in teachers]
     whitening = None if job.whiten_ridge is None else InputWhitening.fit(inputs, job.whiten_ridge)
-    paths, half_budget = (permutation_paths(teachers, MNIST_LAYER, pairs, loss_fn, job.n_steps, job.final_ratio, rule,
-                                            whitening=whitening)
-                          for rule in (job.rule, halved(job.rule)))
+    rule = halved(job.rule) if job.half_budget else job.rule
+    paths = permutation_paths(teachers, MNIST_LAYER, pairs, loss_fn, job.n_steps, job.final_ratio, rule,
+                              whitening=whitening)
+    if job.half_budget:
+        return [{"half_budget_losses": path.losses.tolist()} for path in paths]
     maxima = ([None] * len(paths) if job.refine_budget is None else
               certify_maxima([path.merge for path in paths], loss_fn, job.refine_budget, job.rule,
                              job.max_refinements, whitening=whitening))
     outputs = []
-    for teacher, (l, m), path, check, maximum in zip(teachers, pairs, paths, half_budget, maxima):
+    for teacher, (l, m), path, maximum in zip(teachers, pairs, paths, maxima):
         record = path_record(path) | ({} if maximum is None else maximum.record()) | {
-            "half_budget_losses": check.losses.tolist(),
             "cosine_similarity": float(incoming_cosine_similarity(teacher, MNIST_LAYER)[l, m]),
             "active_fraction": active_fraction(teacher, MNIST_LAYER, inputs)[[l, m]].tolist(),
             "accuracy": accuracy_along(path, inputs, labels)}
@@ -178,11 +182,13 @@ def curvature_at(point: torch.Tensor, layer_sizes: list[int], loss_fn: Quadratic
             "gradient_norm_at_permutation_point": eig.gradient_norm, "saddle": eig.is_saddle}
 
 
-def _mnist_path_job(cfg: MNISTTeachersConfig, width: int, address: str, saved: dict, data: DataConfig,
-                    rule: Convergence, device: str) -> Job:
+def _mnist_path_jobs(cfg: MNISTTeachersConfig, width: int, address: str, saved: dict, data: DataConfig,
+                     rule: Convergence, device: str) -> list[Job]:
+    """One width's two jobs: its paths, and the same paths at half the budget."""
     spec = MnistPathJob(width, tuple(saved["layer_sizes"]), data, path_request(cfg), cfg.n_steps, cfg.final_ratio,
                         rule, device, cfg.whiten_ridge, cfg.refine_budget, cfg.max_refinements)
-    return Job(job_address(mnist_path_job, "mnist-paths", address, spec, tensor_digest(saved["thetas"])), spec)
+    return [Job(job_address(mnist_path_job, "mnist-paths", address, job, tensor_digest(saved["thetas"])), job)
+            for job in (spec, dataclasses.replace(spec, half_budget=True))]
 
 
 def _save_mnist_paths(width: int, address: str, saved: dict, outputs: list[dict], dataset: Dataset,
@@ -221,22 +227,24 @@ def mnist_paths_address(cfg: MNISTTeachersConfig, rule: Convergence, teachers_ad
 
 def _paths_mnist(config: PermutationBarrierConfig, minima_root: Path, out_root: Path, data: DataConfig,
                  rule: Convergence, executor: Executor, cache: JobCache, params: Params) -> None:
-    """One job per width (its teachers' paths descended together); a width already done with the same settings
-    is skipped."""
+    """Two jobs per width (its teachers' paths descended together, and the same at half the budget), the widest
+    first (the longest jobs start first when workers share them); a width already done with the same settings is
+    skipped."""
     cfg = config.mnist
     dataset = job_dataset(data, path_request(cfg))
     todo, shared, jobs = [], {}, []
-    for width in cfg.widths:
+    for width in sorted(cfg.widths, reverse=True):
         rule_at_width = width_rule(cfg, rule, width)
         saved = torch.load(minima_root / mnist_key(width) / "teachers.pt", map_location="cpu", weights_only=True)
         address = mnist_paths_address(cfg, rule_at_width, saved["address"], dataset.source)
         if saved_record(out_root / mnist_key(width) / "paths.json", address) is None:
             todo.append((width, address, saved))
             shared[width] = saved["thetas"]
-            jobs.append(_mnist_path_job(cfg, width, address, saved, data, rule_at_width, params.runtime.device))
+            jobs += _mnist_path_jobs(cfg, width, address, saved, data, rule_at_width, params.runtime.device)
     outputs = executor.map(mnist_path_job, jobs, shared=shared, cache=cache, description=f"{NAME} MNIST paths",
                            progress=params.runtime.progress)
-    for (width, address, saved), mine in zip(todo, outputs):
+    for (width, address, saved), paths, half_budget in zip(todo, outputs[::2], outputs[1::2]):
+        mine = [path | {"record": path["record"] | check} for path, check in zip(paths, half_budget)]
         _save_mnist_paths(width, address, saved, mine, dataset, job_provenance(data, path_request(cfg)).as_dict(),
                           minima_root / mnist_key(width), out_root / mnist_key(width))
 
