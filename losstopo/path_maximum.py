@@ -44,6 +44,7 @@ from losstopo.errors import LosstopoError
 # refinement descends exactly the objective of the step it continues
 from losstopo.permutation import (BatchLossFn, InputWhitening, MergePath, MLPParams, QuadraticLoss, _constrained,
                                   incoming_vectors, losses_along)
+from losstopo.resume import LoopState
 
 RELATIVE_TOLERANCE = 0.01  # the permutation point's rule: the second half moves the loss by <= 1% of itself
 
@@ -135,6 +136,13 @@ def certify_maxima(merges: list[MergePath], loss_fn: BatchLossFn, budget: int, r
     half_rule = final_half_rule(dataclasses.replace(rule, final_max_iter=budget))
     states = [_initial(merge, tolerance) for merge in merges]
     finished = [False] * len(merges)
+    # an interrupted job resumes after its last saved round of refinements
+    saved_state = LoopState(f"certify {len(merges)} maxima, budget {budget}, {max_refinements} refinements, "
+                            f"tolerance {tolerance}, {rule}")
+    saved = saved_state.restore()
+    if saved is not None:
+        finished = saved["finished"]
+        states = [_from_saved(entry, merge) for entry, merge in zip(saved["states"], merges)]
     while True:
         todo = []  # (path, merge point) of this round
         for b, state in enumerate(states):
@@ -151,6 +159,21 @@ def certify_maxima(merges: list[MergePath], loss_fn: BatchLossFn, budget: int, r
         if not todo:
             return states
         _refine_round(todo, merges, states, descent_loss, loss_fn, to_descent, from_descent, half_rule, tolerance)
+        if saved_state.save_due():
+            saved_state.save({"finished": finished, "states": [_to_saved(state) for state in states]})
+
+
+def _to_saved(state: PathMaximum) -> dict:
+    """A path's refinement state as tensors and plain containers (its refined points flat)."""
+    return dataclasses.asdict(dataclasses.replace(state, points={})) | {
+        "points": {k: point.flat() for k, point in state.points.items()}}
+
+
+def _from_saved(saved: dict, merge: MergePath) -> PathMaximum:
+    start = merge.params[0]
+    points = {k: MLPParams.from_flat(flat.to(start.weights[0].device), start.layer_sizes, start.flatten_input)
+              for k, flat in saved["points"].items()}
+    return PathMaximum(**(saved | {"points": points}))
 
 
 def _refine_round(todo, merges, states, descent_loss, loss_fn, to_descent, from_descent, half_rule, tolerance) -> None:

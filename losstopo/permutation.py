@@ -28,6 +28,7 @@ from torch import nn
 
 from losstopo.descent import Convergence, descend_batch, final_half_rule
 from losstopo.errors import LosstopoError
+from losstopo.resume import LoopState
 
 
 @dataclass
@@ -406,18 +407,33 @@ def merge_neurons_batch(starts: list[MLPParams], layer: int, pairs: list[tuple[i
     ratios = distance_schedule(1.0, n_steps, final_ratio)[1:].tolist() + [0.0]
     initial64 = initial.to(torch.float64).cpu()
     distances, points, iterations, converged = [initial64], [start], [[0] * len(pairs)], [[True] * len(pairs)]
-    final_half_losses = [None] * len(pairs)
-    for ratio in ratios:
+    # an interrupted job resumes after its last saved distance step (or the final descent's first half)
+    state = LoopState(f"merge of {len(pairs)} pairs in layer {layer} of {sizes}, {len(ratios)} steps, {rule}")
+    saved, first_half = state.restore(), None
+    if saved is not None:
+        x, distances, iterations, converged = saved["x"].to(device), saved["distances"], saved["iterations"], \
+            saved["converged"]
+        points += [MLPParams.from_flat(rows.to(device), sizes, flatten_input) for rows in saved["points"]]
+        first_half = saved["first_half"]
+
+    def save() -> None:
+        if state.save_due():
+            state.save({"x": x, "distances": distances, "points": [p.flat() for p in points[1:]],
+                        "iterations": iterations, "converged": converged, "first_half": first_half})
+
+    for ratio in ratios[len(points) - 1:]:
         distance = (initial64 * ratio).to(device=device, dtype=x.dtype)
 
         def objective(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
             return loss_fn(point(rows, index, distance), index)
 
         if ratio == 0.0 and rule.final_max_iter is not None:
-            first = descend_batch(objective, x, final_half_rule(rule))
-            result = descend_batch(objective, first.x, final_half_rule(rule))
-            result.iterations = [a + b for a, b in zip(first.iterations, result.iterations)]
-            final_half_losses = first.loss.tolist()
+            if first_half is None:
+                first = descend_batch(objective, x, final_half_rule(rule))
+                first_half = {"x": first.x, "iterations": first.iterations, "loss": first.loss}
+                save()
+            result = descend_batch(objective, first_half["x"].to(device), final_half_rule(rule))
+            result.iterations = [a + b for a, b in zip(first_half["iterations"], result.iterations)]
         else:
             result = descend_batch(objective, x, rule)
         x = result.x
@@ -426,6 +442,8 @@ def merge_neurons_batch(starts: list[MLPParams], layer: int, pairs: list[tuple[i
         points.append(point(x, problems, distance).detach())
         iterations.append(result.iterations)
         converged.append(result.converged)
+        save()
+    final_half_losses = [None] * len(pairs) if first_half is None else first_half["loss"].tolist()
     merges = []
     for b, (pair_l, pair_m) in enumerate(pairs):
         mine = [p.select(b) for p in points]

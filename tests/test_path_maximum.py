@@ -228,3 +228,76 @@ def test_bad_settings_are_refused(toy):
         certify_maxima(merges, loss_fn, BUDGET, RULE, max_refinements=-1)
     assert certify_maxima([], loss_fn, BUDGET, RULE) == []
     assert isinstance(merges[0], MergePath)
+
+
+class Interrupted(Exception):
+    pass
+
+
+class CountingLoss:
+    """``loss_fn`` that counts its calls and raises at call ``fail_at`` (1-based), as a killed job stops."""
+
+    def __init__(self, loss_fn, fail_at=None):
+        self.loss_fn, self.fail_at, self.calls = loss_fn, fail_at, 0
+
+    def __call__(self, params, index):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise Interrupted
+        return self.loss_fn(params, index)
+
+
+def _interrupted_then_resumed(run, loss_fn, fail_at, scratch):
+    """``run(loss)`` stopped at call ``fail_at``, then run again in the same job scratch: (result, calls of the rerun)."""
+    from losstopo.resume import job_scratch
+
+    with job_scratch(scratch), pytest.raises(Interrupted):
+        run(CountingLoss(loss_fn, fail_at))
+    again = CountingLoss(loss_fn)
+    with job_scratch(scratch):
+        return run(again), again.calls
+
+
+def _same_merges(a, b):
+    for x, y in zip(a, b):
+        assert torch.equal(x.distances, y.distances) and torch.equal(x.losses, y.losses)
+        assert (x.iterations, x.converged, x.final_half_loss) == (y.iterations, y.converged, y.final_half_loss)
+        assert all(torch.equal(p.flat(), q.flat()) for p, q in zip(x.params, y.params))
+
+
+def test_an_interrupted_merge_resumes_at_its_last_saved_step_and_ends_as_the_uninterrupted_one(
+        toy, tmp_path, monkeypatch):
+    monkeypatch.setenv("LOSSTOPO_SAVE_EVERY_S", "0")
+    merges, loss_fn, _ = toy
+    teachers = [merge.params[0] for merge in merges]
+
+    def run(loss):
+        return merge_neurons_batch(teachers, 1, [(0, 1)] * 2, loss, n_steps=6, rule=RULE)
+
+    counted = CountingLoss(loss_fn)
+    _same_merges(run(counted), merges)
+    total = counted.calls
+    # in the distance steps, in each half of the d = 0 descent, and after the loop (the losses along the path)
+    for n, fail_at in enumerate((5, total // 3, 2 * total // 3, total - 2)):
+        resumed, calls = _interrupted_then_resumed(run, loss_fn, fail_at, tmp_path / str(n))
+        _same_merges(resumed, merges)
+        assert calls < total if fail_at > total // 4 else calls <= total  # past the first steps: it did not start over
+
+
+def test_an_interrupted_certification_resumes_after_its_last_round(toy, tmp_path, monkeypatch):
+    monkeypatch.setenv("LOSSTOPO_SAVE_EVERY_S", "0")
+    merges, loss_fn, certified = toy
+
+    def run(loss):
+        return certify_maxima(merges, loss, BUDGET, RULE)
+
+    counted = CountingLoss(loss_fn)
+    run(counted)
+    assert max(len(state.refined) for state in certified) >= 2  # rounds to resume between
+    resumed, calls = _interrupted_then_resumed(run, loss_fn, 2 * counted.calls // 3, tmp_path)
+    assert calls < counted.calls
+    for x, y in zip(resumed, certified):
+        assert torch.equal(x.losses, y.losses)
+        assert dataclasses.replace(x, losses=None, points={}) == dataclasses.replace(y, losses=None, points={})
+        assert x.points.keys() == y.points.keys()
+        assert all(torch.equal(x.points[k].flat(), y.points[k].flat()) for k in x.points)

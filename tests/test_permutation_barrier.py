@@ -272,6 +272,27 @@ def test_a_widths_own_final_budget_changes_only_that_widths_paths_address():
     assert own_budget_words({"settings": {"mnist": {"final_max_iter": 40}}}) == ""
 
 
+def test_each_width_has_a_paths_job_and_a_half_budget_job_whose_scratch_is_not_part_of_their_address(tmp_path):
+    from benchmarks.permutation_barrier.paths import _mnist_path_jobs, width_rule
+
+    from losstopo.config import resolve
+    from losstopo.executor import JobCache
+
+    params = resolve(TINY)
+    config = params.experiment("permutation_barrier")
+    rule = width_rule(config.mnist, convergence_rule(config.convergence), 4)
+    saved = {"layer_sizes": [784, 4, 4, 10], "thetas": torch.zeros(2, 3)}
+
+    def jobs(cache_dir):
+        return _mnist_path_jobs(config.mnist, 4, "paths-4", saved, params.data, rule, "cpu", JobCache(cache_dir))
+
+    here, there = jobs(tmp_path / "a"), jobs(tmp_path / "b")
+    assert [job.spec.half_budget for job in here] == [False, True]
+    assert [job.address for job in here] == [job.address for job in there] and here[0].address != here[1].address
+    for job in here:
+        assert job.spec.scratch == str((tmp_path / "a" / f"{job.address}.partial").absolute())
+
+
 def test_a_loss_at_round_off_is_converged_within_the_descents_absolute_tolerance():
     """A merge of two neurons dead on every input costs nothing: its float32 loss sits at round-off (6e-13 on a cpu
     H = 25 teacher) and moves by more than 1% of itself between any two evaluations. A move of at most the
