@@ -201,7 +201,7 @@ def test_report_section_tables_claims_and_figures(run):
     assert "`wrn-10-1`" in text and "`lenet`" in text and "SYNTHETIC stand-in of cifar100" in text
     assert len(section.claims) == 4  # per study: robustness, and triangles of both regimes compared
     regimes = [c for c in section.claims if "trainable side centres" in c.claim]
-    assert len(regimes) == 2 and all(c.unit == "triangle (paired)" for c in regimes)
+    assert len(regimes) == 2 and all(c.unit.startswith("set of minima") and c.result.n == 1 for c in regimes)
     by_study = {("wrn" if "wrn-10-1" in c.claim else "lenet"): c for c in section.claims if c not in regimes}
     for claim in section.claims:  # measured over the minima and curves, or both regimes' triangles and curves
         assert 0 <= claim.converged_fraction <= 1 and 0 <= claim.null_rate <= 0.2 and "Converged: " in claim.note
@@ -278,3 +278,22 @@ def test_stages_write_the_same_outputs_whichever_executor_runs_the_jobs(tmp_path
         assert len(paths["triangles"]["vertices_fixed"]["max"]) == math.comb(N_MINIMA[study], 3)
         assert _side_mismatch(paths, "sides_fixed") < 1e-4  # each triangle job got the bends of its own sides
     assert not list((tmp_path / "pickling" / ".jobs").rglob("*.pt"))  # job caches cleared
+
+
+def test_the_regime_claim_is_tested_over_sets_of_minima_not_over_the_triangles_of_one_set():
+    """10/10 triangles lower, every input converged: still one set of minima (its triangles share vertices and
+    sides), which no test can make significant: underpowered, with the triangles' count in the note."""
+    from benchmarks.wrn_robustness.claims import regime_claim
+    from losstopo.report import finalise
+
+    lower, higher = np.linspace(0.010, 0.019, 10), np.linspace(0.011, 0.025, 10)
+    paths = {"triangles": {"vertices_fixed": {"max": lower.tolist(), "converged": [True] * 10},
+                           "sides_fixed": {"max": higher.tolist(), "converged": [True] * 10}},
+             "curve_converged": [True] * 10, "convergence_rule": "a rule"}
+    topo = {"model": "lenet", "data_source": "offline copy", "profile": "cpu"}
+    claim = regime_claim("lenet", topo, paths)
+    assert claim.unit.startswith("set of minima") and claim.result.n == 1 and claim.converged_fraction == 1.0
+    assert claim.result.min_attainable_p == 0.5 and claim.result.statistic == pytest.approx(np.mean(lower - higher))
+    assert "lower with trainable side centres in 10/10" in claim.note
+    finalise([claim])
+    assert claim.verdict == "underpowered"
