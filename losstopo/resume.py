@@ -1,12 +1,12 @@
 """Resuming a long loop inside a job where it was interrupted.
 
-A job of hours (a chunk of triangles, of curves) would otherwise start over when its process is killed: the job
-cache keeps only finished jobs. The executor gives every job a scratch directory named by the job's address
-(:func:`job_scratch`); a loop that can resume asks for its :class:`LoopState` and saves its state there every
-``LOSSTOPO_SAVE_EVERY_S`` seconds (default 300). The rerun of the same job (the same address: the same settings,
-shared inputs and code) finds the state and continues from that step, with the optimiser's state and the random
-generator's, so the result is the one the uninterrupted job would have computed. Outside a job with a cache
-(no scratch directory) nothing is saved. The executor removes the directory once the job's result is cached.
+A job of an hour (the permutation paths of one width) would otherwise start over when its process is killed: the
+job cache keeps only finished jobs. Such a job runs inside :func:`job_scratch`, a directory named by its address
+beside the stage's job cache; each of its loops that can resume asks for its :class:`LoopState` and saves its state
+there every ``LOSSTOPO_SAVE_EVERY_S`` seconds (default 300). The rerun of the same job (the same address: the same
+settings, shared inputs and code) finds the state and continues from that step, so the result is the one the
+uninterrupted job would have computed. Outside a job's scratch nothing is saved; the stage removes the scratch
+directories with its job cache when it completes.
 """
 
 from __future__ import annotations

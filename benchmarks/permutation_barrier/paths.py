@@ -26,10 +26,10 @@ from losstopo.io import load_json, save_json, save_torch
 from losstopo.job_data import DataRequest, job_dataset, job_provenance
 from losstopo.path_maximum import certify_maxima
 from losstopo.paths_stage import tensor_digest
-from losstopo.resume import job_scratch
 from losstopo.permutation import (Convergence, InputWhitening, MLPParams, PermutationPath, QuadraticLoss,
                                   incoming_cosine_similarity, incoming_vectors, merge_candidates, permutation_paths,
                                   quadratic_loss)
+from losstopo.resume import job_scratch
 from losstopo.stage_frame import ARTIFACTS, compute_stage, resolve_device, stage_dir
 
 # in path addresses
