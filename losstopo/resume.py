@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from contextvars import ContextVar
 from pathlib import Path
@@ -71,6 +72,8 @@ class LoopState:
         saved = load_or_discard(self.file, "loop state")
         if saved is None or saved.get("description") != self.description:
             return None
+        print(f"losstopo: {self.description}: resumed from the state an interrupted run saved", file=sys.stderr,
+              flush=True)
         return saved["state"]
 
     def save_due(self) -> bool:

@@ -19,7 +19,8 @@ def test_outside_a_job_nothing_is_saved(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_loops_of_one_job_get_their_own_files_in_order_and_a_rerun_finds_them(tmp_path, monkeypatch):
+def test_loops_of_one_job_get_their_own_files_in_order_and_a_rerun_finds_them(tmp_path, monkeypatch,
+                                                                                capsys):
     monkeypatch.setenv("LOSSTOPO_SAVE_EVERY_S", "0")
     with job_scratch(tmp_path):
         first, second = LoopState("a"), LoopState("b")
@@ -30,6 +31,7 @@ def test_loops_of_one_job_get_their_own_files_in_order_and_a_rerun_finds_them(tm
         again, other = LoopState("a"), LoopState("not b")
     assert (first.file.name, second.file.name, again.file.name) == ("loop0.pt", "loop1.pt", "loop0.pt")
     assert again.restore() == {"step": 3}
+    assert "a: resumed from the state an interrupted run saved" in capsys.readouterr().err
     assert other.restore() is None  # the state of another loop is never used
 
 
