@@ -17,6 +17,7 @@ otherwise, so its p-value is valid at any n and its smallest attainable value is
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ NULL_DRAWS = 400
 NULL_RATE_BOUND = 0.07
 PERMUTATIONS = 4000
 EXACT_LIMIT = 50_000  # relabellings enumerated exactly up to this many
+# A trend test's relabellings differ only in which units sit at which level of x: n! / prod(m_k!) distinct ones
+# (the FC design, 5 depths x 2 sets: 113,400), each standing for prod(m_k!) equally likely permutations.
+ARRANGEMENT_LIMIT = 200_000
 
 VERDICTS = {
     "supported": "the test in the paper's direction is significant at alpha = 0.05 after the report-wide "
@@ -68,6 +72,46 @@ def _permutations(n: int, draws: int, rng: np.random.Generator) -> Relabelling:
     if math.factorial(n) <= EXACT_LIMIT:
         return Relabelling(np.array(list(itertools.permutations(range(n)))), True)
     return Relabelling(np.argsort(rng.random((draws, n)), axis=1), False)
+
+
+def level_arrangements(x: Sequence[float]) -> np.ndarray:
+    """Every distinct assignment of the levels of ``x`` to its n units, once: rows (n! / prod(m_k!), n) of
+    level values, each level k on m_k units, as often as in ``x``."""
+    levels, counts = np.unique(np.asarray(x, float), return_counts=True)
+    rows = [np.full(len(x), np.nan)]
+    for level, count in zip(levels, counts):
+        grown = []
+        for row in rows:
+            free = np.flatnonzero(np.isnan(row))
+            for chosen in itertools.combinations(free, int(count)):
+                new_row = row.copy()
+                new_row[list(chosen)] = level
+                grown.append(new_row)
+        rows = grown
+    return np.array(rows)
+
+
+@functools.lru_cache(maxsize=8)
+def _arrangement_signs(x: tuple[float, ...]) -> np.ndarray | None:
+    """sign(a_i - a_j) of every distinct level arrangement a of design x, flattened (R, n*n), or None where
+    there are more than :data:`ARRANGEMENT_LIMIT` (cached: a claim and its null rate reuse one design)."""
+    _, counts = np.unique(np.asarray(x, float), return_counts=True)
+    total = math.factorial(len(x)) // math.prod(math.factorial(int(m)) for m in counts)
+    if total > ARRANGEMENT_LIMIT:
+        return None
+    rows = level_arrangements(x)
+    return np.sign(rows[:, :, None] - rows[:, None, :]).reshape(len(rows), -1).astype(np.float32)
+
+
+def _kendall_null(x: np.ndarray, y: np.ndarray, draws: int, seed: int) -> tuple[np.ndarray, bool]:
+    """Kendall's S of y against x under every relabelling of the units: each distinct arrangement of the levels
+    once (exact, each standing for the same number of permutations) where there are at most
+    :data:`ARRANGEMENT_LIMIT`, else ``draws`` random permutations (Monte Carlo). Returns (S values, exact)."""
+    signs = _arrangement_signs(tuple(float(v) for v in x))
+    if signs is not None:  # S is symmetric in its two arguments: arrange the levels instead of the values
+        return signs @ np.sign(y[:, None] - y[None, :]).astype(np.float32).ravel() / 2, True
+    relabel = _permutations(len(x), draws, np.random.default_rng(seed))
+    return kendall_s(x, y[relabel.rows]), relabel.exact
 
 
 def _p_values(observed: float, null: np.ndarray, exact: bool) -> tuple[float, float]:
@@ -118,18 +162,17 @@ def trend_test(x: Sequence[float], y: Sequence[float], direction: str = "decreas
     name = f"permutation test of Kendall's S, one-sided ({direction})"
     if _no_trend_design(x):
         return _untestable(name, len(x))
-    relabel = _permutations(len(x), draws, np.random.default_rng(seed))
-    null = kendall_s(x, y[relabel.rows])
+    null, exact = _kendall_null(x, y, draws, seed)
     observed = float(kendall_s(x, y[None])[0])
-    p_less, p_greater = _p_values(observed, null, relabel.exact)
+    p_less, p_greater = _p_values(observed, null, exact)
     p, p_other = (p_less, p_greater) if direction == "decreasing" else (p_greater, p_less)
     tau = float(stats.kendalltau(x, y).statistic) if np.ptp(y) > 0 else 0.0
     # the best ordering of these values (ties kept): the most extreme statistic any relabelling reaches
     best = np.sort(y)[::-1] if direction == "decreasing" else np.sort(y)
-    reached = _p_values(float(kendall_s(np.sort(x), best[None])[0]), null, relabel.exact)
+    reached = _p_values(float(kendall_s(np.sort(x), best[None])[0]), null, exact)
     reached_p = reached[0] if direction == "decreasing" else reached[1]
     return TestResult(name, observed, p, tau, "tau", len(x), p_other,
-                      max(trend_min_p(x, draws, relabel.exact), reached_p))
+                      max(trend_min_p(x, draws, exact), reached_p))
 
 
 def interval_trend_test(x: Sequence[float], lower: Sequence[float], upper: Sequence[float],
@@ -151,10 +194,9 @@ def interval_trend_test(x: Sequence[float], lower: Sequence[float], upper: Seque
     earlier = x[:, None] < x[None, :]  # pairs (i, j) with x_i < x_j; their S term is -sign(y_i - y_j)
     s_high = float(np.sum(-np.sign(lower[:, None] - upper[None, :])[earlier]))  # the largest S in the bounds
     s_low = float(np.sum(-np.sign(upper[:, None] - lower[None, :])[earlier]))  # the smallest
-    relabel = _permutations(len(x), draws, np.random.default_rng(seed))
-    null = kendall_s(x, np.arange(len(x), dtype=float)[relabel.rows])
-    p_high_small = _p_values(s_high, null, relabel.exact)[0]  # decreasing: even the largest S is this small
-    p_low_large = _p_values(s_low, null, relabel.exact)[1]  # increasing: even the smallest S is this large
+    null, exact = _kendall_null(x, np.arange(len(x), dtype=float), draws, seed)
+    p_high_small = _p_values(s_high, null, exact)[0]  # decreasing: even the largest S is this small
+    p_low_large = _p_values(s_low, null, exact)[1]  # increasing: even the smallest S is this large
     observed, p, p_other = ((s_high, p_high_small, p_low_large) if direction == "decreasing"
                             else (s_low, p_low_large, p_high_small))
     pairs = math.comb(len(x), 2)
@@ -162,7 +204,7 @@ def interval_trend_test(x: Sequence[float], lower: Sequence[float], upper: Seque
     tied_x = sum(math.comb(int(m), 2) for m in counts)
     tau = observed / math.sqrt((pairs - tied_x) * pairs)  # Kendall's tau-b of distinct values
     return TestResult(name, observed, p, tau, "tau (least favourable)", len(x), p_other,
-                      trend_min_p(x, draws, relabel.exact))
+                      trend_min_p(x, draws, exact))
 
 
 def trend_min_p(x: np.ndarray, draws: int, exact: bool) -> float:

@@ -1,5 +1,6 @@
 """The verdict rules and the calibrated tests of losstopo.evidence, on cases whose answer is known."""
 
+import itertools
 import math
 
 import numpy as np
@@ -29,9 +30,38 @@ def test_ties_in_x_raise_the_attainable_p_by_the_replicate_orderings():
 
 
 def test_monte_carlo_trend_p_is_bounded_by_one_over_draws():
+    x = np.repeat([10, 15, 20, 25], 6)  # 24! / 6!^4 ~ 3e12 arrangements: drawn, not enumerated
+    result = trend_test(x, -x + 0.01 * np.arange(24), draws=999)
+    assert result.p_value == pytest.approx(1 / 1000) and result.min_attainable_p == pytest.approx(1 / 1000)
+
+
+def test_two_sets_at_five_depths_are_tested_exactly_over_their_113400_arrangements():
+    # the FC design: only the perfectly decreasing arrangement reaches the observed S (distinct values)
     x = np.repeat([2, 3, 4, 6, 8], 2)
     result = trend_test(x, -x + 0.01 * np.arange(10), draws=999)
-    assert result.p_value == pytest.approx(1 / 1000) and result.min_attainable_p == pytest.approx(1 / 1000)
+    assert result.p_value == 1 / 113400 and result.min_attainable_p == pytest.approx(1 / 113400)
+
+
+def test_level_arrangements_are_each_distinct_assignment_once():
+    x = [1, 1, 2, 2, 2, 3]
+    rows = evidence.level_arrangements(x)
+    assert len(rows) == math.factorial(6) // (2 * 6) == 60
+    assert len({tuple(row) for row in rows}) == 60
+    assert all(sorted(row) == sorted(x) for row in rows)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_exact_trend_p_is_the_fraction_of_all_n_factorial_permutations(seed):
+    # the definition, by brute force over all 8! orderings of the values, with ties in x and in y
+    x = np.array([2, 2, 3, 3, 4, 4, 6, 6], float)
+    y = np.round(np.random.default_rng(seed).standard_normal(8), 1)
+    y[3] = y[5]
+    permutations = np.array(list(itertools.permutations(range(8))))
+    null = evidence.kendall_s(x, y[permutations])
+    observed = evidence.kendall_s(x, y[None])[0]
+    result = trend_test(x, y)
+    assert result.p_value == pytest.approx(np.mean(null <= observed + 1e-12), abs=1e-12)
+    assert result.p_opposite == pytest.approx(np.mean(null >= observed - 1e-12), abs=1e-12)
 
 
 def test_group_test_enumerates_all_labellings():
