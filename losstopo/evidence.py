@@ -123,6 +123,11 @@ def _p_values(observed: float, null: np.ndarray, exact: bool) -> tuple[float, fl
     return float((1 + low) / (1 + len(null))), float((1 + high) / (1 + len(null)))
 
 
+def _enumeration(null: np.ndarray, exact: bool) -> str:
+    """How a permutation test's p was computed, for its name in the claims table."""
+    return f"exact over all {len(null):,} relabellings" if exact else f"Monte Carlo over {len(null):,} relabellings"
+
+
 def at_resolution(values: Sequence[float], resolution: float) -> np.ndarray:
     """``values`` rounded to multiples of ``resolution`` (0: unchanged), so that differences the
     measurement cannot resolve (e.g. barriers below the minima's own convergence resolution) enter a
@@ -171,7 +176,7 @@ def trend_test(x: Sequence[float], y: Sequence[float], direction: str = "decreas
     best = np.sort(y)[::-1] if direction == "decreasing" else np.sort(y)
     reached = _p_values(float(kendall_s(np.sort(x), best[None])[0]), null, exact)
     reached_p = reached[0] if direction == "decreasing" else reached[1]
-    return TestResult(name, observed, p, tau, "tau", len(x), p_other,
+    return TestResult(f"{name}, {_enumeration(null, exact)}", observed, p, tau, "tau", len(x), p_other,
                       max(trend_min_p(x, draws, exact), reached_p))
 
 
@@ -203,8 +208,8 @@ def interval_trend_test(x: Sequence[float], lower: Sequence[float], upper: Seque
     _, counts = np.unique(x, return_counts=True)
     tied_x = sum(math.comb(int(m), 2) for m in counts)
     tau = observed / math.sqrt((pairs - tied_x) * pairs)  # Kendall's tau-b of distinct values
-    return TestResult(name, observed, p, tau, "tau (least favourable)", len(x), p_other,
-                      trend_min_p(x, draws, exact))
+    return TestResult(f"{name}, {_enumeration(null, exact)}", observed, p, tau, "tau (least favourable)", len(x),
+                      p_other, trend_min_p(x, draws, exact))
 
 
 def trend_min_p(x: np.ndarray, draws: int, exact: bool) -> float:
@@ -243,7 +248,8 @@ def group_test(a: Sequence[float], b: Sequence[float], names: tuple[str, str] = 
     # conditional on the observed ranks (ties included): the largest rank sum any labelling reaches
     reached = _p_values(float(np.sort(values)[-n_a:].sum()), null, exact)[1]
     min_p = max(1 / total if exact else max(1 / total, 1 / (1 + draws)), reached)
-    return TestResult(name, u, p_greater, float(2 * u / (n_a * len(b)) - 1), "rank-biserial r", n, p_less, min_p)
+    return TestResult(f"{name}, {_enumeration(null, exact)}", u, p_greater, float(2 * u / (n_a * len(b)) - 1),
+                      "rank-biserial r", n, p_less, min_p)
 
 
 def linear_statistic_test(values: Sequence[float], weights: Sequence[float], name: str, effect_name: str, *,
@@ -261,8 +267,8 @@ def linear_statistic_test(values: Sequence[float], weights: Sequence[float], nam
     # the most extreme ordering of these values: the smallest statistic any relabelling reaches
     reached = np.sort(values)[np.argsort(np.argsort(-weights))] @ weights
     smallest = _p_values(float(reached), null, relabel.exact)[0]
-    return TestResult(name, observed, p, observed, effect_name, len(values), p_other,
-                      max(smallest, 1 / math.factorial(len(values))))
+    return TestResult(f"{name}, {_enumeration(null, relabel.exact)}", observed, p, observed, effect_name,
+                      len(values), p_other, max(smallest, 1 / math.factorial(len(values))))
 
 
 def linear_null_rate(weights: Sequence[float], draws: int = NULL_DRAWS) -> float:

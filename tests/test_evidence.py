@@ -33,6 +33,7 @@ def test_monte_carlo_trend_p_is_bounded_by_one_over_draws():
     x = np.repeat([10, 15, 20, 25], 6)  # 24! / 6!^4 ~ 3e12 arrangements: drawn, not enumerated
     result = trend_test(x, -x + 0.01 * np.arange(24), draws=999)
     assert result.p_value == pytest.approx(1 / 1000) and result.min_attainable_p == pytest.approx(1 / 1000)
+    assert result.test.endswith("Monte Carlo over 999 relabellings")
 
 
 def test_two_sets_at_five_depths_are_tested_exactly_over_their_113400_arrangements():
@@ -40,6 +41,7 @@ def test_two_sets_at_five_depths_are_tested_exactly_over_their_113400_arrangemen
     x = np.repeat([2, 3, 4, 6, 8], 2)
     result = trend_test(x, -x + 0.01 * np.arange(10), draws=999)
     assert result.p_value == 1 / 113400 and result.min_attainable_p == pytest.approx(1 / 113400)
+    assert result.test.endswith("exact over all 113,400 relabellings")
 
 
 def test_level_arrangements_are_each_distinct_assignment_once():
