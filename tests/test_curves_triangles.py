@@ -56,8 +56,14 @@ def test_triangle_sides_are_the_polychains_through_the_side_centres():
 def test_grid_and_sampling_cover_the_simplex():
     grid = barycentric_grid(4)
     assert len(grid) == 15 and torch.allclose(grid.sum(1), torch.ones(15, dtype=torch.float64))
-    w = uniform_barycentric(20000, torch.Generator().manual_seed(1))
-    assert (w >= 0).all() and torch.allclose(w.mean(0), torch.full((3,), 1 / 3), atol=0.01)
+    assert torch.allclose(grid * 4, (grid * 4).round())  # every (i, j, k) / 4 with i + j + k = 4, once each
+    assert len({tuple((row * 4).round().int().tolist()) for row in grid}) == 15
+    w = uniform_barycentric(20000, torch.Generator().manual_seed(1)).double()
+    assert (w >= 0).all() and torch.allclose(w.mean(0), torch.full((3,), 1 / 3, dtype=w.dtype), atol=0.01)
+    # uniform on the triangle = Dirichlet(1, 1, 1): each weight is Beta(1, 2), E[w^2] = 1/6, P(w > 1/2) = 1/4
+    # (three normalised U(0, 1) draws, a common mistake, give ~0.143 and ~0.168)
+    assert torch.allclose((w ** 2).mean(0), torch.full((3,), 1 / 6, dtype=w.dtype), atol=0.005)
+    assert torch.allclose((w > 0.5).double().mean(0), torch.full((3,), 0.25, dtype=w.dtype), atol=0.01)
 
 
 def _ring_minima():

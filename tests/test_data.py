@@ -70,6 +70,11 @@ def test_subset_is_deterministic_and_nested(shared_data):
     small, large = data.subset(100, 10, seed=3), data.subset(400, 10, seed=3)
     assert torch.equal(small.x_train, large.x_train[:100])
     assert torch.equal(small.y_train, data.subset(100, 10, seed=3).y_train)
+    # random, as documented: the first 100 of a seeded permutation of all training images, not the file's first 100
+    chosen = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(3))[:100]
+    assert torch.equal(small.x_train, data.x_train[chosen])
+    assert not torch.equal(small.x_train, data.x_train[:100])
+    assert not torch.equal(small.x_train, data.subset(100, 10, seed=4).x_train)
 
 
 def test_synthetic_prefixes_are_stable_so_subsets_stay_nested(tmp_path):

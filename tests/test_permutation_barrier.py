@@ -195,6 +195,13 @@ def test_below_threshold_test_and_bootstrap():
     assert below_threshold_test([2.0, 3.0, 1.5, 4.0], 1.0).p_opposite == pytest.approx(0.5 ** 4)
     low, high = bootstrap_ci(small)
     assert low <= np.mean(small) <= high and high - low < 0.2
+    # the percentile bootstrap of a mean of 400 normal draws: ~ mean +- z s / sqrt(n) at each level
+    values = np.random.default_rng(5).normal(1.0, 2.0, 400)
+    half_width = values.std() / np.sqrt(len(values))
+    for level, z in ((0.95, 1.960), (0.5, 0.674)):
+        low, high = bootstrap_ci(values, level)
+        assert (high - low) / 2 == pytest.approx(z * half_width, rel=0.1)
+        assert (low + high) / 2 == pytest.approx(values.mean(), abs=0.1 * half_width)
 
 
 def test_mnist_steps_count_as_converged_only_if_halving_their_budget_leaves_their_loss():
