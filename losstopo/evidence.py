@@ -36,8 +36,9 @@ NULL_RATE_BOUND = 0.07
 PERMUTATIONS = 4000
 EXACT_LIMIT = 50_000  # relabellings enumerated exactly up to this many
 # A trend test's relabellings differ only in which units sit at which level of x: n! / prod(m_k!) distinct ones
-# (the FC design, 5 depths x 2 sets: 113,400), each standing for prod(m_k!) equally likely permutations.
-ARRANGEMENT_LIMIT = 200_000
+# (the FC design, 5 depths x 2 sets: 113,400), each standing for prod(m_k!) equally likely permutations. They are
+# enumerated while their sign matrices (arrangements x n^2 float32) stay under ~80 MB.
+ARRANGEMENT_SIGNS_LIMIT = 20_000_000
 
 VERDICTS = {
     "supported": "the test in the paper's direction is significant at alpha = 0.05 after the report-wide "
@@ -91,13 +92,13 @@ def level_arrangements(x: Sequence[float]) -> np.ndarray:
     return np.array(rows)
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=2)
 def _arrangement_signs(x: tuple[float, ...]) -> np.ndarray | None:
     """sign(a_i - a_j) of every distinct level arrangement a of design x, flattened (R, n*n), or None where
-    there are more than :data:`ARRANGEMENT_LIMIT` (cached: a claim and its null rate reuse one design)."""
+    they would exceed :data:`ARRANGEMENT_SIGNS_LIMIT` values (cached: a claim and its null rate reuse one design)."""
     _, counts = np.unique(np.asarray(x, float), return_counts=True)
     total = math.factorial(len(x)) // math.prod(math.factorial(int(m)) for m in counts)
-    if total > ARRANGEMENT_LIMIT:
+    if total * len(x) ** 2 > ARRANGEMENT_SIGNS_LIMIT:
         return None
     rows = level_arrangements(x)
     return np.sign(rows[:, :, None] - rows[:, None, :]).reshape(len(rows), -1).astype(np.float32)
@@ -105,8 +106,8 @@ def _arrangement_signs(x: tuple[float, ...]) -> np.ndarray | None:
 
 def _kendall_null(x: np.ndarray, y: np.ndarray, draws: int, seed: int) -> tuple[np.ndarray, bool]:
     """Kendall's S of y against x under every relabelling of the units: each distinct arrangement of the levels
-    once (exact, each standing for the same number of permutations) where there are at most
-    :data:`ARRANGEMENT_LIMIT`, else ``draws`` random permutations (Monte Carlo). Returns (S values, exact)."""
+    once (exact, each standing for the same number of permutations) where they fit
+    :data:`ARRANGEMENT_SIGNS_LIMIT`, else ``draws`` random permutations (Monte Carlo). Returns (S values, exact)."""
     signs = _arrangement_signs(tuple(float(v) for v in x))
     if signs is not None:  # S is symmetric in its two arguments: arrange the levels instead of the values
         return signs @ np.sign(y[:, None] - y[None, :]).astype(np.float32).ravel() / 2, True
