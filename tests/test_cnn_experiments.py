@@ -1,6 +1,8 @@
 """cnn_channels and cnn_bn end to end on a tiny offline CIFAR-10 copy, and the stats helpers they use."""
 
+import itertools
 import json
+import math
 
 import mlflow
 import numpy as np
@@ -8,6 +10,7 @@ import pytest
 from tiny import tiny_params
 
 from losstopo import evidence
+from losstopo.evidence import group_test, trend_test
 
 from benchmarks import cnn_bn, cnn_channels
 from losstopo.minima_stage import run_minima
@@ -102,6 +105,59 @@ def _check_claim(claim):
     assert claim.claim and claim.paper_evidence and r.n >= 1
 
 
+def _parameters(layers: int, channels: int) -> int:
+    """CNN-K-C on 3x32x32 images (Tables 8-10): K 5x5 convolutions of C channels, pooled to 4x4, Linear(16 C, 10)."""
+    conv = (3 * 25 + 1) * channels + (layers - 1) * (channels * 25 + 1) * channels
+    return conv + 16 * channels * 10 + 10
+
+
+def _barcode(pipeline, experiment: str, model: str) -> dict:
+    """A network's minima losses L(p) (the births of its bars) and mean bar length h_p - L(p) (finite bars)."""
+    topology = pipeline["root"] / experiment / "topology" / f"cifar10-{model}" / "topology.json"
+    bars = json.loads(topology.read_text())["bars"]
+    return {"births": [b for b, _ in bars], "length": float(np.mean([d - b for b, d in bars if math.isfinite(d)]))}
+
+
+def _slope_difference(lengths: dict, log_parameters: dict) -> float:
+    """Fig. 4b's statistic on the tiny design: the least-squares slope of the bar length against log10(parameters)
+    over the networks of 4 channels (a layer added) minus the slope within CNN-1 (its two widths)."""
+    across = np.polyfit([log_parameters[m] for m in ("cnn-1-4", "cnn-2-4", "cnn-3-4")],
+                        [lengths[m] for m in ("cnn-1-4", "cnn-2-4", "cnn-3-4")], 1)[0]
+    within = (lengths["cnn-1-8"] - lengths["cnn-1-4"]) / (log_parameters["cnn-1-8"] - log_parameters["cnn-1-4"])
+    return float(across - within)
+
+
+def _assert_channel_claims_recomputed(pipeline, claims):
+    """The channel and parameter trends of the bar lengths, and the slope difference with its exact p over all
+    24 assignments of the four networks' values (smaller is the claimed direction)."""
+    models = ["cnn-1-4", "cnn-1-8", "cnn-2-4", "cnn-3-4"]
+    lengths = {m: _barcode(pipeline, "cnn_channels", m)["length"] for m in models}
+    parameters = {m: _parameters(int(m.split("-")[1]), int(m.split("-")[2])) for m in models}
+    channels, by_parameters, interaction = claims
+    expected = [(channels, trend_test([4, 8], [lengths["cnn-1-4"], lengths["cnn-1-8"]], "decreasing")),
+                (by_parameters, trend_test([parameters[m] for m in models], [lengths[m] for m in models],
+                                           "decreasing"))]
+    for claim, want in expected:
+        assert (claim.result.statistic, claim.result.p_value) == (want.statistic, pytest.approx(want.p_value))
+    log_parameters = {m: np.log10(p) for m, p in parameters.items()}
+    observed = _slope_difference(lengths, log_parameters)
+    relabelled = [_slope_difference(dict(zip(models, values)), log_parameters)
+                  for values in itertools.permutations(lengths.values())]
+    assert interaction.result.statistic == pytest.approx(observed, rel=1e-9, abs=1e-12)
+    assert interaction.result.p_value == pytest.approx(np.mean([s <= observed + 1e-12 for s in relabelled]))
+
+
+def _assert_bn_claims_recomputed(pipeline, claims):
+    """Per depth, no BN against BN: the minima losses over the minima, the mean bar lengths network against network."""
+    for depth, (minima, barriers) in zip((1, 2, 3), zip(claims[0::2], claims[1::2])):
+        plain = _barcode(pipeline, "cnn_channels", f"cnn-{depth}-4")
+        bn = _barcode(pipeline, "cnn_bn", f"cnn-{depth}-4-bn")
+        for claim, want in ((minima, group_test(plain["births"], bn["births"])),
+                            (barriers, group_test([plain["length"]], [bn["length"]]))):
+            assert f"CNN-{depth}" in claim.claim
+            assert (claim.result.statistic, claim.result.p_value) == (want.statistic, pytest.approx(want.p_value))
+
+
 @pytest.mark.slow
 def test_channel_section_claims_tables_and_figures(pipeline):
     section = pipeline["sections"]["cnn_channels"]
@@ -120,6 +176,7 @@ def test_channel_section_claims_tables_and_figures(pipeline):
     assert channels.result.min_attainable_p == pytest.approx(0.5) or \
         (channels.result.min_attainable_p == 1.0 and channels.result.effect_size == 0)
     assert "parameter count" in parameters.claim and parameters.result.n == 4
+    _assert_channel_claims_recomputed(pipeline, section.claims)
     assert "zero-length bars" in parameters.note
     assert "3 conv layer(s): n/a" in "\n".join(section.blocks)
     text = "\n".join(section.blocks)
@@ -143,6 +200,7 @@ def test_batchnorm_section_tests_minima_over_minima_and_barriers_over_networks(p
         else:  # barriers: one network against one, which no outcome could make significant (1 when they tie)
             assert claim.unit == "network" and (claim.result.min_attainable_p == pytest.approx(0.5) or (
                 claim.result.min_attainable_p == 1.0 and claim.result.effect_size == 0))
+    _assert_bn_claims_recomputed(pipeline, section.claims)
     for p in comparisons:  # the groups are the barcodes' births and finite deaths
         assert len(p["plain"]["minima_losses"]) == 3 and len(p["bn"]["heights"]) == 2
         assert p["plain"]["variant"].labels["batch_norm"] is False and p["bn"]["variant"].labels["batch_norm"] is True

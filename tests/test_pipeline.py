@@ -9,6 +9,7 @@ import sys
 import time
 
 import math
+import numpy as np
 import pytest
 from tiny import tiny_params
 from conftest import resolve_tiny
@@ -19,6 +20,7 @@ from losstopo.minima_stage import run_minima
 from losstopo.paths_stage import run_paths
 from losstopo.topology_stage import run_topology
 from losstopo.errors import TrainingDiverged
+from losstopo.evidence import at_resolution, trend_test
 
 TINY = tiny_params("fc_depth")
 
@@ -52,7 +54,33 @@ def test_stages_write_barcodes_and_report_section(tiny_params, tmp_path):
     assert len(section.claims) == 3 and all(c.data_source.startswith("SYNTHETIC") for c in section.claims)
     assert all(c.unit == "set of minima" and c.result.n == 2 for c in section.claims)  # one barcode per depth
     assert all(c.result.min_attainable_p == 0.5 for c in section.claims)  # 2 sets: underpowered by design
+    _assert_fc_depth_claims_recomputed(section.claims, config, variants, root)
     assert (tmp_path / "figures" / "fc_depth_barcodes_svhn.png").stat().st_size > 1000
+
+
+def _fc_depth_claim_values(topology: dict) -> dict[str, float]:
+    """A set of minima's values in the depth claims, from its barcode alone: the TO-score in closed form
+    (max (h_p - L(p)) / 2 over the finite bars), the mean saddle height h_p and the mean bar length."""
+    finite = [(b, d) for b, d in topology["bars"] if math.isfinite(d)]
+    return {"TO-score": max([(d - b) / 2 for b, d in finite], default=0.0),
+            "Saddle heights": float(np.mean([d for _, d in finite])),
+            "Barriers": float(np.mean([d - b for b, d in finite]))}
+
+
+def _assert_fc_depth_claims_recomputed(claims, config, variants, root):
+    """Each depth claim is the decreasing trend test of its value over the depths, at the paths' resolution.
+    With two depths the test sees only the order of the two values; the note's Theil-Sen slope sees the values."""
+    shallow, deep = [_fc_depth_claim_values(json.loads((root / f"fc_depth/topology/{v.key}/topology.json").read_text()))
+                     for v in variants]
+    depths = [v.labels["depth"] for v in variants]
+    assert [c.claim.split(" ")[0] for c in claims] == ["TO-score", "Saddle", "Barriers"]
+    for claim, name in zip(claims, ("TO-score", "Saddle heights", "Barriers")):
+        values = [shallow[name], deep[name]]
+        want = trend_test(depths, at_resolution(values, config.paths.converge_abs), "decreasing")
+        assert want.statistic != 0, f"{name}: tied values, so the order of the depths is not checked"
+        assert (claim.result.statistic, claim.result.p_value) == (want.statistic, pytest.approx(want.p_value))
+        slope = (values[1] - values[0]) / (depths[1] - depths[0])  # the median of the one pairwise slope
+        assert f"Theil-Sen slope {slope:.4g} per layer" in claim.note
 
 
 def test_a_stage_reads_only_complete_inputs(tiny_params, tmp_path):
@@ -192,8 +220,6 @@ def test_path_schedule_converts_paper_epochs_to_steps():
 
 
 def test_a_missing_dataset_stops_the_stage_before_any_training(tmp_path, mlflow_store):
-    import numpy as np
-
     from losstopo.errors import DataError
 
     (tmp_path / "data" / "offline").mkdir(parents=True)

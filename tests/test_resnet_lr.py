@@ -14,6 +14,7 @@ from benchmarks import resnet_lr, resnet_lr_claims
 from losstopo import data as data_module
 from losstopo.config import resolve
 from losstopo import evidence
+from losstopo.evidence import group_test, trend_test
 from losstopo.report import finalise, render
 
 N_MINIMA, N_POINTS = RESNET_MINIMA, RESNET_POINTS  # per type; per path
@@ -126,6 +127,8 @@ def test_report_section_tables_figures_and_claims(pipeline):
     assert "Kendall" in tests[2] and "increasing" in tests[2]
     assert section.claims[0].result.n == 2 * N_MINIMA and section.claims[1].result.n == 2 * N_MINIMA - 1
     assert "training loss" in section.claims[0].premise
+    for k, dataset in enumerate(("cifar10", "svhn")):
+        _assert_claims_recomputed(pipeline, dataset, section.claims[3 * k:3 * k + 3])
     text = "\n".join(section.blocks)
     assert "67.41 ± 0.93" in text and "75.74 ± 0.64" in text and "93.29 ± 0.19" in text  # Tables 1 and 2
     assert "195,210" in text and "232,138" in text and "195K" in text
@@ -136,6 +139,21 @@ def test_report_section_tables_figures_and_claims(pipeline):
             assert (pipeline["tmp"] / "figures" / name).stat().st_size > 1000
     md = render([section], pipeline["tmp"] / "report", pipeline["tmp"] / "figures", "# test")
     assert "Barriers h_p - L(p) of type-1 minima" in md.read_text()
+
+
+def _assert_claims_recomputed(pipeline, dataset, claims):
+    """A dataset's three claims from the stored minima summaries and joint barcode: test accuracy of type 2
+    against type 1, the bar lengths h_p - L(p) of type 1 against type 2, and bar length against test error."""
+    acc = {kind: _json(pipeline, "minima", f"{dataset}-{kind}", "minima.json")["summary"]["test_acc"]
+           for kind in ("type1", "type2")}
+    types = np.array([1] * len(acc["type1"]) + [2] * len(acc["type2"]))  # the joint barcode lists type 1 first
+    lengths = np.array([d - b for b, d in _json(pipeline, "topology", dataset, "topology.json")["bars"]])
+    errors = 1 - np.array(acc["type1"] + acc["type2"])
+    finite = np.isfinite(lengths)  # the global minimum's bar is infinite
+    expected = [group_test(acc["type2"], acc["type1"]), group_test(lengths[types == 1], lengths[types == 2]),
+                trend_test(lengths[finite], errors[finite], "increasing")]
+    for claim, want in zip(claims, expected):
+        assert (claim.result.statistic, claim.result.p_value) == (want.statistic, pytest.approx(want.p_value))
 
 
 def test_minima_table_puts_ours_beside_the_papers():

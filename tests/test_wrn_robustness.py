@@ -6,14 +6,19 @@ from itertools import combinations
 
 import numpy as np
 import pytest
+import torch
 from tiny import WRN_EVAL_POINTS, WRN_TRIANGLE_RESOLUTION, tiny_params
 from conftest import resolve_tiny
 from executors import use_pickling_executor
 
 from benchmarks import wrn_robustness as wr
-from benchmarks.wrn_robustness.study import STUDIES
+from benchmarks.wrn_robustness.jobs import _eval_loss
+from benchmarks.wrn_robustness.study import STUDIES, study_config
 from losstopo import data
 from losstopo.config import resolve
+from losstopo.job_data import DataRequest, job_dataset, stage_data
+from losstopo.models import build_model
+from losstopo.stacked import StackedModel
 
 N_EVAL, RESOLUTION = WRN_EVAL_POINTS, WRN_TRIANGLE_RESOLUTION
 TINY = tiny_params("wrn_robustness")
@@ -80,8 +85,26 @@ def test_curves_start_and_end_at_their_minima(run, study):
     for (i, j), row in zip(paths["pairs"], curves):
         assert row[0] == pytest.approx(losses[i], rel=1e-5)
         assert row[-1] == pytest.approx(losses[j], rel=1e-5)
-    # The curves were trained: the bends moved off the straight segment's midpoint somewhere.
-    assert np.all(np.isfinite(curves)) and np.asarray(paths["curve_max"]) == pytest.approx(curves.max(axis=1))
+    straight = _straight_segment_losses(run, study, paths)
+    assert straight[:, [0, -1]] == pytest.approx(curves[:, [0, -1]], rel=1e-5)  # the same loss: ends at the minima
+    # The curves were trained: every bend moved off its segment's midpoint, so inside the curve the loss differs
+    # (by >= 3e-5 relative after the tiny run's two steps; an untrained curve gives the segment's, up to fp32 noise).
+    moved = np.abs(curves[:, 1:-1] - straight[:, 1:-1]).max(axis=1) / straight[:, 1:-1].max(axis=1)
+    assert np.all(moved > 1e-6), moved
+
+
+def _straight_segment_losses(run, study: str, paths: dict) -> np.ndarray:
+    """The stage's evaluation loss (the curves' training subset, no augmentation, BatchNorm over the whole subset) on
+    the straight segment (1 - t) theta_i + t theta_j of every pair at the curves' t: an untrained curve's losses."""
+    sc = study_config(run["config"], study)
+    dataset = job_dataset(stage_data(run["params"], [sc.dataset]),
+                          DataRequest(sc.dataset, sc.curves.train_subset, 0, sc.minima.seed))
+    loss = _eval_loss(StackedModel(build_model(sc.model, dataset.x_train.shape[1:], dataset.n_classes)),
+                      dataset.x_train, dataset.y_train)
+    thetas = torch.load(run["root"] / "wrn_robustness/minima" / study / "minima.pt", weights_only=True)["thetas"]
+    t = torch.tensor(paths["t"], dtype=thetas.dtype)[:, None]
+    with torch.no_grad():
+        return np.array([loss((1 - t) * thetas[i] + t * thetas[j]).numpy() for i, j in paths["pairs"]])
 
 
 def _side_mismatch(paths: dict, regime: str) -> float:
@@ -121,6 +144,8 @@ def test_sides_fixed_triangles_have_the_trained_curves_as_sides(run, study):
 @pytest.mark.slow
 @pytest.mark.parametrize("study", STUDIES)
 def test_one_bars_follow_the_appendix_i_rule(run, study):
+    # After one epoch nearly every triangle's maximum lies on its sides (no finite bar), so the branches below
+    # compare little; test_wrn_topology_hand.py checks the same rules on a complex with known 1-bars.
     paths = _load(run, "paths", study, "paths.json")
     topo = _load(run, "topology", study, "topology.json")
     losses = paths["minima_losses"]
