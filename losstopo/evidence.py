@@ -75,6 +75,12 @@ def _permutations(n: int, draws: int, rng: np.random.Generator) -> Relabelling:
     return Relabelling(np.argsort(rng.random((draws, n)), axis=1), False)
 
 
+def arrangement_count(x: Sequence[float]) -> int:
+    """n! / prod(m_k!): the distinct assignments of the levels of ``x`` to its n units (m_k units at level k)."""
+    _, counts = np.unique(np.asarray(x, float), return_counts=True)
+    return math.factorial(len(x)) // math.prod(math.factorial(int(m)) for m in counts)
+
+
 def level_arrangements(x: Sequence[float]) -> np.ndarray:
     """Every distinct assignment of the levels of ``x`` to its n units, once: rows (n! / prod(m_k!), n) of
     level values, each level k on m_k units, as often as in ``x``."""
@@ -96,9 +102,7 @@ def level_arrangements(x: Sequence[float]) -> np.ndarray:
 def _arrangement_signs(x: tuple[float, ...]) -> np.ndarray | None:
     """sign(a_i - a_j) of every distinct level arrangement a of design x, flattened (R, n*n), or None where
     they would exceed :data:`ARRANGEMENT_SIGNS_LIMIT` values (cached: a claim and its null rate reuse one design)."""
-    _, counts = np.unique(np.asarray(x, float), return_counts=True)
-    total = math.factorial(len(x)) // math.prod(math.factorial(int(m)) for m in counts)
-    if total * len(x) ** 2 > ARRANGEMENT_SIGNS_LIMIT:
+    if arrangement_count(x) * len(x) ** 2 > ARRANGEMENT_SIGNS_LIMIT:
         return None
     rows = level_arrangements(x)
     return np.sign(rows[:, :, None] - rows[:, None, :]).reshape(len(rows), -1).astype(np.float32)
@@ -218,8 +222,7 @@ def trend_min_p(x: np.ndarray, draws: int, exact: bool) -> float:
     reached by prod(m_k!) of the n! relabellings (m_k units at level k). Tied values can only raise it: the
     test conditions on the observed values, so :func:`trend_test` reports the larger of this and the p of
     the best ordering of the values it was given (all values tied: 1)."""
-    _, counts = np.unique(x, return_counts=True)
-    fraction = math.prod(math.factorial(int(m)) for m in counts) / math.factorial(len(x))
+    fraction = 1 / arrangement_count(x)
     return fraction if exact else max(fraction, 1 / (1 + draws))
 
 
