@@ -19,8 +19,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from losstopo.io import tensor_digest
 from losstopo.paths import (PAPER_ALPHAS, LossFn, PathResult, PathsDiverged, convergence_checkpoint, evaluate_in_chunks,
                             evaluate_paths)
+from losstopo.resume import LoopState
 from losstopo.schedules import garipov_lr
 
 CURVE_KINDS = ("polychain", "bezier")
@@ -113,12 +115,27 @@ def _descend(trainable: torch.Tensor, points_at: Callable[[torch.Tensor, torch.G
     how much the last steps still moved a maximum is how its convergence is measured."""
     if checkpoint is not None and not 0 <= checkpoint <= training.steps:
         raise ValueError(f"checkpoint {checkpoint} is outside the {training.steps} steps")
+    # inside a job, an interrupted run resumes from the last saved step (losstopo.resume): the same start, steps
+    # and seed give the same loop; its sampled points and minibatches come from the one generator saved with it
+    state = LoopState(f"{description}: {training.steps} steps of seed {seed} from {tensor_digest(trainable)}")
     trainable = torch.nn.Parameter(trainable.clone())
     optimizer = torch.optim.SGD([trainable], lr=training.lr(0), momentum=training.momentum)
     generator = torch.Generator().manual_seed(seed)
     minibatch = getattr(loss_fn, "minibatch", None)
-    snapshot = None
-    for step in tqdm(range(training.steps), desc=description, disable=not progress, leave=False):
+    snapshot, first = None, 0
+    saved = state.restore()
+    if saved is not None:
+        first, snapshot = saved["step"], saved["snapshot"]
+        with torch.no_grad():
+            trainable.copy_(saved["trainable"])
+        optimizer.load_state_dict(saved["optimizer"])
+        generator.set_state(saved["generator"])
+        snapshot = None if snapshot is None else snapshot.to(trainable.device)
+    for step in tqdm(range(first, training.steps), initial=first, total=training.steps, desc=description,
+                     disable=not progress, leave=False):
+        if step > first and state.save_due():
+            state.save({"step": step, "trainable": trainable.detach(), "optimizer": optimizer.state_dict(),
+                        "generator": generator.get_state(), "snapshot": snapshot})
         if step == checkpoint:
             snapshot = trainable.detach().clone()
         for group in optimizer.param_groups:

@@ -22,6 +22,8 @@ from typing import Callable
 import torch
 
 from losstopo.errors import LosstopoError
+from losstopo.io import tensor_digest
+from losstopo.resume import LoopState
 
 BatchObjective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -112,8 +114,18 @@ def value_and_grad(objective: BatchObjective, rows: torch.Tensor, index: torch.T
 class _Steps:
     """One method's iteration for a subset of the problems; keeps each problem's state by its index."""
 
+    STATE: tuple[str, ...] = ()  # the attributes that carry the iteration on (saved with an interrupted descent)
+
     def __init__(self, x: torch.Tensor, rule: Convergence):
         self.rule = rule
+
+    def state(self) -> dict:
+        return {name: getattr(self, name) for name in self.STATE}
+
+    def load(self, state: dict, device: torch.device) -> None:
+        for name in self.STATE:
+            value = state[name]
+            setattr(self, name, value.to(device) if isinstance(value, torch.Tensor) else value)
 
     def step(self, objective: BatchObjective, index: torch.Tensor, x: torch.Tensor, loss: torch.Tensor,
              grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -129,6 +141,8 @@ class _GradientSteps(_Steps):
 
 
 class _AdamSteps(_Steps):
+    STATE = ("first", "second", "count")
+
     def __init__(self, x, rule):
         super().__init__(x, rule)
         self.first, self.second = torch.zeros_like(x), torch.zeros_like(x)
@@ -154,6 +168,8 @@ class _LBFGSSteps(_Steps):
     tensor operations, where the recursion launches a dozen per stored pair (~600 kernels an iteration
     at 50 pairs, the launch-bound part of the permutation paths on a GPU). The inner products SᵀY and
     YᵀY are kept up to date as pairs arrive, one slot at a time."""
+
+    STATE = ("s", "y", "rho", "sy", "yy", "gamma", "next_slot", "filled")
 
     def __init__(self, x, rule):
         super().__init__(x, rule)
@@ -289,20 +305,36 @@ def _wolfe_search(objective: BatchObjective, index: torch.Tensor, x: torch.Tenso
 STEPS: dict[str, type[_Steps]] = {"gd": _GradientSteps, "adam": _AdamSteps, "lbfgs": _LBFGSSteps}
 
 
-def descend_batch(objective: BatchObjective, x0: torch.Tensor, rule: Convergence = Convergence()) -> DescentResult:
+def descend_batch(objective: BatchObjective, x0: torch.Tensor, rule: Convergence = Convergence(),
+                  saved: LoopState | None = None) -> DescentResult:
     """Minimise every problem of ``objective`` from its row of ``x0`` (B, D) until ``rule`` stops it.
 
     The loss and gradient the rule reads at an iteration are those its step starts from (one
-    evaluation per gd/adam iteration); a problem the rule stops takes no further step.
+    evaluation per gd/adam iteration); a problem the rule stops takes no further step. With ``saved`` (a
+    long descent inside a job) the descent saves its iteration as that loop's state when a save is due, and
+    a rerun from the same ``x0`` continues from the saved iteration to the same end.
     """
     x = x0.detach().clone()
     everyone = torch.arange(x.shape[0], device=x.device)
-    loss, grad = value_and_grad(objective, x, everyone)
     steps = STEPS[rule.method](x, rule)
     iterations, converged = [rule.max_iter] * x.shape[0], [False] * x.shape[0]
     active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
     earlier: deque[torch.Tensor] = deque(maxlen=rule.window)  # the losses of the last `window` iterations
-    for iteration in range(rule.max_iter):
+    if saved is not None:  # the state of this descent only: the same start and rule
+        saved = LoopState(f"{saved.description}, descent from {tensor_digest(x0)} by {rule}", saved.file)
+    state = None if saved is None else saved.restore()
+    if state is None:
+        first = 0
+        loss, grad = value_and_grad(objective, x, everyone)
+    else:
+        first, iterations, converged = state["iteration"], state["iterations"], state["converged"]
+        x, loss, grad, active = (state[name].to(x.device) for name in ("x", "loss", "grad", "active"))
+        earlier.extend(previous.to(x.device) for previous in state["earlier"])
+        steps.load(state["steps"], x.device)
+    for iteration in range(first, rule.max_iter):
+        if saved is not None and iteration > first and saved.save_due():
+            saved.save({"iteration": iteration, "iterations": iterations, "converged": converged, "x": x, "loss": loss,
+                        "grad": grad, "active": active, "earlier": list(earlier), "steps": steps.state()})
         stop = torch.linalg.vector_norm(grad, dim=1) <= rule.grad_tol
         if len(earlier) == rule.window:
             reference = earlier[0]

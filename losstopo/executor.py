@@ -30,6 +30,7 @@ from losstopo.codeversion import module_version
 from losstopo.config import EXECUTORS, RayConfig, content_hash
 from losstopo.errors import LosstopoError
 from losstopo.io import from_safe, load_or_discard, save_torch, to_safe
+from losstopo.resume import job_scratch
 
 JobFn = Callable[[Any, Any], Any]
 
@@ -74,6 +75,12 @@ class JobCache:
 
     def put(self, address: str, result: Any) -> None:
         save_torch(to_safe(result), self._file(address))
+        shutil.rmtree(self.scratch(address), ignore_errors=True)
+
+    def scratch(self, address: str) -> Path:
+        """Where the unfinished job of ``address`` saves the state of its long loops (losstopo.resume), so that a
+        rerun of the job resumes inside it; removed when its result is put."""
+        return (self.directory / f"{address}.partial").absolute()
 
     def clear(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -100,7 +107,9 @@ class Executor:
         bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc=label, disable=not bars, leave=False)
         start, done = time.monotonic(), len(jobs) - len(pending)
         with bar:
-            for index, value in self._run(fn, shared, [(i, jobs[i].spec) for i in pending], gpu):
+            scratch = [None if cache is None else str(cache.scratch(jobs[i].address)) for i in pending]
+            for index, value in self._run(fn, shared, [(i, jobs[i].spec, where) for i, where in zip(pending, scratch)],
+                                          gpu):
                 if cache is not None:
                     cache.put(jobs[index].address, value)
                 results[index] = value
@@ -111,7 +120,9 @@ class Executor:
                           file=sys.stderr, flush=True)
         return results
 
-    def _run(self, fn: JobFn, shared: Any, jobs: list[tuple[int, Any]], gpu: bool) -> Iterator[tuple[int, Any]]:
+    def _run(self, fn: JobFn, shared: Any, jobs: list[tuple[int, Any, str | None]],
+             gpu: bool) -> Iterator[tuple[int, Any]]:
+        """Runs ``(index, spec, scratch)`` jobs, yielding ``(index, result)`` as they finish."""
         raise NotImplementedError
 
 
@@ -121,12 +132,13 @@ class LocalExecutor(Executor):
     name = "local"
 
     def _run(self, fn, shared, jobs, gpu):
-        for index, spec in jobs:
-            yield index, fn(shared, spec)
+        for index, spec, scratch in jobs:
+            yield index, _call(fn, shared, spec, scratch)
 
 
-def _call(fn: JobFn, shared: Any, spec: Any) -> Any:
-    return fn(shared, spec)
+def _call(fn: JobFn, shared: Any, spec: Any, scratch: str | None) -> Any:
+    with job_scratch(scratch):
+        return fn(shared, spec)
 
 
 class RayExecutor(Executor):
@@ -143,6 +155,7 @@ class RayExecutor(Executor):
             raise LosstopoError("executor 'ray' needs Ray: pip install -e \".[ray]\"") from error
         self.ray, self.config = ray, config
         if not ray.is_initialized():
+            refuse_unauthenticated_local_ray(config.address)
             try:
                 ray.init(address=config.address, include_dashboard=False, log_to_driver=config.log_to_driver,
                          configure_logging=False)
@@ -164,7 +177,7 @@ class RayExecutor(Executor):
         task = self._remote.options(num_cpus=self.config.cpus_per_job, num_gpus=self._gpus(gpu),
                                     max_retries=self.config.max_retries, retry_exceptions=False)
         shared_ref = ray.put(shared)  # sent to the object store once, not with every job
-        running = {task.remote(fn, shared_ref, spec): index for index, spec in jobs}
+        running = {task.remote(fn, shared_ref, spec, scratch): index for index, spec, scratch in jobs}
         try:
             while running:
                 done, _ = ray.wait(list(running), num_returns=1)
@@ -184,6 +197,17 @@ class RayExecutor(Executor):
         finally:
             for ref in running:
                 ray.cancel(ref, force=True)
+
+
+def refuse_unauthenticated_local_ray(address: str | None) -> None:
+    """A Ray that a stage starts itself (no address, no ``RAY_ADDRESS``) listens on every interface (Ray 2.60 has
+    no option to bind it to 127.0.0.1) and runs any code sent to it: token authentication, Ray's default, is what
+    keeps others out, so a stage does not start one with it switched off."""
+    starts_its_own = not address and not os.environ.get("RAY_ADDRESS")
+    if starts_its_own and os.environ.get("RAY_AUTH_MODE", "").strip().lower() == "disabled":
+        raise LosstopoError("executor 'ray' will not start Ray with RAY_AUTH_MODE=disabled: it would listen on every "
+                            "interface and run any code sent to it; unset RAY_AUTH_MODE (token authentication), or "
+                            "start a cluster on a trusted network and pass --ray-address")
 
 
 def make_executor(kind: str, ray_config: RayConfig) -> Executor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
 import json
 import os
@@ -15,6 +16,11 @@ import torch
 
 
 TEMPORARY = ".*.tmp"  # the pattern of a write in progress (left behind only by a killed process)
+
+
+def tensor_digest(tensor: torch.Tensor) -> str:
+    """A short name of a tensor's exact content (its dtype and shape not included)."""
+    return hashlib.sha256(tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
 def _umask() -> int:

@@ -4,7 +4,6 @@ one-bend polychain curve of Garipov et al. (``curves``), the pairs cut into jobs
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from losstopo.curves import curve_paths, garipov_curve_training
 from losstopo.data import Dataset
 from losstopo.errors import TrainingDiverged
 from losstopo.executor import Executor, Job, JobCache, job_address
-from losstopo.io import save_json
+from losstopo.io import save_json, tensor_digest
 from losstopo.job_data import DataRequest, job_dataset, job_provenance
 from losstopo.minima_stage import Variant
 from losstopo.models import build_model
@@ -174,10 +173,6 @@ def optimize_variant_paths(tasks: list[PathsTask], params: Params, data: DataCon
         record = merge_path_jobs(len(task.thetas), mine) if mine else {"minima_losses": []}
         merged[task.key] = {"pairs": list(itertools.combinations(range(len(task.thetas)), 2)), **record}
     return merged
-
-
-def tensor_digest(tensor: torch.Tensor) -> str:
-    return hashlib.sha256(tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
 def path_schedule(cfg, n_samples: int) -> dict:

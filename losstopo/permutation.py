@@ -407,7 +407,7 @@ def merge_neurons_batch(starts: list[MLPParams], layer: int, pairs: list[tuple[i
     ratios = distance_schedule(1.0, n_steps, final_ratio)[1:].tolist() + [0.0]
     initial64 = initial.to(torch.float64).cpu()
     distances, points, iterations, converged = [initial64], [start], [[0] * len(pairs)], [[True] * len(pairs)]
-    # an interrupted job resumes after its last saved distance step (or the final descent's first half)
+    # an interrupted job resumes after its last saved distance step, or inside a half of the d = 0 descent
     state = LoopState(f"merge of {len(pairs)} pairs in layer {layer} of {sizes}, {len(ratios)} steps, {rule}")
     saved, first_half = state.restore(), None
     if saved is not None:
@@ -429,10 +429,12 @@ def merge_neurons_batch(starts: list[MLPParams], layer: int, pairs: list[tuple[i
 
         if ratio == 0.0 and rule.final_max_iter is not None:
             if first_half is None:
-                first = descend_batch(objective, x, final_half_rule(rule))
+                first = descend_batch(objective, x, final_half_rule(rule),
+                                      state.part("final1", "the first half of the d = 0 descent"))
                 first_half = {"x": first.x, "iterations": first.iterations, "loss": first.loss}
                 save()
-            result = descend_batch(objective, first_half["x"].to(device), final_half_rule(rule))
+            result = descend_batch(objective, first_half["x"].to(device), final_half_rule(rule),
+                                   state.part("final2", "the second half of the d = 0 descent"))
             result.iterations = [a + b for a, b in zip(first_half["iterations"], result.iterations)]
         else:
             result = descend_batch(objective, x, rule)

@@ -23,6 +23,7 @@ from losstopo.errors import LosstopoError
 from losstopo.io import load_or_discard, save_torch
 
 SAVE_EVERY_S = 300.0
+_NEXT_IN_JOB = object()  # a loop's file: the next one of the running job's scratch
 _SCRATCH: ContextVar[tuple[Path, list[int]] | None] = ContextVar("losstopo_job_scratch", default=None)
 
 
@@ -54,16 +55,21 @@ class LoopState:
     """The saved state of one loop of the running job. Loops are named by their order in the job (the first
     loop that asks is 0, the next 1, ...), which a rerun of the same job repeats."""
 
-    def __init__(self, description: str):
+    def __init__(self, description: str, file: Path | None | object = _NEXT_IN_JOB):
+        self.description, self.file = description, None if file is _NEXT_IN_JOB else file
         scratch = _SCRATCH.get()
-        self.description = description
-        self.file: Path | None = None
-        if scratch is not None:
+        if file is _NEXT_IN_JOB and scratch is not None:
             directory, counter = scratch
             self.file = directory / f"loop{counter[0]}.pt"
             counter[0] += 1
         self.interval = save_interval()
         self._last = time.monotonic()
+
+    def part(self, name: str, description: str) -> "LoopState":
+        """The state of a loop inside this one (a long descent within one of its steps), in a file of its own
+        beside this loop's; ``description`` must name what the inner loop starts from."""
+        file = None if self.file is None else self.file.with_name(f"{self.file.stem}.{name}.pt")
+        return LoopState(f"{self.description}: {description}", file)
 
     def restore(self) -> dict[str, Any] | None:
         """The state saved by an interrupted run of this loop, or None (nothing saved, or another loop's)."""

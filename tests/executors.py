@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pickle
 
-from losstopo.executor import Executor
+from losstopo.executor import Executor, _call
 
 
 class PicklingExecutor(Executor):
@@ -16,9 +16,9 @@ class PicklingExecutor(Executor):
 
     def _run(self, fn, shared, jobs, gpu):
         fn, shared = pickle.loads(pickle.dumps(fn)), pickle.loads(pickle.dumps(shared))
-        for index, spec in reversed(jobs):
+        for index, spec, scratch in reversed(jobs):
             self.calls += 1
-            yield index, pickle.loads(pickle.dumps(fn(shared, pickle.loads(pickle.dumps(spec)))))
+            yield index, pickle.loads(pickle.dumps(_call(fn, shared, pickle.loads(pickle.dumps(spec)), scratch)))
 
 
 def use_pickling_executor(monkeypatch) -> PicklingExecutor:

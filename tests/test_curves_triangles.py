@@ -206,3 +206,49 @@ def test_a_diverging_curve_is_named_not_evaluated():
         curve_paths(steep, start, end + torch.tensor([[0.0, 0.0], [0.0, 30.0]]), "polychain",
                     garipov_curve_training(50, 0.01), n_points=5)
     assert error.value.paths == [1]
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class _MinibatchRing:
+    """ring_2d plus a noise term drawn from the training's generator, as a minibatch loss draws its rows; counts the
+    minibatches drawn and raises at the ``fail_at``-th, as a killed job stops."""
+
+    def __init__(self, fail_at=None):
+        self.fail_at, self.drawn = fail_at, 0
+
+    def __call__(self, thetas):
+        return ring_2d(thetas)
+
+    def minibatch(self, generator):
+        self.drawn += 1
+        if self.drawn == self.fail_at:
+            raise _Interrupted
+        shift = torch.randn(2, generator=generator).to(torch.float64) * 0.05
+        return lambda thetas: ring_2d(thetas + shift)
+
+
+def test_interrupted_curve_and_triangle_training_resume_at_their_last_saved_step_and_end_bitwise_as_the_whole(
+        tmp_path, monkeypatch):
+    from losstopo.resume import job_scratch
+
+    monkeypatch.setenv("LOSSTOPO_SAVE_EVERY_S", "0")
+    minima = _ring_minima().double()
+    training = CurveTraining(steps=60, lr=lambda s: 0.02 * (1 - s / 60), momentum=0.9, weight_decay=1e-3)
+    runs = {"curves": lambda loss: train_curves(loss, minima[:2], minima[1:], "polychain", training, seed=3,
+                                                checkpoint=40),
+            "triangles": lambda loss: train_triangles(loss, minima[None], None, training, seed=4, checkpoint=20)}
+    for name, run in runs.items():
+        whole = run(_MinibatchRing())
+        for fail_at in (2, 21, 41, 60):
+            scratch = tmp_path / f"{name}-{fail_at}"
+            with job_scratch(scratch), pytest.raises(_Interrupted):
+                run(_MinibatchRing(fail_at))
+            again = _MinibatchRing()
+            with job_scratch(scratch):
+                resumed = run(again)
+            for got, expected in zip(torch.utils._pytree.tree_leaves(resumed), torch.utils._pytree.tree_leaves(whole)):
+                assert torch.equal(got, expected), (name, fail_at)
+            assert again.drawn == training.steps - (fail_at - 1)  # on from the step it was interrupted in

@@ -177,3 +177,50 @@ def test_a_window_judges_the_progress_of_several_iterations():
     assert enough.iterations == [10, 10] and all(enough.converged)
     with pytest.raises(LosstopoError):
         Convergence(window=0)
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("method, lr, abs_tol, max_iter", [("gd", 0.01, 1e-2, 150), ("adam", 0.1, 1e-3, 150),
+                                                           ("lbfgs", 1.0, 1e-5, 60)])
+def test_an_interrupted_descent_resumes_at_its_last_saved_iteration_and_ends_bitwise_as_the_whole(
+        method, lr, abs_tol, max_iter, tmp_path, monkeypatch):
+    from losstopo.resume import LoopState, job_scratch
+
+    monkeypatch.setenv("LOSSTOPO_SAVE_EVERY_S", "0")  # a save before every iteration
+    objective, _, evaluated = quadratics(3, 6, seed=5)
+    start = torch.randn(3, 6, generator=torch.Generator().manual_seed(6), dtype=F64)
+    rule = Convergence(method=method, lr=lr, max_iter=max_iter, grad_tol=1e-12, rel_tol=0.0, abs_tol=abs_tol,
+                       history_size=4, window=3)
+    whole = descend_batch(objective, start, rule)
+    assert any(it < max_iter for it in whole.iterations)  # the window rule stops problems: its losses must carry over
+    total = len(evaluated)
+    per_iteration = rule.line_search_evals if method == "lbfgs" else 1
+
+    def run(fail_at):
+        evaluated.clear()
+
+        def failing(rows, index):
+            if len(evaluated) + 1 == fail_at:
+                raise Interrupted
+            return objective(rows, index)
+
+        return descend_batch(failing, start, rule, LoopState("a descent"))
+
+    for k, fail_at in enumerate(range(2, total, max(total // 12, 1))):
+        with job_scratch(tmp_path / str(k)), pytest.raises(Interrupted):
+            run(fail_at)
+        with job_scratch(tmp_path / str(k)):  # the job again
+            resumed = run(None)
+        assert torch.equal(resumed.x, whole.x) and torch.equal(resumed.loss, whole.loss)
+        assert (resumed.iterations, resumed.converged) == (whole.iterations, whole.converged)
+        # it went on from the iteration that was interrupted: at most that iteration's evaluations redone
+        assert len(evaluated) <= total - (fail_at - 1) + per_iteration
+    with job_scratch(tmp_path / "other"), pytest.raises(Interrupted):
+        run(total // 2)
+    evaluated.clear()
+    with job_scratch(tmp_path / "other"):  # a state saved for another start is not used
+        other = descend_batch(objective, start + 1, rule, LoopState("a descent"))
+    assert len(evaluated) > total // 2 and not torch.equal(other.x, whole.x)

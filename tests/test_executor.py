@@ -27,9 +27,9 @@ class CountingExecutor(LocalExecutor):
         self.ran = []
 
     def _run(self, fn, shared, jobs, gpu):
-        for index, spec in jobs:
-            self.ran.append(spec)
-            yield index, fn(shared, spec)
+        for job in jobs:
+            self.ran.append(job[1])
+            yield from super()._run(fn, shared, [job], gpu)
 
 
 def test_local_executor_returns_results_in_job_order():
@@ -63,6 +63,37 @@ def test_a_rerun_after_a_failure_does_only_the_unfinished_jobs(tmp_path):
     assert not (tmp_path / "jobs").exists()
 
 
+def resumable_job(shared, spec):
+    """Counts to ``spec``, saving its count as a loop state; fails once at ``shared["fail_at"]``."""
+    from losstopo.resume import LoopState
+
+    state = LoopState(f"count to {spec}")
+    count = (state.restore() or {"count": 0})["count"]
+    while count < spec:
+        count += 1
+        shared["counted"].append(count)
+        state.save({"count": count})
+        if count == shared.get("fail_at"):
+            del shared["fail_at"]
+            raise LosstopoError("interrupted")
+    return {"value": count}
+
+
+def test_a_job_rerun_after_an_interruption_resumes_inside_from_its_scratch_which_goes_with_its_result(tmp_path,
+                                                                                                     monkeypatch):
+    monkeypatch.setenv("LOSSTOPO_SAVE_EVERY_S", "0")
+    cache, shared = JobCache(tmp_path / "jobs"), {"counted": [], "fail_at": 3}
+    with pytest.raises(LosstopoError, match="interrupted"):
+        LocalExecutor().map(resumable_job, jobs_for([5]), shared=shared, cache=cache, progress=False)
+    assert (cache.scratch("job-5") / "loop0.pt").is_file() and cache.scratch("job-5").parent == tmp_path / "jobs"
+    results = LocalExecutor().map(resumable_job, jobs_for([5]), shared=shared, cache=cache, progress=False)
+    assert results == [{"value": 5}] and shared["counted"] == [1, 2, 3, 4, 5]  # 4 and 5 only, the second time
+    assert not cache.scratch("job-5").exists() and [p.name for p in cache.directory.iterdir()] == ["job-5.pt"]
+    shared["counted"].clear()
+    LocalExecutor().map(resumable_job, jobs_for([2]), shared=shared, progress=False)  # no cache: nothing saved
+    assert shared["counted"] == [1, 2] and [p.name for p in cache.directory.iterdir()] == ["job-5.pt"]
+
+
 def test_executor_comes_from_params_and_the_environment_wins(monkeypatch):
     params = resolve({"executor": "local", "ray": {"address": "auto", "cpus_per_job": 0.5}})
     assert params.executor == "local" and params.ray == RayConfig(address="auto", cpus_per_job=0.5)
@@ -94,6 +125,41 @@ def test_command_line_executor_reaches_the_stage_through_the_environment(monkeyp
     monkeypatch.setenv("LOSSTOPO_RAY_ADDRESS", "")
     assert cli.main(["stage", "fc_depth", "paths", "--executor", "ray", "--ray-address", "10.0.0.1:6379"]) == 0
     assert seen == {"executor": "ray", "address": "10.0.0.1:6379"}
+
+
+class FakeRay:
+    """Stands in for the ray module: records ``init`` instead of starting Ray."""
+
+    def __init__(self):
+        self.inits = []
+
+    def is_initialized(self):
+        return False
+
+    def init(self, address=None, **options):
+        self.inits.append(address)
+
+    def remote(self, fn):
+        return fn
+
+
+@pytest.mark.parametrize("mode", ["disabled", " Disabled "])
+def test_a_stage_does_not_start_its_own_ray_without_authentication(monkeypatch, mode):
+    fake = FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("LOSSTOPO_RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_AUTH_MODE", mode)
+    with pytest.raises(LosstopoError, match="RAY_AUTH_MODE=disabled"):
+        make_executor("ray", RayConfig())
+    assert fake.inits == []  # refused before anything listens
+    make_executor("ray", RayConfig(address="10.0.0.1:6379"))  # a cluster someone started: its own choice
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.2:6379")
+    make_executor("ray", RayConfig())
+    monkeypatch.delenv("RAY_ADDRESS")
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    make_executor("ray", RayConfig())
+    assert fake.inits == ["10.0.0.1:6379", None, None]
 
 
 @pytest.fixture(scope="module")

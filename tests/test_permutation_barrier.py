@@ -279,25 +279,19 @@ def test_a_widths_own_final_budget_changes_only_that_widths_paths_address():
     assert own_budget_words({"settings": {"mnist": {"final_max_iter": 40}}}) == ""
 
 
-def test_each_width_has_a_paths_job_and_a_half_budget_job_whose_scratch_is_not_part_of_their_address(tmp_path):
+def test_each_width_has_a_paths_job_and_a_half_budget_job_of_their_own_addresses():
     from benchmarks.permutation_barrier.paths import _mnist_path_jobs, width_rule
 
     from losstopo.config import resolve
-    from losstopo.executor import JobCache
 
     params = resolve(TINY)
     config = params.experiment("permutation_barrier")
     rule = width_rule(config.mnist, convergence_rule(config.convergence), 4)
     saved = {"layer_sizes": [784, 4, 4, 10], "thetas": torch.zeros(2, 3)}
-
-    def jobs(cache_dir):
-        return _mnist_path_jobs(config.mnist, 4, "paths-4", saved, params.data, rule, "cpu", JobCache(cache_dir))
-
-    here, there = jobs(tmp_path / "a"), jobs(tmp_path / "b")
-    assert [job.spec.half_budget for job in here] == [False, True]
-    assert [job.address for job in here] == [job.address for job in there] and here[0].address != here[1].address
-    for job in here:
-        assert job.spec.scratch == str((tmp_path / "a" / f"{job.address}.partial").absolute())
+    jobs = _mnist_path_jobs(config.mnist, 4, "paths-4", saved, params.data, rule, "cpu")
+    assert [job.spec.half_budget for job in jobs] == [False, True] and jobs[0].address != jobs[1].address
+    again = _mnist_path_jobs(config.mnist, 4, "paths-4", saved | {"thetas": torch.ones(2, 3)}, params.data, rule, "cpu")
+    assert [job.address for job in again] != [job.address for job in jobs]  # other teachers: other jobs
 
 
 def test_a_loss_at_round_off_is_converged_within_the_descents_absolute_tolerance():

@@ -1,6 +1,7 @@
 """The state of a job's long loops (losstopo.resume): saved only inside a job, one file per loop in the order the
 job asks, at the interval the environment sets. The descents that use it are tested where they live
-(tests/test_path_maximum.py: the merge and the certification of its maximum, interrupted and resumed)."""
+(tests/test_path_maximum.py: the merge and the certification of its maximum, interrupted and resumed;
+tests/test_descent.py: a descent interrupted at any iteration)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,22 @@ def test_loops_of_one_job_get_their_own_files_in_order_and_a_rerun_finds_them(tm
     assert again.restore() == {"step": 3}
     assert "a: resumed from the state an interrupted run saved" in capsys.readouterr().err
     assert other.restore() is None  # the state of another loop is never used
+
+
+def test_a_loop_inside_a_loop_saves_beside_it_and_takes_no_place_in_the_jobs_order(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOSSTOPO_SAVE_EVERY_S", "0")
+    with job_scratch(tmp_path):
+        outer = LoopState("outer")
+        inner = outer.part("half", "from x")
+        after = LoopState("after")
+        inner.save({"iteration": 5})
+    assert (inner.file.name, after.file.name) == ("loop0.half.pt", "loop1.pt")
+    with job_scratch(tmp_path):
+        again = LoopState("outer")
+        assert again.part("half", "from x").restore() == {"iteration": 5}
+        assert again.part("half", "from y").restore() is None  # another start: not this loop's state
+        assert again.part("other half", "from x").restore() is None
+    assert LoopState("outside a job").part("half", "from x").file is None
 
 
 def test_a_save_is_due_after_the_interval(tmp_path, monkeypatch):

@@ -22,14 +22,12 @@ from losstopo.data import Dataset
 from losstopo.descent import halved
 from losstopo.executor import Executor, Job, JobCache, job_address
 from losstopo.hessian import extreme_eigenvalues
-from losstopo.io import load_json, save_json, save_torch
+from losstopo.io import load_json, save_json, save_torch, tensor_digest
 from losstopo.job_data import DataRequest, job_dataset, job_provenance
 from losstopo.path_maximum import certify_maxima
-from losstopo.paths_stage import tensor_digest
 from losstopo.permutation import (Convergence, InputWhitening, MLPParams, PermutationPath, QuadraticLoss,
                                   incoming_cosine_similarity, incoming_vectors, merge_candidates, permutation_paths,
                                   quadratic_loss)
-from losstopo.resume import job_scratch
 from losstopo.stage_frame import ARTIFACTS, compute_stage, resolve_device, stage_dir
 
 # in path addresses
@@ -135,19 +133,14 @@ class MnistPathJob:
     refine_budget: int | None = None  # certify each path's maximum (losstopo.path_maximum); None: not refined
     max_refinements: int = 10
     half_budget: bool = False  # only the convergence check: the same paths descended at half the budget
-    scratch: str | None = None  # where the descents save their state (losstopo.resume); not part of the address
 
 
 def mnist_path_job(shared: dict[int, torch.Tensor], job: MnistPathJob) -> list[dict]:
     """Per teacher: the path's record (loss of §5 against the teacher's outputs, MNIST accuracy along it)
     and its permutation point (flat, on the CPU); with ``job.half_budget``, only the losses of the same path
     descended at half the budget (:func:`losstopo.descent.halved`), which measure its convergence. The two are
-    separate jobs, so that neither waits for the other and an interrupted stage loses less."""
-    with job_scratch(job.scratch):
-        return _mnist_paths(shared, job)
-
-
-def _mnist_paths(shared: dict[int, torch.Tensor], job: MnistPathJob) -> list[dict]:
+    separate jobs, so that neither waits for the other and an interrupted stage loses less (each resumes inside:
+    its descents save their state in the job's scratch, losstopo.resume)."""
     device = resolve_device(job.device)
     dataset = job_dataset(job.data, job.request, device)
     inputs, labels = dataset.x_train.to(MNIST_DTYPE).flatten(1), dataset.y_train
@@ -190,17 +183,12 @@ def curvature_at(point: torch.Tensor, layer_sizes: list[int], loss_fn: Quadratic
 
 
 def _mnist_path_jobs(cfg: MNISTTeachersConfig, width: int, address: str, saved: dict, data: DataConfig,
-                     rule: Convergence, device: str, cache: JobCache) -> list[Job]:
-    """One width's two jobs: its paths, and the same paths at half the budget; each saves the state of its
-    descents beside the stage's job cache, so that an interrupted job resumes there."""
+                     rule: Convergence, device: str) -> list[Job]:
+    """One width's two jobs: its paths, and the same paths at half the budget."""
     spec = MnistPathJob(width, tuple(saved["layer_sizes"]), data, path_request(cfg), cfg.n_steps, cfg.final_ratio,
                         rule, device, cfg.whiten_ridge, cfg.refine_budget, cfg.max_refinements)
-    jobs = []
-    for job in (spec, dataclasses.replace(spec, half_budget=True)):
-        job_at = job_address(mnist_path_job, "mnist-paths", address, job, tensor_digest(saved["thetas"]))
-        scratch = (cache.directory / f"{job_at}.partial").absolute()
-        jobs.append(Job(job_at, dataclasses.replace(job, scratch=str(scratch))))
-    return jobs
+    return [Job(job_address(mnist_path_job, "mnist-paths", address, job, tensor_digest(saved["thetas"])), job)
+            for job in (spec, dataclasses.replace(spec, half_budget=True))]
 
 
 def _save_mnist_paths(width: int, address: str, saved: dict, outputs: list[dict], dataset: Dataset,
@@ -252,7 +240,7 @@ def _paths_mnist(config: PermutationBarrierConfig, minima_root: Path, out_root: 
         if saved_record(out_root / mnist_key(width) / "paths.json", address) is None:
             todo.append((width, address, saved))
             shared[width] = saved["thetas"]
-            jobs += _mnist_path_jobs(cfg, width, address, saved, data, rule_at_width, params.runtime.device, cache)
+            jobs += _mnist_path_jobs(cfg, width, address, saved, data, rule_at_width, params.runtime.device)
     outputs = executor.map(mnist_path_job, jobs, shared=shared, cache=cache, description=f"{NAME} MNIST paths",
                            progress=params.runtime.progress)
     for (width, address, saved), paths, half_budget in zip(todo, outputs[::2], outputs[1::2]):

@@ -22,10 +22,10 @@ from losstopo.codeversion import module_version
 from losstopo.config import DataConfig, Params, as_dict, content_hash
 from losstopo.errors import ConfigError, DataError
 from losstopo.executor import Executor, Job, JobCache, job_address
-from losstopo.io import load_json, save_json
+from losstopo.io import load_json, save_json, tensor_digest
 from losstopo.job_data import DataRequest, job_dataset, job_provenance
 from losstopo.paths import convergence_rule_words, maximum_change, path_converged
-from losstopo.paths_stage import pair_chunks, tensor_digest
+from losstopo.paths_stage import pair_chunks
 from losstopo.stage_frame import ARTIFACTS, compute_stage, stage_dir
 
 
