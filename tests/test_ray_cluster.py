@@ -4,6 +4,7 @@ killed mid-job: the stage still finishes, and its files equal the local executor
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -12,8 +13,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -38,28 +41,54 @@ def free_port() -> int:
 
 @pytest.fixture
 def two_node_cluster(monkeypatch):
+    """A head and a second node on 127.0.0.1, in a temp dir of their own: the teardown stops only their processes
+    (found by that dir), never a Ray that a stage beside the tests is running (``ray stop`` would stop every one)."""
     port = free_port()
     # Ray >= 2.5x enables token authentication for `ray start --head`; a cluster on 127.0.0.1 needs none
     # (the driver's default is disabled).
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
     env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
-    common = ["--num-cpus", "1", "--disable-usage-stats"]
+    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths live under it
+    common = ["--num-cpus", "1", "--disable-usage-stats", "--temp-dir", temp_dir]
     try:
         subprocess.run([RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
                         "--include-dashboard", "false", *common], check=True, env=env, capture_output=True, timeout=120)
         subprocess.run([RAY, "start", "--address", f"127.0.0.1:{port}", "--node-ip-address", "127.0.0.1", *common],
                        check=True, env=env, capture_output=True, timeout=120)
-        yield f"127.0.0.1:{port}"
+        yield Cluster(f"127.0.0.1:{port}", temp_dir)
     finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        for proc in cluster_processes(temp_dir):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@dataclass
+class Cluster:
+    address: str
+    temp_dir: str
+
+    def owns(self, proc: psutil.Process) -> bool:
+        """Whether ``proc`` is one of this cluster's processes or a worker of one of them."""
+        return any(self.temp_dir in " ".join(p.cmdline()) for p in [proc, *proc.parents()])
+
+
+def cluster_processes(temp_dir: str) -> list[psutil.Process]:
+    """The processes whose command line names ``temp_dir`` (GCS, raylets, monitors) and their children (workers)."""
+    found = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        if temp_dir in " ".join(proc.info["cmdline"] or []):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                found.update({p.pid: p for p in [proc, *proc.children(recursive=True)]})
+    return list(found.values())
 
 
 class WorkerKiller(threading.Thread):
-    """Kills (SIGKILL) the first Ray worker process seen running a job for at least ``after`` seconds."""
+    """Kills (SIGKILL) the first worker of ``cluster`` seen running a job for at least ``after`` seconds."""
 
-    def __init__(self, after: float = 1.5):
+    def __init__(self, cluster: Cluster, after: float = 1.5):
         super().__init__(daemon=True)
-        self.after, self.killed, self.stop = after, None, threading.Event()
+        self.cluster, self.after, self.killed, self.stop = cluster, after, None, threading.Event()
 
     def run(self):
         while not self.stop.is_set() and self.killed is None:
@@ -68,8 +97,8 @@ class WorkerKiller(threading.Thread):
                 if title.startswith("ray::_call"):
                     time.sleep(self.after)
                     try:
-                        if not " ".join(proc.cmdline()).startswith("ray::_call"):
-                            continue  # its job finished meanwhile: wait for one that is mid-job
+                        if not " ".join(proc.cmdline()).startswith("ray::_call") or not self.cluster.owns(proc):
+                            continue  # its job finished meanwhile, or another Ray's worker
                         proc.send_signal(signal.SIGKILL)
                         self.killed = proc.pid
                     except psutil.NoSuchProcess:
@@ -104,14 +133,14 @@ def test_ci_paths_on_a_two_node_ray_cluster_survive_a_killed_worker(two_node_clu
     shutil.copytree(local / minima, remote / minima)
     stage_command(local, "paths")
 
-    killer = WorkerKiller()
+    killer = WorkerKiller(two_node_cluster)
     killer.start()
     try:
-        output = stage_command(remote, "paths", "--executor", "ray", "--ray-address", two_node_cluster)
+        output = stage_command(remote, "paths", "--executor", "ray", "--ray-address", two_node_cluster.address)
     finally:
         killer.stop.set()
         killer.join()
-    assert alive_nodes(two_node_cluster) == 2
+    assert alive_nodes(two_node_cluster.address) == 2
     assert killer.killed is not None, "no Ray worker was seen running a job"
     assert "will be retried" in output  # Ray's report that the killed worker's job was resubmitted
 
