@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+import torch
 from tqdm.auto import tqdm
 
 from losstopo.codeversion import module_version
@@ -136,7 +137,10 @@ class LocalExecutor(Executor):
             yield index, _call(fn, shared, spec, scratch)
 
 
-def _call(fn: JobFn, shared: Any, spec: Any, scratch: str | None) -> Any:
+def _call(fn: JobFn, shared: Any, spec: Any, scratch: str | None, threads: int | None = None) -> Any:
+    """One job, its long loops saving in ``scratch``; on ``threads`` threads (a Ray task: the CPUs it holds)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
     with job_scratch(scratch):
         return fn(shared, spec)
 
@@ -170,14 +174,26 @@ class RayExecutor(Executor):
             return self.config.gpus_per_job
         return 1.0 if self.ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
+    def _cpus(self, n_jobs: int) -> float:
+        """CPUs a job holds: ``cpus_per_job``, or more when the stage has fewer jobs than the cluster has room for
+        (a node's CPUs at most): a stage of one long job (the LeNet minima) would otherwise run on one thread while
+        the other cores idle."""
+        nodes = [node["Resources"].get("CPU", 0.0) for node in self.ray.nodes() if node.get("Alive")]
+        if not nodes:
+            return self.config.cpus_per_job
+        shares = sum(nodes) // n_jobs
+        return max(self.config.cpus_per_job, min(max(nodes), shares))
+
     def _run(self, fn, shared, jobs, gpu):
         if not jobs:
             return
         ray = self.ray
-        task = self._remote.options(num_cpus=self.config.cpus_per_job, num_gpus=self._gpus(gpu),
+        cpus = self._cpus(len(jobs))
+        task = self._remote.options(num_cpus=cpus, num_gpus=self._gpus(gpu),
                                     max_retries=self.config.max_retries, retry_exceptions=False)
         shared_ref = ray.put(shared)  # sent to the object store once, not with every job
-        running = {task.remote(fn, shared_ref, spec, scratch): index for index, spec, scratch in jobs}
+        threads = max(int(cpus), 1)
+        running = {task.remote(fn, shared_ref, spec, scratch, threads): index for index, spec, scratch in jobs}
         try:
             while running:
                 done, _ = ray.wait(list(running), num_returns=1)

@@ -162,6 +162,31 @@ def test_a_stage_does_not_start_its_own_ray_without_authentication(monkeypatch, 
     assert fake.inits == ["10.0.0.1:6379", None, None]
 
 
+@pytest.mark.parametrize("nodes, cpus_per_job, n_jobs, expected", [
+    ([2.0], 1.0, 1, 2.0),  # one job on a 2-core machine: both cores
+    ([2.0], 1.0, 2, 1.0),
+    ([2.0], 1.0, 5, 1.0),  # more jobs than cores: they queue at cpus_per_job
+    ([16.0], 1.0, 3, 5.0),
+    ([1.0, 1.0], 1.0, 1, 1.0),  # never more than one node has
+    ([8.0, 8.0], 1.0, 2, 8.0),
+    ([2.0], 4.0, 1, 4.0),  # the setting is a floor
+    ([], 1.0, 1, 1.0),
+])
+def test_a_stage_with_fewer_jobs_than_cpus_gives_each_more(monkeypatch, nodes, cpus_per_job, n_jobs, expected):
+    fake = FakeRay()
+    fake.nodes = lambda: [{"Alive": True, "Resources": {"CPU": cpus}} for cpus in nodes] + [
+        {"Alive": False, "Resources": {"CPU": 64.0}}]  # a dead node counts for nothing
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    assert make_executor("ray", RayConfig(cpus_per_job=cpus_per_job))._cpus(n_jobs) == expected
+
+
+def threads_job(shared, spec):
+    import torch
+
+    return torch.get_num_threads()
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     ray = pytest.importorskip("ray")
@@ -181,6 +206,14 @@ def test_ray_executor_returns_the_local_results_in_job_order(local_ray, tmp_path
     got = executor.map(square_job, jobs, shared={"offset": 1}, cache=cache, progress=False, gpu=False)
     assert got == LocalExecutor().map(square_job, jobs, shared={"offset": 1}, progress=False)
     assert len(list((tmp_path / "jobs").iterdir())) == 5
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_lone_ray_job_runs_on_every_core_and_two_share_them(local_ray):
+    executor = make_executor("ray", RayConfig())
+    assert executor.map(threads_job, jobs_for([1]), progress=False) == [2]
+    assert executor.map(threads_job, jobs_for([1, 2]), progress=False) == [1, 1]
 
 
 @pytest.mark.slow
