@@ -185,7 +185,7 @@ def test_cpu_bf16_training_steps_run_in_bf16_and_change_the_minima_slightly(monk
     assert dtypes == [torch.bfloat16] * 8  # 512 images / 64 a batch
     fp32 = _fp32_epoch_as_before(BF16_CONFIG)
     assert bf16.dtype == torch.float32 and not torch.equal(bf16, fp32)
-    assert torch.allclose(bf16, fp32, atol=1e-2)  # 8 Adam steps of ~lr_base = 1e-4 each: ~2e-3 apart at most
+    assert torch.allclose(bf16, fp32, atol=2e-3)  # 8 Adam steps of ~lr_base = 1e-4 each (measured: 5e-4 apart)
 
 
 def test_training_steps_without_the_cpu_option_are_the_fp32_steps_bit_for_bit(monkeypatch):
