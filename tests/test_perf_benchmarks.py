@@ -45,6 +45,22 @@ def test_benchmarks_run_and_count_their_flops():
     assert mnist_merge["flops"] > 0 and 0.8 < mnist_merge["baseline_flops"] / mnist_merge["flops"] < 1.25
 
 
+def test_bf16_training_row_times_the_stacked_epoch_in_bf16_against_fp32(monkeypatch):
+    mnist = synthetic_dataset(REGISTRY["mnist"], reason="test", sizes=(256, 8))
+    fc = build_model("fc-1-8", (1, 28, 28), 10)
+    steps = []
+    monkeypatch.setattr("benchmarks.perf.training.train_epoch", lambda *args: steps.append(args[5]))
+    for fast in (True, False):
+        monkeypatch.setattr("losstopo.train.fast_bf16", lambda device: fast)
+        row = training_benchmark("fc-1-8", mnist, k=2, repeats=1, bf16=True)
+        precision = "bf16" if fast else "fp32"
+        assert row["precision"] == precision and row["benchmark"].endswith(f", {precision} steps vs fp32 steps")
+        assert row["flops"] == row["baseline_flops"] == step_flops_per_sample(fc, (1, 28, 28)) * 2 * 2 * 128
+        assert row["baseline_precision"] == "fp32"
+    # each call: the fp32 baseline (a warm-up and a timed epoch), then the option's epochs
+    assert [(c.mixed_precision, c.mixed_precision_cpu) for c in steps[:4]] == [(False, False)] * 2 + [(True, True)] * 2
+
+
 def test_counted_loss_counts_mlp_evaluations_by_hand():
     torch.manual_seed(0)
     assert mlp_macs((2, 3, 1)) == [6, 3]
