@@ -117,6 +117,22 @@ def test_bf16_effect_compares_maxima_and_bars_by_hand():
     assert bars_differ(fp32, [(0.1, inf), (0.2, 0.35), (0.05, 0.3)], 1e-4) == [0, 2]  # the infinite bar moved
 
 
+def test_bf16_training_effect_compares_final_losses_by_hand():
+    from benchmarks.bf16_effect import training_differences
+    from losstopo.train import MinimaResult
+
+    def result(train_loss, epochs, n_epochs):
+        return MinimaResult(torch.zeros(3, 2), [0, 1, 2], train_loss, [0.0] * 3, [0.0] * 3, [0.9, 0.8, 0.7], epochs,
+                            [False] * 3, [{"epoch": e} for e in range(1, n_epochs + 1)])
+
+    fp32, bf16 = result([0.2, 0.1, 0.04], [3, 3, 2], 3), result([0.19, 0.1, 0.05], [3, 2, 3], 4)
+    differences = training_differences(fp32, bf16)
+    assert differences["largest_relative_difference"] == pytest.approx(0.25)  # 0.01 / 0.04 (0.05 and 0 elsewhere)
+    assert differences["train_loss"] == {"fp32": [0.2, 0.1, 0.04], "bf16": [0.19, 0.1, 0.05]}
+    assert differences["epochs_run"] == {"fp32": 3, "bf16": 4}
+    assert differences["best_epoch"] == {"fp32": [3, 3, 2], "bf16": [3, 2, 3]}
+
+
 def test_benchmarks_import_on_a_machine_without_mlflow_or_gudhi():
     """A lent GPU machine has torch but neither MLflow nor gudhi: the speed benchmarks and the compute stages
     (scripts/gpu_session.py runs them there) must still import."""
