@@ -108,6 +108,9 @@ class MinimaConfig:
     augment: bool = False  # random crop (pad 4) + horizontal flip, done on the device per batch
     eval_batch_size: int = 10000  # images per batched loss evaluation (lower it for big nets on small GPUs)
     mixed_precision: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    # bf16 autocast training steps on a CPU with fast bf16 (AMX or AVX512-BF16); off by default because it changes
+    # the minima. The losses and the per-epoch evaluation (patience rule, accuracies) stay fp32 either way
+    mixed_precision_cpu: bool = False
     channels_last: bool = False  # NHWC convolutions on CUDA, one model after another (big conv nets)
 
     def validate(self, where: str) -> None:

@@ -29,7 +29,7 @@ from losstopo.errors import TrainingDiverged
 from losstopo.augment import random_crop_flip
 from losstopo.io import load_or_discard, save_torch
 from losstopo.schedules import garipov_lr, piecewise_linear_lr, triangular_lr
-from losstopo.stacked import DatasetLoss, StackedModel, cross_entropy_per_model
+from losstopo.stacked import DatasetLoss, StackedModel, cross_entropy_per_model, fast_bf16
 
 DIVERGED_FACTOR = 10.0  # x ln(classes): a finite loss that high is divergence (a tiny net on noise can pass 1.5 x)
 
@@ -158,8 +158,10 @@ def train_epoch(stacked: StackedModel, params: torch.nn.Parameter, optimizer: to
                 order: torch.Tensor, config: MinimaConfig, lr_of_batch: Callable[[int], float],
                 augment_generator: torch.Generator | None = None) -> None:
     """One pass over the data for all K minima at once: ``order`` (K, N) is each minimum's own
-    shuffle; every step is one stacked forward/backward and one optimiser step on params (K, d)."""
-    use_bf16 = config.mixed_precision and params.device.type == "cuda"
+    shuffle; every step is one stacked forward/backward and one optimiser step on params (K, d). Only the logits
+    run under bf16 autocast (:func:`bf16_steps`); the loss is reduced in fp32 (cross_entropy_per_model)."""
+    device = params.device
+    use_bf16 = bf16_steps(config, device)
     for b in range(max(order.shape[1] // config.batch_size, 1)):
         for group in optimizer.param_groups:
             group["lr"] = lr_of_batch(b)
@@ -167,12 +169,20 @@ def train_epoch(stacked: StackedModel, params: torch.nn.Parameter, optimizer: to
         xs = gather_rows(data.x_train, idx)
         if config.augment:
             xs = random_crop_flip(xs.flatten(0, 1), generator=augment_generator).view_as(xs)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             logits = stacked.logits_per_model(params, xs)
         loss = cross_entropy_per_model(logits, data.y_train[idx]).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+
+
+def bf16_steps(config: MinimaConfig, device: torch.device) -> bool:
+    """Whether train_epoch's steps run under bf16 autocast: on CUDA with ``mixed_precision``, on a CPU with fast
+    bf16 with ``mixed_precision_cpu`` (elsewhere CPU bf16 is emulated and slower than fp32)."""
+    if device.type == "cuda":
+        return config.mixed_precision
+    return config.mixed_precision_cpu and fast_bf16(device)
 
 
 def gather_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

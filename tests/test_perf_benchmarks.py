@@ -45,6 +45,22 @@ def test_benchmarks_run_and_count_their_flops():
     assert mnist_merge["flops"] > 0 and 0.8 < mnist_merge["baseline_flops"] / mnist_merge["flops"] < 1.25
 
 
+def test_bf16_training_row_times_the_stacked_epoch_in_bf16_against_fp32(monkeypatch):
+    mnist = synthetic_dataset(REGISTRY["mnist"], reason="test", sizes=(256, 8))
+    fc = build_model("fc-1-8", (1, 28, 28), 10)
+    steps = []
+    monkeypatch.setattr("benchmarks.perf.training.train_epoch", lambda *args: steps.append(args[5]))
+    for fast in (True, False):
+        monkeypatch.setattr("losstopo.train.fast_bf16", lambda device: fast)
+        row = training_benchmark("fc-1-8", mnist, k=2, repeats=1, bf16=True)
+        precision = "bf16" if fast else "fp32"
+        assert row["precision"] == precision and row["benchmark"].endswith(f", {precision} steps vs fp32 steps")
+        assert row["flops"] == row["baseline_flops"] == step_flops_per_sample(fc, (1, 28, 28)) * 2 * 2 * 128
+        assert row["baseline_precision"] == "fp32"
+    # each call: the fp32 baseline (a warm-up and a timed epoch), then the option's epochs
+    assert [(c.mixed_precision, c.mixed_precision_cpu) for c in steps[:4]] == [(False, False)] * 2 + [(True, True)] * 2
+
+
 def test_counted_loss_counts_mlp_evaluations_by_hand():
     torch.manual_seed(0)
     assert mlp_macs((2, 3, 1)) == [6, 3]
@@ -99,6 +115,22 @@ def test_bf16_effect_compares_maxima_and_bars_by_hand():
     assert bars_differ(fp32, [(0.1, 0.30005), (0.2, 0.35), (0.05, inf)], 1e-4) == []  # within the resolution
     assert bars_differ(fp32, [(0.1, 0.3), (0.2, 0.36), (0.05, inf)], 1e-4) == [1]  # a death moved
     assert bars_differ(fp32, [(0.1, inf), (0.2, 0.35), (0.05, 0.3)], 1e-4) == [0, 2]  # the infinite bar moved
+
+
+def test_bf16_training_effect_compares_final_losses_by_hand():
+    from benchmarks.bf16_effect import training_differences
+    from losstopo.train import MinimaResult
+
+    def result(train_loss, epochs, n_epochs):
+        return MinimaResult(torch.zeros(3, 2), [0, 1, 2], train_loss, [0.0] * 3, [0.0] * 3, [0.9, 0.8, 0.7], epochs,
+                            [False] * 3, [{"epoch": e} for e in range(1, n_epochs + 1)])
+
+    fp32, bf16 = result([0.2, 0.1, 0.04], [3, 3, 2], 3), result([0.19, 0.1, 0.05], [3, 2, 3], 4)
+    differences = training_differences(fp32, bf16)
+    assert differences["largest_relative_difference"] == pytest.approx(0.25)  # 0.01 / 0.04 (0.05 and 0 elsewhere)
+    assert differences["train_loss"] == {"fp32": [0.2, 0.1, 0.04], "bf16": [0.19, 0.1, 0.05]}
+    assert differences["epochs_run"] == {"fp32": 3, "bf16": 4}
+    assert differences["best_epoch"] == {"fp32": [3, 3, 2], "bf16": [3, 2, 3]}
 
 
 def test_benchmarks_import_on_a_machine_without_mlflow_or_gudhi():

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -132,3 +133,83 @@ def test_the_minima_optimiser_is_the_fused_adam_and_takes_the_reference_adams_st
             o.step()
     assert torch.allclose(fused.detach(), torch.stack([p.detach() for p in reference]), rtol=1e-5, atol=1e-6)
     assert not torch.equal(fused.detach(), start)  # the steps moved the parameters
+
+
+def _one_epoch(config: MinimaConfig, spy_dtypes: list | None = None) -> torch.Tensor:
+    """params (K, d) after one train_epoch of fc-2-16 from seeds 0, 1 at make_optimizer's rate; ``spy_dtypes`` collects
+    the dtype of every step's logits."""
+    from losstopo.train import make_optimizer, train_epoch
+
+    data = _small_data()
+    stacked = StackedModel(build_model("fc-2-16", (1, 28, 28), 10))
+    if spy_dtypes is not None:
+        logits_per_model = stacked.logits_per_model
+        stacked.logits_per_model = lambda *args: _recorded(logits_per_model(*args), spy_dtypes)
+    params = torch.nn.Parameter(stacked.init_thetas([0, 1]))
+    order = torch.argsort(torch.rand(2, len(data.y_train), generator=torch.Generator().manual_seed(0)), dim=1)
+    train_epoch(stacked, params, make_optimizer(params, config), data, order, config, lambda b: config.lr_base)
+    return params.detach()
+
+
+def _recorded(logits: torch.Tensor, dtypes: list) -> torch.Tensor:
+    dtypes.append(logits.dtype)
+    return logits
+
+
+def _fp32_epoch_as_before(config: MinimaConfig) -> torch.Tensor:
+    """The oracle: _one_epoch's steps as train_epoch took them before mixed_precision_cpu (no autocast on a CPU)."""
+    from losstopo.train import gather_rows, make_optimizer
+    from losstopo.stacked import cross_entropy_per_model
+
+    data = _small_data()
+    stacked = StackedModel(build_model("fc-2-16", (1, 28, 28), 10))
+    params = torch.nn.Parameter(stacked.init_thetas([0, 1]))
+    optimizer = make_optimizer(params, config)
+    order = torch.argsort(torch.rand(2, len(data.y_train), generator=torch.Generator().manual_seed(0)), dim=1)
+    for b in range(len(data.y_train) // config.batch_size):
+        idx = order[:, b * config.batch_size:(b + 1) * config.batch_size]
+        logits = stacked.logits_per_model(params, gather_rows(data.x_train, idx))
+        optimizer.zero_grad(set_to_none=True)
+        cross_entropy_per_model(logits, data.y_train[idx]).sum().backward()
+        optimizer.step()
+    return params.detach()
+
+
+BF16_CONFIG = MinimaConfig(n_minima=2, batch_size=64, mixed_precision_cpu=True)
+
+
+def test_cpu_bf16_training_steps_run_in_bf16_and_change_the_minima_slightly(monkeypatch):
+    monkeypatch.setattr("losstopo.train.fast_bf16", lambda device: True)
+    dtypes = []
+    bf16 = _one_epoch(BF16_CONFIG, dtypes)
+    assert dtypes == [torch.bfloat16] * 8  # 512 images / 64 a batch
+    fp32 = _fp32_epoch_as_before(BF16_CONFIG)
+    assert bf16.dtype == torch.float32 and not torch.equal(bf16, fp32)
+    assert torch.allclose(bf16, fp32, atol=2e-3)  # 8 Adam steps of ~lr_base = 1e-4 each (measured: 5e-4 apart)
+
+
+def test_training_steps_without_the_cpu_option_are_the_fp32_steps_bit_for_bit(monkeypatch):
+    monkeypatch.setattr("losstopo.train.fast_bf16", lambda device: True)  # a fast-bf16 CPU: only the option decides
+    dtypes = []
+    default = _one_epoch(MinimaConfig(n_minima=2, batch_size=64), dtypes)  # mixed_precision (CUDA's) is on
+    assert dtypes == [torch.float32] * 8
+    assert torch.equal(default, _fp32_epoch_as_before(BF16_CONFIG))
+
+
+def test_the_cpu_bf16_option_is_a_no_op_without_fast_bf16(monkeypatch):
+    monkeypatch.setattr("losstopo.train.fast_bf16", lambda device: False)
+    assert torch.equal(_one_epoch(BF16_CONFIG), _fp32_epoch_as_before(BF16_CONFIG))
+
+
+def test_bf16_training_evaluates_its_epochs_and_minima_in_fp32(monkeypatch):
+    """The patience rule's training loss and the reported losses and accuracies come from fp32 logits."""
+    monkeypatch.setattr("losstopo.train.fast_bf16", lambda device: True)
+    stacked = StackedModel(build_model("fc-1-8", (1, 28, 28), 10))
+    step_dtypes, evaluation_dtypes = [], []
+    logits, logits_per_model = stacked.logits, stacked.logits_per_model
+    stacked.logits = lambda *args: _recorded(logits(*args), evaluation_dtypes)
+    stacked.logits_per_model = lambda *args: _recorded(logits_per_model(*args), step_dtypes)
+    result = train_minima(stacked, _small_data(), dataclasses.replace(BF16_CONFIG, max_epochs=2), progress=False)
+    assert set(step_dtypes) == {torch.bfloat16}
+    assert len(evaluation_dtypes) == 2 + 4 and set(evaluation_dtypes) == {torch.float32}  # 2 epochs; 4 at the end
+    assert all(math.isfinite(v) for v in result.train_loss + result.test_loss)

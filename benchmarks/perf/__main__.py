@@ -50,7 +50,9 @@ def main() -> None:
     mnist, cifar = (load_dataset(name, root=args.data_root, allow_partial=True, allow_synthetic=True)
                     for name in ("mnist", "cifar10"))
     cuda = device.type == "cuda"
-    bf16_pays = fast_bf16(device)  # bf16 path steps (paths.mixed_precision) where they pay off: CUDA, AMX CPUs
+    # bf16 path and training steps (paths.mixed_precision, minima.mixed_precision_cpu) where they pay off: CUDA,
+    # CPUs with AMX or AVX512-BF16
+    bf16_pays = fast_bf16(device)
     fc_path = mnist.subset(sizes["fc_path"], 0).to(device)
     # not resnet-t11-code on CPU: its bf16 gradients there differ from the fp32 ones by 1e-1 (relative norm,
     # measured with 19 points on 256 images), past the benchmark's check of equal work
@@ -68,6 +70,9 @@ def main() -> None:
           for name, size in bf16_convs.items() if bf16_pays],
         lambda: path_maximum_benchmark("fc-4-32", fc_path),  # issue 16: the cost of a maximum to a tolerance
         lambda: training_benchmark("fc-4-32", mnist.subset(sizes["mnist_train"], 0).to(device), k=10),  # issue 17: 10 minima
+        # issue 17.3: the same stacked epoch with bf16 steps against fp32 steps
+        *([functools.partial(training_benchmark, "fc-4-32", mnist.subset(sizes["mnist_train"], 0).to(device), k=10,
+                             bf16=True)] if bf16_pays else []),
         lambda: training_benchmark("fc-2-25", mnist.subset(sizes["mnist_train"], 0).to(device), k=6),  # H=25 teachers
         lambda: training_benchmark("cnn-2-64", cifar.subset(sizes["cifar_train"], 0).to(device)),
         lambda: data_loading_benchmark(cifar.subset(sizes["augment"], 0).to(device)),  # no FLOP count
@@ -100,7 +105,8 @@ def main() -> None:
         r = {"flops": None} | benchmark()
         r |= rates(r["flops"], r["fast_s"], r.get("precision"), peaks)
         if r.get("baseline_flops") is not None:
-            r |= {f"baseline_{k}": v for k, v in rates(r["baseline_flops"], r["baseline_s"], r["precision"],
+            baseline_precision = r.get("baseline_precision", r["precision"])
+            r |= {f"baseline_{k}": v for k, v in rates(r["baseline_flops"], r["baseline_s"], baseline_precision,
                                                         peaks).items()}
         results.append(r)
         rate = ("-", "-") if r["gflops"] is None else (f"{r['gflops']:.1f}", f"{r['fraction_of_peak']:.1%}")
