@@ -31,10 +31,12 @@ or a SYNTHETIC stand-in.
 
 
 def where_words(timing: dict) -> str:
-    """Where a stage ran, from its STAGE_TIMING record: Ray jobs run in workers with their own CPUs."""
+    """Where a stage ran, from its STAGE_TIMING record: the device (a CPU named by its model, where recorded); Ray
+    jobs run in workers with their own CPUs."""
+    device = timing["device"] + (f" ({timing['cpu']})" if timing["device"] == "cpu" and timing.get("cpu") else "")
     if timing["executor"] == "ray" and timing.get("cpus_per_job") is not None:
-        return f"{timing['device']}, ray executor, {timing['cpus_per_job']:g} CPU per job"
-    return f"{timing['device']}, {timing['threads']} threads, {timing['executor']} executor"
+        return f"{device}, ray executor, {timing['cpus_per_job']:g} CPU per job"
+    return f"{device}, {timing['threads']} threads, {timing['executor']} executor"
 
 
 def producing_run(experiment: str, stage: str, timing: dict) -> str:

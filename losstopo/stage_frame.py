@@ -19,6 +19,7 @@ from losstopo.errors import ConfigError, LosstopoError
 from losstopo.executor import Executor, JobCache, make_executor
 from losstopo.io import load_json, remove_orphans, save_json
 from losstopo.job_data import stage_data
+from losstopo.machine import cpu_description
 
 ARTIFACTS = Path("artifacts")
 
@@ -106,7 +107,7 @@ def compute_stage(params: Params, experiment: str, stage: str, datasets: Iterabl
         wall = time.perf_counter() - started
         tracking.log_metrics({"stage_wall_s": wall})
     save_json({"experiment": experiment, "stage": stage, "profile": params.profile, "device": device,
-               "executor": executor.name, "threads": torch.get_num_threads(), "wall_s": wall,
+               "executor": executor.name, "threads": torch.get_num_threads(), "cpu": cpu_description(), "wall_s": wall,
                "cpus_per_job": params.ray.cpus_per_job if executor.name == "ray" else None,
                "note": "this invocation only: jobs finished by an interrupted earlier one came from its cache",
                "mlflow_run_id": None if run is None else run.info.run_id,

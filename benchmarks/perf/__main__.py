@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import platform
 from pathlib import Path
 
 import torch
@@ -26,6 +25,7 @@ from losstopo.stage_frame import resolve_device
 from losstopo.data import load_dataset
 from losstopo.io import save_json
 from losstopo.stacked import fast_bf16
+from losstopo.machine import cpu_description
 
 # Images per benchmark: `cpu` keeps the whole run to a few minutes on 2 cores; `gpu` is the issue's size.
 # `fc_path`: the batch of issue 17's target row (the fc-4-32 path step).
@@ -84,7 +84,7 @@ def main() -> None:
     peaks = matmul_peaks(device)  # FLOP/s
     print(", ".join(f"{name} matmul peak (best of 3 sizes) {flops / 1e9:.1f} GFLOP/s"
                     for name, flops in peaks.items()), flush=True)
-    meta = {"device": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
+    meta = {"device": torch.cuda.get_device_name(device) if cuda else cpu_description(),
             "threads": torch.get_num_threads(), "torch": torch.__version__, "sizes": sizes,
             "data": {d.name: d.source for d in (mnist, cifar)}, "peaks": peaks}
     results = []
