@@ -125,12 +125,12 @@ def _descend(trainable: torch.Tensor, points_at: Callable[[torch.Tensor, torch.G
     snapshot, first = None, 0
     saved = state.restore()
     if saved is not None:
-        first, snapshot = saved["step"], saved["snapshot"]
+        first = saved["step"]
+        snapshot = None if saved["snapshot"] is None else saved["snapshot"].to(trainable.device)
         with torch.no_grad():
             trainable.copy_(saved["trainable"])
         optimizer.load_state_dict(saved["optimizer"])
         generator.set_state(saved["generator"])
-        snapshot = None if snapshot is None else snapshot.to(trainable.device)
     for step in tqdm(range(first, training.steps), initial=first, total=training.steps, desc=description,
                      disable=not progress, leave=False):
         if step > first and state.save_due():

@@ -306,13 +306,13 @@ STEPS: dict[str, type[_Steps]] = {"gd": _GradientSteps, "adam": _AdamSteps, "lbf
 
 
 def descend_batch(objective: BatchObjective, x0: torch.Tensor, rule: Convergence = Convergence(),
-                  saved: LoopState | None = None) -> DescentResult:
+                  state: LoopState | None = None) -> DescentResult:
     """Minimise every problem of ``objective`` from its row of ``x0`` (B, D) until ``rule`` stops it.
 
     The loss and gradient the rule reads at an iteration are those its step starts from (one
-    evaluation per gd/adam iteration); a problem the rule stops takes no further step. With ``saved`` (a
-    long descent inside a job) the descent saves its iteration as that loop's state when a save is due, and
-    a rerun from the same ``x0`` continues from the saved iteration to the same end.
+    evaluation per gd/adam iteration); a problem the rule stops takes no further step. With ``state`` (a
+    long descent inside a job) the descent saves its iteration there when a save is due, and a rerun from the
+    same ``x0`` by the same rule continues from the saved iteration to the same end.
     """
     x = x0.detach().clone()
     everyone = torch.arange(x.shape[0], device=x.device)
@@ -320,20 +320,20 @@ def descend_batch(objective: BatchObjective, x0: torch.Tensor, rule: Convergence
     iterations, converged = [rule.max_iter] * x.shape[0], [False] * x.shape[0]
     active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
     earlier: deque[torch.Tensor] = deque(maxlen=rule.window)  # the losses of the last `window` iterations
-    if saved is not None:  # the state of this descent only: the same start and rule
-        saved = LoopState(f"{saved.description}, descent from {tensor_digest(x0)} by {rule}", saved.file)
-    state = None if saved is None else saved.restore()
-    if state is None:
+    if state is not None:  # this descent's own: from this start, by this rule
+        state = LoopState(f"{state.description}, descent from {tensor_digest(x0)} by {rule}", state.file)
+    saved = None if state is None else state.restore()
+    if saved is None:
         first = 0
         loss, grad = value_and_grad(objective, x, everyone)
     else:
-        first, iterations, converged = state["iteration"], state["iterations"], state["converged"]
-        x, loss, grad, active = (state[name].to(x.device) for name in ("x", "loss", "grad", "active"))
-        earlier.extend(previous.to(x.device) for previous in state["earlier"])
-        steps.load(state["steps"], x.device)
+        first, iterations, converged = saved["iteration"], saved["iterations"], saved["converged"]
+        x, loss, grad, active = (saved[name].to(x.device) for name in ("x", "loss", "grad", "active"))
+        earlier.extend(previous.to(x.device) for previous in saved["earlier"])
+        steps.load(saved["steps"], x.device)
     for iteration in range(first, rule.max_iter):
-        if saved is not None and iteration > first and saved.save_due():
-            saved.save({"iteration": iteration, "iterations": iterations, "converged": converged, "x": x, "loss": loss,
+        if state is not None and iteration > first and state.save_due():
+            state.save({"iteration": iteration, "iterations": iterations, "converged": converged, "x": x, "loss": loss,
                         "grad": grad, "active": active, "earlier": list(earlier), "steps": steps.state()})
         stop = torch.linalg.vector_norm(grad, dim=1) <= rule.grad_tol
         if len(earlier) == rule.window:

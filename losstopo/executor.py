@@ -108,9 +108,8 @@ class Executor:
         bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc=label, disable=not bars, leave=False)
         start, done = time.monotonic(), len(jobs) - len(pending)
         with bar:
-            scratch = [None if cache is None else str(cache.scratch(jobs[i].address)) for i in pending]
-            for index, value in self._run(fn, shared, [(i, jobs[i].spec, where) for i, where in zip(pending, scratch)],
-                                          gpu):
+            runs = [(i, jobs[i].spec, None if cache is None else str(cache.scratch(jobs[i].address))) for i in pending]
+            for index, value in self._run(fn, shared, runs, gpu):
                 if cache is not None:
                     cache.put(jobs[index].address, value)
                 results[index] = value

@@ -136,7 +136,7 @@ def certify_maxima(merges: list[MergePath], loss_fn: BatchLossFn, budget: int, r
     half_rule = final_half_rule(dataclasses.replace(rule, final_max_iter=budget))
     states = [_initial(merge, tolerance) for merge in merges]
     finished = [False] * len(merges)
-    # an interrupted job resumes after its last saved round of refinements
+    # an interrupted job resumes after its last saved round of refinements, or inside the round's descents
     saved_state = LoopState(f"certify {len(merges)} maxima, budget {budget}, {max_refinements} refinements, "
                             f"tolerance {tolerance}, {rule}")
     saved = saved_state.restore()
@@ -158,7 +158,8 @@ def certify_maxima(merges: list[MergePath], loss_fn: BatchLossFn, budget: int, r
                 todo.append((b, k))
         if not todo:
             return states
-        _refine_round(todo, merges, states, descent_loss, loss_fn, to_descent, from_descent, half_rule, tolerance)
+        _refine_round(todo, merges, states, descent_loss, loss_fn, to_descent, from_descent, half_rule, tolerance,
+                      saved_state)
         if saved_state.save_due():
             saved_state.save({"finished": finished, "states": [_to_saved(state) for state in states]})
 
@@ -176,8 +177,10 @@ def _from_saved(saved: dict, merge: MergePath) -> PathMaximum:
     return PathMaximum(**(saved | {"points": points}))
 
 
-def _refine_round(todo, merges, states, descent_loss, loss_fn, to_descent, from_descent, half_rule, tolerance) -> None:
-    """One refinement of point k of path b for every (b, k) of ``todo``, descended in one batch."""
+def _refine_round(todo, merges, states, descent_loss, loss_fn, to_descent, from_descent, half_rule, tolerance,
+                  loop: LoopState) -> None:
+    """One refinement of point k of path b for every (b, k) of ``todo``, descended in one batch; its two halves
+    save their iterations beside the certification's ``loop`` state (a rerun resumes inside them)."""
     layer = merges[0].layer
     current = [states[b].points.get(k, merges[b].params[k]) for b, k in todo]
     starts = [to_descent(p.detach()) for p in current]
@@ -200,8 +203,8 @@ def _refine_round(todo, merges, states, descent_loss, loss_fn, to_descent, from_
     def objective(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         return descent_loss(point(rows, index), problems[index])
 
-    first = descend_batch(objective, x, half_rule)
-    second = descend_batch(objective, first.x, half_rule)
+    first = descend_batch(objective, x, half_rule, loop.part("half1", "a refinement's first half"))
+    second = descend_batch(objective, first.x, half_rule, loop.part("half2", "a refinement's second half"))
     everyone = torch.arange(len(todo), device=device)
     for row, (b, k) in enumerate(todo):
         state, mine = states[b], everyone[row:row + 1]

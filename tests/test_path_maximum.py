@@ -286,7 +286,7 @@ def test_an_interrupted_merge_resumes_at_its_last_saved_step_and_ends_as_the_uni
         assert calls <= total - fail_at + 1 + (RULE.max_iter * RULE.line_search_evals + 1)
 
 
-def test_an_interrupted_certification_resumes_after_its_last_round(toy, tmp_path, monkeypatch):
+def test_an_interrupted_certification_resumes_where_it_stopped(toy, tmp_path, monkeypatch):
     monkeypatch.setenv("LOSSTOPO_SAVE_EVERY_S", "0")
     merges, loss_fn, certified = toy
 
@@ -295,9 +295,17 @@ def test_an_interrupted_certification_resumes_after_its_last_round(toy, tmp_path
 
     counted = CountingLoss(loss_fn)
     run(counted)
+    total = counted.calls
     assert max(len(state.refined) for state in certified) >= 2  # rounds to resume between
-    resumed, calls = _interrupted_then_resumed(run, loss_fn, 2 * counted.calls // 3, tmp_path)
-    assert calls < counted.calls
+    for fail_at in (total // 4, 3 * total // 4):
+        resumed, calls = _interrupted_then_resumed(run, loss_fn, fail_at, tmp_path / str(fail_at))
+        # on from where it stopped: at most an iteration of each of a round's two descents redone, and the round's
+        # losses at their ends
+        assert calls <= total - fail_at + 1 + 2 * (RULE.line_search_evals + 1) + 2 * len(merges)
+        _same_maxima(resumed, certified)
+
+
+def _same_maxima(resumed, certified):
     for x, y in zip(resumed, certified):
         assert torch.equal(x.losses, y.losses)
         assert dataclasses.replace(x, losses=None, points={}) == dataclasses.replace(y, losses=None, points={})
