@@ -77,7 +77,8 @@ def to_safe(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         if obj.dtype == object:
             raise TypeError("cannot store a numpy array of Python objects")
-        return {NDARRAY_TAG: torch.from_numpy(np.ascontiguousarray(obj))}
+        writable = obj if obj.flags.writeable else obj.copy()  # a Ray result is read-only: torch warns on sharing it
+        return {NDARRAY_TAG: torch.from_numpy(np.ascontiguousarray(writable))}
     if isinstance(obj, dict):
         return {key: to_safe(value) for key, value in obj.items()}
     if isinstance(obj, (list, tuple)):

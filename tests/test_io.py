@@ -111,6 +111,25 @@ def test_losstopo_dataclasses_round_trip_and_other_names_are_refused():
         from_safe({DATACLASS_TAG: "os:system", "fields": {}})
 
 
+def test_a_read_only_array_is_stored_without_a_warning_and_its_copy_kept_apart():
+    import warnings
+
+    import numpy as np
+    import torch
+
+    from losstopo.io import from_safe, to_safe
+
+    array = np.arange(6.0).reshape(2, 3)
+    array.flags.writeable = False  # as a Ray worker's result arrives, from the object store
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch.from_numpy warns on a read-only array
+        back = from_safe(to_safe({"a": array, "b": np.arange(3)}))
+    assert np.array_equal(back["a"], array) and np.array_equal(back["b"], np.arange(3))
+    stored = to_safe(array)
+    stored[next(iter(stored))].add_(1)  # the stored tensor is a copy: the read-only array is untouched
+    assert np.array_equal(array, np.arange(6.0).reshape(2, 3)) and isinstance(stored[next(iter(stored))], torch.Tensor)
+
+
 def test_code_version_follows_the_imports_and_ignores_the_rest(tmp_path, monkeypatch):
     from losstopo import codeversion
 
