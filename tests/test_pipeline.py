@@ -321,6 +321,7 @@ def test_stage_timing_records_the_executor_that_ran_the_jobs_not_the_params_defa
     from losstopo.reporting import where_words
     from losstopo.executor import LocalExecutor
     from losstopo.io import load_json
+    from losstopo.machine import cpu_description
 
     class FakeRay(LocalExecutor):  # what LOSSTOPO_EXECUTOR=ray makes, without starting Ray
         name = "ray"
@@ -333,7 +334,8 @@ def test_stage_timing_records_the_executor_that_ran_the_jobs_not_the_params_defa
         pass
     timing = load_json(tmp_path / "fc_depth" / "paths" / stage_frame.STAGE_TIMING)
     assert timing["executor"] == "ray" and timing["cpus_per_job"] == params.ray.cpus_per_job
-    assert where_words(timing) == f"cpu, ray executor, {params.ray.cpus_per_job:g} CPU per job"
+    assert timing["cpu"] == cpu_description()  # the machine the stage ran on
+    assert where_words(timing) == f"cpu ({cpu_description()}), ray executor, {params.ray.cpus_per_job:g} CPU per job"
 
 
 @pytest.mark.slow
