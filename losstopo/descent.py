@@ -321,7 +321,7 @@ def descend_batch(objective: BatchObjective, x0: torch.Tensor, rule: Convergence
     active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
     earlier: deque[torch.Tensor] = deque(maxlen=rule.window)  # the losses of the last `window` iterations
     if state is not None:  # this descent's own: from this start, by this rule
-        state = LoopState(f"{state.description}, descent from {tensor_digest(x0)} by {rule}", state.file)
+        state = state.narrowed(f"descent from {tensor_digest(x0)} by {rule}")
     saved = None if state is None else state.restore()
     if saved is None:
         first = 0

@@ -21,6 +21,8 @@ def cpu_description(cpuinfo: str | None = None) -> str:
         key, _, value = line.partition(":")
         fields.setdefault(key.strip(), value.strip())  # the first processor's
     model = fields.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
-    flags = set(fields.get("flags", "").split())
-    features = [feature for feature in SPEED_FEATURES if feature in flags]
-    return f"{model} ({', '.join(features) or 'no ' + SPEED_FEATURES[0]})" if fields.get("flags") is not None else model
+    if "flags" not in fields:  # not an x86 /proc/cpuinfo: the vector units are unknown
+        return model
+    flags = set(fields["flags"].split())
+    features = [feature for feature in SPEED_FEATURES if feature in flags] or [f"no {SPEED_FEATURES[0]}"]
+    return f"{model} ({', '.join(features)})"

@@ -71,6 +71,11 @@ class LoopState:
         file = None if self.file is None else self.file.with_name(f"{self.file.stem}.{name}.pt")
         return LoopState(f"{self.description}: {description}", file)
 
+    def narrowed(self, detail: str) -> "LoopState":
+        """This loop's state, valid only for the run that ``detail`` names (its start, its rule): a rerun from
+        anything else starts afresh."""
+        return LoopState(f"{self.description}, {detail}", self.file)
+
     def restore(self) -> dict[str, Any] | None:
         """The state saved by an interrupted run of this loop, or None (nothing saved, or another loop's)."""
         if self.file is None:

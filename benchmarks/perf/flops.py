@@ -15,8 +15,7 @@ import torch
 from torch import nn
 
 from benchmarks.perf.timing import seconds_per_call
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+from losstopo.stacked import fast_bf16
 
 
 def layer_macs(module: nn.Module, input_shape: tuple[int, ...]) -> list[int]:
@@ -70,7 +69,12 @@ def matmul_peaks(device: torch.device) -> dict[str, float]:
     direct convolution, more than a dense product reaches here, i.e. it does fewer multiplications than the count
     (a fraction above 1 for a convolution row means the same)."""
     sizes, repeats = ((8192,), 10) if device.type == "cuda" else ((1024, 2048, 4096), 5)
-    return {name: max(matmul_peak(device, dtype, n, repeats) for n in sizes) for name, dtype in DTYPES.items()}
+    peaks = {"fp32": max(matmul_peak(device, torch.float32, n, repeats) for n in sizes)}
+    if fast_bf16(device):
+        peaks["bf16"] = max(matmul_peak(device, torch.bfloat16, n, repeats) for n in sizes)
+    else:  # emulated (an AVX2 EPYC: 1.1 GFLOP/s, ~1% of fp32): one small size says so; 4096 took 2 min per product
+        peaks["bf16"] = matmul_peak(device, torch.bfloat16, 512, 2)
+    return peaks
 
 
 def rates(flops: float | None, seconds: float, precision: str | None, peaks: dict[str, float]) -> dict:
