@@ -117,11 +117,11 @@ def train_minima(
         bar.set_postfix(loss=f"{epoch_loss.max():.4f}", active=sum(s < patience for s in state["stale"]))
 
     best = state["best"].to(device)
+    (train_loss, train_acc), (test_loss, test_acc) = train_loss_fn.loss_and_accuracy(best), test_loss_fn.loss_and_accuracy(best)
     with torch.no_grad():
         result = MinimaResult(
-            thetas=best.cpu(), seeds=seeds,
-            train_loss=train_loss_fn(best).tolist(), train_acc=train_loss_fn.accuracy(best).tolist(),
-            test_loss=test_loss_fn(best).tolist(), test_acc=test_loss_fn.accuracy(best).tolist(),
+            thetas=best.cpu(), seeds=seeds, train_loss=train_loss.tolist(), train_acc=train_acc.tolist(),
+            test_loss=test_loss.tolist(), test_acc=test_acc.tolist(),
             epochs=list(state["best_epoch"]),
             converged=(fixed_budget_converged(state["history"], config.n_minima) if config.patience is None
                        else [s >= patience for s in state["stale"]]),

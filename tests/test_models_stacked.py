@@ -51,6 +51,39 @@ def test_stacked_evaluation_equals_separate_modules():
     assert torch.allclose(losses, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("name, shape", [("fc-2-16", (1, 28, 28)), ("cnn-1-4", (3, 32, 32))])
+def test_loss_and_accuracy_in_one_pass_equal_the_two_separate_passes(name, shape):
+    stacked = StackedModel(build_model(name, shape, 10))
+    thetas = stacked.init_thetas([1, 2, 3])
+    x, y = torch.randn(50, *shape), torch.randint(10, (50,))
+    data = DatasetLoss(stacked, x, y, chunk_size=16, max_models=2)
+    loss, accuracy = data.loss_and_accuracy(thetas)
+    with torch.no_grad():  # as evaluations run (a conv net's may take another memory layout than a step's)
+        assert torch.equal(loss, data(thetas)) and torch.equal(accuracy, data.accuracy(thetas))
+    logits = stacked.logits(thetas, x)
+    assert torch.allclose(accuracy, (logits.argmax(-1) == y).float().mean(dim=1))
+    assert torch.allclose(loss, torch.stack([torch.nn.functional.cross_entropy(z, y) for z in logits]), atol=1e-5)
+    assert len(set(loss.tolist())) == 3  # three distinct models, not one repeated
+
+
+@pytest.mark.parametrize("name", ["cnn-2-4", "cnn-1-4-bn"])
+def test_nhwc_evaluations_on_cpu_are_the_nchw_function(name):
+    """Evaluations without gradients of a looped conv net on CPU run NHWC: the same function to rounding, and
+    steps (with gradients) stay NCHW."""
+    stacked = StackedModel(build_model(name, (3, 32, 32), 10))
+    thetas, x = stacked.init_thetas([4, 5]), torch.randn(16, 3, 32, 32)
+    layouts = []
+    first_conv = next(m for m in stacked.module.modules() if isinstance(m, torch.nn.Conv2d))
+    first_conv.register_forward_pre_hook(lambda _, args: layouts.append(
+        args[0].is_contiguous(memory_format=torch.channels_last) and not args[0].is_contiguous()))
+    with torch.no_grad():
+        evaluated = stacked.logits(thetas, x)
+    stepped = stacked.logits(thetas.clone().requires_grad_(), x)
+    assert layouts == [True, True, False, False]  # two models evaluated NHWC, then stepped NCHW
+    assert torch.allclose(evaluated, stepped.detach(), rtol=1e-4, atol=1e-5)
+    assert not StackedModel(build_model("lenet", (1, 28, 28), 10))._nhwc_evaluation(torch.randn(2, 1, 28, 28))
+
+
 def test_stacked_gradients_equal_separate_gradients():
     stacked = StackedModel(build_model("fc-2-8", (1, 6, 6), 4))
     thetas = stacked.init_thetas([0, 1]).requires_grad_(True)

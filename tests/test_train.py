@@ -211,5 +211,5 @@ def test_bf16_training_evaluates_its_epochs_and_minima_in_fp32(monkeypatch):
     stacked.logits_per_model = lambda *args: _recorded(logits_per_model(*args), step_dtypes)
     result = train_minima(stacked, _small_data(), dataclasses.replace(BF16_CONFIG, max_epochs=2), progress=False)
     assert set(step_dtypes) == {torch.bfloat16}
-    assert len(evaluation_dtypes) == 2 + 4 and set(evaluation_dtypes) == {torch.float32}  # 2 epochs; 4 at the end
+    assert len(evaluation_dtypes) == 2 + 2 and set(evaluation_dtypes) == {torch.float32}  # 2 epochs; train, test
     assert all(math.isfinite(v) for v in result.train_loss + result.test_loss)

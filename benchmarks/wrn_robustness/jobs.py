@@ -15,7 +15,7 @@ from losstopo.config import DataConfig
 from losstopo.curves import CurveTraining, evaluate_curves, evaluate_triangles, train_curves, train_triangles
 from losstopo.job_data import DataRequest, job_dataset
 from losstopo.models import build_model
-from losstopo.paths import convergence_checkpoint, evaluate_in_chunks
+from losstopo.paths import convergence_checkpoint
 from losstopo.schedules import garipov_lr
 from losstopo.stacked import DatasetLoss, StackedModel
 from losstopo.stage_frame import resolve_device
@@ -140,8 +140,8 @@ def curves_job(shared: dict[str, dict], job: CurvesJob) -> dict:
     _, losses_at_checkpoint = _curve_losses(eval_loss, start, bends_at_checkpoint, end, cfg)
     out = {"bends": bends.cpu(), "t": t, "losses": losses, "max_at_checkpoint": losses_at_checkpoint.max(axis=1)}
     if job.minima:
-        out |= {"minima_losses": evaluate_in_chunks(eval_loss, thetas, EVAL_MODELS).tolist(),
-                "minima_train_acc": eval_loss.accuracy(thetas).tolist()}
+        losses, accuracies = eval_loss.loss_and_accuracy(thetas)
+        out |= {"minima_losses": losses.tolist(), "minima_train_acc": accuracies.tolist()}
     return out
 
 
