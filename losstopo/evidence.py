@@ -24,9 +24,8 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
-from scipy import stats
 
-from losstopo.stats import TestResult, holm
+from losstopo.stats import TestResult, holm, scipy_stats
 
 ALPHA = 0.05
 CONVERGED_NEEDED = 0.9
@@ -176,7 +175,7 @@ def trend_test(x: Sequence[float], y: Sequence[float], direction: str = "decreas
     observed = float(kendall_s(x, y[None])[0])
     p_less, p_greater = _p_values(observed, null, exact)
     p, p_other = (p_less, p_greater) if direction == "decreasing" else (p_greater, p_less)
-    tau = float(stats.kendalltau(x, y).statistic) if np.ptp(y) > 0 else 0.0
+    tau = float(scipy_stats().kendalltau(x, y).statistic) if np.ptp(y) > 0 else 0.0
     # the best ordering of these values (ties kept): the most extreme statistic any relabelling reaches
     best = np.sort(y)[::-1] if direction == "decreasing" else np.sort(y)
     reached = _p_values(float(kendall_s(np.sort(x), best[None])[0]), null, exact)
@@ -236,7 +235,7 @@ def group_test(a: Sequence[float], b: Sequence[float], names: tuple[str, str] = 
     n_a, n = len(a), len(a) + len(b)
     if n_a == 0 or len(b) == 0:
         return TestResult(name, float("nan"), float("nan"), float("nan"), "rank-biserial r", n, float("nan"), 1.0)
-    values = stats.rankdata(np.concatenate([a, b]))
+    values = scipy_stats().rankdata(np.concatenate([a, b]))
     total = math.comb(n, n_a)
     if total <= EXACT_LIMIT:
         members = np.array(list(itertools.combinations(range(n), n_a)))
@@ -286,8 +285,8 @@ def binomial_test(successes: int, n: int, p0: float = 0.5) -> TestResult:
     """Exact one-sided binomial test that the success probability exceeds ``p0`` ("in most cases")."""
     if not 0 <= successes <= n or n < 1:
         raise ValueError(f"need 0 <= successes <= n and n >= 1, got {successes} of {n}")
-    p = float(stats.binomtest(int(successes), int(n), p0, alternative="greater").pvalue)
-    p_other = float(stats.binomtest(int(successes), int(n), p0, alternative="less").pvalue)
+    p = float(scipy_stats().binomtest(int(successes), int(n), p0, alternative="greater").pvalue)
+    p_other = float(scipy_stats().binomtest(int(successes), int(n), p0, alternative="less").pvalue)
     return TestResult(f"exact binomial, one-sided (fraction > {p0:g})", successes / n, p, successes / n - p0,
                       f"fraction-{p0:g}", int(n), p_other, float(p0 ** n))
 
@@ -302,8 +301,8 @@ def below_threshold_test(values: Sequence[float], threshold: float) -> TestResul
     d = d[d != 0]
     if len(d) == 0:
         return TestResult(name, float("nan"), float("nan"), float("nan"), "margin", len(values), float("nan"), 1.0)
-    p = float(stats.wilcoxon(d, alternative="less", method="exact" if len(d) <= 25 else "auto").pvalue)
-    p_other = float(stats.wilcoxon(d, alternative="greater", method="exact" if len(d) <= 25 else "auto").pvalue)
+    p = float(scipy_stats().wilcoxon(d, alternative="less", method="exact" if len(d) <= 25 else "auto").pvalue)
+    p_other = float(scipy_stats().wilcoxon(d, alternative="greater", method="exact" if len(d) <= 25 else "auto").pvalue)
     median = float(np.median(values))
     return TestResult(name, median, p, float(threshold - median), "margin", len(values), p_other, 0.5 ** len(d))
 
@@ -406,8 +405,8 @@ def homogeneity_test(values: Sequence[float], errors: Sequence[float], relative_
     mean = float(weights @ values / weights.sum())
     q = float(weights @ (values - mean) ** 2)
     df = len(values) - 1
-    return TestResult(name, q, float(stats.chi2.sf(q, df)), math.sqrt(q / df), "spread/error", len(values),
-                      float(stats.chi2.cdf(q, df)), 0.0)
+    return TestResult(name, q, float(scipy_stats().chi2.sf(q, df)), math.sqrt(q / df), "spread/error", len(values),
+                      float(scipy_stats().chi2.cdf(q, df)), 0.0)
 
 
 def homogeneity_null_rate(errors: Sequence[float], level: float = 0.0, relative_floor: float = 0.0,

@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import seaborn as sns  # noqa: E402
 
-sns.set_theme(style="whitegrid", context="paper")
+@functools.cache
+def _pyplot():
+    """matplotlib.pyplot (Agg) in seaborn's theme, imported at the first figure: the compute stages import the
+    experiments' report code but never draw, and the two libraries took ~1.4 s of each stage process's start."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="paper")
+    return plt
+
+
+def _palette(name: str, n: int) -> list:
+    _pyplot()
+    import seaborn as sns
+
+    return sns.color_palette(name, n)
 
 
 def _save(fig, path: Path) -> Path:
@@ -21,13 +36,13 @@ def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
 
 
 def barcodes(panels: dict[str, Sequence[tuple[float, float]]], path: Path, title: str, ylabel: str = "loss") -> Path:
     """One panel per barcode; bars sorted by birth, the infinite bar drawn to the top with an arrow."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.4 * len(panels) + 0.6, 3.2), sharey=True, squeeze=False)
+    fig, axes = _pyplot().subplots(1, len(panels), figsize=(2.4 * len(panels) + 0.6, 3.2), sharey=True, squeeze=False)
     top = _barcode_top(panels.values())
     for ax, (name, bars) in zip(axes[0], panels.items()):
         _draw_barcode(ax, bars, top)
@@ -41,7 +56,7 @@ def barcodes(panels: dict[str, Sequence[tuple[float, float]]], path: Path, title
 def trend(data: dict[str, tuple[Sequence[float], Sequence[float]]], path: Path, title: str, xlabel: str,
           ylabel: str, errors: dict[str, Sequence[float]] | None = None, logx: bool = False) -> Path:
     """Lines of y vs x per series, with optional standard-deviation error bars."""
-    fig, ax = plt.subplots(figsize=(4.6, 3.4) if len(data) < 5 else (7.5, 4.8))
+    fig, ax = _pyplot().subplots(figsize=(4.6, 3.4) if len(data) < 5 else (7.5, 4.8))
     for name, (x, y) in data.items():
         err = None if errors is None else errors.get(name)
         ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=name)
@@ -55,7 +70,7 @@ def trend(data: dict[str, tuple[Sequence[float], Sequence[float]]], path: Path, 
 
 
 def loss_along_paths(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> Path:
-    fig, ax = plt.subplots(figsize=(5, 3.4))
+    fig, ax = _pyplot().subplots(figsize=(5, 3.4))
     for name, (positions, losses) in curves.items():
         ax.plot(positions / max(positions.max(), 1e-12), losses, label=name, lw=1)
     ax.set_xlabel("position along path")
@@ -73,7 +88,7 @@ def _barcode_top(bar_sets) -> float:
 
 
 def _draw_barcode(ax, bars: Sequence[tuple[float, float]], top: float) -> None:
-    palette = sns.color_palette("crest", 3)
+    palette = _palette("crest", 3)
     for i, (birth, death) in enumerate(sorted(bars)):
         infinite = not math.isfinite(death)
         ax.vlines(i, birth, top if infinite else death, color=palette[2 if infinite else 1], lw=3)
@@ -88,7 +103,7 @@ def barcode_grid(rows: dict[str, dict[str, Sequence[tuple[float, float]]]], path
                  ylabel: str = "loss") -> Path:
     """Barcodes in a grid (one row per group, e.g. without / with BatchNorm) sharing one loss axis."""
     n_cols = max(len(panels) for panels in rows.values())
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=(2.4 * n_cols + 0.8, 2.8 * len(rows)), sharey=True,
+    fig, axes = _pyplot().subplots(len(rows), n_cols, figsize=(2.4 * n_cols + 0.8, 2.8 * len(rows)), sharey=True,
                              squeeze=False)
     top = _barcode_top(bars for panels in rows.values() for bars in panels.values())
     for r, (row_name, panels) in enumerate(rows.items()):
@@ -110,8 +125,8 @@ def barcode_grid(rows: dict[str, dict[str, Sequence[tuple[float, float]]]], path
 def points_trend(data: dict[str, tuple[Sequence[float], Sequence[float]]], path: Path, title: str, xlabel: str,
                  ylabel: str, log_x: bool = False) -> Path:
     """Every point (e.g. every saddle height h_p) per series, with a line through the mean at each x."""
-    fig, ax = plt.subplots(figsize=(4.8, 3.5))
-    colors = sns.color_palette("deep", max(len(data), 1))
+    fig, ax = _pyplot().subplots(figsize=(4.8, 3.5))
+    colors = _palette("deep", max(len(data), 1))
     for color, (name, (x, y)) in zip(colors, data.items()):
         x, y = np.asarray(x, float), np.asarray(y, float)
         keep = np.isfinite(x) & np.isfinite(y)
@@ -135,10 +150,10 @@ def _finish(fig, ax, path: Path, title: str, xlabel: str, ylabel: str) -> Path:
 
 def grouped_points(panels: dict[str, dict[str, dict[str, Sequence[float]]]], path: Path, title: str) -> Path:
     """Side-by-side groups: panel -> category (x) -> group (colour) -> values; points plus group means."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    fig, axes = _pyplot().subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
     for ax, (panel, categories) in zip(axes[0], panels.items()):
         groups = list(dict.fromkeys(g for values in categories.values() for g in values))
-        colors = dict(zip(groups, sns.color_palette("deep", max(len(groups), 1))))
+        colors = dict(zip(groups, _palette("deep", max(len(groups), 1))))
         width = 0.7 / max(len(groups), 1)
         for i, values in enumerate(categories.values()):
             for j, group in enumerate(groups):
@@ -161,7 +176,7 @@ def neuron_configurations(panels: dict[str, tuple[np.ndarray, np.ndarray]], path
                           labels: tuple[str, str] = ("minimum", "permutation point")) -> Path:
     """Per panel: the 2-D incoming weight vectors of a hidden layer as numbered arrows from the
     origin, at two configurations (``(n, 2)`` arrays: blue the first, red the second)."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels) + 0.4, 3.2), squeeze=False)
+    fig, axes = _pyplot().subplots(1, len(panels), figsize=(3.0 * len(panels) + 0.4, 3.2), squeeze=False)
     colours = ("tab:blue", "tab:red")
     extent = max(float(np.abs(v).max()) for pair in panels.values() for v in pair) * 1.25 + 1e-9
     for ax, (name, configurations) in zip(axes[0], panels.items()):
@@ -186,8 +201,8 @@ def curves_vs_distance(groups: dict[str, list[tuple[np.ndarray, np.ndarray]]], p
                        ylabel: str, xlabel: str = "distance d between the merged neurons") -> Path:
     """Curves y(d) on a log-d axis, inverted so that the path (d decreasing) runs left to right;
     one colour per group (e.g. per hidden width), one line per curve, points with d <= 0 omitted."""
-    fig, ax = plt.subplots(figsize=(5.2, 3.6))
-    palette = sns.color_palette("viridis", max(len(groups), 1))
+    fig, ax = _pyplot().subplots(figsize=(5.2, 3.6))
+    palette = _palette("viridis", max(len(groups), 1))
     for colour, (name, curves) in zip(palette, groups.items()):
         for k, (d, y) in enumerate(curves):
             d, y = np.asarray(d, float), np.asarray(y, float)
@@ -208,8 +223,8 @@ def grouped_segment_lengths(panels: dict[str, tuple[Sequence[float], Sequence[fl
                             ylabel: str = "segment length $h_p - L(p)$") -> Path:
     """Per panel: one bar per minimum, the first group left of a red divider and the second right of it
     (barcodes paper, Fig. 5). An infinite segment (the global minimum) is drawn hatched to the top, marked ∞."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 0.4, 3.4), squeeze=False)
-    colors = sns.color_palette("deep", 2)
+    fig, axes = _pyplot().subplots(1, len(panels), figsize=(4.2 * len(panels) + 0.4, 3.4), squeeze=False)
+    colors = _palette("deep", 2)
     for ax, (name, (first, second)) in zip(axes[0], panels.items()):
         values = [float(v) for v in first] + [float(v) for v in second]
         finite = [v for v in values if math.isfinite(v)]
@@ -236,7 +251,7 @@ def mean_std_points(data: dict[str, tuple[Sequence[float], Sequence[float], Sequ
                     title: str, xlabel: str, ylabel: str, connect: bool = False) -> Path:
     """Per series: a mean with a ± std error bar at each x (e.g. each minimum, or each set size);
     markers only unless ``connect`` (x is then an ordered quantity)."""
-    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    fig, ax = _pyplot().subplots(figsize=(4.6, 3.4))
     for name, (x, mean, std) in data.items():
         ax.errorbar(x, mean, yerr=std, marker="o", capsize=4, linestyle="-" if connect else "none", label=name)
     ticks = sorted({float(v) for x, _, _ in data.values() for v in x})
@@ -256,7 +271,7 @@ def triangle_losses(grid: np.ndarray, losses: np.ndarray, path: Path, title: str
     drawn on an equilateral triangle (Fig. 15, 16)."""
     corners = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, math.sqrt(3) / 2]])
     xy = np.asarray(grid, float) @ corners
-    fig, ax = plt.subplots(figsize=(4.2, 3.6))
+    fig, ax = _pyplot().subplots(figsize=(4.2, 3.6))
     import matplotlib.tri as mtri
 
     shading = ax.tricontourf(mtri.Triangulation(xy[:, 0], xy[:, 1]), np.asarray(losses, float), levels=14,
@@ -275,11 +290,11 @@ def paired_scatter(data: dict[str, tuple[Sequence[float], Sequence[float]]], pat
                    ylabel: str) -> Path:
     """One point per item (e.g. one pair of minima joined by two path methods), x against y, log-log, with the
     diagonal y = x: points below it are lower on the y method."""
-    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    fig, ax = _pyplot().subplots(figsize=(4.8, 4.2))
     values = [v for x, y in data.values() for v in (*x, *y) if np.isfinite(v) and v > 0]
     low, high = (min(values), max(values)) if values else (1e-3, 1.0)
     ax.plot([low, high], [low, high], color="grey", lw=1, ls="--", label="y = x")
-    for color, (name, (x, y)) in zip(sns.color_palette("deep", max(len(data), 1)), data.items()):
+    for color, (name, (x, y)) in zip(_palette("deep", max(len(data), 1)), data.items()):
         ax.scatter(x, y, s=14, alpha=0.7, color=color, label=name)
     ax.set_xscale("log")
     ax.set_yscale("log")

@@ -30,12 +30,33 @@ def spread(values) -> dict:
     return {"n": int(len(values)), "mean": mean, "std": std, "cv": std / abs(mean) if mean else None}
 
 
+def _sizes(sizes_requested: Sequence[int], n: int) -> list[int]:
+    return sorted({s for s in sizes_requested if 2 <= s <= n})
+
+
+def _mean_cv(pooled: Sequence[dict]) -> float | None:
+    """The robustness statistic: the mean over minima of the CV of their h_p pooled over all subsets."""
+    cvs = [row["cv"] for row in pooled if row["n"] >= 2 and row["cv"] is not None]
+    return float(np.mean(cvs)) if cvs else None
+
+
+def _pooled(table: dict, sizes: Sequence[int], n: int) -> list[dict]:
+    return [spread([h for s in sizes for h in table[s][p]]) for p in range(n)]
+
+
+def mean_cv(losses: Sequence[float], matrix: np.ndarray, sizes_requested: Sequence[int]) -> float | None:
+    """``robustness_summary(...)["mean_cv"]`` without the rest of the summary (the test's null draws need only it)."""
+    n = len(losses)
+    sizes = _sizes(sizes_requested, n)
+    return _mean_cv(_pooled(subset_robustness(losses, matrix, sizes), sizes, n))
+
+
 def robustness_summary(losses: Sequence[float], matrix: np.ndarray, sizes_requested: Sequence[int],
                        fixed_requested: int) -> dict:
     """Fig. 7 from :func:`losstopo.topology.subset_robustness`: per minimum over all subsets (a), the fixed minimum
     per size (b), and the CV per (minimum, size) that the robustness claim tests."""
     n = len(losses)
-    sizes = sorted({s for s in sizes_requested if 2 <= s <= n})
+    sizes = _sizes(sizes_requested, n)
     table = subset_robustness(losses, matrix, sizes)
     full = barcode_of_minima(losses, matrix, "paper")
     global_minimum = int(np.lexsort((np.arange(n), losses))[0])
@@ -43,16 +64,15 @@ def robustness_summary(losses: Sequence[float], matrix: np.ndarray, sizes_reques
     per_size = [{"size": s, "minima": [{"minimum": p, **spread(table[s][p])} for p in range(n)]} for s in sizes]
     points = [(s, p, row["cv"]) for s, entry in zip(sizes, per_size) for p, row in enumerate(entry["minima"])
               if s < n and row["n"] >= 2 and row["cv"] is not None]
-    pooled = [{"minimum": p, "loss": float(losses[p]), "full_height": full[p][1],
-               **spread([h for s in sizes for h in table[s][p]])} for p in range(n)]
-    cvs = [row["cv"] for row in pooled if row["n"] >= 2 and row["cv"] is not None]
+    pooled = [{"minimum": p, "loss": float(losses[p]), "full_height": full[p][1], **row}
+              for p, row in enumerate(_pooled(table, sizes, n))]
     return {
         "sizes_requested": list(sizes_requested), "sizes": sizes, "n_minima": n,
         "values": [{"size": s, "minima": [table[s][p] for p in range(n)]} for s in sizes],
         "per_minimum": pooled, "per_size": per_size, "global_minimum": global_minimum,
         "fixed_minimum": {"index": fixed, "requested": fixed_requested, "is_global_minimum": fixed == global_minimum,
                           "by_size": [{"size": s, **spread(table[s][fixed])} for s in sizes]},
-        "mean_cv": float(np.mean(cvs)) if cvs else None,
+        "mean_cv": _mean_cv(pooled),
         "mean_cv_by_size": [{"size": s, "mean_cv": float(np.mean(v)) if v else None}
                             for s in sizes for v in [[c for s2, _, c in points if s2 == s]]],
         "trend_points": [{"size": s, "minimum": p, "cv": c} for s, p, c in points],
@@ -82,13 +102,12 @@ def robustness_test(losses, matrix: np.ndarray, sizes, draws: int = ROBUSTNESS_D
     small under the null.
     """
     rng = np.random.default_rng(seed)
-    observed = robustness_summary(losses, matrix, sizes, 0)["mean_cv"]
+    observed = mean_cv(losses, matrix, sizes)
     name = "Monte Carlo test of the mean CV of h_p over subsets vs barriers shuffled over pairs (smaller)"
     if observed is None:
         return TestResult(name, float("nan"), float("nan"), float("nan"), "mean CV - null median", 0,
                           float("nan"), 1 / (1 + draws))
-    null = np.array([robustness_summary(losses, shuffled_barriers(losses, matrix, rng), sizes, 0)["mean_cv"]
-                     or np.nan for _ in range(draws)])
+    null = np.array([mean_cv(losses, shuffled_barriers(losses, matrix, rng), sizes) or np.nan for _ in range(draws)])
     null = null[np.isfinite(null)]
     p = float((1 + np.sum(null <= observed + 1e-12)) / (1 + len(null)))
     p_other = float((1 + np.sum(null >= observed - 1e-12)) / (1 + len(null)))

@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from losstopo.robustness import robustness_null_rate, robustness_summary, robustness_test, shuffled_barriers, spread
+from losstopo.robustness import (mean_cv, robustness_null_rate, robustness_summary, robustness_test, shuffled_barriers,
+                                 spread)
 
 
 def test_spread_is_the_population_std_over_the_enumeration():
@@ -70,3 +71,13 @@ def test_robustness_test_detects_a_landscape_whose_bars_do_not_depend_on_the_sub
     np.fill_diagonal(matrix, np.nan)
     result = robustness_test(losses, matrix, [2, 3, 4, 5, 6], draws=199)
     assert result.statistic == pytest.approx(0.0) and result.p_value == pytest.approx(1 / 200)
+
+
+def test_the_lean_statistic_is_the_summarys_mean_cv():
+    rng = np.random.default_rng(3)
+    for n in (3, 5, 6):
+        losses = rng.random(n)
+        matrix = np.maximum.outer(losses, losses) + rng.exponential(1.0, (n, n))
+        matrix = np.triu(matrix, 1) + np.triu(matrix, 1).T
+        expected = robustness_summary(losses, matrix, [2, 3, 4, 5], 0)["mean_cv"]
+        assert expected is not None and mean_cv(losses, matrix, [2, 3, 4, 5]) == expected
