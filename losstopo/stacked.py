@@ -242,13 +242,9 @@ class DatasetLoss:
     def __call__(self, thetas: torch.Tensor) -> torch.Tensor:
         return self._evaluate(thetas, self.x, self.y)[0]
 
-    def accuracy(self, thetas: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self._evaluate(thetas, self.x, self.y, with_accuracy=True)[1]
-
     def loss_and_accuracy(self, thetas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Both over the whole data from one forward pass per chunk (no gradients): the same numbers as
-        ``self(thetas)`` and ``self.accuracy(thetas)`` at half the cost."""
+        """Mean cross-entropy (as ``self(thetas)`` without gradients) and accuracy over the whole data, from one
+        forward pass per chunk."""
         with torch.no_grad():
             return self._evaluate(thetas, self.x, self.y, with_accuracy=True)
 

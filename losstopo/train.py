@@ -117,17 +117,16 @@ def train_minima(
         bar.set_postfix(loss=f"{epoch_loss.max():.4f}", active=sum(s < patience for s in state["stale"]))
 
     best = state["best"].to(device)
-    (train_loss, train_acc), (test_loss, test_acc) = train_loss_fn.loss_and_accuracy(best), test_loss_fn.loss_and_accuracy(best)
-    with torch.no_grad():
-        result = MinimaResult(
-            thetas=best.cpu(), seeds=seeds, train_loss=train_loss.tolist(), train_acc=train_acc.tolist(),
-            test_loss=test_loss.tolist(), test_acc=test_acc.tolist(),
-            epochs=list(state["best_epoch"]),
-            converged=(fixed_budget_converged(state["history"], config.n_minima) if config.patience is None
-                       else [s >= patience for s in state["stale"]]),
-            history=state["history"],
-        )
-    return result
+    train_loss, train_acc = train_loss_fn.loss_and_accuracy(best)
+    test_loss, test_acc = test_loss_fn.loss_and_accuracy(best)
+    return MinimaResult(
+        thetas=best.cpu(), seeds=seeds, train_loss=train_loss.tolist(), train_acc=train_acc.tolist(),
+        test_loss=test_loss.tolist(), test_acc=test_acc.tolist(),
+        epochs=list(state["best_epoch"]),
+        converged=(fixed_budget_converged(state["history"], config.n_minima) if config.patience is None
+                   else [s >= patience for s in state["stale"]]),
+        history=state["history"],
+    )
 
 
 FIXED_BUDGET_TOLERANCE = 0.01  # fixed budgets: converged when the last 20% of epochs moved the loss by < 1%

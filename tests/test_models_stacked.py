@@ -59,9 +59,9 @@ def test_loss_and_accuracy_in_one_pass_equal_the_two_separate_passes(name, shape
     data = DatasetLoss(stacked, x, y, chunk_size=16, max_models=2)
     loss, accuracy = data.loss_and_accuracy(thetas)
     with torch.no_grad():  # as evaluations run (a conv net's may take another memory layout than a step's)
-        assert torch.equal(loss, data(thetas)) and torch.equal(accuracy, data.accuracy(thetas))
-    logits = stacked.logits(thetas, x)
-    assert torch.allclose(accuracy, (logits.argmax(-1) == y).float().mean(dim=1))
+        assert torch.equal(loss, data(thetas))
+        logits = stacked.logits(thetas, x)
+    assert torch.equal(accuracy, (logits.argmax(-1) == y).float().mean(dim=1))
     assert torch.allclose(loss, torch.stack([torch.nn.functional.cross_entropy(z, y) for z in logits]), atol=1e-5)
     assert len(set(loss.tolist())) == 3  # three distinct models, not one repeated
 
