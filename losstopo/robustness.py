@@ -9,6 +9,9 @@ spread with that of the same barriers shuffled over the pairs instead.
 from __future__ import annotations
 
 import functools
+import itertools
+import math
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -45,10 +48,48 @@ def _pooled(table: dict, sizes: Sequence[int], n: int) -> list[dict]:
 
 
 def mean_cv(losses: Sequence[float], matrix: np.ndarray, sizes_requested: Sequence[int]) -> float | None:
-    """``robustness_summary(...)["mean_cv"]`` without the rest of the summary (the test's null draws need only it)."""
+    """``robustness_summary(...)["mean_cv"]`` without the rest of the summary."""
+    value = float(mean_cvs(losses, np.asarray(matrix, float)[None], sizes_requested)[0])
+    return None if math.isnan(value) else value
+
+
+def mean_cvs(losses: Sequence[float], matrices: np.ndarray, sizes_requested: Sequence[int]) -> np.ndarray:
+    """:func:`mean_cv` of each of ``matrices`` (shape ``(draws, n, n)``) at once, NaN where it has none: the
+    robustness test's null draws share the losses, hence every subset's order of its minima."""
+    losses = np.asarray(losses, float)
     n = len(losses)
-    sizes = _sizes(sizes_requested, n)
-    return _mean_cv(_pooled(subset_robustness(losses, matrix, sizes), sizes, n))
+    rank = np.empty(n, dtype=int)
+    rank[np.lexsort((np.arange(n), losses))] = np.arange(n)
+    owners, lower = _subset_bars(tuple(rank.tolist()), tuple(_sizes(sizes_requested, n)))
+    rows = matrices[:, owners, :]  # (draws, bars, n): each bar's row of path maxima
+    heights = np.where(lower & ~np.isnan(rows), rows, np.inf).min(axis=-1)  # Algorithm 1's h_p on each subset
+    finite = np.isfinite(heights)
+    member = owners[:, None] == np.arange(n)  # (bars, n): the minimum each bar belongs to
+    count = finite.astype(float) @ member
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(finite, heights, 0.0) @ member / count
+        deviation = np.where(finite, heights - mean[:, owners], 0.0)
+        cv = np.sqrt(deviation ** 2 @ member / count) / np.abs(mean)
+    cv[(count < 2) | (mean == 0)] = np.nan
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a draw without any CV: NaN
+        return np.nanmean(cv, axis=1)
+
+
+@functools.cache
+def _subset_bars(rank: tuple[int, ...], sizes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Every bar that can be finite in the subsets of the given sizes: its minimum, and the mask of the subset's
+    minima below it (ranked by loss, ties by index, as Algorithm 1)."""
+    n = len(rank)
+    owners, lower = [], []
+    for size in sizes:
+        for subset in itertools.combinations(range(n), size):
+            for p in subset:
+                below = [q for q in subset if rank[q] < rank[p]]
+                if below:
+                    owners.append(p)
+                    lower.append(np.isin(np.arange(n), below))
+    return np.array(owners, dtype=int), np.array(lower, dtype=bool).reshape(-1, n)
 
 
 def robustness_summary(losses: Sequence[float], matrix: np.ndarray, sizes_requested: Sequence[int],
@@ -107,7 +148,7 @@ def robustness_test(losses, matrix: np.ndarray, sizes, draws: int = ROBUSTNESS_D
     if observed is None:
         return TestResult(name, float("nan"), float("nan"), float("nan"), "mean CV - null median", 0,
                           float("nan"), 1 / (1 + draws))
-    null = np.array([mean_cv(losses, shuffled_barriers(losses, matrix, rng), sizes) or np.nan for _ in range(draws)])
+    null = mean_cvs(losses, np.stack([shuffled_barriers(losses, matrix, rng) for _ in range(draws)]), sizes)
     null = null[np.isfinite(null)]
     p = float((1 + np.sum(null <= observed + 1e-12)) / (1 + len(null)))
     p_other = float((1 + np.sum(null >= observed - 1e-12)) / (1 + len(null)))

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from losstopo.robustness import (mean_cv, robustness_null_rate, robustness_summary, robustness_test, shuffled_barriers,
-                                 spread)
+from losstopo.robustness import (mean_cv, mean_cvs, robustness_null_rate, robustness_summary, robustness_test,
+                                 shuffled_barriers, spread)
 
 
 def test_spread_is_the_population_std_over_the_enumeration():
@@ -44,7 +44,7 @@ def test_robustness_summary_of_three_minima_by_hand():
 def test_robustness_is_no_longer_supported_on_random_path_maxima():
     """The old procedure said 'supported' in 24-100% of random landscapes; the restated one, whose null is
     the construction itself, rejects at about alpha."""
-    assert robustness_null_rate(5, (2, 3, 4, 5), draws=60) <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / 60)
+    assert robustness_null_rate(5, (2, 3, 4, 5), draws=400) <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / 400)
 
 
 def test_shuffled_barriers_keep_every_maximum_above_its_minima_and_the_barriers_as_a_set():
@@ -73,11 +73,28 @@ def test_robustness_test_detects_a_landscape_whose_bars_do_not_depend_on_the_sub
     assert result.statistic == pytest.approx(0.0) and result.p_value == pytest.approx(1 / 200)
 
 
-def test_the_lean_statistic_is_the_summarys_mean_cv():
+def test_the_batched_statistic_is_the_summarys_mean_cv_draw_by_draw():
+    """``mean_cvs`` (all null draws at once) against the summary built subset by subset, on landscapes with tied
+    losses, missing paths and constant maxima (every CV 0, which must count as 0, not as missing)."""
     rng = np.random.default_rng(3)
-    for n in (3, 5, 6):
-        losses = rng.random(n)
-        matrix = np.maximum.outer(losses, losses) + rng.exponential(1.0, (n, n))
-        matrix = np.triu(matrix, 1) + np.triu(matrix, 1).T
-        expected = robustness_summary(losses, matrix, [2, 3, 4, 5], 0)["mean_cv"]
-        assert expected is not None and mean_cv(losses, matrix, [2, 3, 4, 5]) == expected
+    for n in (2, 3, 5, 6):
+        losses = np.round(rng.random(n), 1)  # ties, broken by index
+        matrices = []
+        for kind in range(4):
+            matrix = np.maximum.outer(losses, losses) + rng.exponential(1.0, (n, n))
+            matrix = np.triu(matrix, 1) + np.triu(matrix, 1).T
+            if kind == 1:
+                matrix[0, n - 1] = matrix[n - 1, 0] = np.nan
+            if kind == 2:
+                matrix[:] = 1.0 + losses.max()
+            np.fill_diagonal(matrix, np.nan)
+            matrices.append(matrix)
+        batched = mean_cvs(losses, np.stack(matrices), [2, 3, 4, 5])
+        for matrix, value in zip(matrices, batched):
+            expected = robustness_summary(losses, matrix, [2, 3, 4, 5], 0)["mean_cv"]
+            if expected is None:
+                assert np.isnan(value) and mean_cv(losses, matrix, [2, 3, 4, 5]) is None
+            else:
+                assert value == pytest.approx(expected, rel=1e-12, abs=1e-15)
+                assert mean_cv(losses, matrix, [2, 3, 4, 5]) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    assert mean_cvs(losses, np.stack(matrices), [2, 3, 4, 5])[2] == pytest.approx(0.0, abs=1e-12)
