@@ -191,6 +191,27 @@ def test_every_dvc_stage_waits_for_the_validation_of_all_params():
     assert all("artifacts/validated.json" in stage["deps"] for name, stage in stages.items() if name != "validate")
 
 
+def test_every_profile_override_of_a_stage_param_is_a_param_of_that_stage():
+    """A profile that overrides a key a stage depends on (``fc_depth.depths`` -> ``profiles.ci.fc_depth.depths``)
+    must be a DVC param of that stage too, or changing the override would not re-run it."""
+    import yaml
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    missing = []
+    for name, stage in stages.items():
+        listed = [key for key in stage.get("params", []) if isinstance(key, str)]
+        for key in listed:
+            for profile, overrides in raw["profiles"].items():
+                node = overrides
+                for part in key.split("."):
+                    node = node.get(part) if isinstance(node, dict) else None
+                override = f"profiles.{profile}.{key}"
+                if node is not None and not any(override == k or override.startswith(k + ".") for k in listed):
+                    missing.append(f"{name}: {override}")
+    assert not missing, missing
+
+
 def test_validate_checks_settings_and_every_dataset_and_writes_a_constant_marker(tmp_path, monkeypatch, capsys):
     import yaml
 

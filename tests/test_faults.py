@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -65,9 +66,20 @@ def _workdir(tmp_path: Path, name: str, experiment: str = "fc_depth", **paths) -
 def _stage(work: Path, stage: str, fault: str | None = None, experiment: str = "fc_depth") -> subprocess.CompletedProcess:
     argv = ["stage", experiment, stage, "--params", "params.yaml"]
     command = [sys.executable, "-c", KILLER, fault, *argv] if fault else [sys.executable, "-m", "losstopo.cli", *argv]
+    # One thread a process: the uninterrupted reference runs beside the faulted run (_uninterrupted), and two
+    # processes of two OpenMP threads each on two cores spin-wait for each other.
     env = os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "LOSSTOPO_EXECUTOR": "local",
-                        "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+                        "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=900)
+
+
+def _uninterrupted(work: Path, experiment: str = "fc_depth") -> Future:
+    """The minima and paths stages run without a fault, in the background: each CLI call here is mostly process
+    start-up on one core, so the reference and the faulted run share the machine's two."""
+    pool = ThreadPoolExecutor(1)
+    calls = pool.submit(lambda: [_stage(work, stage, experiment=experiment) for stage in ("minima", "paths")])
+    pool.shutdown(wait=False)  # its thread ends with the calls; the caller waits on the result
+    return calls
 
 
 def _ok(done: subprocess.CompletedProcess) -> None:
@@ -113,8 +125,7 @@ def _same(a, b) -> bool:
 
 def test_killed_stages_refuse_downstream_then_recover_to_the_uninterrupted_outputs(tmp_path):
     reference = _workdir(tmp_path, "reference")
-    for stage in ("minima", "paths"):
-        _ok(_stage(reference, stage))
+    uninterrupted_run = _uninterrupted(reference)
 
     work = _workdir(tmp_path, "killed")
     killed = _stage(work, "minima", "job1")  # one variant's minima cached, nothing written yet
@@ -129,6 +140,8 @@ def test_killed_stages_refuse_downstream_then_recover_to_the_uninterrupted_outpu
     assert _stage(work, "paths", "job1").returncode == -9
     _ok(_stage(work, "paths"))
     assert not list((work / "artifacts").rglob(".*.tmp"))  # no half-written file left anywhere
+    for done in uninterrupted_run.result():
+        _ok(done)
     recovered, uninterrupted = _outputs(work), _outputs(reference)
     assert recovered.keys() == uninterrupted.keys() and len(recovered) >= 6
     assert all(_same(recovered[name], uninterrupted[name]) for name in recovered), \
@@ -156,14 +169,15 @@ def test_killed_stages_of_the_other_experiments_recover_to_the_uninterrupted_out
     """The same faults through the two experiments whose stages are not fc_depth's: their own job kinds (teachers,
     permutation paths; LeNet/WRN minima, curves, triangles) and persisted outputs."""
     reference = _workdir(tmp_path, "reference", experiment)
-    for stage in ("minima", "paths"):
-        _ok(_stage(reference, stage, experiment=experiment))
+    uninterrupted_run = _uninterrupted(reference, experiment)
 
     work = _workdir(tmp_path, "killed", experiment)
     for stage in ("minima", "paths"):
         assert _stage(work, stage, "job1", experiment).returncode == -9
         _ok(_stage(work, stage, experiment=experiment))
     assert not list((work / "artifacts").rglob(".*.tmp"))
+    for done in uninterrupted_run.result():
+        _ok(done)
     recovered, uninterrupted = _outputs(work, experiment), _outputs(reference, experiment)
     assert recovered.keys() == uninterrupted.keys() and len(recovered) >= 3
     assert all(_same(recovered[name], uninterrupted[name]) for name in recovered), \
