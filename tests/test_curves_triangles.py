@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from analytic import descend_to_minimum, ring_2d
+from analytic import descend_to_minima, ring_2d
 from losstopo.curves import (CurveTraining, barycentric_grid, curve_points, evaluate_curves, evaluate_triangles,
                              train_curves, train_triangles, triangle_points, triangle_weights, uniform_barycentric)
 from losstopo.topology import barcode_of_minima, higher_barcodes, subset_robustness
@@ -67,7 +67,7 @@ def test_grid_and_sampling_cover_the_simplex():
 
 
 def _ring_minima():
-    return torch.stack([descend_to_minimum(ring_2d, torch.tensor(p)) for p in ([-1.0, 0.0], [1.0, 0.0], [0.0, -1.0])])
+    return torch.stack(descend_to_minima(ring_2d, [torch.tensor(p) for p in ([-1.0, 0.0], [1.0, 0.0], [0.0, -1.0])]))
 
 
 def test_trained_curve_follows_the_ring_valley():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from analytic import WELL_CENTRES, descend_to_minimum, grid_barcode, wells_1d, wells_2d
+from analytic import WELL_CENTRES, descend_to_minima, grid_barcode, wells_1d, wells_2d
 from losstopo.paths import (dense_positions, interpolate_polyline, optimize_path, optimize_paths,
                             orthogonal_direction, straight_path)
 from losstopo.topology import barcode_of_minima
@@ -40,7 +40,7 @@ def test_endpoints_never_move_and_batched_equals_single():
 
 
 def test_optimisation_lowers_the_path_maximum():
-    a, b = descend_to_minimum(wells_2d, WELL_CENTRES[0]), descend_to_minimum(wells_2d, WELL_CENTRES[1])
+    a, b = descend_to_minima(wells_2d, WELL_CENTRES[:2])
     straight = optimize_path(wells_2d, a, b, n_points=19, steps=0)
     optimised = optimize_path(wells_2d, a, b, n_points=19, lr=0.05, steps=300)
     assert optimised.max_loss < straight.max_loss - 0.05
@@ -63,7 +63,7 @@ def _finite_deaths(bars):
 
 def test_1d_barcode_matches_exact_sublevel_persistence():
     # In 1-D the gradient is tangent to every path, so the path is the interval itself.
-    minima = [descend_to_minimum(wells_1d, torch.tensor([x])) for x in (-2.0, 0.1, 2.2)]
+    minima = descend_to_minima(wells_1d, [torch.tensor([x]) for x in (-2.0, 0.1, 2.2)])
     losses, path_max = _barcode_from_paths(wells_1d, minima, n_points=201, lr=0.01, steps=20)
     reference, value_range = grid_barcode(wells_1d, [-4.0], [4.0], 20001)
     expected = sorted(d for _, d in reference if np.isfinite(d))
@@ -74,7 +74,7 @@ def test_1d_barcode_matches_exact_sublevel_persistence():
 
 
 def test_2d_optimised_paths_recover_exact_barcode_within_2_percent():
-    minima = [descend_to_minimum(wells_2d, c) for c in WELL_CENTRES]
+    minima = descend_to_minima(wells_2d, WELL_CENTRES)
     assert len({tuple(m.round(decimals=3).tolist()) for m in minima}) == 3
     losses, path_max = _barcode_from_paths(wells_2d, minima, n_points=41, lr=0.05, steps=600)
     reference, value_range = grid_barcode(wells_2d, [-3.5, -3.5], [3.5, 3.5], 701)
@@ -184,7 +184,7 @@ LANDSCAPES = {
 @pytest.mark.parametrize("name", sorted(LANDSCAPES))
 def test_normalized_steps_recover_exact_barcodes_with_one_set_of_options(name):
     fn, starts, lows, highs, descent_lr = LANDSCAPES[name]
-    minima = [descend_to_minimum(fn, s, lr=descent_lr) for s in starts]
+    minima = descend_to_minima(fn, starts, lr=descent_lr)
     losses, path_max = _barcode_from_paths(fn, minima, **NORMALIZED)
     reference, value_range = grid_barcode(fn, lows, highs, 1001)
     expected = sorted(d for _, d in reference if np.isfinite(d))
@@ -194,7 +194,7 @@ def test_normalized_steps_recover_exact_barcodes_with_one_set_of_options(name):
 
 
 def test_a_diverging_path_stops_with_an_error_naming_it():
-    minima = [descend_to_minimum(himmelblau, s, lr=0.01) for s in HIMMELBLAU_MINIMA]
+    minima = descend_to_minima(himmelblau, HIMMELBLAU_MINIMA, lr=0.01)
     with pytest.raises(PathsDiverged) as error:  # plain steps of lr 0.02 with momentum blow up on Himmelblau
         optimize_paths(himmelblau, torch.stack(minima[:2]), torch.stack(minima[2:]), n_points=19, lr=0.02,
                        steps=200, momentum=0.9, clip_norm=None)
@@ -202,7 +202,7 @@ def test_a_diverging_path_stops_with_an_error_naming_it():
 
 
 def test_segment_sampled_steps_recover_the_exact_barcode_of_the_wells():
-    minima = [descend_to_minimum(wells_2d, s, lr=0.05) for s in WELL_CENTRES]
+    minima = descend_to_minima(wells_2d, WELL_CENTRES, lr=0.05)
     losses, path_max = _barcode_from_paths(wells_2d, minima, **NORMALIZED, sample="segments")
     reference, value_range = grid_barcode(wells_2d, [-3.5, -3.5], [3.5, 3.5], 1001)
     expected = sorted(d for _, d in reference if np.isfinite(d))
