@@ -153,18 +153,21 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_logged_runs_are_readable_through_the_mlflow_server_rest_api(tiny_params, tmp_path, mlflow_store,
                                                                       monkeypatch):
+    import mlflow
+
     from losstopo.reporting import build_report
 
-    _run_all(tiny_params, tmp_path / "artifacts")
-    monkeypatch.chdir(tmp_path)  # the report reads artifacts/ of the working directory
-    build_report(tiny_params, tmp_path / "reports" / "tiny", ["fc_depth"])
+    mlflow.MlflowClient().search_experiments()  # the store's tables exist before the server opens it too
     port = _free_port()
-    server = subprocess.Popen(
+    server = subprocess.Popen(  # starting it takes ~20 s: meanwhile the stages run and the report is written
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", mlflow_store, "--workers", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
+        _run_all(tiny_params, tmp_path / "artifacts")
+        monkeypatch.chdir(tmp_path)  # the report reads artifacts/ of the working directory
+        build_report(tiny_params, tmp_path / "reports" / "tiny", ["fc_depth"])
         for _ in range(240):
             try:
                 if requests.get(f"{base}/health", timeout=1).status_code == 200:
