@@ -66,15 +66,19 @@ class MLPParams:
             return self.select(0).forward(x)[None]
         h = x.flatten(1) if self.flatten_input else x
         for k, (w, b) in enumerate(zip(self.weights, self.biases), start=1):
+            hidden = k < self.depth
             if w.dim() == 2:
                 h = nn.functional.linear(h, w, b)
             elif h.dim() == 2:  # shared inputs: one matrix product for the whole stack
                 n, n_out, n_in = w.shape
                 h = nn.functional.linear(h, w.reshape(n * n_out, n_in), b.reshape(n * n_out))
+                if hidden:  # on the contiguous product: on the strided view below it ran ~3x slower (backward ~10x)
+                    h = torch.relu(h)
                 h = h.view(len(h), n, n_out).transpose(0, 1)
+                continue
             else:
                 h = torch.baddbmm(b[:, None], h, w.transpose(1, 2))
-            if k < self.depth:
+            if hidden:
                 h = torch.relu(h)
         return h
 
