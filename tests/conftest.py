@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # shared test helpers (analytic.py)
+from stores import fresh_store  # noqa: E402
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -20,7 +21,7 @@ def shared_data() -> Path:
 @pytest.fixture
 def mlflow_store(tmp_path, monkeypatch):
     """An isolated embedded MLflow store per test."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = fresh_store(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)
     import mlflow

@@ -8,6 +8,7 @@ import mlflow
 import numpy as np
 import pytest
 from tiny import tiny_params
+from stores import fresh_store
 
 from losstopo import evidence
 from losstopo.evidence import group_test, trend_test
@@ -57,7 +58,7 @@ def pipeline(tmp_path_factory):
     params = resolve(raw)
     root = tmp / "artifacts"
     with pytest.MonkeyPatch.context() as patch:  # an isolated MLflow store, as conftest's mlflow_store
-        uri = f"sqlite:///{tmp / 'mlflow.db'}"
+        uri = fresh_store(tmp)
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         patch.chdir(tmp)
         mlflow.set_tracking_uri(uri)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from stores import fresh_store
 from tiny import tiny_params
 
 pytestmark = pytest.mark.slow
@@ -60,6 +61,7 @@ def _workdir(tmp_path: Path, name: str, experiment: str = "fc_depth", **paths) -
     if paths:
         raw[experiment]["paths"] |= paths
     (work / "params.yaml").write_text(yaml.safe_dump(raw))
+    fresh_store(work)
     return work
 
 

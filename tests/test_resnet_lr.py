@@ -9,6 +9,7 @@ import pytest
 from tiny import RESNET_MINIMA, RESNET_POINTS, tiny_params
 from conftest import resolve_tiny
 from executors import run_minima_and_paths_both_ways
+from stores import fresh_store
 
 from benchmarks import resnet_lr, resnet_lr_claims
 from losstopo import data as data_module
@@ -35,7 +36,7 @@ def pipeline(tmp_path_factory):
     root = tmp / "artifacts"
     with pytest.MonkeyPatch.context() as patch:  # an isolated MLflow store, as conftest's mlflow_store
         patch.setattr(data_module, "SYNTHETIC_SIZES", {"cifar10": (64, 32), "svhn": (64, 32)})
-        uri = f"sqlite:///{tmp / 'mlflow.db'}"
+        uri = fresh_store(tmp)
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         patch.chdir(tmp)
         mlflow.set_tracking_uri(uri)

@@ -10,6 +10,7 @@ import torch
 from tiny import WRN_EVAL_POINTS, WRN_TRIANGLE_RESOLUTION, tiny_params
 from conftest import resolve_tiny
 from executors import use_pickling_executor
+from stores import fresh_store
 
 from benchmarks import wrn_robustness as wr
 from benchmarks.wrn_robustness.jobs import _eval_loss
@@ -36,7 +37,7 @@ def run(tmp_path_factory):
     params = resolve(raw)
     config = params.experiment("wrn_robustness")
     root = tmp / "artifacts"
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    uri = fresh_store(tmp)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
